@@ -1,0 +1,21 @@
+# Layer criticality: reset one layer of a trained vision model at a time and measure how much
+# its outputs change (Gavrikov et al., 2024). Default study: the offline demo (config/demo.yaml);
+# the paper's study: --configfile config/config.yaml.
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        figure_targets(),
+        table_targets(),
+    default_target: True
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/baseline.smk"
+include: "workflow/rules/reset.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"

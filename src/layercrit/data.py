@@ -1,0 +1,62 @@
+"""Evaluation images: stored once as uint8, turned into model input on the device.
+
+Every evaluation job reads the same prepared file (images as uint8 N×3×H×W, labels as int64),
+so no job decodes images again. Normalization belongs to the model (some models take raw
+[0, 1] input), which is why it is applied here, per model, and not baked into the stored data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from layercrit.io import atomic_path
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (uint8, N×3×H×W) with their integer class labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 N×3×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def to_model_input(
+    images: torch.Tensor,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 images → float input in [0, 1], normalized with the model's mean/std if it has one."""
+    x = images.to(dtype).div_(255.0)
+    if mean is not None:
+        m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+        x = x.sub_(m).div_(s)
+    return x
+
+
+def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None = None) -> None:
+    """Write images + labels as one safetensors file (atomically); metadata goes in its header."""
+    header = {"metadata": json.dumps(metadata or {})}
+    with atomic_path(path) as tmp:
+        save_file({"images": image_set.images.contiguous(), "labels": image_set.labels.contiguous()}, tmp, header)
+
+
+def load_image_set(path: str | Path) -> ImageSet:
+    tensors = load_file(str(path))
+    return ImageSet(tensors["images"], tensors["labels"])

@@ -1,0 +1,81 @@
+"""Which device an evaluation runs on, and leases so that concurrent jobs never share one.
+
+Reset jobs run as threads of one long-lived Snakemake process (see workflow/rules/reset.smk).
+Each job leases a device slot for the duration of its forward passes: one slot per visible GPU,
+or a single CPU slot. A thread that finds every slot taken waits for the next one to be
+returned, so no two jobs compete for one GPU and no GPU idles while jobs wait. On the CPU one
+slot is right: one evaluation already uses every core through torch's intra-op threads, and two
+at once would only thrash the caches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+
+def resolve_device_kind(setting: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` pins one GPU."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device: {setting!r} was asked for but torch sees no GPU "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); set device: auto or cpu"
+        )
+    return setting
+
+
+class DevicePool:
+    """A fixed set of device names handed out one job at a time."""
+
+    def __init__(self, devices: list[str]):
+        if not devices:
+            raise ValueError("a device pool needs at least one device")
+        self._free = list(devices)
+        self._all = tuple(devices)
+        self._cond = threading.Condition()
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return self._all
+
+    @contextlib.contextmanager
+    def lease(self, timeout: float | None = None) -> Iterator[str]:
+        """Hold one device for the block; it is returned even if the block raises."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._free, timeout=timeout):
+                raise TimeoutError(f"no free device among {self._all} within {timeout} s")
+            device = self._free.pop(0)
+        try:
+            yield device
+        finally:
+            with self._cond:
+                self._free.append(device)
+                self._cond.notify()
+
+
+def pool_for(setting: str) -> DevicePool:
+    """The pool for a study's ``device`` setting: every visible GPU for ``cuda``/``auto``."""
+    kind = resolve_device_kind(setting)
+    if kind == "cuda":
+        import torch
+
+        return DevicePool([f"cuda:{i}" for i in range(torch.cuda.device_count())])
+    return DevicePool([kind])
+
+
+_pools: dict[str, DevicePool] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(setting: str) -> DevicePool:
+    """One pool per setting per process, shared by every job thread of that process."""
+    with _pools_lock:
+        if setting not in _pools:
+            _pools[setting] = pool_for(setting)
+        return _pools[setting]

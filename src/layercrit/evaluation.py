@@ -1,0 +1,273 @@
+"""The baseline evaluation and the reset evaluation.
+
+``evaluate_reset`` is the whole reset experiment for one (model, layer, seed); the Snakemake rule
+only passes paths to it. Data, models and freshly initialized weights come from an
+``EvaluationCache``, so a long-lived process (Snakemake running jobs as threads) loads each
+once and a job costs little more than its forward passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from layercrit.data import ImageSet, load_image_set, to_model_input
+from layercrit.devices import shared_pool
+from layercrit.io import atomic_path, provenance, read_json, write_json
+from layercrit.metrics import OutputChangeAccumulator, topk_correct
+from layercrit.reset import reset_layer
+from layercrit.study import Architecture
+from layercrit.zoo import build_architecture, load_checkpoint, load_model
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+# A baseline more than this many points below the reported top-1 most likely means a loading error.
+ACCURACY_GAP_WARNING = 2.0
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: {self.precision!r} is not one of {PRECISIONS}")
+
+
+class _LRU:
+    """A small thread-safe LRU cache; ``get`` builds a missing entry once, even under contention."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = build()
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+                self._key_locks.pop(key, None)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _file_key(path: str | Path, *rest: Any) -> tuple:
+    # The modification time is part of the key so that a re-made file is never served stale.
+    p = Path(path).resolve()
+    return (str(p), p.stat().st_mtime_ns, *rest)
+
+
+class EvaluationCache:
+    """What a long-lived process keeps loaded between jobs: images, models, fresh weights, logits."""
+
+    def __init__(self, max_models: int = 4, max_fresh: int = 6):
+        self.images = _LRU(2)
+        self.models = _LRU(max_models)
+        self.fresh = _LRU(max_fresh)
+        self.logits = _LRU(max_models)
+
+    def image_set(self, path: str | Path, device: str) -> ImageSet:
+        def build() -> ImageSet:
+            data = load_image_set(path)
+            pin = device.startswith("cuda")
+            return ImageSet(data.images.to(device, non_blocking=pin), data.labels.to(device))
+
+        return self.images.get(_file_key(path, device), build)
+
+    def model(self, arch: Architecture, path: str | Path, device: str) -> tuple[torch.nn.Module, dict | None]:
+        def build():
+            ckpt = load_checkpoint(path)
+            model = load_model(arch, ckpt).to(device)
+            if device.startswith("cuda"):
+                model = model.to(memory_format=torch.channels_last)
+            return model, ckpt.normalization
+
+        return self.models.get(_file_key(path, device), build)
+
+    def fresh_state(self, arch: Architecture, seed: int) -> dict[str, torch.Tensor]:
+        """State dict of a freshly initialized ``arch`` under ``seed`` (kept on the CPU)."""
+        key = (arch.id, arch.timm_name, repr(sorted(arch.kwargs.items())), seed)
+        return self.fresh.get(key, lambda: build_architecture(arch, seed=seed).state_dict())
+
+    def init_state(self, path: str | Path) -> dict[str, torch.Tensor]:
+        return self.fresh.get(_file_key(path), lambda: load_checkpoint(path).state_dict)
+
+    def baseline_logits(self, path: str | Path, device: str) -> torch.Tensor:
+        return self.logits.get(_file_key(path, device), lambda: load_file(str(path), device=device)["logits"])
+
+
+DEFAULT_CACHE = EvaluationCache()
+
+
+@contextlib.contextmanager
+def _precision(precision: str, device: str) -> Iterator[None]:
+    if device.startswith("cuda"):
+        # TF32 is a process-wide switch; every job of one study uses the same precision.
+        allow = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+    if precision == "bf16":
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def predict_logits(
+    model: torch.nn.Module, data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str
+) -> torch.Tensor:
+    """Logits (float32, N×C) of ``model`` on every image, in batches, without gradients."""
+    mean = normalization.get("mean") if normalization else None
+    std = normalization.get("std") if normalization else None
+    outputs = []
+    with torch.inference_mode(), _precision(settings.precision, device):
+        for start in range(0, len(data), settings.batch_size):
+            x = to_model_input(data.images[start : start + settings.batch_size].to(device, non_blocking=True), mean, std)
+            if device.startswith("cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(x).float())
+    return torch.cat(outputs)
+
+
+def _device_description(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def evaluate_baseline(
+    *,
+    model_id: str,
+    arch: Architecture,
+    checkpoint: str | Path,
+    eval_data: str | Path,
+    settings: EvalSettings,
+    logits_out: str | Path,
+    summary_out: str | Path,
+    reported_top1: float | None = None,
+    cache: EvaluationCache = DEFAULT_CACHE,
+) -> dict[str, Any]:
+    """Clean logits of a model on the evaluation images, and its top-1/top-5 accuracy."""
+    started = time.perf_counter()
+    with shared_pool(settings.device).lease() as device:
+        data = cache.image_set(eval_data, device)
+        model, normalization = cache.model(arch, checkpoint, device)
+        logits = predict_logits(model, data, normalization, settings, device)
+        correct = topk_correct(logits, data.labels)
+    n = len(data)
+    top1, top5 = 100.0 * correct[1] / n, 100.0 * correct[5] / n
+    gap = None if reported_top1 is None else reported_top1 - top1
+    summary = {
+        "model": model_id,
+        "top1": top1,
+        "top5": top5,
+        "reported_top1": reported_top1,
+        "top1_gap": gap,
+        "suspect_loading": bool(gap is not None and gap > ACCURACY_GAP_WARNING),
+        "n_images": n,
+        "n_nonfinite": int((~torch.isfinite(logits)).any(dim=1).sum()),
+        **provenance(
+            device=_device_description(device),
+            precision=settings.precision,
+            batch_size=settings.batch_size,
+            wall_s=time.perf_counter() - started,
+        ),
+    }
+    if summary["suspect_loading"]:
+        log.warning("%s: top-1 %.2f is %.2f points below the reported %.2f", model_id, top1, gap, reported_top1)
+    with atomic_path(logits_out) as tmp:
+        save_file({"logits": logits.cpu().contiguous()}, tmp)
+    write_json(summary_out, summary)
+    return summary
+
+
+def evaluate_reset(
+    *,
+    model_id: str,
+    arch: Architecture,
+    checkpoint: str | Path,
+    baseline_logits: str | Path,
+    baseline_summary: str | Path,
+    eval_data: str | Path,
+    layer: str,
+    seed: int,
+    mode: str,
+    settings: EvalSettings,
+    out: str | Path,
+    init_checkpoint: str | Path | None = None,
+    cache: EvaluationCache = DEFAULT_CACHE,
+) -> dict[str, Any]:
+    """Reset ``layer`` of the model (``mode``, ``seed``), evaluate, compare with the clean outputs.
+
+    Writes one JSON result (metrics + provenance) atomically to ``out`` and returns it. The
+    model in the cache is restored bitwise afterwards, also when the evaluation fails.
+    """
+    started = time.perf_counter()
+    if mode == "randomize":
+        source = cache.fresh_state(arch, seed)
+    elif mode == "reinit":
+        if init_checkpoint is None:
+            raise ValueError(f"{model_id}: reset mode 'reinit' needs the model's initial weights")
+        source = cache.init_state(init_checkpoint)
+    else:
+        source = None
+    original_top1 = read_json(baseline_summary)["top1"]
+    with shared_pool(settings.device).lease() as device:
+        data = cache.image_set(eval_data, device)
+        model, normalization = cache.model(arch, checkpoint, device)
+        clean = cache.baseline_logits(baseline_logits, device)
+        if clean.shape[0] != len(data):
+            raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
+        forward_started = time.perf_counter()
+        with reset_layer(model, layer, mode, source):
+            logits = predict_logits(model, data, normalization, settings, device)
+        forward_s = time.perf_counter() - forward_started
+        acc = OutputChangeAccumulator()
+        acc.update(clean, logits, data.labels)
+    result = {
+        "model": model_id,
+        "layer": layer,
+        "seed": seed,
+        "mode": mode,
+        **acc.result(original_top1),
+        "original_top1": original_top1,
+        **provenance(
+            device=_device_description(device),
+            precision=settings.precision,
+            batch_size=settings.batch_size,
+            forward_s=forward_s,
+            wall_s=time.perf_counter() - started,
+        ),
+    }
+    if result["n_nonfinite"]:
+        log.warning("%s %s seed %d: %d images with non-finite outputs", model_id, layer, seed, result["n_nonfinite"])
+    write_json(out, result)
+    return result

@@ -1,0 +1,93 @@
+"""How much a reset changed a model's outputs.
+
+With p = softmax(original logits) and q = softmax(reset logits), per image: cosine similarity,
+L1 and L2 distance, KL(p ‖ q) and whether the top-1 class stayed the same; plus the reset
+model's top-1/top-5 accuracy. Per-image values are summed in float64 so that an evaluation split
+into batches gives the same mean as one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+PER_IMAGE_METRICS = ("cosine", "l1", "l2", "kl", "top1_agreement")
+
+
+def criticality(mean_cosine: float) -> float:
+    """Criticality of a layer in percent: 100 × (1 − mean cosine similarity of softmax outputs).
+
+    0 means the reset left every prediction's probability vector unchanged in direction; 100
+    means the reset outputs are orthogonal to the original ones.
+    """
+    return 100.0 * (1.0 - mean_cosine)
+
+
+def softmax_cosine(original_logits: torch.Tensor, reset_logits: torch.Tensor) -> torch.Tensor:
+    """Per-image cosine similarity of the two softmax outputs."""
+    p = original_logits.double().softmax(dim=1)
+    q = reset_logits.double().softmax(dim=1)
+    return F.cosine_similarity(p, q, dim=1)
+
+
+def output_change(original_logits: torch.Tensor, reset_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image metrics of the change from ``original_logits`` to ``reset_logits`` (N×C each)."""
+    # float64: the metrics of nearly unchanged outputs are differences of numbers close to 1.
+    original_logits = original_logits.double()
+    reset_logits = reset_logits.double()
+    log_p = original_logits.log_softmax(dim=1)
+    log_q = reset_logits.log_softmax(dim=1)
+    p, q = log_p.exp(), log_q.exp()
+    return {
+        "cosine": F.cosine_similarity(p, q, dim=1),
+        "l1": (p - q).abs().sum(dim=1),
+        "l2": (p - q).pow(2).sum(dim=1).sqrt(),
+        # KL(p ‖ q) from log-probabilities: no log(0) where a probability underflows.
+        "kl": (p * (log_p - log_q)).sum(dim=1),
+        "top1_agreement": (original_logits.argmax(dim=1) == reset_logits.argmax(dim=1)).double(),
+    }
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
+    """Number of images whose label is among the top-k logits, for each k (k capped at #classes)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels.view(-1, 1)
+    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
+
+
+@dataclass
+class OutputChangeAccumulator:
+    """Accumulates the metrics batch by batch; ``result()`` gives the means over all images.
+
+    Images whose reset outputs are not finite are counted in ``n_nonfinite``; they stay in the
+    means (which then become NaN) so that a broken evaluation is visible, not averaged away.
+    """
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PER_IMAGE_METRICS, 0.0))
+    n_images: int = 0
+    n_nonfinite: int = 0
+    correct: dict[int, int] = field(default_factory=lambda: {1: 0, 5: 0})
+
+    def update(self, original_logits: torch.Tensor, reset_logits: torch.Tensor, labels: torch.Tensor) -> None:
+        for name, values in output_change(original_logits, reset_logits).items():
+            self.sums[name] += float(values.double().sum())
+        self.n_nonfinite += int((~torch.isfinite(reset_logits)).any(dim=1).sum())
+        for k, n in topk_correct(reset_logits.float(), labels).items():
+            self.correct[k] += n
+        self.n_images += reset_logits.shape[0]
+
+    def result(self, original_top1: float) -> dict[str, float | int]:
+        n = self.n_images
+        means = {name: total / n for name, total in self.sums.items()}
+        top1 = 100.0 * self.correct[1] / n
+        return {
+            **means,
+            "criticality": criticality(means["cosine"]),
+            "top1": top1,
+            "top5": 100.0 * self.correct[5] / n,
+            "recovered_acc": top1 / original_top1 if original_top1 > 0 else float("nan"),
+            "n_images": n,
+            "n_nonfinite": self.n_nonfinite,
+        }

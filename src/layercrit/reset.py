@@ -1,0 +1,80 @@
+"""Resetting one layer of a trained model.
+
+Modes (Zhang, Bengio & Singer 2022 name the first and last):
+- ``randomize`` ("re-randomization", the paper's method): the layer takes the parameters of a
+  freshly initialized model of the same architecture built under ``seed``;
+- ``zero``: the layer's parameters become zero;
+- ``reinit`` ("re-initialization"): the layer is rewound to the model's own weights at
+  initialization, which only models trained here (the demo zoo) know.
+
+BatchNorm and every other layer keep their trained values, as in the paper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+
+
+def layer_tensors(model: torch.nn.Module, layer: str) -> dict[str, torch.Tensor]:
+    """The parameters and buffers that belong to module ``layer`` itself (not its children)."""
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError as e:
+        raise KeyError(f"model has no module named {layer!r}") from e
+    tensors = dict(module.named_parameters(recurse=False))
+    tensors.update(module.named_buffers(recurse=False))
+    if not tensors:
+        raise KeyError(f"module {layer!r} ({type(module).__name__}) has no parameters to reset")
+    return tensors
+
+
+def replacement_tensors(
+    model: torch.nn.Module, layer: str, mode: str, source: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The values layer ``layer`` takes under ``mode``.
+
+    ``source`` is a state_dict to take the layer from: a freshly initialized model's (randomize)
+    or the model's initial weights (reinit). It is ignored for ``zero``.
+    """
+    current = layer_tensors(model, layer)
+    if mode == "zero":
+        return {name: torch.zeros_like(t) for name, t in current.items()}
+    if mode not in ("randomize", "reinit"):
+        raise ValueError(f"unknown reset mode {mode!r}; allowed: randomize, zero, reinit")
+    if source is None:
+        raise ValueError(f"reset mode {mode!r} needs the state_dict to take layer {layer!r} from")
+    new = {}
+    for name, t in current.items():
+        key = f"{layer}.{name}"
+        if key not in source:
+            raise KeyError(f"{mode}: source state_dict has no {key!r}")
+        if source[key].shape != t.shape:
+            raise ValueError(f"{mode}: {key!r} has shape {tuple(source[key].shape)} in the source, {tuple(t.shape)} in the model")
+        new[name] = source[key]
+    return new
+
+
+@contextlib.contextmanager
+def reset_layer(
+    model: torch.nn.Module, layer: str, mode: str, source: Mapping[str, torch.Tensor] | None = None
+) -> Iterator[torch.nn.Module]:
+    """Within the block, ``model`` has layer ``layer`` reset; afterwards it is restored bitwise.
+
+    Restoring in place (rather than copying the model) lets a long-lived process keep one
+    model per checkpoint and evaluate many layers of it.
+    """
+    current = layer_tensors(model, layer)
+    new = replacement_tensors(model, layer, mode, source)
+    saved = {name: t.detach().clone() for name, t in current.items()}
+    try:
+        with torch.no_grad():
+            for name, t in current.items():
+                t.copy_(new[name])
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, t in current.items():
+                t.copy_(saved[name])

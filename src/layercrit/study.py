@@ -1,0 +1,243 @@
+"""The study: which models, layers, seeds and settings a run covers.
+
+This module is imported by the Snakefile at parse time, so it must stay free of torch: on a
+cluster every job re-parses the workflow, and importing torch costs seconds each time.
+
+Layer lists are therefore *data*: one TSV per architecture (module name, type, weight shape),
+written by ``python -m layercrit.zoo layers`` and checked against the real model by a test.
+Building a model at parse time would import torch; discovering layers with a checkpoint rule
+would hide the reset jobs from ``snakemake -n`` until the models exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RESET_MODES = ("randomize", "zero", "reinit")
+# Source kinds whose checkpoints come with the weights the model had at initialization.
+KINDS_WITH_INIT_WEIGHTS = ("train",)
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot run; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    index: int
+
+    @property
+    def kernel(self) -> str:
+        """Kernel size as ``HxW`` for convolutions, empty for linear layers."""
+        return "x".join(map(str, self.shape[2:])) if len(self.shape) > 2 else ""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    id: str
+    timm_name: str
+    kwargs: dict[str, Any]
+    layers: tuple[Layer, ...]
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    display_name: str
+    category: str
+    architecture: str
+    source: dict[str, Any]
+    reported_top1: float | None = None
+    adversarial: dict[str, Any] | None = None
+    in_figures: bool = True
+    normalization: dict[str, Any] | None = None
+    method: str = ""
+
+    @property
+    def has_init_weights(self) -> bool:
+        return self.source.get("kind") in KINDS_WITH_INIT_WEIGHTS
+
+
+@dataclass
+class Study:
+    """A validated study: resolved zoo, selected layers per architecture, seeds, settings."""
+
+    name: str
+    config: dict[str, Any]
+    architectures: dict[str, Architecture]
+    models: dict[str, Model]
+    categories: list[dict[str, Any]]
+    baseline: str | None
+    selected_layers: dict[str, tuple[Layer, ...]] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.config["reset"]["mode"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config["reset"]["seeds"])
+
+    def layers_of(self, model_id: str) -> tuple[Layer, ...]:
+        return self.selected_layers[self.models[model_id].architecture]
+
+    def reset_jobs(self) -> list[tuple[str, str, int]]:
+        """Every (model, layer, seed) evaluation of the study, in model, layer, seed order."""
+        return [
+            (model_id, layer.name, seed)
+            for model_id in self.models
+            for layer in self.layers_of(model_id)
+            for seed in self.seeds
+        ]
+
+    @property
+    def has_adversarial_models(self) -> bool:
+        return any(m.adversarial and m.in_figures for m in self.models.values())
+
+
+def read_layer_table(path: str | Path) -> tuple[Layer, ...]:
+    """Read an architecture's layer list (TSV with columns name, type, shape)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return tuple(
+        Layer(row["name"], row["type"], tuple(int(d) for d in row["shape"].split("x")), i) for i, row in enumerate(rows)
+    )
+
+
+def write_layer_table(layers: list[Layer] | tuple[Layer, ...], path: str | Path) -> None:
+    from layercrit.io import write_text
+
+    lines = ["name\ttype\tshape"] + [f"{l.name}\t{l.type}\t{'x'.join(map(str, l.shape))}" for l in layers]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def select_layers(layers: tuple[Layer, ...], selection: dict[str, Any]) -> tuple[Layer, ...]:
+    """Layers whose type is in ``types``, whose name matches an ``include`` and no ``exclude`` glob."""
+    types = set(selection.get("types", ["Conv2d", "Linear"]))
+    include = selection.get("include", ["*"])
+    exclude = selection.get("exclude", [])
+    return tuple(
+        l
+        for l in layers
+        if l.type in types
+        and any(fnmatch.fnmatchcase(l.name, p) for p in include)
+        and not any(fnmatch.fnmatchcase(l.name, p) for p in exclude)
+    )
+
+
+def load_zoo(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"zoo: file {str(path)!r} does not exist; set 'zoo' to a zoo YAML such as config/zoo/demo.yaml")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path) -> Study:
+    """Resolve a schema-valid config and zoo into a Study, checking cross-references.
+
+    The JSON schemas catch unknown keys and wrong types; this catches what a schema cannot
+    see: references between entries, files that must exist, modes a model cannot support.
+    """
+    zoo_dir = Path(zoo_dir)
+    architectures: dict[str, Architecture] = {}
+    for arch_id, spec in zoo["architectures"].items():
+        layer_file = zoo_dir / spec["layers"]
+        if not layer_file.is_file():
+            raise ConfigError(
+                f"architectures.{arch_id}.layers: layer list {str(layer_file)!r} does not exist; "
+                f"create it with: python -m layercrit.zoo layers {zoo_dir / '<zoo>.yaml'} {arch_id}"
+            )
+        architectures[arch_id] = Architecture(arch_id, spec["timm"], dict(spec.get("kwargs", {})), read_layer_table(layer_file))
+
+    categories = list(zoo["categories"])
+    category_ids = [c["id"] for c in categories]
+    models: dict[str, Model] = {}
+    for entry in zoo["models"]:
+        mid = entry["id"]
+        if mid in models:
+            raise ConfigError(f"zoo.models: model id {mid!r} appears twice; ids must be unique")
+        if entry["category"] not in category_ids:
+            raise ConfigError(f"zoo.models.{mid}.category: unknown category {entry['category']!r}; allowed: {category_ids}")
+        if entry["architecture"] not in architectures:
+            raise ConfigError(
+                f"zoo.models.{mid}.architecture: unknown architecture {entry['architecture']!r}; "
+                f"allowed: {sorted(architectures)}"
+            )
+        models[mid] = Model(
+            id=mid,
+            display_name=entry.get("name", mid),
+            category=entry["category"],
+            architecture=entry["architecture"],
+            source=dict(entry["source"]),
+            reported_top1=entry.get("reported_top1"),
+            adversarial=entry.get("adversarial"),
+            in_figures=entry.get("in_figures", True),
+            normalization=entry.get("normalization"),
+            method=entry.get("method", ""),
+        )
+
+    wanted = config.get("models")
+    if wanted:
+        unknown = [m for m in wanted if m not in models]
+        if unknown:
+            raise ConfigError(f"models: unknown model id(s) {unknown}; allowed: {list(models)}")
+        models = {m: models[m] for m in wanted}
+
+    baseline = zoo.get("baseline")
+    if baseline is not None and baseline not in models:
+        baseline = None if wanted else baseline
+        if baseline is not None:
+            raise ConfigError(f"zoo.baseline: {zoo['baseline']!r} is not a model of the zoo; allowed: {list(models)}")
+
+    mode = config["reset"]["mode"]
+    if mode not in RESET_MODES:
+        raise ConfigError(f"reset.mode: unknown mode {mode!r}; allowed: {list(RESET_MODES)}")
+    if mode == "reinit":
+        lacking = [m.id for m in models.values() if not m.has_init_weights]
+        if lacking:
+            raise ConfigError(
+                f"reset.mode: 'reinit' needs each model's weights at initialization, which these models do not "
+                f"have: {lacking}; use mode 'randomize' or 'zero', or restrict 'models' to trained-here models "
+                f"(source kinds {list(KINDS_WITH_INIT_WEIGHTS)})"
+            )
+
+    selection = config["reset"].get("layers", {})
+    selected: dict[str, tuple[Layer, ...]] = {}
+    used_archs = {m.architecture for m in models.values()}
+    for arch_id in used_archs:
+        chosen = select_layers(architectures[arch_id].layers, selection)
+        if not chosen:
+            raise ConfigError(
+                f"reset.layers: the selection {selection} matches no layer of architecture {arch_id!r}; "
+                f"its layers are {[l.name for l in architectures[arch_id].layers]}"
+            )
+        selected[arch_id] = chosen
+    for pattern in selection.get("include", []):
+        if not any(fnmatch.fnmatchcase(l.name, pattern) for a in used_archs for l in architectures[a].layers):
+            raise ConfigError(f"reset.layers.include: pattern {pattern!r} matches no layer of the study's architectures")
+
+    return Study(
+        name=config["study"],
+        config=config,
+        architectures=architectures,
+        models=models,
+        categories=categories,
+        baseline=baseline,
+        selected_layers=selected,
+    )
+
+
+def load_study(config: dict[str, Any]) -> Study:
+    """The Study of a (schema-validated) Snakemake config, zoo file included."""
+    zoo_path = Path(config["zoo"])
+    return build_study(config, load_zoo(zoo_path), zoo_path.parent)

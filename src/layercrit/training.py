@@ -1,0 +1,446 @@
+"""Training recipes for the demo zoo: the paper's training-method categories, in miniature.
+
+One architecture, several ways to train it: a standard recipe (baseline), an "improved" recipe
+(cosine schedule, label smoothing, stronger augmentation), data augmentation (cutout, colour
+jitter, mixup), adversarial training (PGD in L∞ or L2 at several budgets) and a control that
+trains only the classifier on top of the randomly initialized backbone.
+
+Everything here is deterministic given ``seed``: shuffling and augmentation draw from a local
+``torch.Generator`` (and a local numpy generator for mixup's Beta draw), and training runs inside
+``torch.random.fork_rng`` so the caller's global RNG state is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from layercrit.data import ImageSet, to_model_input
+
+SCHEDULES = ("step", "cosine")
+AUGMENTATIONS = ("crop_flip", "cutout", "color_jitter", "mixup")
+ADVERSARIAL_NORMS = ("linf", "l2")
+
+# Fixed augmentation strengths (small-image CIFAR conventions), kept out of the recipe on purpose:
+# the recipe names *which* method is used, the demo does not sweep their strengths.
+CROP_PADDING = 4  # pad-4 random crop (zero padding), as for CIFAR
+CUTOUT_FRACTION = 0.5  # cutout square side as a fraction of the image side (16 px at 32 px, DeVries & Taylor)
+COLOR_JITTER = 0.4  # brightness, contrast, saturation factors drawn from [1 - 0.4, 1 + 0.4]
+MIXUP_ALPHA = 0.2  # Beta(α, α) mixing weight, as in Zhang et al. for CIFAR
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How one model of the demo zoo is trained (SGD with Nesterov momentum).
+
+    ``adversarial_epsilon`` is in units of 1/255 for ``linf`` (as the paper reports budgets:
+    4 means 4/255) and in [0, 1] pixel scale for ``l2``; see ``attack_epsilon``.
+    """
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # "step": ×0.1 at 50 % and 75 % of the epochs; "cosine": 1 warm-up epoch, then cosine to 0
+    label_smoothing: float = 0.0
+    augment: tuple[str, ...] = ()  # any of AUGMENTATIONS, applied in that order whatever the order given
+    adversarial_norm: str | None = None  # "linf" | "l2" | None (standard training)
+    adversarial_epsilon: float = 0.0
+    adversarial_steps: int = 2  # PGD steps, step size 2.5·ε/steps, random start
+    freeze_backbone: bool = False  # control: train only the classifier `fc` on the random-init backbone
+
+    def __post_init__(self) -> None:
+        # Lists from YAML/JSON become tuples so the recipe stays hashable and compares equal.
+        augment = self.augment
+        if isinstance(augment, str):
+            augment = (augment,)
+        object.__setattr__(self, "augment", tuple(augment))
+
+        def fail(what: str) -> None:
+            raise ValueError(f"invalid training recipe: {what}")
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            fail(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 2:
+            fail(f"batch_size must be an integer >= 2 (BatchNorm needs 2 samples), got {self.batch_size!r}")
+        if not self.lr > 0:
+            fail(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            fail(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.schedule not in SCHEDULES:
+            fail(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        if not 0 <= self.label_smoothing < 1:
+            fail(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            fail(f"unknown augment {', '.join(map(repr, unknown))}; allowed: {', '.join(AUGMENTATIONS)}")
+        if len(set(self.augment)) != len(self.augment):
+            fail(f"augment lists a method twice: {list(self.augment)}")
+        if self.adversarial_norm is None:
+            if self.adversarial_epsilon != 0:
+                fail("adversarial_epsilon is set but adversarial_norm is not (allowed norms: linf, l2)")
+        else:
+            if self.adversarial_norm not in ADVERSARIAL_NORMS:
+                fail(f"unknown adversarial_norm {self.adversarial_norm!r}; allowed: {', '.join(ADVERSARIAL_NORMS)} or null")
+            if not self.adversarial_epsilon > 0:
+                fail(f"adversarial_epsilon must be > 0 with adversarial_norm {self.adversarial_norm!r}")
+            if not isinstance(self.adversarial_steps, int) or self.adversarial_steps < 1:
+                fail(f"adversarial_steps must be an integer >= 1, got {self.adversarial_steps!r}")
+        if not isinstance(self.freeze_backbone, bool):
+            fail(f"freeze_backbone must be true or false, got {self.freeze_backbone!r}")
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainingRecipe:
+        """Build a recipe from a config mapping; unknown keys and bad values raise ``ValueError``."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"training recipe must be a mapping, got {type(cfg).__name__}")
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in cfg if k not in allowed]
+        if unknown:
+            raise ValueError(
+                f"unknown training recipe key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
+            )
+        return cls(**cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``from_config(to_dict())`` round-trips)."""
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @property
+    def attack_epsilon(self) -> float:
+        """The adversarial budget in [0, 1] pixel scale, as ``pgd_attack`` takes it."""
+        if self.adversarial_norm == "linf":
+            return self.adversarial_epsilon / 255.0
+        return float(self.adversarial_epsilon)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _normalize(x01: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """[0, 1] input → model input; the float counterpart of ``data.to_model_input`` (differentiable)."""
+    if mean is None:
+        return x01
+    m = torch.as_tensor(mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    return (x01 - m) / s
+
+
+def _bn_buffers(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, saved copy) for every BatchNorm running statistic of ``model``."""
+    saved = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                buf = getattr(module, name)
+                if buf is not None:
+                    saved.append((buf, buf.clone()))
+    return saved
+
+
+def _classifier(model: torch.nn.Module) -> torch.nn.Module:
+    """The final classifier layer (timm: ``get_classifier()``, i.e. ``fc`` for ResNets)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return model.fc
+
+
+# --- adversarial examples ----------------------------------------------------------------------
+
+
+def pgd_attack(
+    model: torch.nn.Module,
+    x01: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    epsilon: float,
+    steps: int,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Untargeted PGD on the cross-entropy, in [0, 1] pixel space; returns the adversarial images.
+
+    ``epsilon`` is in pixel scale for both norms (an L∞ budget of 4/255 is ``4 / 255``). The
+    attack starts at a random point of the ε-ball (uniform for L∞, on the sphere for L2), takes
+    ``steps`` steps of size 2.5·ε/steps, and after every step projects onto the ε-ball and clamps
+    to [0, 1] (clamping only shrinks the perturbation, so the result stays in the ball).
+
+    The model is attacked in whatever mode it is in; BatchNorm running statistics are restored
+    afterwards so the attack's extra forward passes leave no trace, and parameter ``.grad`` is
+    not touched (gradients are taken with respect to the input only).
+    """
+    if norm not in ADVERSARIAL_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(ADVERSARIAL_NORMS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    x01 = x01.detach()
+    if epsilon <= 0:
+        return x01.clone()
+    step_size = 2.5 * epsilon / steps
+    dims = (1,) * (x01.ndim - 1)  # per-sample norms broadcast over C, H, W
+
+    def project(delta: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            return delta.clamp(-epsilon, epsilon)
+        n = delta.flatten(1).norm(dim=1).view(-1, *dims)
+        return delta * (epsilon / n.clamp_min(1e-12)).clamp(max=1.0)
+
+    # Random start (drawn on the CPU generator, then moved: reproducible on any device).
+    if norm == "linf":
+        delta = (torch.rand(x01.shape, generator=generator) * 2 - 1) * epsilon
+    else:
+        delta = torch.randn(x01.shape, generator=generator)
+        delta = delta * (epsilon / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *dims)
+    delta = delta.to(device=x01.device, dtype=x01.dtype)
+    x_adv = (x01 + delta).clamp(0.0, 1.0)
+
+    saved_bn = _bn_buffers(model)
+    try:
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(_normalize(x_adv, mean, std)), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            with torch.no_grad():
+                if norm == "linf":
+                    x_adv = x_adv + step_size * grad.sign()
+                else:
+                    g = grad.flatten(1).norm(dim=1).view(-1, *dims).clamp_min(1e-12)
+                    x_adv = x_adv + step_size * grad / g
+                x_adv = (x01 + project(x_adv - x01)).clamp(0.0, 1.0)
+    finally:
+        with torch.no_grad():
+            for buf, copy in saved_bn:
+                buf.copy_(copy)
+    return x_adv.detach()
+
+
+# --- augmentation (batched, on [0, 1] images) --------------------------------------------------
+
+
+def _crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop from the zero-padded image plus random horizontal flip, per image."""
+    b, _, h, w = x.shape
+    p = CROP_PADDING
+    padded = F.pad(x, (p, p, p, p))
+    oy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+    ox = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+    flip = torch.rand(b, generator=gen) < 0.5
+    rows = oy[:, None] + torch.arange(h)
+    cols = ox[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows, cols = rows.to(x.device), cols.to(x.device)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # Advanced indices (batch, rows, cols) around the channel slice give (B, H, W, C).
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def _cutout(x: torch.Tensor, gen: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
+    """One square hole per image (centre anywhere, clipped at the border), filled with ``fill``."""
+    b, _, h, w = x.shape
+    half = max(1, round(CUTOUT_FRACTION * min(h, w))) / 2
+    cy = torch.randint(0, h, (b, 1, 1), generator=gen).to(x.device)
+    cx = torch.randint(0, w, (b, 1, 1), generator=gen).to(x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    hole = ((ys - cy).abs() < half) & ((xs - cx).abs() < half)
+    return torch.where(hole[:, None], fill, x)
+
+
+def _color_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation (in that order), per image."""
+    b = x.shape[0]
+    f = (1 + COLOR_JITTER * (2 * torch.rand(3, b, 1, 1, 1, generator=gen) - 1)).to(x.device, x.dtype)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x * f[0]).clamp(0.0, 1.0)
+    gray_mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = ((x - gray_mean) * f[1] + gray_mean).clamp(0.0, 1.0)
+    gray = (x * weights).sum(1, keepdim=True)
+    return ((x - gray) * f[2] + gray).clamp(0.0, 1.0)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def _lr_at(recipe: TrainingRecipe, epoch: int, it: int, steps_per_epoch: int) -> float:
+    """Learning rate for iteration ``it`` (0-based) of ``epoch`` (0-based)."""
+    if recipe.schedule == "step":
+        # Milestones at 50 % and 75 % of the epochs, never before the first epoch ends.
+        m1 = max(1, int(0.5 * recipe.epochs + 0.5))
+        m2 = max(1, int(0.75 * recipe.epochs + 0.5))
+        return recipe.lr * 0.1 ** ((epoch >= m1) + (epoch >= m2))
+    # Cosine: linear warm-up over the first epoch, then cosine decay to 0 over the rest.
+    t = epoch * steps_per_epoch + it
+    if epoch == 0:
+        return recipe.lr * (it + 1) / steps_per_epoch
+    rest = (recipe.epochs - 1) * steps_per_epoch
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (t - steps_per_epoch) / rest))
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    train: ImageSet,
+    recipe: TrainingRecipe,
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``train`` with ``recipe``; return the training history.
+
+    The model trains on whatever device its parameters are on. The history has per-epoch lists
+    ``epoch``, ``loss`` (mean training loss), ``train_accuracy`` (top-1 % on the augmented,
+    possibly adversarial batches, against the dominant label under mixup), ``lr`` (mean over the
+    epoch's iterations) and ``seconds`` (wall time), plus ``total_seconds``, ``n_train``,
+    ``steps_per_epoch``, ``seed`` and ``recipe``. The model is left in eval mode.
+
+    Each epoch visits a fresh random permutation in full batches (the remainder is dropped, so
+    BatchNorm never sees a tiny batch); with fewer images than ``batch_size`` there is one batch.
+    """
+    device = next(model.parameters()).device
+    n = len(train)
+    if n < 2:
+        raise ValueError(f"need at least 2 training images, got {n}")
+    batch_size = min(recipe.batch_size, n)
+    steps_per_epoch = n // batch_size
+    fill = torch.as_tensor(mean if mean is not None else (0.5, 0.5, 0.5), dtype=torch.float32, device=device)
+    fill = fill.view(1, -1, 1, 1)  # cutout fills with the mean colour: zero after normalization
+
+    head_params = {id(p) for p in _classifier(model).parameters()}
+    requires_grad = {p: p.requires_grad for p in model.parameters()}
+    if recipe.freeze_backbone:
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head_params)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0
+    )
+
+    history: dict[str, Any] = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": []}
+    fork_devices = [device] if device.type == "cuda" else []
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)  # anything drawing on global RNG is seeded too, caller's state restored
+            gen = torch.Generator().manual_seed(seed)
+            np_rng = np.random.default_rng(seed)  # mixup's Beta draw (torch's Beta takes no generator)
+            bar = tqdm(range(recipe.epochs), desc="train", unit="epoch", file=sys.stderr, disable=not progress)
+            for epoch in bar:
+                t0 = time.perf_counter()
+                # The frozen control keeps the whole model in eval mode: BatchNorm then uses (and keeps)
+                # its initial running statistics, so nothing but `fc` changes.
+                model.train(not recipe.freeze_backbone)
+                order = torch.randperm(n, generator=gen)
+                loss_sum, correct, seen, lr_sum = 0.0, 0, 0, 0.0
+                for it in range(steps_per_epoch):
+                    idx = order[it * batch_size : (it + 1) * batch_size]
+                    x = train.images[idx].to(device=device, dtype=torch.float32).div_(255.0)
+                    y = train.labels[idx].to(device)
+                    if "crop_flip" in recipe.augment:
+                        x = _crop_flip(x, gen)
+                    if "color_jitter" in recipe.augment:
+                        x = _color_jitter(x, gen)
+                    if "cutout" in recipe.augment:
+                        x = _cutout(x, gen, fill)
+                    if recipe.adversarial_norm is not None:
+                        # Attack in train mode (batch statistics): the perturbation then maximizes the
+                        # loss of the very function the update minimizes, as in Madry et al.'s and
+                        # Wong et al.'s reference code; running statistics are restored by pgd_attack.
+                        x = pgd_attack(
+                            model,
+                            x,
+                            y,
+                            norm=recipe.adversarial_norm,
+                            epsilon=recipe.attack_epsilon,
+                            steps=recipe.adversarial_steps,
+                            mean=mean,
+                            std=std,
+                            generator=gen,
+                        )
+                    lam, y2 = 1.0, y
+                    if "mixup" in recipe.augment:
+                        lam = float(np_rng.beta(MIXUP_ALPHA, MIXUP_ALPHA))
+                        lam = max(lam, 1.0 - lam)  # `y` stays the dominant label
+                        perm = torch.randperm(x.shape[0], generator=gen).to(device)
+                        x = lam * x + (1 - lam) * x[perm]
+                        y2 = y[perm]
+
+                    lr = _lr_at(recipe, epoch, it, steps_per_epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    logits = model(_normalize(x, mean, std))
+                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+                    if lam < 1.0:
+                        loss = lam * loss + (1 - lam) * F.cross_entropy(
+                            logits, y2, label_smoothing=recipe.label_smoothing
+                        )
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {it + 1}")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+
+                    loss_sum += loss.item() * len(idx)
+                    correct += int((logits.argmax(1) == y).sum())
+                    seen += len(idx)
+                    lr_sum += lr
+                seconds = time.perf_counter() - t0
+                history["epoch"].append(epoch + 1)
+                history["loss"].append(loss_sum / seen)
+                history["train_accuracy"].append(100.0 * correct / seen)
+                history["lr"].append(lr_sum / steps_per_epoch)
+                history["seconds"].append(seconds)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}")
+            bar.close()
+    finally:
+        for p, flag in requires_grad.items():
+            p.requires_grad_(flag)
+        model.eval()
+    history.update(
+        total_seconds=time.perf_counter() - start,
+        n_train=n,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        recipe=recipe.to_dict(),
+    )
+    return history
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: torch.nn.Module,
+    data: ImageSet,
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    batch_size: int = 500,
+) -> float:
+    """Top-1 accuracy (%) of ``model`` in eval mode on ``data``; the model's mode is restored."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for a in range(0, len(data), batch_size):
+            x = to_model_input(data.images[a : a + batch_size].to(device), mean, std)
+            correct += int((model(x).argmax(1) == data.labels[a : a + batch_size].to(device)).sum())
+    finally:
+        model.train(was_training)
+    return 100.0 * correct / max(1, len(data))

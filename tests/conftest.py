@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+DEMO_LAYERS = REPO / "config" / "architectures" / "demo_resnet.tsv"
+
+
+@pytest.fixture(scope="session")
+def demo_arch():
+    from layercrit.study import Architecture, read_layer_table
+
+    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
+    spec = zoo["architectures"]["demo_resnet"]
+    return Architecture("demo_resnet", spec["timm"], spec["kwargs"], read_layer_table(DEMO_LAYERS))
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900, env=None) -> subprocess.CompletedProcess:
+    """Run the repository's workflow with ``workdir`` as working directory (its own results/)."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), epochs: int = 1, **overrides) -> Path:
+    """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path."""
+    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
+    zoo["architectures"]["demo_resnet"]["layers"] = str(DEMO_LAYERS)
+    for m in zoo["models"]:
+        m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": epochs}
+    if models is not None:
+        zoo["models"] = [m for m in zoo["models"] if m["id"] in models]
+    (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config.update(study="tiny", zoo="zoo.yaml", device="cpu")
+    config["data"].update(train_images=256, eval_images=64)
+    config["reset"]["seeds"] = list(seeds)
+    for key, value in overrides.items():
+        config[key] = value
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path

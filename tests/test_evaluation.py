@@ -1,0 +1,102 @@
+import json
+import math
+
+import pytest
+import torch
+
+from layercrit.data import ImageSet, save_image_set
+from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.zoo import build_architecture, save_checkpoint
+
+NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+@pytest.fixture
+def setup(tmp_path, demo_arch):
+    g = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (40,), generator=g))
+    save_image_set(images, tmp_path / "eval.safetensors")
+    model = build_architecture(demo_arch, seed=3)
+    with torch.no_grad():  # stand-in for training: an untrained ResNet zeroes its last BN of each block
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    save_checkpoint(tmp_path / "m.safetensors", model.state_dict(), NORM, {"model": "m"})
+    init = build_architecture(demo_arch, seed=4).state_dict()
+    settings = EvalSettings(device="cpu", batch_size=16)
+    cache = EvaluationCache()
+    evaluate_baseline(
+        model_id="m", arch=demo_arch, checkpoint=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
+        settings=settings, logits_out=tmp_path / "b.safetensors", summary_out=tmp_path / "b.json", reported_top1=95.0, cache=cache,
+    )  # fmt: skip
+    return tmp_path, demo_arch, settings, cache, init
+
+
+def run_reset(setup, layer="layer2.0.conv2", seed=0, mode="randomize", out="r.json", init_path=None):
+    tmp, arch, settings, cache, _ = setup
+    return evaluate_reset(
+        model_id="m", arch=arch, checkpoint=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
+        baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed, mode=mode,
+        settings=settings, out=tmp / out, init_checkpoint=init_path, cache=cache,
+    )  # fmt: skip
+
+
+def test_baseline_summary_flags_a_gap_to_the_reported_accuracy(setup):
+    tmp = setup[0]
+    summary = json.loads((tmp / "b.json").read_text())
+    assert summary["n_images"] == 40 and 0 <= summary["top1"] <= 100
+    assert summary["suspect_loading"] is True  # random weights are far below the 95 % "reported"
+    assert summary["top1_gap"] == pytest.approx(95.0 - summary["top1"])
+
+
+def test_reset_result_records_metrics_and_provenance(setup):
+    r = run_reset(setup)
+    on_disk = json.loads((setup[0] / "r.json").read_text())
+    assert on_disk["criticality"] == pytest.approx(r["criticality"])
+    for key in ("model", "layer", "seed", "mode", "n_images", "precision", "device", "versions", "wall_s", "forward_s",
+                "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc", "n_nonfinite"):  # fmt: skip
+        assert key in on_disk, key
+    assert on_disk["n_images"] == 40 and on_disk["device"].startswith("cpu")
+    assert "torch" in on_disk["versions"]
+    assert 0 < r["criticality"] <= 100
+    assert r["criticality"] == pytest.approx(100 * (1 - r["cosine"]))
+
+
+def test_reset_is_reproducible_and_independent_of_job_order(setup):
+    first = run_reset(setup, "layer3.0.conv1", 1, out="a.json")
+    run_reset(setup, "fc", 2, out="b.json")
+    run_reset(setup, "conv1", 0, out="c.json")
+    again = run_reset(setup, "layer3.0.conv1", 1, out="d.json")
+    assert again["cosine"] == first["cosine"] and again["top1"] == first["top1"]
+    other_seed = run_reset(setup, "layer3.0.conv1", 2, out="e.json")
+    assert other_seed["cosine"] != first["cosine"]
+
+
+def test_model_in_cache_is_restored_after_each_reset(setup):
+    tmp, arch, settings, cache, _ = setup
+    model, _ = cache.model(arch, tmp / "m.safetensors", "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_reset(setup, "conv1", 0, mode="zero")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_failed_reset_leaves_no_output(setup):
+    with pytest.raises(KeyError):
+        run_reset(setup, layer="layer7.0.conv1", out="bad.json")
+    assert not (setup[0] / "bad.json").exists()
+    assert not list(setup[0].glob("*.tmp"))
+
+
+def test_nonfinite_outputs_are_reported(setup):
+    tmp, arch, settings, cache, init = setup
+    init = dict(init)
+    init["layer4.0.conv3.weight"] = torch.full_like(init["layer4.0.conv3.weight"], float("nan"))
+    save_checkpoint(tmp / "init.safetensors", init, NORM)
+    r = run_reset(setup, "layer4.0.conv3", mode="reinit", out="nan.json", init_path=tmp / "init.safetensors")
+    assert r["n_nonfinite"] == 40
+    assert math.isnan(r["criticality"])
+    assert json.loads((tmp / "nan.json").read_text())["n_nonfinite"] == 40
+
+
+def test_reinit_needs_initial_weights(setup):
+    with pytest.raises(ValueError, match="initial weights"):
+        run_reset(setup, mode="reinit", out="x.json")

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from layercrit.metrics import OutputChangeAccumulator, criticality, output_change, softmax_cosine, topk_correct
+
+
+def test_hand_computed_case():
+    # p = softmax([0, 0]) = (1/2, 1/2); q = softmax([ln 3, 0]) = (3/4, 1/4)
+    original = torch.tensor([[0.0, 0.0]])
+    reset = torch.tensor([[math.log(3.0), 0.0]])
+    m = {k: float(v[0]) for k, v in output_change(original, reset).items()}
+    cos = (0.5 * 0.75 + 0.5 * 0.25) / (math.sqrt(0.5) * math.sqrt(0.75**2 + 0.25**2))
+    assert m["cosine"] == pytest.approx(cos, abs=1e-6)
+    assert m["cosine"] == pytest.approx(0.894427, abs=1e-6)
+    assert m["l1"] == pytest.approx(0.5, abs=1e-6)
+    assert m["l2"] == pytest.approx(math.sqrt(2 * 0.25**2), abs=1e-6)
+    assert m["kl"] == pytest.approx(0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25), abs=1e-6)
+    assert m["top1_agreement"] == 1.0  # both argmax 0
+    assert float(softmax_cosine(original, reset)[0]) == pytest.approx(cos, abs=1e-6)
+    assert criticality(cos) == pytest.approx(100 * (1 - cos))
+
+
+def test_identical_outputs_have_zero_change_and_opposite_ones_disagree():
+    logits = torch.randn(7, 5)
+    m = output_change(logits, logits.clone())
+    assert torch.allclose(m["cosine"], torch.ones(7, dtype=torch.float64))
+    assert torch.allclose(m["l1"], torch.zeros(7, dtype=torch.float64), atol=1e-7)
+    assert torch.allclose(m["kl"], torch.zeros(7, dtype=torch.float64), atol=1e-6)
+    flipped = output_change(torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 10.0]]))
+    assert float(flipped["top1_agreement"][0]) == 0.0
+    assert float(flipped["cosine"][0]) < 0.01
+
+
+def test_topk_correct():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk_correct(logits, labels, ks=(1, 2)) == {1: 1, 2: 2}
+    assert topk_correct(logits, labels, ks=(1, 5)) == {1: 1, 5: 3}  # k capped at 3 classes
+
+
+def test_batched_accumulation_equals_one_pass():
+    g = torch.Generator().manual_seed(0)
+    clean, reset = torch.randn(50, 10, generator=g), torch.randn(50, 10, generator=g)
+    labels = torch.randint(0, 10, (50,), generator=g)
+    whole = OutputChangeAccumulator()
+    whole.update(clean, reset, labels)
+    parts = OutputChangeAccumulator()
+    for s in range(0, 50, 16):
+        parts.update(clean[s : s + 16], reset[s : s + 16], labels[s : s + 16])
+    a, b = whole.result(original_top1=40.0), parts.result(original_top1=40.0)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-9), k
+    expected_top1 = 100.0 * float((reset.argmax(1) == labels).float().mean())
+    assert a["top1"] == pytest.approx(expected_top1)
+    assert a["recovered_acc"] == pytest.approx(expected_top1 / 40.0)
+    assert a["criticality"] == pytest.approx(100 * (1 - a["cosine"]))
+
+
+def test_nonfinite_outputs_are_counted_and_not_averaged_away():
+    clean = torch.randn(4, 3)
+    reset = clean.clone()
+    reset[1, 0] = float("nan")
+    reset[3, 2] = float("inf")
+    acc = OutputChangeAccumulator()
+    acc.update(clean, reset, torch.zeros(4, dtype=torch.long))
+    r = acc.result(original_top1=50.0)
+    assert r["n_nonfinite"] == 2
+    assert math.isnan(r["cosine"]) and math.isnan(r["criticality"])

@@ -1,0 +1,95 @@
+# Config loading and validation, and the target functions of every stage.
+# Nothing here imports torch: on a cluster every job parses these files again.
+import re
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("8.20")
+
+# The package lives in src/; importable without installation too (e.g. `snakemake` from a checkout).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from layercrit.study import ConfigError, build_study, load_zoo
+
+
+if "study" not in config:
+
+    configfile: "config/demo.yaml"
+
+
+validate(config, "../schemas/config.schema.yaml")
+_zoo_path = Path(config["zoo"])
+ZOO = load_zoo(_zoo_path)
+validate(ZOO, "../schemas/zoo.schema.yaml")
+try:
+    STUDY = build_study(config, ZOO, _zoo_path.parent)
+except ConfigError as error:
+    raise WorkflowError(f"Invalid configuration: {error}") from None
+
+RESULTS = f"results/{STUDY.name}"
+MODE = STUDY.mode
+# Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
+# `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
+GPU = 0 if config["device"] == "cpu" else 1
+MODEL_IDS = list(STUDY.models)
+TRAINED_MODELS = [m for m in MODEL_IDS if STUDY.models[m].source["kind"] == "train"]
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODEL_IDS)),
+    layer=r"[A-Za-z0-9_.]+",
+    seed=r"\d+",
+    mode="randomize|zero|reinit",
+
+
+def model_checkpoint(wildcards):
+    return f"{RESULTS}/models/{wildcards.model}.safetensors"
+
+
+def architecture_of(model_id):
+    return STUDY.architectures[STUDY.models[model_id].architecture]
+
+
+def architecture_spec(model_id):
+    """The architecture as plain data (what a script process needs to build it)."""
+    arch = architecture_of(model_id)
+    return {"id": arch.id, "timm_name": arch.timm_name, "kwargs": arch.kwargs, "layers": ()}
+
+
+def reset_result(model, layer, seed, mode=MODE):
+    return f"{RESULTS}/resets/{mode}/{model}/{layer}/seed{seed}.json"
+
+
+def reset_results(wildcards):
+    """Every reset result of the study for one mode."""
+    return [reset_result(m, l, s, wildcards.mode) for m, l, s in STUDY.reset_jobs()]
+
+
+def baseline_summaries(wildcards=None):
+    return expand(f"{RESULTS}/baselines/{{model}}.json", model=MODEL_IDS)
+
+
+def table_targets():
+    return expand(f"{RESULTS}/tables/{MODE}/{{table}}.csv", table=["resets", "summary", "models", "correlations"])
+
+
+def figure_names():
+    """The figures this study's zoo supports: criticality vs epsilon needs adversarial models."""
+    names = ["criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap"]
+    if STUDY.baseline:
+        names.append("difference_heatmap")
+    if STUDY.has_adversarial_models:
+        names.append("criticality_vs_epsilon")
+    return names
+
+
+def figure_targets():
+    return expand(f"{RESULTS}/figures/{MODE}/{{figure}}.{{ext}}", figure=figure_names(), ext=["png", "pdf"])
+
+
+def eval_settings():
+    from layercrit.evaluation import EvalSettings
+
+    return EvalSettings(config["device"], config["precision"], config["batch_size"])

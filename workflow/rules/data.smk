@@ -1,0 +1,13 @@
+# The evaluation images, prepared once as uint8 so that no evaluation job decodes images.
+
+
+rule synthetic_data:
+    output:
+        train=f"{RESULTS}/data/train.safetensors",
+        eval=f"{RESULTS}/data/eval.safetensors",
+    params:
+        data=config["data"],
+    log:
+        f"{RESULTS}/logs/data.log",
+    script:
+        "../scripts/make_synthetic_data.py"

@@ -1,0 +1,20 @@
+# One canonical checkpoint per model: results/<study>/models/<model>.safetensors.
+
+
+rule train_model:
+    input:
+        train=f"{RESULTS}/data/train.safetensors",
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
+        init=f"{RESULTS}/models/{{model}}.init.safetensors",
+        history=f"{RESULTS}/models/{{model}}.training.json",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TRAINED_MODELS)) or "^$",
+    params:
+        model=lambda wc: asdict(STUDY.models[wc.model]),
+        architecture=lambda wc: architecture_spec(wc.model),
+    threads: config["training"]["threads"]
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
+    script:
+        "../scripts/train_model.py"

@@ -1,0 +1,35 @@
+"""Snakemake adapter: collect every reset result into the tidy tables."""
+
+from layercrit.aggregation import model_table, reset_table, summarize
+from layercrit.io import atomic_path, provenance, write_json
+from layercrit.joblog import script_log
+from layercrit.study import load_study
+
+
+def write_csv(df, path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def main(sm) -> None:
+    study = load_study(sm.config)
+    resets = reset_table(study, sm.input.resets)
+    summary = summarize(resets)
+    models = model_table(study, summary, sm.input.baselines)
+    write_csv(resets, sm.output.resets)
+    write_csv(summary, sm.output.summary)
+    write_csv(models, sm.output.models)
+    write_json(
+        sm.output.provenance,
+        provenance(
+            config=sm.config,
+            result_devices=sorted(resets["device"].unique()),
+            result_hosts=sorted(resets["host"].unique()),
+            result_precisions=sorted(resets["precision"].unique()),
+        ),
+    )
+    print(f"{len(resets)} reset results, {len(summary)} model × layer rows, {len(models)} models", flush=True)
+
+
+with script_log(snakemake.log[0]):
+    main(snakemake)
