@@ -236,3 +236,12 @@ def test_no_pyplot_state_leak(demo, tmp_path):
     if "matplotlib.pyplot" in sys.modules:
         import matplotlib.pyplot as plt
         assert plt.get_fignums() == []
+
+
+def test_heatmaps_survive_all_nan(demo, tmp_path):
+    # E.g. a single-seed run (std undefined) or a model whose outputs were all non-finite.
+    summary, models = demo
+    summary = summary.assign(criticality_std=np.nan)
+    summary.loc[summary.model == "aug_a", "criticality_mean"] = np.inf
+    _assert_written(figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "fig5"))
+    _assert_written(figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "fig1"))

@@ -253,6 +253,13 @@ def _nice_ceil(x: float) -> float:
     return 10 * base
 
 
+def _abs_max(*arrays: np.ndarray) -> float:
+    """Largest finite |value| over the arrays; 0 when there is none (all-NaN margins)."""
+    vals = np.abs(np.concatenate([np.ravel(a) for a in arrays]))
+    vals = vals[np.isfinite(vals)]
+    return float(vals.max()) if vals.size else 0.0
+
+
 def _nan_stats(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample std (ddof=1, as pandas) ignoring NaN; NaN where nothing is finite."""
     with warnings.catch_warnings():
@@ -324,7 +331,7 @@ def _draw_heatmap(
     fig_w = x_cbar + cbar_w + 0.7
     legend_cols = _legend_columns(legend_labels, hm_w + right_w + right_text_w, char_in)
     legend_rows = math.ceil(len(legend_labels) / legend_cols)
-    legend_h = 0.1 + 0.19 * legend_rows
+    legend_h = 0.06 + 0.18 * legend_rows
     top_h = legend_h + (0.3 if title else 0.05)
     fig_h = y_hm + hm_h + top_h
 
@@ -385,10 +392,10 @@ def _draw_heatmap(
     row_mean, row_std = _nan_stats(values, axis=1)
     ypos = np.arange(n_rows)
     ax_right.barh(
-        ypos, np.nan_to_num(row_mean), height=0.72, color=rows["category_color"].tolist(),
-        xerr=np.nan_to_num(row_std), error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
+        ypos, row_mean, height=0.72, color=rows["category_color"].tolist(),
+        xerr=row_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
     )
-    lim = _nice_ceil(np.nanmax(np.abs(np.concatenate([row_mean + row_std, row_mean - row_std]))))
+    lim = _nice_ceil(_abs_max(row_mean + row_std, row_mean - row_std))
     ax_right.set_xlim(-lim if signed else 0, lim)
     if signed:
         ax_right.axvline(0, color="#333333", linewidth=0.6)
@@ -406,10 +413,10 @@ def _draw_heatmap(
     col_mean, col_std = _nan_stats(values, axis=0)
     xpos = np.arange(n_cols)
     ax_bottom.bar(
-        xpos, np.nan_to_num(col_mean), width=0.72, color="#7f7f7f",
-        yerr=np.nan_to_num(col_std), error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
+        xpos, col_mean, width=0.72, color="#7f7f7f",
+        yerr=col_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
     )
-    lim = _nice_ceil(np.nanmax(np.abs(np.concatenate([col_mean + col_std, col_mean - col_std]))))
+    lim = _nice_ceil(_abs_max(col_mean + col_std, col_mean - col_std))
     ax_bottom.set_ylim(-lim if signed else 0, lim)
     if signed:
         ax_bottom.axhline(0, color="#333333", linewidth=0.6)
@@ -670,6 +677,10 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p"])
 
 
+def _fmt_r(r: float) -> str:
+    return f"{r:.2f}".replace("-", "\u2212") if np.isfinite(r) else "n/a"  # typographic minus
+
+
 def _fmt_p(p: float) -> str:
     if not np.isfinite(p):
         return "n/a"
@@ -691,8 +702,8 @@ def criticality_vs_accuracy(
     corr = accuracy_correlations(models)
     names = {"all": "all models", "without_adversarial": "w/o adversarial"}
     lines = [
-        f"{names[r.subset]} (n={r.n}): Spearman ρ = {r.spearman_r:.2f} (p = {_fmt_p(r.spearman_p)}), "
-        f"Kendall τ = {r.kendall_tau:.2f} (p = {_fmt_p(r.kendall_p)})"
+        f"{names[r.subset]} (n={r.n}): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
+        f"Kendall τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
         for r in corr.itertuples(index=False)
     ]
     with _style():
@@ -702,7 +713,7 @@ def criticality_vs_accuracy(
             sel = (m["category"] == cat).to_numpy()
             ax.scatter(x[sel], y[sel], s=34, color=m.loc[sel, "category_color"].iloc[0],
                        edgecolor="white", linewidth=0.6, label=m.loc[sel, "category_label"].iloc[0], zorder=2)
-        ax.set_xlabel("ImageNet top-1 accuracy (measured) [%]")
+        ax.set_xlabel("Top-1 accuracy, measured [%]")  # the demo study is not ImageNet
         ax.set_ylabel("Mean Layer Criticality [%]")
         ax.grid(color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)

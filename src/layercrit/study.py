@@ -12,6 +12,7 @@ would hide the reset jobs from ``snakemake -n`` until the models exist.
 from __future__ import annotations
 
 import csv
+import re
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,3 +242,28 @@ def load_study(config: dict[str, Any]) -> Study:
     """The Study of a (schema-validated) Snakemake config, zoo file included."""
     zoo_path = Path(config["zoo"])
     return build_study(config, load_zoo(zoo_path), zoo_path.parent)
+
+
+def schema_error_summary(data: dict[str, Any], schema_path: str | Path, what: str) -> str:
+    """One line per problem, naming the key and what is allowed (jsonschema's own text is long)."""
+    import jsonschema
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    lines = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            unexpected = sorted(set(error.instance) - set(allowed))
+            unexpected = [u for u in unexpected if not any(re.match(p, u) for p in error.schema.get("patternProperties", {}))]
+            lines.append(f"{what} key {key!r}: unknown key(s) {unexpected}; allowed: {allowed}")
+        elif error.validator == "enum":
+            lines.append(f"{what} key {key!r}: {error.instance!r} is not allowed; allowed: {error.validator_value}")
+        elif error.validator == "required":
+            lines.append(f"{what} key {key!r}: {error.message}")
+        else:
+            expected = error.schema.get("description") or error.validator_value
+            lines.append(f"{what} key {key!r}: {error.message} (expected {error.validator}: {expected})")
+    return "\n".join(lines) or f"{what} does not match {schema_path}"

@@ -11,7 +11,7 @@ min_version("8.20")
 
 # The package lives in src/; importable without installation too (e.g. `snakemake` from a checkout).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from layercrit.study import ConfigError, build_study, load_zoo
+from layercrit.study import ConfigError, build_study, load_zoo, schema_error_summary
 
 
 if "study" not in config:
@@ -19,11 +19,23 @@ if "study" not in config:
     configfile: "config/demo.yaml"
 
 
-validate(config, "../schemas/config.schema.yaml")
-_zoo_path = Path(config["zoo"])
-ZOO = load_zoo(_zoo_path)
-validate(ZOO, "../schemas/zoo.schema.yaml")
+
+
+def validated(data, schema, what):
+    """Validate with Snakemake (which also fills in defaults); on failure say briefly what is wrong."""
+    try:
+        validate(data, schema)
+    except WorkflowError:
+        schema_path = Path(workflow.basedir) / "workflow" / "schemas" / Path(schema).name
+        summary = schema_error_summary(data, schema_path, what)
+        raise WorkflowError(f"Invalid {what}:\n{summary}") from None
+    return data
+
+
+validated(config, "../schemas/config.schema.yaml", "config")
 try:
+    _zoo_path = Path(config["zoo"])
+    ZOO = validated(load_zoo(_zoo_path), "../schemas/zoo.schema.yaml", f"zoo {str(_zoo_path)!r}")
     STUDY = build_study(config, ZOO, _zoo_path.parent)
 except ConfigError as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None

@@ -1,0 +1,78 @@
+"""An invalid config stops `snakemake` before any job, with a message naming the key and what is allowed."""
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake, tiny_study
+
+
+def break_config(path, mutate):
+    config = yaml.safe_load(path.read_text())
+    mutate(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+def break_zoo(workdir, mutate):
+    zoo = yaml.safe_load((workdir / "zoo.yaml").read_text())
+    mutate(zoo)
+    (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+
+
+CONFIG_CASES = {
+    "unknown key": (lambda c: c.update(seedz=[0]), ["'(top level)'", "unknown key(s) ['seedz']", "allowed:", "'reset'"]),
+    "unknown nested key": (lambda c: c["reset"].update(mdoe="zero"), ["'reset'", "['mdoe']", "'mode'"]),
+    "wrong type": (lambda c: c.update(batch_size="big"), ["'batch_size'", "'big' is not of type 'integer'"]),
+    "missing field": (lambda c: c.pop("reset"), ["'reset' is a required property"]),
+    "unknown mode": (lambda c: c["reset"].update(mode="shuffle"), ["'reset.mode'", "'shuffle'", "['randomize', 'zero', 'reinit']"]),
+    "unknown precision": (lambda c: c.update(precision="fp8"), ["'precision'", "'fp8'", "['fp32', 'tf32', 'bf16']"]),
+    "unknown model": (lambda c: c.update(models=["demo_baseline", "nope"]), ["models: unknown model id(s) ['nope']", "allowed: ['demo_baseline'"]),
+    "layer pattern matching nothing": (lambda c: c["reset"].update(layers={"include": ["layer9.*"]}), ["reset.layers", "'layer9.*'", "matches no layer"]),
+    "bad layer type": (lambda c: c["reset"].update(layers={"types": ["BatchNorm2d"]}), ["'reset.layers.types.0'", "'BatchNorm2d'", "['Conv2d', 'Linear']"]),
+    "missing zoo": (lambda c: c.update(zoo="nowhere.yaml"), ["'nowhere.yaml' does not exist"]),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=list(CONFIG_CASES))
+def test_config_errors(workdir, case):
+    mutate, expected = CONFIG_CASES[case]
+    path = tiny_study(workdir)
+    break_config(path, mutate)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    for fragment in expected:
+        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+    assert not (workdir / "results").exists()
+
+
+ZOO_CASES = {
+    "unknown model key": (lambda z: z["models"][0].update(acuracy=1), ["'models.0'", "['acuracy']", "'reported_top1'"]),
+    "unknown category": (lambda z: z["models"][0].update(category="magic"), ["unknown category 'magic'", "allowed: ['baseline'"]),
+    "unknown architecture": (lambda z: z["models"][0].update(architecture="vit"), ["unknown architecture 'vit'", "['demo_resnet']"]),
+    "unknown source kind": (lambda z: z["models"][0]["source"].update(kind="ftp"), ["'models.0.source.kind'", "'ftp'"]),
+    "unknown norm": (lambda z: z["models"][0].update(adversarial={"norm": "l3", "epsilon": 1}), ["'models.0.adversarial.norm'", "['linf', 'l2']"]),
+    "duplicate id": (lambda z: z["models"].append(dict(z["models"][0])), ["'demo_baseline' appears twice"]),
+    "missing layer list": (lambda z: z["architectures"]["demo_resnet"].update(layers="missing.tsv"), ["missing.tsv", "does not exist", "python -m layercrit.zoo layers"]),
+}
+
+
+@pytest.mark.parametrize("case", ZOO_CASES, ids=list(ZOO_CASES))
+def test_zoo_errors(workdir, case):
+    mutate, expected = ZOO_CASES[case]
+    path = tiny_study(workdir)
+    break_zoo(workdir, mutate)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    for fragment in expected:
+        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+
+
+def test_reinit_needs_models_with_initial_weights(demo_arch):
+    from layercrit.study import ConfigError, build_study
+
+    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
+    zoo["models"][0]["source"] = {"kind": "url", "url": "https://example.org/m.pth"}
+    config = {"study": "x", "reset": {"mode": "reinit", "seeds": [0]}}
+    with pytest.raises(ConfigError, match=r"'reinit' needs .* \['demo_baseline'\]"):
+        build_study(config, zoo, REPO / "config" / "zoo")
