@@ -7,10 +7,10 @@ include: "workflow/rules/common.smk"
 
 
 rule all:
+    default_target: True
     input:
         figure_targets(),
         table_targets(),
-    default_target: True
 
 
 include: "workflow/rules/data.smk"

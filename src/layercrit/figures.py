@@ -466,7 +466,11 @@ def criticality_heatmap(
     title: str | None = None,
 ) -> list[Path]:
     """Fig. 1: models × layers criticality (0–100 %, ``viridis_r``) with category band,
-    per-model mean ± std over layers (right) and per-layer mean ± std over models (bottom)."""
+    per-model mean ± std over layers (right) and per-layer mean ± std over models (bottom).
+
+    Margins are computed from the plotted matrix (sample std, ddof=1, NaN cells ignored), so they
+    follow ``value``. Non-finite cells are drawn hatched. Rows with ``in_figures`` False are left out.
+    """
     matrix, rows, labels = _heatmap_inputs(summary, models, categories, value)
     with _style():
         fig = _draw_heatmap(

@@ -12,6 +12,8 @@ rule aggregate_tables:
         provenance=f"{RESULTS}/tables/{{mode}}/provenance.json",
     log:
         f"{RESULTS}/logs/tables/{{mode}}.log",
+    conda:
+        "../../envs/layercrit.yaml"
     script:
         "../scripts/aggregate.py"
 

@@ -8,22 +8,9 @@ rule baseline:
     output:
         logits=f"{RESULTS}/baselines/{{model}}.logits.safetensors",
         summary=f"{RESULTS}/baselines/{{model}}.json",
-    resources:
-        gpu=GPU,
     log:
         f"{RESULTS}/logs/baselines/{{model}}.log",
+    resources:
+        gpu=GPU,
     run:
-        from layercrit.evaluation import evaluate_baseline
-        from layercrit.joblog import job_log
-
-        with job_log(log[0]):
-            evaluate_baseline(
-                model_id=wildcards.model,
-                arch=architecture_of(wildcards.model),
-                checkpoint=input.checkpoint,
-                eval_data=input.eval,
-                settings=eval_settings(),
-                logits_out=output.logits,
-                summary_out=output.summary,
-                reported_top1=STUDY.models[wildcards.model].reported_top1,
-            )
+        run_baseline(wildcards, input, output, log)

@@ -1,5 +1,6 @@
 # Config loading and validation, and the target functions of every stage.
 # Nothing here imports torch: on a cluster every job parses these files again.
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -9,16 +10,19 @@ from snakemake.utils import min_version, validate
 
 min_version("8.20")
 
-# The package lives in src/; importable without installation too (e.g. `snakemake` from a checkout).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The package lives in src/. Put it on the path of this process and of every job's process
+# (script jobs inherit the environment), so the workflow runs from a checkout with or without
+# `pip install -e .`, in any conda environment.
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
 from layercrit.study import ConfigError, build_study, load_zoo, schema_error_summary
-
 
 if "study" not in config:
 
     configfile: "config/demo.yaml"
-
-
 
 
 def validated(data, schema, what):
@@ -26,7 +30,9 @@ def validated(data, schema, what):
     try:
         validate(data, schema)
     except WorkflowError:
-        schema_path = Path(workflow.basedir) / "workflow" / "schemas" / Path(schema).name
+        schema_path = (
+            Path(workflow.basedir) / "workflow" / "schemas" / Path(schema).name
+        )
         summary = schema_error_summary(data, schema_path, what)
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
     return data
@@ -35,7 +41,9 @@ def validated(data, schema, what):
 validated(config, "../schemas/config.schema.yaml", "config")
 try:
     _zoo_path = Path(config["zoo"])
-    ZOO = validated(load_zoo(_zoo_path), "../schemas/zoo.schema.yaml", f"zoo {str(_zoo_path)!r}")
+    ZOO = validated(
+        load_zoo(_zoo_path), "../schemas/zoo.schema.yaml", f"zoo {str(_zoo_path)!r}"
+    )
     STUDY = build_study(config, ZOO, _zoo_path.parent)
 except ConfigError as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None
@@ -67,7 +75,12 @@ def architecture_of(model_id):
 def architecture_spec(model_id):
     """The architecture as plain data (what a script process needs to build it)."""
     arch = architecture_of(model_id)
-    return {"id": arch.id, "timm_name": arch.timm_name, "kwargs": arch.kwargs, "layers": ()}
+    return {
+        "id": arch.id,
+        "timm_name": arch.timm_name,
+        "kwargs": arch.kwargs,
+        "layers": (),
+    }
 
 
 def reset_result(model, layer, seed, mode=MODE):
@@ -84,7 +97,10 @@ def baseline_summaries(wildcards=None):
 
 
 def table_targets():
-    return expand(f"{RESULTS}/tables/{MODE}/{{table}}.csv", table=["resets", "summary", "models", "correlations"])
+    return expand(
+        f"{RESULTS}/tables/{MODE}/{{table}}.csv",
+        table=["resets", "summary", "models", "correlations"],
+    )
 
 
 def figure_names():
@@ -98,10 +114,68 @@ def figure_names():
 
 
 def figure_targets():
-    return expand(f"{RESULTS}/figures/{MODE}/{{figure}}.{{ext}}", figure=figure_names(), ext=["png", "pdf"])
+    return expand(
+        f"{RESULTS}/figures/{MODE}/{{figure}}.{{ext}}",
+        figure=figure_names(),
+        ext=["png", "pdf"],
+    )
 
 
 def eval_settings():
     from layercrit.evaluation import EvalSettings
 
     return EvalSettings(config["device"], config["precision"], config["batch_size"])
+
+
+def reset_inputs(wildcards):
+    inputs = {
+        "checkpoint": model_checkpoint(wildcards),
+        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
+        "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
+        "eval": f"{RESULTS}/data/eval.safetensors",
+    }
+    if wildcards.mode == "reinit":
+        inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
+    return inputs
+
+
+# Bodies of the `run:` jobs (baseline, reset). They import torch only when a job runs, in the
+# long-lived Snakemake process that executes these jobs as threads (see reset.smk).
+
+
+def run_baseline(wildcards, input, output, log):
+    from layercrit.evaluation import evaluate_baseline
+    from layercrit.joblog import job_log
+
+    with job_log(log[0]):
+        evaluate_baseline(
+            model_id=wildcards.model,
+            arch=architecture_of(wildcards.model),
+            checkpoint=input.checkpoint,
+            eval_data=input.eval,
+            settings=eval_settings(),
+            logits_out=output.logits,
+            summary_out=output.summary,
+            reported_top1=STUDY.models[wildcards.model].reported_top1,
+        )
+
+
+def run_reset(wildcards, input, output, log):
+    from layercrit.evaluation import evaluate_reset
+    from layercrit.joblog import job_log
+
+    with job_log(log[0]):
+        evaluate_reset(
+            model_id=wildcards.model,
+            arch=architecture_of(wildcards.model),
+            checkpoint=input.checkpoint,
+            baseline_logits=input.logits,
+            baseline_summary=input.baseline,
+            eval_data=input.eval,
+            layer=wildcards.layer,
+            seed=int(wildcards.seed),
+            mode=wildcards.mode,
+            settings=eval_settings(),
+            out=output[0],
+            init_checkpoint=input.get("init"),
+        )

@@ -5,9 +5,11 @@ rule synthetic_data:
     output:
         train=f"{RESULTS}/data/train.safetensors",
         eval=f"{RESULTS}/data/eval.safetensors",
-    params:
-        data=config["data"],
     log:
         f"{RESULTS}/logs/data.log",
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        data=config["data"],
     script:
         "../scripts/make_synthetic_data.py"

@@ -8,6 +8,8 @@ rule correlation_table:
         f"{RESULTS}/tables/{{mode}}/correlations.csv",
     log:
         f"{RESULTS}/logs/tables/{{mode}}.correlations.log",
+    conda:
+        "../../envs/layercrit.yaml"
     script:
         "../scripts/correlations.py"
 
@@ -23,13 +25,15 @@ rule plot_figure:
             category="Figures",
         ),
         pdf=f"{RESULTS}/figures/{{mode}}/{{figure}}.pdf",
+    log:
+        f"{RESULTS}/logs/figures/{{mode}}/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(figure_names()),
+    conda:
+        "../../envs/layercrit.yaml"
     params:
         categories=STUDY.categories,
         baseline=STUDY.baseline,
-    log:
-        f"{RESULTS}/logs/figures/{{mode}}/{{figure}}.log",
     script:
         "../scripts/plot_figure.py"
 

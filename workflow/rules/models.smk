@@ -8,13 +8,15 @@ rule train_model:
         checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
         init=f"{RESULTS}/models/{{model}}.init.safetensors",
         history=f"{RESULTS}/models/{{model}}.training.json",
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, TRAINED_MODELS)) or "^$",
+    threads: config["training"]["threads"]
     params:
         model=lambda wc: asdict(STUDY.models[wc.model]),
         architecture=lambda wc: architecture_spec(wc.model),
-    threads: config["training"]["threads"]
-    log:
-        f"{RESULTS}/logs/models/{{model}}.log",
+    conda:
+        "../../envs/layercrit.yaml"
     script:
         "../scripts/train_model.py"

@@ -7,43 +7,14 @@
 # its forward passes. Device leases (layercrit.devices) keep concurrent jobs off each other's GPU.
 
 
-def reset_inputs(wildcards):
-    inputs = {
-        "checkpoint": model_checkpoint(wildcards),
-        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
-        "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
-        "eval": f"{RESULTS}/data/eval.safetensors",
-    }
-    if wildcards.mode == "reinit":
-        inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
-    return inputs
-
-
 rule reset:
     input:
         unpack(reset_inputs),
     output:
         reset_result("{model}", "{layer}", "{seed}", "{mode}"),
-    resources:
-        gpu=GPU,
     log:
         f"{RESULTS}/logs/resets/{{mode}}/{{model}}/{{layer}}/seed{{seed}}.log",
+    resources:
+        gpu=GPU,
     run:
-        from layercrit.evaluation import evaluate_reset
-        from layercrit.joblog import job_log
-
-        with job_log(log[0]):
-            evaluate_reset(
-                model_id=wildcards.model,
-                arch=architecture_of(wildcards.model),
-                checkpoint=input.checkpoint,
-                baseline_logits=input.logits,
-                baseline_summary=input.baseline,
-                eval_data=input.eval,
-                layer=wildcards.layer,
-                seed=int(wildcards.seed),
-                mode=wildcards.mode,
-                settings=eval_settings(),
-                out=output[0],
-                init_checkpoint=input.get("init"),
-            )
+        run_reset(wildcards, input, output, log)
