@@ -25,7 +25,7 @@ def setup(tmp_path, demo_arch):
     settings = EvalSettings(device="cpu", batch_size=16)
     cache = EvaluationCache()
     evaluate_baseline(
-        model_id="m", arch=demo_arch, checkpoint=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
+        model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
         settings=settings, logits_out=tmp_path / "b.safetensors", summary_out=tmp_path / "b.json", reported_top1=95.0, cache=cache,
     )  # fmt: skip
     return tmp_path, demo_arch, settings, cache, init
@@ -34,9 +34,9 @@ def setup(tmp_path, demo_arch):
 def run_reset(setup, layer="layer2.0.conv2", seed=0, mode="randomize", out="r.json", init_path=None):
     tmp, arch, settings, cache, _ = setup
     return evaluate_reset(
-        model_id="m", arch=arch, checkpoint=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
+        model_id="m", arch=arch, weights=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
         baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed, mode=mode,
-        settings=settings, out=tmp / out, init_checkpoint=init_path, cache=cache,
+        settings=settings, out=tmp / out, init_weights=init_path, cache=cache,
     )  # fmt: skip
 
 

@@ -18,3 +18,11 @@ Importing this package imports no torch: the Snakefile imports ``layercrit.study
 """
 
 __version__ = "0.1.0"
+
+
+def put_on_subprocess_path(src: str) -> None:
+    """Prepend ``src`` to PYTHONPATH so that job processes import this package from a checkout."""
+    import os
+
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])

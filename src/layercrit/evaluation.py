@@ -167,7 +167,7 @@ def evaluate_baseline(
     *,
     model_id: str,
     arch: Architecture,
-    checkpoint: str | Path,
+    weights: str | Path,
     eval_data: str | Path,
     settings: EvalSettings,
     logits_out: str | Path,
@@ -179,7 +179,7 @@ def evaluate_baseline(
     started = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
         data = cache.image_set(eval_data, device)
-        model, normalization = cache.model(arch, checkpoint, device)
+        model, normalization = cache.model(arch, weights, device)
         logits = predict_logits(model, data, normalization, settings, device)
         correct = topk_correct(logits, data.labels)
     n = len(data)
@@ -213,7 +213,7 @@ def evaluate_reset(
     *,
     model_id: str,
     arch: Architecture,
-    checkpoint: str | Path,
+    weights: str | Path,
     baseline_logits: str | Path,
     baseline_summary: str | Path,
     eval_data: str | Path,
@@ -222,7 +222,7 @@ def evaluate_reset(
     mode: str,
     settings: EvalSettings,
     out: str | Path,
-    init_checkpoint: str | Path | None = None,
+    init_weights: str | Path | None = None,
     cache: EvaluationCache = DEFAULT_CACHE,
 ) -> dict[str, Any]:
     """Reset ``layer`` of the model (``mode``, ``seed``), evaluate, compare with the clean outputs.
@@ -234,15 +234,15 @@ def evaluate_reset(
     if mode == "randomize":
         source = cache.fresh_state(arch, seed)
     elif mode == "reinit":
-        if init_checkpoint is None:
+        if init_weights is None:
             raise ValueError(f"{model_id}: reset mode 'reinit' needs the model's initial weights")
-        source = cache.init_state(init_checkpoint)
+        source = cache.init_state(init_weights)
     else:
         source = None
     original_top1 = read_json(baseline_summary)["top1"]
     with shared_pool(settings.device).lease() as device:
         data = cache.image_set(eval_data, device)
-        model, normalization = cache.model(arch, checkpoint, device)
+        model, normalization = cache.model(arch, weights, device)
         clean = cache.baseline_logits(baseline_logits, device)
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")

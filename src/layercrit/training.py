@@ -248,7 +248,8 @@ def _crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     rows, cols = rows.to(x.device), cols.to(x.device)
     batch = torch.arange(b, device=x.device)[:, None, None]
     # Advanced indices (batch, rows, cols) around the channel slice give (B, H, W, C).
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+    # (B, H, W, C) permuted to (B, C, H, W) is exactly the channels_last layout the model uses.
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def _cutout(x: torch.Tensor, gen: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
@@ -323,6 +324,9 @@ def train_classifier(
     fill = torch.as_tensor(mean if mean is not None else (0.5, 0.5, 0.5), dtype=torch.float32, device=device)
     fill = fill.view(1, -1, 1, 1)  # cutout fills with the mean colour: zero after normalization
 
+    # channels_last: mkldnn convolutions, BatchNorm and max-pooling run ~1.5x faster on the CPU in
+    # this layout; the weights go back to the default layout at the end (same values, bitwise).
+    model.to(memory_format=torch.channels_last)
     head_params = {id(p) for p in _classifier(model).parameters()}
     requires_grad = {p: p.requires_grad for p in model.parameters()}
     if recipe.freeze_backbone:
@@ -352,6 +356,7 @@ def train_classifier(
                 for it in range(steps_per_epoch):
                     idx = order[it * batch_size : (it + 1) * batch_size]
                     x = train.images[idx].to(device=device, dtype=torch.float32).div_(255.0)
+                    x = x.contiguous(memory_format=torch.channels_last)
                     y = train.labels[idx].to(device)
                     if "crop_flip" in recipe.augment:
                         x = _crop_flip(x, gen)
@@ -412,6 +417,7 @@ def train_classifier(
     finally:
         for p, flag in requires_grad.items():
             p.requires_grad_(flag)
+        model.to(memory_format=torch.contiguous_format)
         model.eval()
     history.update(
         total_seconds=time.perf_counter() - start,

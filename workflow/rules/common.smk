@@ -1,6 +1,5 @@
 # Config loading and validation, and the target functions of every stage.
 # Nothing here imports torch: on a cluster every job parses these files again.
-import os
 import re
 import sys
 from dataclasses import asdict
@@ -15,10 +14,10 @@ min_version("8.20")
 # `pip install -e .`, in any conda environment.
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [_SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+from layercrit import put_on_subprocess_path
 from layercrit.study import ConfigError, build_study, load_zoo, schema_error_summary
+
+put_on_subprocess_path(_SRC)
 
 if "study" not in config:
 
@@ -151,7 +150,7 @@ def run_baseline(wildcards, input, output, log):
         evaluate_baseline(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
-            checkpoint=input.checkpoint,
+            weights=input.checkpoint,
             eval_data=input.eval,
             settings=eval_settings(),
             logits_out=output.logits,
@@ -168,7 +167,7 @@ def run_reset(wildcards, input, output, log):
         evaluate_reset(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
-            checkpoint=input.checkpoint,
+            weights=input.checkpoint,
             baseline_logits=input.logits,
             baseline_summary=input.baseline,
             eval_data=input.eval,
@@ -177,5 +176,5 @@ def run_reset(wildcards, input, output, log):
             mode=wildcards.mode,
             settings=eval_settings(),
             out=output[0],
-            init_checkpoint=input.get("init"),
+            init_weights=input.get("init"),
         )

@@ -12,11 +12,11 @@ rule train_model:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, TRAINED_MODELS)) or "^$",
+    conda:
+        "../../envs/layercrit.yaml"
     threads: config["training"]["threads"]
     params:
         model=lambda wc: asdict(STUDY.models[wc.model]),
         architecture=lambda wc: architecture_spec(wc.model),
-    conda:
-        "../../envs/layercrit.yaml"
     script:
         "../scripts/train_model.py"
