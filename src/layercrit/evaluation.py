@@ -240,7 +240,9 @@ def evaluate_reset(
     else:
         source = None
     original_top1 = read_json(baseline_summary)["top1"]
+    waiting = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
+        lease_wait_s = time.perf_counter() - waiting
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
         clean = cache.baseline_logits(baseline_logits, device)
@@ -264,6 +266,7 @@ def evaluate_reset(
             precision=settings.precision,
             batch_size=settings.batch_size,
             forward_s=forward_s,
+            lease_wait_s=lease_wait_s,
             wall_s=time.perf_counter() - started,
         ),
     }

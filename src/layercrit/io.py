@@ -7,6 +7,7 @@ a job killed mid-write leaves nothing that looks finished (rename is atomic on o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -62,7 +63,17 @@ def read_json(path: str | Path) -> Any:
 _PACKAGES = ("layercrit", "torch", "torchvision", "timm", "numpy", "snakemake")
 
 
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    # Looked up once per process: scanning installed distributions costs tens of milliseconds.
+    return tuple(package_versions_uncached().items())
+
+
 def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
+
+
+def package_versions_uncached() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

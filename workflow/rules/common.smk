@@ -105,7 +105,7 @@ def table_targets():
 def figure_names():
     """The figures this study's zoo supports: criticality vs epsilon needs adversarial models."""
     names = ["criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap"]
-    if STUDY.baseline:
+    if STUDY.baseline and sum(m.in_figures for m in STUDY.models.values()) > 1:
         names.append("difference_heatmap")
     if STUDY.has_adversarial_models:
         names.append("criticality_vs_epsilon")
