@@ -26,10 +26,14 @@ RESET_COLUMNS = [
 ]  # fmt: skip
 
 
-def reset_table(study: Study, result_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per reset result file, in the study's model / layer / seed order."""
-    rows = [read_json(p) for p in result_files]
-    df = pd.DataFrame(rows)
+def read_reset_results(result_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per reset result file (the JSON written by ``evaluate_reset``)."""
+    return pd.DataFrame([read_json(p) for p in result_files])
+
+
+def reset_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
+    """Reset results with layer index/type/kernel, in the study's model / layer / seed order."""
+    df = results
     layer_info = pd.DataFrame(
         [
             {"model": m, "layer": l.name, "layer_index": l.index, "layer_type": l.type, "kernel": l.kernel}
@@ -43,7 +47,8 @@ def reset_table(study: Study, result_files: Iterable[str | Path]) -> pd.DataFram
         raise ValueError(f"results for layers the study does not contain: {stray}")
     order = {m: i for i, m in enumerate(study.models)}
     df = df.sort_values(["model", "layer_index", "seed"], key=lambda s: s.map(order) if s.name == "model" else s)
-    return df[[c for c in RESET_COLUMNS if c in df.columns]].reset_index(drop=True)
+    extra = [c for c in df.columns if c not in RESET_COLUMNS and c != "versions"]
+    return df[[c for c in RESET_COLUMNS if c in df.columns] + extra].reset_index(drop=True)
 
 
 def _std(values: pd.Series) -> float:
@@ -52,6 +57,7 @@ def _std(values: pd.Series) -> float:
 
 def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     """Per model × layer: criticality mean, std (ddof=1) and sem over seeds, plus other means."""
+    resets = resets.assign(n_nonfinite=resets["n_nonfinite"] if "n_nonfinite" in resets else 0)
     group = resets.groupby(["model", "layer", "layer_index", "layer_type", "kernel"], sort=False, dropna=False)
     summary = group.agg(
         n_seeds=("seed", "nunique"),
@@ -70,10 +76,22 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def model_table(study: Study, summary: pd.DataFrame, baseline_files: Iterable[str | Path]) -> pd.DataFrame:
-    """Per model: metadata from the zoo, measured clean accuracy, criticality over layers."""
-    baselines = {b["model"]: b for b in map(read_json, baseline_files)}
+def read_baselines(baseline_files: Iterable[str | Path]) -> dict[str, dict]:
+    """Baseline summaries (clean top-1/top-5 per model), keyed by model id."""
+    return {b["model"]: b for b in map(read_json, baseline_files)}
+
+
+def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] | None) -> pd.DataFrame:
+    """Per model: metadata from the zoo, clean accuracy, criticality over layers.
+
+    ``baselines`` holds measured accuracies; without them (the published results carry none)
+    the zoo's reported top-1 stands in and ``top1_source`` says so.
+    """
     per_model = summary.groupby("model", sort=False)["criticality_mean"]
+
+    def reported(m):
+        return m.reported_top1 if m.reported_top1 is not None else math.nan
+
     rows = []
     for m in study.models.values():
         adv = m.adversarial or {}
@@ -84,9 +102,10 @@ def model_table(study: Study, summary: pd.DataFrame, baseline_files: Iterable[st
                 "display_name": m.display_name,
                 "category": m.category,
                 "method": m.method,
-                "reported_top1": m.reported_top1 if m.reported_top1 is not None else math.nan,
-                "top1": baselines.get(m.id, {}).get("top1", math.nan),
-                "top5": baselines.get(m.id, {}).get("top5", math.nan),
+                "reported_top1": reported(m),
+                "top1": baselines[m.id]["top1"] if baselines else reported(m),
+                "top5": baselines[m.id]["top5"] if baselines else math.nan,
+                "top1_source": "measured" if baselines else "reported",
                 "epsilon": adv.get("epsilon", math.nan),
                 "norm": adv.get("norm"),
                 "in_figures": m.in_figures,

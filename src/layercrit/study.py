@@ -12,6 +12,7 @@ would hide the reset jobs from ``snakemake -n`` until the models exist.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import fnmatch
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
         if baseline is not None:
             raise ConfigError(f"zoo.baseline: {zoo['baseline']!r} is not a model of the zoo; allowed: {list(models)}")
 
+    check_data_source(config)
     mode = config["reset"]["mode"]
     if mode not in RESET_MODES:
         raise ConfigError(f"reset.mode: unknown mode {mode!r}; allowed: {list(RESET_MODES)}")
@@ -236,6 +238,33 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
         baseline=baseline,
         selected_layers=selected,
     )
+
+
+IMAGENET_LAYOUTS = (
+    "class folders (val/<wnid>/*.JPEG), or flat (val/*.JPEG) with LOC_val_solution.csv "
+    "or the devkit's ILSVRC2012_validation_ground_truth.txt (+ meta.mat) beside or above it"
+)
+
+
+def check_data_source(config: dict[str, Any]) -> None:
+    """Stop before any job when an ImageNet study has no usable validation folder.
+
+    Only cheap checks here (this runs at every parse); the data rule checks every file.
+    """
+    if config.get("data", {}).get("kind") != "imagenet":
+        return
+    root = config.get("imagenet_val")
+    if not root:
+        raise ConfigError(
+            "imagenet_val: not set; this study evaluates on ImageNet-1k validation images. "
+            f"Set it to the validation folder, e.g. --config imagenet_val=/data/imagenet/val. Accepted: {IMAGENET_LAYOUTS}"
+        )
+    path = Path(root)
+    if not path.is_dir():
+        raise ConfigError(f"imagenet_val: {root!r} is not a directory. Set it to the validation folder; accepted: {IMAGENET_LAYOUTS}")
+    with os.scandir(path) as entries:
+        if next(entries, None) is None:
+            raise ConfigError(f"imagenet_val: {root!r} is empty. Accepted: {IMAGENET_LAYOUTS}")
 
 
 def load_study(config: dict[str, Any]) -> Study:

@@ -52,7 +52,8 @@ class TrainingRecipe:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "step"  # "step": ×0.1 at 50 % and 75 % of the epochs; "cosine": 1 warm-up epoch, then cosine to 0
+    schedule: str = "step"  # after warm-up, "step": ×0.1 at 50 % and 75 % of the epochs; "cosine": cosine decay to 0
+    warmup_epochs: int = 1  # linear warm-up from ~0 to lr (both schedules; without it lr ≥ 0.2 diverges here)
     label_smoothing: float = 0.0
     augment: tuple[str, ...] = ()  # any of AUGMENTATIONS, applied in that order whatever the order given
     adversarial_norm: str | None = None  # "linf" | "l2" | None (standard training)
@@ -80,6 +81,8 @@ class TrainingRecipe:
             fail(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
             fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            fail(f"warmup_epochs must be an integer in [0, epochs), got {self.warmup_epochs!r}")
         if self.schedule not in SCHEDULES:
             fail(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if not 0 <= self.label_smoothing < 1:
@@ -281,17 +284,18 @@ def _color_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _lr_at(recipe: TrainingRecipe, epoch: int, it: int, steps_per_epoch: int) -> float:
     """Learning rate for iteration ``it`` (0-based) of ``epoch`` (0-based)."""
+    t = epoch * steps_per_epoch + it
+    warmup = recipe.warmup_epochs * steps_per_epoch
+    if t < warmup:
+        return recipe.lr * (t + 1) / warmup
     if recipe.schedule == "step":
         # Milestones at 50 % and 75 % of the epochs, never before the first epoch ends.
         m1 = max(1, int(0.5 * recipe.epochs + 0.5))
         m2 = max(1, int(0.75 * recipe.epochs + 0.5))
         return recipe.lr * 0.1 ** ((epoch >= m1) + (epoch >= m2))
-    # Cosine: linear warm-up over the first epoch, then cosine decay to 0 over the rest.
-    t = epoch * steps_per_epoch + it
-    if epoch == 0:
-        return recipe.lr * (it + 1) / steps_per_epoch
-    rest = (recipe.epochs - 1) * steps_per_epoch
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (t - steps_per_epoch) / rest))
+    # Cosine decay to 0 over the iterations after the warm-up.
+    rest = recipe.epochs * steps_per_epoch - warmup
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (t - warmup) / rest))
 
 
 def train_classifier(

@@ -54,6 +54,7 @@ MODE = STUDY.mode
 GPU = 0 if config["device"] == "cpu" else 1
 MODEL_IDS = list(STUDY.models)
 TRAINED_MODELS = [m for m in MODEL_IDS if STUDY.models[m].source["kind"] == "train"]
+DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
 
 
 wildcard_constraints:

@@ -1,15 +1,32 @@
 # The evaluation images, prepared once as uint8 so that no evaluation job decodes images.
 
+if config["data"]["kind"] == "imagenet":
 
-rule synthetic_data:
-    output:
-        train=f"{RESULTS}/data/train.safetensors",
-        eval=f"{RESULTS}/data/eval.safetensors",
-    log:
-        f"{RESULTS}/logs/data.log",
-    conda:
-        "../../envs/layercrit.yaml"
-    params:
-        data=config["data"],
-    script:
-        "../scripts/make_synthetic_data.py"
+    rule imagenet_subset:
+        output:
+            eval=f"{RESULTS}/data/eval.safetensors",
+        log:
+            f"{RESULTS}/logs/data.log",
+        conda:
+            "../../envs/layercrit.yaml"
+        threads: workflow.cores
+        params:
+            root=config["imagenet_val"],
+            data=config["data"],
+        script:
+            "../scripts/prepare_imagenet.py"
+
+else:
+
+    rule synthetic_data:
+        output:
+            train=f"{RESULTS}/data/train.safetensors",
+            eval=f"{RESULTS}/data/eval.safetensors",
+        log:
+            f"{RESULTS}/logs/data.log",
+        conda:
+            "../../envs/layercrit.yaml"
+        params:
+            data=config["data"],
+        script:
+            "../scripts/make_synthetic_data.py"

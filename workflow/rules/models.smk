@@ -20,3 +20,20 @@ rule train_model:
         architecture=lambda wc: architecture_spec(wc.model),
     script:
         "../scripts/train_model.py"
+
+
+rule download_model:
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
+    wildcard_constraints:
+        model="|".join(map(re.escape, DOWNLOADED_MODELS)) or "^$",
+    params:
+        model=lambda wc: asdict(STUDY.models[wc.model]),
+        architecture=lambda wc: architecture_spec(wc.model),
+        cache=config["downloads"],
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
+    conda:
+        "../../envs/layercrit.yaml"
+    script:
+        "../scripts/fetch_model.py"

@@ -1,6 +1,6 @@
 """Snakemake adapter: collect every reset result into the tidy tables."""
 
-from layercrit.aggregation import model_table, reset_table, summarize
+from layercrit.aggregation import model_table, read_baselines, read_reset_results, reset_table, summarize
 from layercrit.io import atomic_path, provenance, write_json
 from layercrit.joblog import script_log
 from layercrit.study import load_study
@@ -13,9 +13,9 @@ def write_csv(df, path) -> None:
 
 def main(sm) -> None:
     study = load_study(sm.config)
-    resets = reset_table(study, sm.input.resets)
+    resets = reset_table(study, read_reset_results(sm.input.resets))
     summary = summarize(resets)
-    models = model_table(study, summary, sm.input.baselines)
+    models = model_table(study, summary, read_baselines(sm.input.baselines))
     write_csv(resets, sm.output.resets)
     write_csv(summary, sm.output.summary)
     write_csv(models, sm.output.models)

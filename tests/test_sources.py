@@ -1,0 +1,700 @@
+"""Fetching published weights: every source layout, against a local stand-in for the hosts.
+
+Each layout test fabricates a checkpoint the way its authors published it, from one ResNet-50
+state_dict, serves it from the fake host, runs ``fetch_model`` and requires the canonical
+checkpoint to hold exactly the original tensors; the same file with a spec lacking the needed
+conversion must fail with the offending keys listed. The download tests use a tiny ResNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from fake_hosts import FakeHosts, route_drive_hosts
+from layercrit.sources import (
+    CheckpointReadError,
+    ChecksumError,
+    ConversionError,
+    DownloadError,
+    DownloadSettings,
+    SourceError,
+    fetch_file,
+    fetch_model,
+)
+from layercrit.study import Architecture
+from layercrit.zoo import build_architecture, load_checkpoint
+
+RESNET50 = Architecture("resnet50", "resnet50", {}, ())
+TINY = Architecture("tiny", "resnet50", {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "num_classes": 10}, ())
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+URL_HOSTS = ("dl.fbaipublicfiles.com", "download.pytorch.org", "bitbucket.org", "zenodo.org", "example.org")
+
+
+def random_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
+    """A seeded state_dict of ``arch`` in which every tensor is distinct.
+
+    A fresh initialization has identical BatchNorm tensors everywhere (ones, zeros), which
+    would hide a key mapping that swaps two BatchNorms; random values expose it.
+    """
+    model_sd = build_architecture(arch, seed=0).state_dict()
+    generator = torch.Generator().manual_seed(1)
+    return {
+        k: (
+            torch.randn(v.shape, generator=generator)
+            if v.is_floating_point()
+            else torch.randint(0, 10**6, v.shape, generator=generator)
+        )
+        for k, v in model_sd.items()
+    }
+
+
+def pickled(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish(hosts: FakeHosts, url: str, data: bytes) -> None:
+    """Serve ``data`` where the settings' mirror sends ``url`` (``/<host>/<path>``)."""
+    parts = urlsplit(url)
+    hosts.serve(f"/{parts.hostname}{parts.path}", data)
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("LAYERCRIT_URL_REWRITE", "LAYERCRIT_DOWNLOAD_RETRIES", "LAYERCRIT_DOWNLOAD_BACKOFF", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def hosts(monkeypatch):
+    server = FakeHosts()
+    route_drive_hosts(monkeypatch, server)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def settings(hosts) -> DownloadSettings:
+    mirrors = {f"https://{h}/": f"{hosts.base}/{h}/" for h in URL_HOSTS}
+    return DownloadSettings(mirrors=mirrors, hf_endpoint=hosts.base, retries=3, backoff=0.001, max_backoff=0.005, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def original() -> dict[str, torch.Tensor]:
+    return random_state_dict(RESNET50)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, torch.Tensor]:
+    return random_state_dict(TINY)
+
+
+def assert_same_tensors(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    state = load_checkpoint(path).state_dict
+    assert set(state) == set(expected)
+    unequal = [k for k in expected if not torch.equal(state[k], expected[k])]
+    assert not unequal, f"tensors differ: {unequal[:10]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Published layouts
+
+
+def without(sd: dict, prefix: str) -> dict:
+    return {k: v for k, v in sd.items() if not k.startswith(prefix)}
+
+
+def prefixed(prefix: str, sd: dict) -> dict:
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def madry_checkpoint(sd: dict) -> bytes:
+    attacker = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}  # must not be picked up
+    model = {
+        **prefixed("module.model.", sd),
+        **prefixed("module.attacker.model.", attacker),
+        "module.normalizer.new_mean": torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1),
+        "module.normalizer.new_std": torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1),
+        "module.attacker.normalize.new_mean": torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1),
+        "module.attacker.normalize.new_std": torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1),
+    }
+    return pickled(
+        {
+            "model": model,
+            "optimizer": {"state": {}, "param_groups": []},
+            "schedule": None,
+            "epoch": 1,
+            "args": argparse.Namespace(arch="resnet50", eps=0.01, constraint="2"),
+        }
+    )
+
+
+def linear_head(sd: dict) -> bytes:
+    # DINO's and SwAV's linear probes: a DistributedDataParallel-wrapped nn.Linear named "linear".
+    return pickled(
+        {
+            "epoch": 100,
+            "state_dict": {"module.linear.weight": sd["fc.weight"], "module.linear.bias": sd["fc.bias"]},
+            "best_acc": 75.3,
+        }
+    )
+
+
+def swav_backbone(sd: dict) -> bytes:
+    extras = {"module.projection_head.0.weight": torch.randn(8, 2048), "module.prototypes.weight": torch.randn(30, 8)}
+    return pickled({**prefixed("module.", without(sd, "fc.")), **extras})
+
+
+SIMCLR_BLOCK = {
+    "conv1.": "net.0.",
+    "bn1.": "net.1.0.",
+    "conv2.": "net.2.",
+    "bn2.": "net.3.0.",
+    "conv3.": "net.4.",
+    "bn3.": "net.5.0.",
+    "downsample.0.": "projection.shortcut.",
+    "downsample.1.": "projection.bn.0.",
+}
+
+
+def simclr_name(key: str) -> str:
+    """timm name -> the TF-converted SimCLRv2 name (the inverse of PAPER.md's mapping rule)."""
+    if key.startswith("conv1."):
+        return "net.0.0." + key[len("conv1.") :]
+    if key.startswith("bn1."):
+        return "net.0.1.0." + key[len("bn1.") :]
+    match = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", key)
+    if match:
+        stage, block, rest = match.groups()
+        old = next(p for p in SIMCLR_BLOCK if rest.startswith(p))
+        return f"net.{stage}.blocks.{block}.{SIMCLR_BLOCK[old]}{rest[len(old):]}"
+    return key  # fc.*
+
+
+def moco_checkpoint(sd: dict) -> bytes:
+    optimizer = {"state": {}, "param_groups": []}
+    return pickled(
+        {
+            "epoch": 90,
+            "arch": "resnet50",
+            "state_dict": prefixed("module.", sd),
+            "best_acc1": torch.tensor(68.9),
+            "optimizer": optimizer,
+        }
+    )
+
+
+def simclr_checkpoint(sd: dict) -> bytes:
+    return pickled({"resnet": {simclr_name(k): v for k, v in sd.items()}, "head": {"layers.0.weight": torch.randn(4, 4)}})
+
+
+def tsbias_checkpoint(sd: dict) -> bytes:
+    aux = {}
+    for k, v in sd.items():
+        match = re.fullmatch(r"(.*bn\d|.*downsample\.1)\.(weight|bias|running_mean|running_var|num_batches_tracked)", k)
+        if match:
+            aux[f"module.{match.group(1)}.aux_bn.{match.group(2)}"] = v.clone() + 3
+    return pickled({"epoch": 100, "arch": "resnet50", "state_dict": {**prefixed("module.", sd), **aux}})
+
+
+@dataclass
+class Layout:
+    id: str
+    source: dict
+    wrong: dict  # the same file(s) without a conversion the layout needs
+    mentions: tuple[str, ...]  # keys the wrong spec's error must list
+    publish: Callable[[FakeHosts, dict], None]
+    normalization: dict | None = field(default_factory=lambda: dict(IMAGENET))
+
+
+MADRY_FILE = "resnet50_l2_eps0.01.ckpt"
+MADRY = {"kind": "huggingface", "repo": "madrylab/robust-imagenet-models", "file": MADRY_FILE}
+DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
+DINO_HEAD_URL = "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_linearweights.pth"
+SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
+SWAV_HEAD_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_eval_linear.pth.tar"
+MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/r-50-100ep/linear-100ep.pth.tar"
+SIMCLR_ID = "1fDaMhujPnxo4SYOe4asPqCKQ3XB_sZvj"
+TSBIAS_ID = "1tFy2Q28rAqqreaS-27jifpyPzlohKDPH"
+DIFFUSION = {
+    "kind": "huggingface",
+    "repo": "paulgavrikov/resnet50.in1k_diffusionnoise_90ep",
+    "file": "resnet50_diffusionnoise_nonorm_last.pth",
+}
+HEAD_RENAME = {"key": "state_dict", "rename": [["module.linear.", "fc."]]}
+BAD_RENAME = {"rename": [["fc.", "head."]]}
+
+LAYOUTS = [
+    Layout(
+        "robust_resnet50_l2_eps0.01",
+        {
+            **MADRY,
+            "key": "model",
+            "keep_prefix": "module.model.",
+            "strip_prefix": ["module.model."],
+            "allowed_globals": ["argparse.Namespace"],
+        },
+        {**MADRY, "key": "model", "allowed_globals": ["argparse.Namespace"]},
+        ("conv1.weight", "model.conv1.weight", "attacker.model."),
+        lambda h, sd: h.add_hf_file(MADRY["repo"], MADRY_FILE, madry_checkpoint(sd)),
+    ),
+    Layout(
+        "resnet50_dino",
+        {
+            "kind": "pair",
+            "backbone": {"kind": "url", "url": DINO_URL},
+            "head": {"kind": "url", "url": DINO_HEAD_URL, **HEAD_RENAME},
+        },
+        {"kind": "pair", "backbone": {"kind": "url", "url": DINO_URL}, "head": {"kind": "url", "url": DINO_HEAD_URL}},
+        ("fc.weight", "fc.bias", "linear.weight", "linear.bias"),
+        lambda h, sd: (publish(h, DINO_URL, pickled(without(sd, "fc."))), publish(h, DINO_HEAD_URL, linear_head(sd))),
+    ),
+    Layout(
+        "resnet50_swav",
+        {
+            "kind": "pair",
+            "backbone": {"kind": "url", "url": SWAV_URL, "strict": False},
+            "head": {"kind": "url", "url": SWAV_HEAD_URL, **HEAD_RENAME},
+        },
+        {
+            "kind": "pair",
+            "backbone": {"kind": "url", "url": SWAV_URL},
+            "head": {"kind": "url", "url": SWAV_HEAD_URL, **HEAD_RENAME},
+        },
+        ("projection_head.0.weight", "prototypes.weight"),
+        lambda h, sd: (publish(h, SWAV_URL, swav_backbone(sd)), publish(h, SWAV_HEAD_URL, linear_head(sd))),
+    ),
+    Layout(
+        "resnet50_moco_v3_100ep",
+        {"kind": "url", "url": MOCO_URL, "key": "state_dict", "strip_prefix": ["module."]},
+        {"kind": "url", "url": MOCO_URL, "key": "state_dict", "strip_prefix": []},
+        ("conv1.weight", "module.conv1.weight"),
+        lambda h, sd: publish(h, MOCO_URL, moco_checkpoint(sd)),
+    ),
+    Layout(
+        "resnet50_simclrv2",
+        {"kind": "gdrive", "id": SIMCLR_ID, "key": "resnet", "mapping": "simclrv2"},
+        {"kind": "gdrive", "id": SIMCLR_ID, "key": "resnet"},
+        ("conv1.weight", "net.0.0.weight", "net.1.blocks.0.projection.shortcut.weight"),
+        lambda h, sd: h.add_drive_file(SIMCLR_ID, simclr_checkpoint(sd), name="r50_1x_sk0.pth", large=True),
+        normalization=None,
+    ),
+    Layout(
+        "resnet50_tsbias_debiased",
+        {"kind": "gdrive", "id": TSBIAS_ID, "key": "state_dict", "strip_prefix": ["module."], "drop_containing": ["aux_bn"]},
+        {"kind": "gdrive", "id": TSBIAS_ID, "key": "state_dict", "strip_prefix": ["module."]},
+        ("layer1.0.bn1.aux_bn.weight", "bn1.aux_bn.running_var"),
+        lambda h, sd: h.add_drive_file(TSBIAS_ID, tsbias_checkpoint(sd), name="res50-debiased.pth.tar"),
+    ),
+    Layout(
+        "resnet50_diffusionnoise_fixed_nonoise",
+        {**DIFFUSION, "key": "model", "keep_prefix": "module.", "strip_prefix": ["module."]},
+        {**DIFFUSION, "key": "model", "strip_prefix": []},
+        ("conv1.weight", "module.conv1.weight"),
+        lambda h, sd: h.add_hf_file(
+            DIFFUSION["repo"], DIFFUSION["file"], pickled({"model": prefixed("module.", sd), "epoch": 89})
+        ),
+        normalization=None,
+    ),
+    Layout(
+        "tv2_resnet50",
+        {"kind": "torchvision", "weights": "ResNet50_Weights.IMAGENET1K_V2"},  # sha256 added by the test
+        {"kind": "torchvision", "weights": "ResNet50_Weights.IMAGENET1K_V2", **BAD_RENAME},
+        ("fc.weight", "head.weight"),
+        lambda h, sd: publish(h, "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", pickled(sd)),
+    ),
+    Layout(
+        "resnet50.a1_in1k",
+        {"kind": "timm", "tag": "resnet50.a1_in1k"},
+        {"kind": "timm", "tag": "resnet50.a1_in1k", **BAD_RENAME},
+        ("fc.weight", "head.bias"),
+        lambda h, sd: h.add_hf_file("timm/resnet50.a1_in1k", "model.safetensors", safetensors_bytes(sd)),
+    ),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.id)
+def test_published_layout_converts_to_the_exact_weights(layout, hosts, settings, original, tmp_path):
+    layout.publish(hosts, original)
+    source, wrong = layout.source, layout.wrong
+    if source["kind"] == "torchvision":
+        # Fabricated bytes cannot match the hash prefix in torchvision's file name; an explicit
+        # sha256 replaces it (the prefix check itself is tested below).
+        data = hosts.routes["/download.pytorch.org/models/resnet50-11ad3fa6.pth"].data
+        source = {**source, "sha256": sha256(data)}
+        wrong = {**wrong, "sha256": sha256(data)}
+    normalization = layout.normalization
+    cache = tmp_path / "downloads"
+
+    with pytest.raises(ConversionError) as failure:
+        fetch_model(
+            {"id": layout.id, "source": wrong},
+            RESNET50,
+            cache_dir=cache,
+            out=tmp_path / "wrong.safetensors",
+            progress=False,
+            settings=settings,
+        )
+    message = str(failure.value)
+    assert layout.id in message
+    for key in layout.mentions:
+        assert key in message, f"{key!r} not listed in: {message[:2000]}"
+    assert not (tmp_path / "wrong.safetensors").exists()
+
+    requests_before = len(hosts.log)
+    out = tmp_path / f"{layout.id}.safetensors"
+    meta = fetch_model(
+        {"id": layout.id, "source": source, "normalization": normalization},
+        RESNET50,
+        cache_dir=cache,
+        out=out,
+        progress=False,
+        settings=settings,
+    )
+    assert len(hosts.log) == requests_before, "the second fetch must come from the cache"
+    assert_same_tensors(out, original)
+    stored = load_checkpoint(out)
+    assert stored.normalization == normalization
+    assert stored.metadata["model"] == layout.id
+    assert all(re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) and f["cache_hit"] for f in meta["files"])
+    assert stored.metadata["files"] == json.loads(json.dumps(meta["files"]))
+    if layout.id == "resnet50_swav":
+        assert sorted(meta["dropped_unexpected_keys"]) == ["projection_head.0.weight", "prototypes.weight"]
+    if source["kind"] == "huggingface":
+        assert meta["files"][0]["hf_commit"]
+
+
+def test_pickled_objects_need_allowed_globals(hosts, settings, tiny, tmp_path):
+    hosts.add_hf_file(MADRY["repo"], MADRY_FILE, madry_checkpoint(tiny))
+    source = {**MADRY, "key": "model", "keep_prefix": "module.model.", "strip_prefix": ["module.model."]}
+    with pytest.raises(CheckpointReadError) as failure:
+        fetch_model(
+            {"id": "madry", "source": source},
+            TINY,
+            cache_dir=tmp_path,
+            out=tmp_path / "m.safetensors",
+            progress=False,
+            settings=settings,
+        )
+    message = str(failure.value)
+    assert "madry" in message and MADRY_FILE in message and "argparse.Namespace" in message and "allowed_globals" in message
+
+
+def test_torchvision_file_name_hash_prefix_is_verified(hosts, settings, original, tmp_path):
+    publish(hosts, "https://download.pytorch.org/models/resnet50-0676ba61.pth", pickled(original))
+    with pytest.raises(ChecksumError) as failure:
+        fetch_model(
+            {"id": "tv_resnet50", "source": {"kind": "torchvision", "weights": "ResNet50_Weights.IMAGENET1K_V1"}},
+            RESNET50,
+            cache_dir=tmp_path,
+            out=tmp_path / "tv.safetensors",
+            progress=False,
+            settings=settings,
+        )
+    assert "0676ba61" in str(failure.value) and "torchvision" in str(failure.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Downloads: retries, truncation, checksums, cache
+
+
+TINY_URL = "https://example.org/weights/tiny.pth"
+TINY_PATH = "/example.org/weights/tiny.pth"
+
+
+def fetch_tiny(settings, tmp_path, source=None, model_id="tiny_model", **kwargs):
+    source = source or {"kind": "url", "url": TINY_URL}
+    return fetch_model(
+        {"id": model_id, "source": source, **kwargs},
+        TINY,
+        cache_dir=tmp_path / "cache",
+        out=tmp_path / "tiny.safetensors",
+        progress=False,
+        settings=settings,
+    )
+
+
+def test_server_errors_are_retried_with_backoff(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled(tiny))
+    hosts.fail(TINY_PATH, 503, times=2)
+    fetch_tiny(settings, tmp_path)
+    assert hosts.count(TINY_PATH) == 3
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+
+
+def test_missing_file_fails_at_once(hosts, settings, tmp_path):
+    with pytest.raises(DownloadError) as failure:
+        fetch_tiny(settings, tmp_path)
+    message = str(failure.value)
+    assert "tiny_model" in message and "404" in message and TINY_PATH in message and "not retried" in message
+    assert hosts.count(TINY_PATH) == 1
+
+
+def test_truncated_download_is_retried(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    hosts.serve(TINY_PATH, data)
+    hosts.truncate(TINY_PATH, times=1)
+    meta = fetch_tiny(settings, tmp_path)
+    assert hosts.count(TINY_PATH) == 2
+    assert meta["files"][0]["sha256"] == sha256(data)
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+
+
+def test_truncated_download_is_never_taken_as_complete(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled(tiny))
+    hosts.truncate(TINY_PATH, times=100)
+    with pytest.raises(DownloadError) as failure:
+        fetch_tiny(settings, tmp_path)
+    assert f"after {settings.retries + 1} attempts" in str(failure.value)
+    assert hosts.count(TINY_PATH) == settings.retries + 1
+    folder = tmp_path / "cache" / "example.org" / "weights"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == []
+    assert not (tmp_path / "tiny.safetensors").exists()
+
+
+def test_checksum_mismatch_moves_the_file_aside(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    hosts.serve(TINY_PATH, data)
+    wrong = "ab" * 32
+    with pytest.raises(ChecksumError) as failure:
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "sha256": wrong})
+    message = str(failure.value)
+    assert "tiny_model" in message and TINY_PATH in message and wrong in message and sha256(data) in message
+    folder = tmp_path / "cache" / "example.org" / "weights"
+    assert (folder / f"tiny.pth.bad-{sha256(data)[:8]}").read_bytes() == data
+    assert not (folder / "tiny.pth").exists()
+
+
+def test_cache_hit_makes_no_request_and_records_the_hash(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    hosts.serve(TINY_PATH, data)
+    first = fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "sha256": sha256(data)})
+    sidecar = json.loads((tmp_path / "cache/example.org/weights/tiny.pth.fetch.json").read_text())
+    assert sidecar["sha256"] == sha256(data) and sidecar["url"] == TINY_URL and sidecar["size"] == len(data)
+    assert first["files"][0]["cache_hit"] is False
+    second = fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "sha256": sha256(data)})
+    assert hosts.count() == 1
+    assert second["files"][0]["cache_hit"] is True
+    assert second["files"][0]["url"] == TINY_URL and second["files"][0]["fetched_from"] == hosts.url(TINY_PATH)
+
+
+def test_corrupted_cache_is_detected_and_downloaded_again(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    hosts.serve(TINY_PATH, data)
+    fetch_tiny(settings, tmp_path)
+    cached = tmp_path / "cache/example.org/weights/tiny.pth"
+    corrupted = data[:-10] + b"0123456789"
+    cached.write_bytes(corrupted)
+
+    fetch_tiny(settings, tmp_path)
+    assert hosts.count(TINY_PATH) == 2
+    assert cached.read_bytes() == data
+    assert (cached.parent / f"tiny.pth.bad-{sha256(corrupted)[:8]}").exists()
+
+    # The recorded hash pins the file: a different file from the server is refused.
+    cached.write_bytes(corrupted)
+    changed = pickled({k: v + 1 if v.is_floating_point() else v for k, v in tiny.items()})
+    hosts.serve(TINY_PATH, changed)
+    with pytest.raises(ChecksumError) as failure:
+        fetch_tiny(settings, tmp_path)
+    assert sha256(data) in str(failure.value) and sha256(changed) in str(failure.value) and "recorded" in str(failure.value)
+
+
+def test_leftovers_of_a_killed_download_are_restarted_cleanly(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled(tiny))
+    folder = tmp_path / "cache/example.org/weights"
+    folder.mkdir(parents=True)
+    (folder / ".tiny.pth.part").write_bytes(b"\x80\x02half of an old download")
+    fetch_tiny(settings, tmp_path)
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+    assert not (folder / ".tiny.pth.part").exists()
+
+
+def test_file_put_in_the_cache_by_hand_is_adopted_and_verified(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    folder = tmp_path / "cache/example.org/weights"
+    folder.mkdir(parents=True)
+    (folder / "tiny.pth").write_bytes(data)
+    meta = fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "sha256": sha256(data)[:12]})
+    assert hosts.count() == 0 and meta["files"][0]["adopted"] is True
+
+
+def test_html_page_instead_of_a_checkpoint_is_an_error(hosts, settings, tmp_path):
+    hosts.serve(TINY_PATH, b"<!DOCTYPE html><html><body>Quota exceeded</body></html>", content_type="text/html")
+    with pytest.raises(DownloadError, match="HTML page"):
+        fetch_tiny(settings, tmp_path)
+
+
+def test_unreadable_file_names_the_file(hosts, settings, tmp_path):
+    hosts.serve(TINY_PATH, b"\x80\x02 this is not a checkpoint" * 10)
+    with pytest.raises(CheckpointReadError) as failure:
+        fetch_tiny(settings, tmp_path)
+    assert "tiny.pth" in str(failure.value) and "tiny_model" in str(failure.value)
+
+
+def test_hub_errors_retried_and_missing_files_reported(hosts, settings, tiny, tmp_path):
+    commit = hosts.add_hf_file("owner/tiny", "tiny.pth", pickled(tiny))
+    hosts.fail("/owner/tiny/resolve/main/tiny.pth", 503, times=2)
+    meta = fetch_tiny(settings, tmp_path, {"kind": "huggingface", "repo": "owner/tiny", "file": "tiny.pth"})
+    assert meta["files"][0]["hf_commit"] == commit
+    requests = hosts.count()
+    fetch_tiny(settings, tmp_path, {"kind": "huggingface", "repo": "owner/tiny", "file": "tiny.pth"})
+    assert hosts.count() == requests
+
+    with pytest.raises(DownloadError) as failure:
+        fetch_tiny(settings, tmp_path, {"kind": "huggingface", "repo": "owner/tiny", "file": "absent.pth"})
+    assert "absent.pth" in str(failure.value) and "tiny_model" in str(failure.value)
+    assert hosts.count("/owner/tiny/resolve/main/absent.pth") == 1
+
+
+def test_hub_lfs_sha256_is_verified(hosts, settings, tiny, tmp_path):
+    data = pickled(tiny)
+    hosts.add_hf_file("owner/tiny", "tiny.pth", data, etag="cd" * 32)
+    with pytest.raises(ChecksumError) as failure:
+        fetch_tiny(settings, tmp_path, {"kind": "huggingface", "repo": "owner/tiny", "file": "tiny.pth"})
+    assert "cd" * 32 in str(failure.value) and sha256(data) in str(failure.value) and "LFS" in str(failure.value)
+    assert (tmp_path / f"cache/huggingface.co/owner/tiny/main/tiny.pth.bad-{sha256(data)[:8]}").exists()
+
+
+def test_timm_falls_back_to_the_pickle_when_there_is_no_safetensors(hosts, settings, tmp_path):
+    hosts.add_hf_file("timm/resnet50.a1_in1k", "pytorch_model.bin", b"\x80\x02weights")
+    path, record = fetch_file(
+        {"kind": "timm", "tag": "resnet50.a1_in1k"}, model_id="m", cache_dir=tmp_path, settings=settings, progress=False
+    )
+    assert path.name == "pytorch_model.bin" and record["url"].endswith("/timm/resnet50.a1_in1k/resolve/main/pytorch_model.bin")
+    requests = hosts.count()
+    fetch_file({"kind": "timm", "tag": "resnet50.a1_in1k"}, model_id="m", cache_dir=tmp_path, settings=settings, progress=False)
+    assert hosts.count() == requests
+
+
+def test_drive_small_file_and_mirror(hosts, settings, tiny, tmp_path):
+    data = pickled({"state_dict": prefixed("module.", tiny)})
+    hosts.add_drive_file("FILEID123", data)
+    fetch_tiny(settings, tmp_path, {"kind": "gdrive", "id": "FILEID123"})
+    assert hosts.count("/drive.google.com/uc") == 1 and hosts.count("/drive.usercontent.google.com/download") == 1
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+    fetch_tiny(settings, tmp_path, {"kind": "gdrive", "id": "FILEID123"})
+    assert hosts.count() == 2
+
+    # A mirror of Drive files serves them plainly; the rewrite sends gdown there instead.
+    hosts.serve("/drive-mirror/OTHERID", data)
+    mirrored = dataclasses.replace(settings, mirrors={"https://drive.google.com/uc?id=": hosts.url("/drive-mirror/")})
+    meta = fetch_tiny(mirrored, tmp_path, {"kind": "gdrive", "id": "OTHERID"})
+    assert meta["files"][0]["url"] == "https://drive.google.com/uc?id=OTHERID"
+    assert meta["files"][0]["fetched_from"] == hosts.url("/drive-mirror/OTHERID")
+
+
+def test_drive_large_file_passes_the_virus_scan_page(hosts, settings, tiny, tmp_path):
+    hosts.add_drive_file("BIGFILE", pickled(tiny), large=True)
+    fetch_tiny(settings, tmp_path, {"kind": "gdrive", "id": "BIGFILE"})
+    downloads = [p for m, p in hosts.log if p.startswith("/drive.usercontent.google.com/download")]
+    assert len(downloads) == 2 and "confirm=t" not in downloads[0] and "confirm=t" in downloads[1]
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+
+
+def test_drive_truncated_download_is_retried(hosts, settings, tiny, tmp_path):
+    hosts.add_drive_file("FILEID123", pickled(tiny))
+    hosts.truncate("/drive.usercontent.google.com/download", times=1)
+    fetch_tiny(settings, tmp_path, {"kind": "gdrive", "id": "FILEID123"})
+    assert hosts.count("/drive.usercontent.google.com/download") == 2
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion rules
+
+
+def test_missing_num_batches_tracked_is_filled(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled({k: v for k, v in tiny.items() if not k.endswith("num_batches_tracked")}))
+    meta = fetch_tiny(settings, tmp_path)
+    state = load_checkpoint(tmp_path / "tiny.safetensors").state_dict
+    assert meta["filled_num_batches_tracked"] and all(state[k].item() == 0 for k in meta["filled_num_batches_tracked"])
+    assert all(torch.equal(state[k], v) for k, v in tiny.items() if not k.endswith("num_batches_tracked"))
+
+
+def test_strict_false_drops_extra_keys_but_never_missing_or_misshapen_ones(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled({**tiny, "extra.weight": torch.ones(2)}))
+    with pytest.raises(ConversionError, match="extra.weight"):
+        fetch_tiny(settings, tmp_path)
+    meta = fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "strict": False})
+    assert meta["dropped_unexpected_keys"] == ["extra.weight"]
+
+    hosts.serve("/example.org/weights/short.pth", pickled({k: v for k, v in tiny.items() if k != "fc.bias"}))
+    with pytest.raises(ConversionError, match=r"missing key\(s\): fc\.bias"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": "https://example.org/weights/short.pth", "strict": False})
+
+    hosts.serve("/example.org/weights/shape.pth", pickled({**tiny, "fc.bias": torch.zeros(11)}))
+    with pytest.raises(ConversionError, match=r"fc\.bias: checkpoint \(11,\) vs architecture \(10,\)"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": "https://example.org/weights/shape.pth", "strict": False})
+
+
+def test_pair_must_not_provide_a_key_twice(hosts, settings, tiny, tmp_path):
+    hosts.serve("/example.org/a.pth", pickled(tiny))
+    hosts.serve("/example.org/b.pth", pickled({"fc.weight": tiny["fc.weight"], "fc.bias": tiny["fc.bias"]}))
+    source = {
+        "kind": "pair",
+        "backbone": {"kind": "url", "url": "https://example.org/a.pth"},
+        "head": {"kind": "url", "url": "https://example.org/b.pth"},
+    }
+    with pytest.raises(ConversionError, match=r"both provide key\(s\) fc\.bias, fc\.weight"):
+        fetch_tiny(settings, tmp_path, source)
+
+
+@pytest.mark.parametrize(
+    "source, complaint",
+    [
+        ({"kind": "url", "url": TINY_URL, "strip_prefixes": ["module."]}, "unknown field"),
+        ({"kind": "ftp", "url": TINY_URL}, "unknown source kind"),
+        ({"kind": "url", "url": TINY_URL, "mapping": "nope"}, "unknown mapping"),
+        ({"kind": "url", "url": TINY_URL, "sha256": "xyz"}, "hex digits"),
+        ({"kind": "pair", "backbone": {"kind": "url", "url": TINY_URL}}, "missing"),
+        ({"kind": "url", "url": TINY_URL, "allowed_globals": ["no_such_module.Thing"]}, "cannot import"),
+    ],
+)
+def test_invalid_specs_are_rejected_with_the_allowed_values(hosts, settings, tiny, tmp_path, source, complaint):
+    hosts.serve(TINY_PATH, pickled(tiny))
+    with pytest.raises(SourceError, match=complaint):
+        fetch_tiny(settings, tmp_path, source)
+
+
+def test_settings_from_environment(monkeypatch, hosts, tiny, tmp_path):
+    rewrite = {"https://example.org/": hosts.url("/example.org/"), "https://example.org/weights/": hosts.url("/elsewhere/")}
+    monkeypatch.setenv("LAYERCRIT_URL_REWRITE", json.dumps(rewrite))
+    monkeypatch.setenv("LAYERCRIT_DOWNLOAD_RETRIES", "1")
+    monkeypatch.setenv("LAYERCRIT_DOWNLOAD_BACKOFF", "0.001")
+    settings = DownloadSettings.from_env()
+    assert settings.retries == 1 and settings.rewrite(TINY_URL) == hosts.url("/elsewhere/tiny.pth")  # longest prefix wins
+    hosts.serve("/elsewhere/tiny.pth", pickled(tiny))
+    hosts.fail("/elsewhere/tiny.pth", 503, times=1)
+    fetch_model(
+        {"id": "env", "source": {"kind": "url", "url": TINY_URL}},
+        TINY,
+        cache_dir=tmp_path,
+        out=tmp_path / "e.safetensors",
+        progress=False,
+    )
+    assert hosts.count("/elsewhere/tiny.pth") == 2
+
+    monkeypatch.setenv("LAYERCRIT_URL_REWRITE", "{not json")
+    with pytest.raises(SourceError, match="LAYERCRIT_URL_REWRITE"):
+        DownloadSettings.from_env()
