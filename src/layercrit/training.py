@@ -81,8 +81,8 @@ class TrainingRecipe:
             fail(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
             fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
-            fail(f"warmup_epochs must be an integer in [0, epochs), got {self.warmup_epochs!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs <= self.epochs:
+            fail(f"warmup_epochs must be an integer in [0, epochs], got {self.warmup_epochs!r}")
         if self.schedule not in SCHEDULES:
             fail(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if not 0 <= self.label_smoothing < 1:
@@ -258,12 +258,13 @@ def _crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _cutout(x: torch.Tensor, gen: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
     """One square hole per image (centre anywhere, clipped at the border), filled with ``fill``."""
     b, _, h, w = x.shape
-    half = max(1, round(CUTOUT_FRACTION * min(h, w))) / 2
-    cy = torch.randint(0, h, (b, 1, 1), generator=gen).to(x.device)
-    cx = torch.randint(0, w, (b, 1, 1), generator=gen).to(x.device)
+    size = max(1, round(CUTOUT_FRACTION * min(h, w)))
+    # Rows/columns [c - size // 2, c - size // 2 + size), as in DeVries & Taylor's code.
+    y0 = torch.randint(0, h, (b, 1, 1), generator=gen).to(x.device) - size // 2
+    x0 = torch.randint(0, w, (b, 1, 1), generator=gen).to(x.device) - size // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
-    hole = ((ys - cy).abs() < half) & ((xs - cx).abs() < half)
+    hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
     return torch.where(hole[:, None], fill, x)
 
 

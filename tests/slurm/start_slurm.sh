@@ -42,6 +42,7 @@ node_state() { sinfo -h -N -o %T 2>/dev/null | head -n1 || true; }
 if [ -f "$PIDS" ]; then
     read -r MUNGE_PID CTLD_PID SLURMD_PID <"$PIDS" || true
     if alive "${CTLD_PID:-}" && alive "${SLURMD_PID:-}" && [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]]; then
+        echo "start_slurm: cluster already running (PIDs in $PIDS)" >&2
         echo "$PARTITION"
         exit 0
     fi
@@ -132,7 +133,7 @@ EOF
 : >"$PIDS.partial"
 MUNGE_PID=""
 if munge -n >/dev/null 2>&1; then
-    echo "start_slurm: munged already running; using it" >&2
+    echo "start_slurm: a munged is up already; using it" >&2
 else
     mkdir -p /run/munge
     chown munge:munge /run/munge

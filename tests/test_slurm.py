@@ -1,0 +1,261 @@
+"""The Slurm profile (profiles/slurm) on a real one-node Slurm cluster started for the test.
+
+tests/slurm/start_slurm.sh installs Slurm and munge with apt-get where they are missing, writes
+/etc/slurm/slurm.conf with two fake GPUs and starts the daemons; the module fixture stops them
+again. Needs root and apt-get (or Slurm already installed): skipped elsewhere, except under CI,
+where a skip would hide a broken profile and so fails instead.
+
+A tiny study goes through `--profile profiles/slurm` with only what this machine needs changed
+(partition, small memory, no accounting database, short status intervals, smaller groups), and
+the test checks what Slurm actually did: every job ran under Slurm, GPU rules got one GPU and
+CPU rules none, reset jobs were bundled into fewer Slurm jobs, and a job asking for more GPUs
+than any node has fails with Slurm's own message.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake, tiny_study
+
+pytestmark = pytest.mark.slow
+
+SLURM_SCRIPTS = Path(__file__).resolve().parent / "slurm"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+MODEL = "demo_baseline"
+LAYERS = ["conv1", "layer1.0.conv1", "fc"]
+SEEDS = [0, 1]
+RESETS_PER_GROUP = 3  # 6 reset jobs -> 2 Slurm jobs
+TEST_MEM_MB = 500  # every job fits a small CI machine (DefMemPerCPU is 500 too)
+
+
+def _unavailable(reason):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Slurm test cluster unavailable on CI: {reason}")
+    pytest.skip(f"Slurm test cluster unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def slurm_plugin():
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        _unavailable("snakemake-executor-plugin-slurm is not installed (pip install snakemake-executor-plugin-slurm)")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(slurm_plugin):
+    """A running one-node cluster; yields its partition. Stopped afterwards if this fixture started it."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        _unavailable("needs root (to install Slurm and run slurmd)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        _unavailable("Slurm is not installed and apt-get is not available")
+    proc = subprocess.run([str(SLURM_SCRIPTS / "start_slurm.sh")], capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:
+        _unavailable(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "start_slurm.sh exited 3")
+    if proc.returncode != 0:
+        pytest.fail(f"start_slurm.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    started_here = "already running" not in proc.stderr
+    partition = proc.stdout.strip().splitlines()[-1]
+    try:
+        yield partition
+    finally:
+        if started_here:
+            subprocess.run([str(SLURM_SCRIPTS / "stop_slurm.sh")], capture_output=True, text=True, timeout=120)
+
+
+def test_profile_settings():
+    """The profile itself: Slurm executor, resources for every rule, reset jobs grouped."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["executor"] == "slurm"
+    rules = {"synthetic_data", "train_model", "baseline", "reset", "aggregate_tables", "correlation_table", "plot_figure"}
+    assert rules <= set(profile["set-resources"])
+    for rule in rules:
+        assert {"runtime", "mem_mb"} <= set(profile["set-resources"][rule]), rule
+    assert "reset=resets" in profile["groups"]
+    assert any(entry.startswith("resets=") for entry in profile["group-components"])
+    # grouped rules take the group's one slot, so a group asks for one member's resources
+    for rule in ("reset", "baseline", "correlation_table", "plot_figure"):
+        assert profile["set-resources"][rule]["group_slot"] == 1
+    assert "group_slot=1" in profile["resources"] and "group_slot=local" in profile["set-resource-scopes"]
+    # nothing cluster-specific is baked in
+    assert "slurm_partition" not in profile["default-resources"]
+    assert "slurm_account" not in profile["default-resources"]
+
+
+def test_profile_dry_run(slurm_plugin, tmp_path):
+    """The profile parses and plans the tiny study (no cluster needed for a dry run)."""
+    config = _study(tmp_path)
+    proc = run_snakemake(tmp_path, "--configfile", str(config), "--profile", str(PROFILE.parent), "-n", "--quiet", "rules")
+    assert "reset" in proc.stdout
+
+
+def _study(workdir: Path) -> Path:
+    # device: auto, so baseline and reset ask for a GPU; on this machine torch sees none and the
+    # jobs compute on the CPU, while Slurm still allocates one (fake) GPU to each.
+    config = tiny_study(workdir, models=[MODEL], seeds=SEEDS, epochs=2, device="auto")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["reset"]["layers"] = {"include": LAYERS}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
+
+
+def _test_profile(directory: Path, partition: str) -> Path:
+    """profiles/slurm with only what this one-node test cluster needs changed."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile["default-resources"]["slurm_partition"] = f"'{partition}'"
+    profile["default-resources"]["mem_mb"] = TEST_MEM_MB
+    for resources in profile["set-resources"].values():
+        resources["mem_mb"] = min(int(resources["mem_mb"]), TEST_MEM_MB)
+    profile["group-components"] = [
+        f"resets={RESETS_PER_GROUP}" if entry.startswith("resets=") else entry for entry in profile["group-components"]
+    ]
+    profile.update(
+        {
+            # no accounting database here: squeue instead of sacct (MinJobAge=600 in slurm.conf)
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 2,
+            "slurm-no-account": True,
+            "slurm-keep-successful-logs": True,
+            "retries": 0,
+            "latency-wait": 5,
+        }
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm-study")
+    config = _study(workdir)
+    profile = _test_profile(tmp_path_factory.mktemp("slurm-profile"), slurm_cluster)
+    with pytest.MonkeyPatch.context() as mp:
+        # jobs inherit the submitting environment (sbatch --export=ALL): no GPU may leak in
+        for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF"):
+            mp.delenv(var, raising=False)
+        start = time.monotonic()
+        proc = run_snakemake(workdir, "--configfile", str(config), "--profile", str(profile), timeout=900)
+        elapsed = time.monotonic() - start
+    print(f"Slurm run: {elapsed:.0f} s")
+    return {"workdir": workdir, "config": config, "profile": profile, "partition": slurm_cluster, "proc": proc}
+
+
+def _results(workdir: Path) -> Path:
+    return workdir / "results" / "tiny"
+
+
+def _reset_records(workdir):
+    files = sorted((_results(workdir) / "resets" / "randomize").glob("*/*/seed*.json"))
+    return {f.relative_to(_results(workdir)).as_posix(): json.loads(f.read_text()) for f in files}
+
+
+def _slurm_job(job_id: str) -> dict:
+    """`scontrol show job` of a finished job (slurmctld keeps it for MinJobAge = 10 minutes)."""
+    out = subprocess.run(["scontrol", "show", "job", "-d", "-o", str(job_id)], capture_output=True, text=True, check=True).stdout
+    fields = {}
+    for token in out.split():
+        key, sep, value = token.partition("=")
+        if sep and key not in fields:
+            fields[key] = value
+    return fields
+
+
+def _gpus(job: dict) -> int:
+    """GPUs Slurm allocated to a job, from its trackable resources (e.g. ...,gres/gpu=1)."""
+    for part in job.get("TRES", "").split(","):
+        key, _, value = part.partition("=")
+        if key == "gres/gpu":
+            return int(value)
+    return 0
+
+
+def _provenance_records_gpus(monkeypatch) -> bool:
+    """Whether layercrit.io.provenance() records CUDA_VISIBLE_DEVICES (then the jobs' own view is checked)."""
+    from layercrit.io import provenance
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    return "7" in json.dumps(provenance())
+
+
+def test_every_result_made_under_slurm(slurm_run):
+    workdir = slurm_run["workdir"]
+    resets = _reset_records(workdir)
+    assert len(resets) == len(LAYERS) * len(SEEDS)
+    for path, record in resets.items():
+        assert record.get("slurm_job_id"), f"{path} was not made inside a Slurm job"
+        assert record["device"].startswith("cpu")  # no CUDA here: device auto fell back to the CPU
+    for path in (f"baselines/{MODEL}.json", f"models/{MODEL}.training.json", "tables/randomize/provenance.json"):
+        assert json.loads((_results(workdir) / path).read_text()).get("slurm_job_id"), path
+    figures = list((_results(workdir) / "figures" / "randomize").glob("*.png"))
+    assert figures and (_results(workdir) / "tables/randomize/correlations.csv").is_file()
+
+
+def test_reset_jobs_grouped(slurm_run):
+    resets = _reset_records(slurm_run["workdir"])
+    job_ids = {record["slurm_job_id"] for record in resets.values()}
+    # group-components=3: six independent reset jobs become two Slurm jobs
+    assert len(job_ids) == math.ceil(len(resets) / RESETS_PER_GROUP) < len(resets)
+    logs = slurm_run["workdir"] / ".snakemake" / "slurm_logs"
+    assert {p.stem for p in (logs / "group_resets_reset").glob("*.log")} == job_ids
+    for job_id in job_ids:
+        job = _slurm_job(job_id)
+        assert job["JobState"] == "COMPLETED"
+        assert job["Partition"] == slurm_run["partition"]
+        # a group asks for one member's CPUs and memory (members run one after another) ...
+        assert job["NumCPUs"] == "1"
+        assert job["TRES"].startswith("cpu=1,mem=500M")
+
+
+def test_gpu_rules_get_one_gpu_cpu_rules_none(slurm_run, monkeypatch):
+    workdir = slurm_run["workdir"]
+    resets = _reset_records(workdir)
+    gpu_jobs = {r["slurm_job_id"] for r in resets.values()}
+    baseline = json.loads((_results(workdir) / f"baselines/{MODEL}.json").read_text())
+    gpu_jobs.add(baseline["slurm_job_id"])
+    training = json.loads((_results(workdir) / f"models/{MODEL}.training.json").read_text())
+    tables = json.loads((_results(workdir) / "tables/randomize/provenance.json").read_text())
+    cpu_jobs = {training["slurm_job_id"], tables["slurm_job_id"]}
+    for job_id in gpu_jobs:
+        assert _gpus(_slurm_job(job_id)) == 1, f"GPU job {job_id}: {_slurm_job(job_id).get('TRES')}"
+    for job_id in cpu_jobs:
+        assert _gpus(_slurm_job(job_id)) == 0, f"CPU job {job_id}: {_slurm_job(job_id).get('TRES')}"
+    # As seen from inside the jobs, once provenance records the visible GPUs.
+    if _provenance_records_gpus(monkeypatch):
+        for path, record in resets.items():
+            assert "0" in json.dumps(record.get("cuda_visible_devices")), f"{path}: {record.get('cuda_visible_devices')!r}"
+        assert training.get("cuda_visible_devices") in (None, ""), training.get("cuda_visible_devices")
+
+
+def test_too_many_gpus_fails_clearly(slurm_run, tmp_path):
+    """A job asking for more GPUs than any node has is refused by sbatch, and Snakemake says why."""
+    workdir = tmp_path / "study"
+    shutil.copytree(slurm_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    target = f"results/tiny/baselines/{MODEL}.json"
+    proc = run_snakemake(
+        workdir,
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--profile",
+        str(slurm_run["profile"]),
+        "--set-resources",
+        "baseline:gpu=3",
+        f"baseline:mem_mb={TEST_MEM_MB}",
+        "--forcerun",
+        "baseline",
+        "--",
+        target,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "sbatch failed" in output and "Requested node configuration is not available" in output, output[-3000:]
