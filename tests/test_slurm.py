@@ -170,20 +170,28 @@ def _slurm_job(job_id: str) -> dict:
 
 
 def _gpus(job: dict) -> int:
-    """GPUs Slurm allocated to a job, from its trackable resources (e.g. ...,gres/gpu=1)."""
-    for part in job.get("TRES", "").split(","):
-        key, _, value = part.partition("=")
-        if key == "gres/gpu":
-            return int(value)
-    return 0
+    """GPUs Slurm allocated to a job: `JOB_GRES=gpu:1` in `scontrol show job -d` (TRES lists GPUs only
+    where accounting tracks them), cross-checked with what was requested (`TresPerJob=gres:gpu:1`)."""
+    allocated = 0
+    for part in job.get("JOB_GRES", "(null)").split(","):
+        name, _, count = part.partition(":")
+        if name == "gpu":
+            allocated = int(count.split("(")[0])
+    requested = 0
+    for part in job.get("TresPerJob", "").split(","):
+        if part.startswith(("gres:gpu:", "gres/gpu:", "gpu:")):
+            requested = int(part.rsplit(":", 1)[1])
+    assert allocated == requested, (job.get("JOB_GRES"), job.get("TresPerJob"))
+    return allocated
 
 
 def _provenance_records_gpus(monkeypatch) -> bool:
-    """Whether layercrit.io.provenance() records CUDA_VISIBLE_DEVICES (then the jobs' own view is checked)."""
+    """Whether layercrit.io.provenance() records CUDA_VISIBLE_DEVICES as `cuda_visible_devices`
+    (then the jobs' own view of their GPUs is checked too)."""
     from layercrit.io import provenance
 
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
-    return "7" in json.dumps(provenance())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "layercrit-test-marker")
+    return provenance().get("cuda_visible_devices") == "layercrit-test-marker"
 
 
 def test_every_result_made_under_slurm(slurm_run):
@@ -225,13 +233,14 @@ def test_gpu_rules_get_one_gpu_cpu_rules_none(slurm_run, monkeypatch):
     tables = json.loads((_results(workdir) / "tables/randomize/provenance.json").read_text())
     cpu_jobs = {training["slurm_job_id"], tables["slurm_job_id"]}
     for job_id in gpu_jobs:
-        assert _gpus(_slurm_job(job_id)) == 1, f"GPU job {job_id}: {_slurm_job(job_id).get('TRES')}"
+        assert _gpus(_slurm_job(job_id)) == 1, f"GPU job {job_id}: {_slurm_job(job_id)}"
     for job_id in cpu_jobs:
-        assert _gpus(_slurm_job(job_id)) == 0, f"CPU job {job_id}: {_slurm_job(job_id).get('TRES')}"
+        assert _gpus(_slurm_job(job_id)) == 0, f"CPU job {job_id}: {_slurm_job(job_id)}"
     # As seen from inside the jobs, once provenance records the visible GPUs.
     if _provenance_records_gpus(monkeypatch):
         for path, record in resets.items():
-            assert "0" in json.dumps(record.get("cuda_visible_devices")), f"{path}: {record.get('cuda_visible_devices')!r}"
+            # one GPU, as Slurm numbers it inside the job (the fake devices are 0 and 1)
+            assert record.get("cuda_visible_devices") in ("0", "1"), f"{path}: {record.get('cuda_visible_devices')!r}"
         assert training.get("cuda_visible_devices") in (None, ""), training.get("cuda_visible_devices")
 
 

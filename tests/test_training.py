@@ -14,6 +14,7 @@ from layercrit.data import ImageSet, to_model_input
 from layercrit.synthetic import make_synthetic_images
 from layercrit.training import (
     AUGMENTATIONS,
+    CUTOUT_FRACTION,
     TrainingRecipe,
     _crop_flip,
     _cutout,
@@ -192,7 +193,8 @@ def test_cutout_fills_one_square() -> None:
     x = torch.ones(16, 3, 32, 32)
     out = _cutout(x, torch.Generator().manual_seed(0), torch.zeros(1, 3, 1, 1))
     holes = (out == 0).all(1)  # (B, H, W)
-    assert holes.flatten(1).sum(1).max() == 16 * 16  # a full 16×16 square where it fits
+    side = round(CUTOUT_FRACTION * 32)
+    assert holes.flatten(1).sum(1).max() == side * side  # a full square where it fits inside
     assert (holes.flatten(1).sum(1) > 0).all()
 
 

@@ -51,6 +51,10 @@ def reset_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in RESET_COLUMNS if c in df.columns] + extra].reset_index(drop=True)
 
 
+def _mean(values: pd.Series) -> float:
+    return float(values.mean(skipna=False))
+
+
 def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1, skipna=False)) if len(values) > 1 else math.nan
 
@@ -59,13 +63,12 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     """Per model × layer: criticality mean, std (ddof=1) and sem over seeds, plus other means."""
     resets = resets.assign(n_nonfinite=resets["n_nonfinite"] if "n_nonfinite" in resets else 0)
     group = resets.groupby(["model", "layer", "layer_index", "layer_type", "kernel"], sort=False, dropna=False)
+    means = {f"{c}_mean": (c, _mean) for c in ("cosine", "top1", "top1_agreement") if c in resets}  # published lacks some
     summary = group.agg(
         n_seeds=("seed", "nunique"),
-        criticality_mean=("criticality", lambda s: s.mean(skipna=False)),
+        criticality_mean=("criticality", _mean),
         criticality_std=("criticality", _std),
-        cosine_mean=("cosine", lambda s: s.mean(skipna=False)),
-        top1_mean=("top1", lambda s: s.mean(skipna=False)),
-        top1_agreement_mean=("top1_agreement", lambda s: s.mean(skipna=False)),
+        **means,
         n_nonfinite=("n_nonfinite", "sum"),
     ).reset_index()
     summary.insert(

@@ -37,7 +37,21 @@ def validated(data, schema, what):
     return data
 
 
+def workflow_path(path):
+    """A path from the config: as given (relative to the working directory) if it exists there,
+    else relative to the workflow's directory, so shipped zoos are found from any directory.
+    """
+    given = Path(path)
+    if given.is_absolute() or given.exists():
+        return str(given)
+    shipped = Path(workflow.basedir) / given
+    return str(shipped) if shipped.exists() else str(given)
+
+
 validated(config, "../schemas/config.schema.yaml", "config")
+# Resolved once here; job scripts read the same config.
+config["zoo"] = workflow_path(config["zoo"])
+config["published"]["zoo"] = workflow_path(config["published"]["zoo"])
 try:
     _zoo_path = Path(config["zoo"])
     ZOO = validated(
@@ -48,6 +62,23 @@ except ConfigError as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None
 
 RESULTS = f"results/{STUDY.name}"
+# The authors' released results form a study of their own, drawn with the paper's zoo.
+PUBLISHED_NAME = "published"
+try:
+    _published_zoo = Path(config["published"]["zoo"])
+    PUBLISHED = build_study(
+        {"study": PUBLISHED_NAME, "reset": {"mode": "randomize", "seeds": [0, 1, 2]}},
+        validated(
+            load_zoo(_published_zoo), "../schemas/zoo.schema.yaml", "published zoo"
+        ),
+        _published_zoo.parent,
+    )
+except ConfigError as error:
+    raise WorkflowError(f"Invalid configuration of published: {error}") from None
+if STUDY.name == PUBLISHED_NAME:
+    raise WorkflowError(
+        f"Invalid configuration: study name {PUBLISHED_NAME!r} is reserved for the authors' results; choose another"
+    )
 MODE = STUDY.mode
 # Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
 # `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
@@ -58,6 +89,7 @@ DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
 
 
 wildcard_constraints:
+    study="|".join(map(re.escape, [STUDY.name, PUBLISHED_NAME])),
     model="|".join(map(re.escape, MODEL_IDS)),
     layer=r"[A-Za-z0-9_.]+",
     seed=r"\d+",
@@ -103,22 +135,38 @@ def table_targets():
     )
 
 
-def figure_names():
-    """The figures this study's zoo supports: criticality vs epsilon needs adversarial models."""
+ALL_FIGURES = [
+    "criticality_heatmap",
+    "difference_heatmap",
+    "seed_std_heatmap",
+    "criticality_vs_epsilon",
+    "criticality_vs_accuracy",
+]
+
+
+def figure_names(study=None):
+    """The figures a study's zoo supports: criticality vs epsilon needs adversarial models."""
+    study = study or STUDY
     names = ["criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap"]
-    if STUDY.baseline and sum(m.in_figures for m in STUDY.models.values()) > 1:
+    if study.baseline and sum(m.in_figures for m in study.models.values()) > 1:
         names.append("difference_heatmap")
-    if STUDY.has_adversarial_models:
+    if study.has_adversarial_models:
         names.append("criticality_vs_epsilon")
     return names
 
 
-def figure_targets():
+def figure_targets(study=None, mode=MODE):
+    study = study or STUDY
     return expand(
-        f"{RESULTS}/figures/{MODE}/{{figure}}.{{ext}}",
-        figure=figure_names(),
+        f"results/{study.name}/figures/{mode}/{{figure}}.{{ext}}",
+        figure=figure_names(study),
         ext=["png", "pdf"],
     )
+
+
+def study_named(name):
+    """The study a figure or table belongs to: this config's, or the published results'."""
+    return PUBLISHED if name == PUBLISHED_NAME else STUDY
 
 
 def eval_settings():

@@ -1,13 +1,13 @@
-# The paper's figures from the tidy tables.
+# The paper's figures from the tidy tables, for this study and for the published results.
 
 
 rule correlation_table:
     input:
-        models=f"{RESULTS}/tables/{{mode}}/models.csv",
+        models="results/{study}/tables/{mode}/models.csv",
     output:
-        f"{RESULTS}/tables/{{mode}}/correlations.csv",
+        "results/{study}/tables/{mode}/correlations.csv",
     log:
-        f"{RESULTS}/logs/tables/{{mode}}.correlations.log",
+        "results/{study}/logs/tables/{mode}.correlations.log",
     conda:
         "../../envs/layercrit.yaml"
     script:
@@ -16,24 +16,25 @@ rule correlation_table:
 
 rule plot_figure:
     input:
-        summary=f"{RESULTS}/tables/{{mode}}/summary.csv",
-        models=f"{RESULTS}/tables/{{mode}}/models.csv",
+        summary="results/{study}/tables/{mode}/summary.csv",
+        models="results/{study}/tables/{mode}/models.csv",
     output:
         png=report(
-            f"{RESULTS}/figures/{{mode}}/{{figure}}.png",
+            "results/{study}/figures/{mode}/{figure}.png",
             caption="../report/figure.rst",
             category="Figures",
+            subcategory="{study}",
         ),
-        pdf=f"{RESULTS}/figures/{{mode}}/{{figure}}.pdf",
+        pdf="results/{study}/figures/{mode}/{figure}.pdf",
     log:
-        f"{RESULTS}/logs/figures/{{mode}}/{{figure}}.log",
+        "results/{study}/logs/figures/{mode}/{figure}.log",
     wildcard_constraints:
-        figure="|".join(figure_names()),
+        figure="|".join(ALL_FIGURES),
     conda:
         "../../envs/layercrit.yaml"
     params:
-        categories=STUDY.categories,
-        baseline=STUDY.baseline,
+        categories=lambda wc: study_named(wc.study).categories,
+        baseline=lambda wc: study_named(wc.study).baseline,
     script:
         "../scripts/plot_figure.py"
 

@@ -25,15 +25,15 @@ rule train_model:
 rule download_model:
     output:
         checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, DOWNLOADED_MODELS)) or "^$",
+    conda:
+        "../../envs/layercrit.yaml"
     params:
         model=lambda wc: asdict(STUDY.models[wc.model]),
         architecture=lambda wc: architecture_spec(wc.model),
         cache=config["downloads"],
-    log:
-        f"{RESULTS}/logs/models/{{model}}.log",
-    conda:
-        "../../envs/layercrit.yaml"
     script:
         "../scripts/fetch_model.py"
