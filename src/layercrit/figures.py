@@ -727,3 +727,55 @@ def criticality_vs_accuracy(
         if title:
             fig.suptitle(title)
     return save_figure(fig, out_base)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1
+# --------------------------------------------------------------------------------------------
+
+TABLE1_COLUMNS = {
+    "category_label": "Category",
+    "display_name": "Model",
+    "method": "Training method",
+    "reported_top1": "Reported top-1 [%]",
+    "top1": "Measured top-1 [%]",
+    "mean_criticality": "Mean criticality [%]",
+}
+
+
+def model_overview(models: pd.DataFrame, categories: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Table 1: every model (controls included) in figure order with category, method and accuracies.
+
+    The measured top-1 column is left empty where the accuracy was only reported (published results).
+    """
+    rows = ordered_models(models, categories, figures_only=False)
+    table = rows.reindex(columns=["model", *TABLE1_COLUMNS]).rename(columns=TABLE1_COLUMNS)
+    if "top1_source" in rows:
+        table.loc[rows["top1_source"].astype(str) != "measured", TABLE1_COLUMNS["top1"]] = np.nan
+    return table
+
+
+def model_overview_table(models: pd.DataFrame, categories: Sequence[Mapping[str, Any]], out_base: str | Path) -> list[Path]:
+    """Table 1 rendered as a figure (PNG + PDF), one row per model, grouped by category colour."""
+    table = model_overview(models, categories)
+    shown = table.drop(columns=["model"])
+    cells = [
+        [f"{v:.2f}" if isinstance(v, float) and np.isfinite(v) else ("–" if isinstance(v, float) else _text(v)) for v in row]
+        for row in shown.itertuples(index=False)
+    ]
+    colors = ordered_models(models, categories, figures_only=False)["category_color"].tolist()
+    with _style():
+        fig = Figure(figsize=(11, 0.6 + 0.22 * (len(cells) + 1)))
+        ax = fig.add_subplot()
+        ax.axis("off")
+        t = ax.table(cellText=cells, colLabels=list(shown.columns), loc="upper left", cellLoc="left", colLoc="left")
+        t.auto_set_font_size(False)
+        t.set_fontsize(7)
+        t.auto_set_column_width(list(range(shown.shape[1])))
+        for (r, c), cell in t.get_celld().items():
+            cell.set_linewidth(0.3)
+            if r == 0:
+                cell.set_text_props(fontweight="bold")
+            elif c == 0:
+                cell.set_facecolor(mpl.colors.to_rgba(colors[r - 1], 0.25))
+    return save_figure(fig, out_base)

@@ -131,7 +131,7 @@ def baseline_summaries(wildcards=None):
 def table_targets():
     return expand(
         f"{RESULTS}/tables/{MODE}/{{table}}.csv",
-        table=["resets", "summary", "models", "correlations"],
+        table=["resets", "summary", "models"],
     )
 
 
@@ -156,12 +156,14 @@ def figure_names(study=None):
 
 
 def figure_targets(study=None, mode=MODE):
+    """Every figure of a study (PNG and PDF), Table 1 rendered and as CSV, and the correlations."""
     study = study or STUDY
+    root = f"results/{study.name}"
     return expand(
-        f"results/{study.name}/figures/{mode}/{{figure}}.{{ext}}",
-        figure=figure_names(study),
+        f"{root}/figures/{mode}/{{figure}}.{{ext}}",
+        figure=figure_names(study) + ["model_table"],
         ext=["png", "pdf"],
-    )
+    ) + [f"{root}/tables/{mode}/table1.csv", f"{root}/tables/{mode}/correlations.csv"]
 
 
 def study_named(name):

@@ -39,6 +39,28 @@ rule plot_figure:
         "../scripts/plot_figure.py"
 
 
+rule model_table:
+    input:
+        models="results/{study}/tables/{mode}/models.csv",
+    output:
+        csv="results/{study}/tables/{mode}/table1.csv",
+        png=report(
+            "results/{study}/figures/{mode}/model_table.png",
+            caption="../report/model_table.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+        pdf="results/{study}/figures/{mode}/model_table.pdf",
+    log:
+        "results/{study}/logs/figures/{mode}/model_table.log",
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        categories=lambda wc: study_named(wc.study).categories,
+    script:
+        "../scripts/model_table.py"
+
+
 rule figures:
     input:
         figure_targets(),

@@ -36,4 +36,3 @@ rule published_tables:
 rule published:
     input:
         figure_targets(PUBLISHED, "randomize"),
-        "results/published/tables/randomize/correlations.csv",
