@@ -33,11 +33,12 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
 
 
 def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), epochs: int = 1, **overrides) -> Path:
+    # one epoch without warm-up: the tests check the plumbing, not the training
     """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path."""
     zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
     zoo["architectures"]["demo_resnet"]["layers"] = str(DEMO_LAYERS)
     for m in zoo["models"]:
-        m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": epochs}
+        m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": epochs, "warmup_epochs": 0}
     if models is not None:
         zoo["models"] = [m for m in zoo["models"] if m["id"] in models]
     (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))

@@ -142,7 +142,9 @@ def test_pgd_stays_in_the_epsilon_ball(tiny_data: ImageSet, norm: str, epsilon: 
         assert delta.norm(dim=1).mean() > 0.5 * epsilon
     with torch.no_grad():
         clean = F.cross_entropy(model(to_model_input(tiny_data.images[:32], MEAN, STD)), y)
-        attacked = F.cross_entropy(model((x_adv - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)), y)
+        attacked = F.cross_entropy(
+            model((x_adv - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)), y
+        )
     assert attacked > clean
 
 
@@ -250,7 +252,9 @@ def test_training_leaves_global_rng_and_layout_alone(tiny_data: ImageSet) -> Non
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_classifier(model, tiny_data, TrainingRecipe(epochs=1, batch_size=32), mean=MEAN, std=STD, seed=0, progress=False)
+    train_classifier(
+        model, tiny_data, TrainingRecipe(epochs=1, batch_size=32), mean=MEAN, std=STD, seed=0, progress=False
+    )
     assert torch.equal(torch.rand(3), expected)
     assert all(p.is_contiguous() for p in model.parameters())  # channels_last undone: safetensors-ready
 

@@ -138,3 +138,23 @@ def test_kill_9_then_resume_finishes_without_losing_or_recomputing_results(study
     assert len(recomputed) <= 2, recomputed
     resets = pd.read_csv(results_dir(workdir) / "tables/randomize/resets.csv")
     assert len(resets) == total
+
+
+def test_a_failing_evaluation_fails_only_its_own_jobs(study):
+    workdir, config = study
+    results = results_dir(workdir)
+    others = {f: f.read_bytes() for f in reset_files(workdir) if "/demo_control/" not in str(f)}
+    # Corrupt one model's clean outputs: its reset jobs must fail, leaving no result behind.
+    (results / "baselines/demo_control.logits.safetensors").write_bytes(b"not a safetensors file")
+    for f in (results / "resets/randomize/demo_control").glob("*/seed*.json"):
+        f.unlink()
+    proc = run_snakemake(workdir, "--configfile", str(config), "--cores", "2", "--rerun-triggers", "mtime", check=False)
+    assert proc.returncode != 0
+    assert not list((results / "resets/randomize/demo_control").glob("*/seed*.json"))
+    assert {f: f.read_bytes() for f in others} == others
+    failed_log = next((results / "logs/resets/randomize/demo_control").glob("*/seed0.log")).read_text()
+    assert "job failed" in failed_log and "Traceback" in failed_log
+    # Repaired (the baseline re-made), the same command finishes the study.
+    (results / "baselines/demo_control.logits.safetensors").unlink()
+    run_snakemake(workdir, "--configfile", str(config), "--cores", "2")
+    assert len(reset_files(workdir)) == len(MODELS) * len(LAYERS) * len(SEEDS)

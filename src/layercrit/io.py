@@ -92,5 +92,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
     }
     if "SLURM_JOB_ID" in os.environ:
         record["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # which GPU(s) the job was given (Slurm, --gpus)
+        record["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     record.update(extra)
     return record
