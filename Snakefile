@@ -11,6 +11,9 @@ rule all:
     input:
         figure_targets(),
         table_targets(),
+        # Listed so that a deleted result is made again (Snakemake leaves missing intermediate
+        # files alone while the tables built from them are up to date).
+        reset_results(MODE),
 
 
 include: "workflow/rules/data.smk"

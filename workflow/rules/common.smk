@@ -120,8 +120,9 @@ def reset_result(model, layer, seed, mode=MODE):
 
 
 def reset_results(wildcards):
-    """Every reset result of the study for one mode."""
-    return [reset_result(m, l, s, wildcards.mode) for m, l, s in STUDY.reset_jobs()]
+    """Every reset result of the study for one mode (``wildcards`` or the mode's name)."""
+    mode = wildcards if isinstance(wildcards, str) else wildcards.mode
+    return [reset_result(m, l, s, mode) for m, l, s in STUDY.reset_jobs()]
 
 
 def baseline_summaries(wildcards=None):

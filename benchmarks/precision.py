@@ -1,0 +1,73 @@
+"""How much does the arithmetic change criticality? Re-evaluate finished fp32 reset results of a
+study in another precision (bf16 / tf32) and report the differences, in criticality points.
+
+    python benchmarks/precision.py --study results/demo --configfile config/demo.yaml --precision bf16 --seeds 0
+
+Run it where the study ran (tf32 only differs from fp32 on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.io import read_json
+from layercrit.study import load_study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configfile", type=Path, default=Path("config/demo.yaml"))
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--out", type=Path, default=Path("precision.json"))
+    args = parser.parse_args()
+
+    config = yaml.safe_load(args.configfile.read_text())
+    config["reset"].setdefault("mode", "randomize")
+    study = load_study(config)
+    root = Path("results") / study.name
+    settings = EvalSettings(device=args.device, precision=args.precision, batch_size=config.get("batch_size", 500))
+    cache = EvaluationCache()
+    diffs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models or list(study.models):
+            arch = study.architectures[study.models[model].architecture]
+            # A study in this precision computes its clean outputs in it too.
+            tmp_logits, tmp_summary = Path(tmp) / f"{model}.logits.safetensors", Path(tmp) / f"{model}.json"
+            evaluate_baseline(model_id=model, arch=arch, weights=root / f"models/{model}.safetensors",
+                              eval_data=root / "data/eval.safetensors", settings=settings, logits_out=tmp_logits,
+                              summary_out=tmp_summary, cache=cache)  # fmt: skip
+            for layer in study.layers_of(model):
+                for seed in args.seeds:
+                    ref = read_json(root / f"resets/{study.mode}/{model}/{layer.name}/seed{seed}.json")
+                    res = evaluate_reset(
+                        model_id=model, arch=arch, weights=root / f"models/{model}.safetensors",
+                        baseline_logits=tmp_logits, baseline_summary=tmp_summary, eval_data=root / "data/eval.safetensors",
+                        layer=layer.name, seed=seed, mode=study.mode, settings=settings, out=Path(tmp) / "r.json", cache=cache,
+                    )  # fmt: skip
+                    diffs.append({"model": model, "layer": layer.name, "seed": seed, "fp32": ref["criticality"],
+                                  args.precision: res["criticality"], "diff": res["criticality"] - ref["criticality"]})  # fmt: skip
+    abs_diffs = sorted(abs(d["diff"]) for d in diffs)
+    summary = {
+        "precision": args.precision,
+        "device": res["device"],
+        "n": len(diffs),
+        "max_abs_diff": abs_diffs[-1],
+        "median_abs_diff": abs_diffs[len(abs_diffs) // 2],
+        "mean_abs_diff": sum(abs_diffs) / len(abs_diffs),
+        "worst": max(diffs, key=lambda d: abs(d["diff"])),
+    }
+    print(json.dumps(summary, indent=2))
+    args.out.write_text(json.dumps({"summary": summary, "rows": diffs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
