@@ -18,6 +18,15 @@ def break_zoo(workdir, mutate):
     (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
 
 
+def assert_plan_fails(workdir, path, expected):
+    """`snakemake -n` refuses the study, and its output holds every expected fragment."""
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    for fragment in expected:
+        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+
+
 CONFIG_CASES = {
     "unknown key": (lambda c: c.update(seedz=[0]), ["'(top level)'", "unknown key(s) ['seedz']", "allowed:", "'reset'"]),
     "unknown nested key": (lambda c: c["reset"].update(mdoe="zero"), ["'reset'", "['mdoe']", "'mode'"]),
@@ -37,11 +46,7 @@ def test_config_errors(workdir, case):
     mutate, expected = CONFIG_CASES[case]
     path = tiny_study(workdir)
     break_config(path, mutate)
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
-    assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    for fragment in expected:
-        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+    assert_plan_fails(workdir, path, expected)
     assert not (workdir / "results").exists()
 
 
@@ -61,11 +66,7 @@ def test_zoo_errors(workdir, case):
     mutate, expected = ZOO_CASES[case]
     path = tiny_study(workdir)
     break_zoo(workdir, mutate)
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
-    assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    for fragment in expected:
-        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+    assert_plan_fails(workdir, path, expected)
 
 
 def test_reinit_needs_models_with_initial_weights(demo_arch):

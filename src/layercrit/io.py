@@ -55,6 +55,12 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def write_csv(table: Any, path: str | Path) -> None:
+    """Write a pandas DataFrame as CSV (atomically), without its index."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)

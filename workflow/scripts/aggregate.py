@@ -1,14 +1,9 @@
 """Snakemake adapter: collect every reset result into the tidy tables."""
 
 from layercrit.aggregation import model_table, read_baselines, read_reset_results, reset_table, summarize
-from layercrit.io import atomic_path, provenance, write_json
+from layercrit.io import provenance, write_csv, write_json
 from layercrit.joblog import script_log
 from layercrit.study import load_study
-
-
-def write_csv(df, path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
 
 
 def main(sm) -> None:

@@ -3,15 +3,10 @@
 import pandas as pd
 
 from layercrit.aggregation import model_table, reset_table, summarize
-from layercrit.io import atomic_path, provenance, write_json
+from layercrit.io import provenance, write_csv, write_json
 from layercrit.joblog import script_log
 from layercrit.published import published_to_tidy
 from layercrit.study import build_study, load_zoo
-
-
-def write_csv(df, path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
 
 
 def main(sm) -> None:
