@@ -1,9 +1,11 @@
 """How much does the arithmetic change criticality? Re-evaluate finished fp32 reset results of a
 study in another precision (bf16 / tf32) and report the differences, in criticality points.
 
-    python benchmarks/precision.py --study results/demo --configfile config/demo.yaml --precision bf16 --seeds 0
+    python benchmarks/precision.py --configfile config/demo.yaml --precision bf16 --seeds 0
 
-Run it where the study ran (tf32 only differs from fp32 on a GPU).
+Run it in the directory the study ran in (it reads results/<study>/), on the same kind of device
+(tf32 only differs from fp32 on a GPU). Reports the differences per model × layer × seed and of
+each model's mean criticality over layers (the number the paper's model-level figures use).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def main() -> None:
     config["reset"].setdefault("mode", "randomize")
     study = load_study(config)
     root = Path("results") / study.name
-    settings = EvalSettings(device=args.device, precision=args.precision, batch_size=config.get("batch_size", 500))
+    settings = EvalSettings(device=args.device, precision=args.precision, batch_size=config.get("batch_size", 500),
+                            activation_cache_mb=config.get("activation_cache_mb", 0))  # fmt: skip
     cache = EvaluationCache()
     diffs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,6 +59,10 @@ def main() -> None:
                     diffs.append({"model": model, "layer": layer.name, "seed": seed, "fp32": ref["criticality"],
                                   args.precision: res["criticality"], "diff": res["criticality"] - ref["criticality"]})  # fmt: skip
     abs_diffs = sorted(abs(d["diff"]) for d in diffs)
+    by_model: dict[str, list[float]] = {}
+    for d in diffs:
+        by_model.setdefault(d["model"], []).append(d["diff"])
+    model_mean_diffs = {m: sum(v) / len(v) for m, v in by_model.items()}
     summary = {
         "precision": args.precision,
         "device": res["device"],
@@ -64,6 +71,8 @@ def main() -> None:
         "median_abs_diff": abs_diffs[len(abs_diffs) // 2],
         "mean_abs_diff": sum(abs_diffs) / len(abs_diffs),
         "worst": max(diffs, key=lambda d: abs(d["diff"])),
+        "max_abs_diff_of_model_mean": max(abs(v) for v in model_mean_diffs.values()),
+        "model_mean_diffs": model_mean_diffs,
     }
     print(json.dumps(summary, indent=2))
     args.out.write_text(json.dumps({"summary": summary, "rows": diffs}, indent=2) + "\n")

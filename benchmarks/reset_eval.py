@@ -4,13 +4,15 @@
     ``ImageFolder`` + ``DataLoader`` (Resize 256, CenterCrop 224, ToTensor, Normalize), float32,
     batch 500, and runs the reset model;
 (b) this project: ``layercrit.evaluation.evaluate_reset`` on the images decoded once into a uint8
-    tensor (``layercrit.imagenet.prepare_validation_set``), with data and model kept loaded.
+    tensor (``layercrit.imagenet.prepare_validation_set``), with data and model kept loaded; full
+    forward passes, and with the clean model's activations reused (``--activation-cache-mb``;
+    ``--sweep`` times every layer once, since the saving depends on the layer's depth).
 
 Both compare against clean outputs computed beforehand. The JPEGs are generated at ImageNet's
 typical size (500×375). Usage:
 
     python benchmarks/reset_eval.py --images 200 --repeats 3            # CPU, reduced image count
-    python benchmarks/reset_eval.py --images 10000 --device cuda --precision fp32 tf32 bf16
+    python benchmarks/reset_eval.py --images 10000 --device cuda --precision fp32 tf32 bf16 --sweep
 
 Prints a JSON record (machine, versions, timings, ratio) and writes it to --out.
 """
@@ -70,6 +72,44 @@ def authors_style_evaluation(model, root: Path, clean_probs: torch.Tensor, devic
     return float(torch.cat(cosines).mean())
 
 
+def reset_once(tmp: Path, settings: EvalSettings, cache: EvaluationCache, layer: str, seed: int) -> tuple[float, dict]:
+    t = time.perf_counter()
+    res = evaluate_reset(model_id="m", arch=RESNET50, weights=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
+                         baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed,
+                         mode="randomize", settings=settings, out=tmp / "reuse.json", cache=cache)  # fmt: skip
+    return time.perf_counter() - t, res
+
+
+def reuse_timings(args: argparse.Namespace, tmp: Path, full: EvalSettings, full_cache: EvaluationCache) -> dict:
+    """(b) with the clean activations reused: the benchmark's layer, and optionally every layer."""
+    from dataclasses import replace
+
+    settings = replace(full, activation_cache_mb=args.activation_cache_mb)
+    cache = EvaluationCache()
+    t = time.perf_counter()
+    reset_once(tmp, settings, cache, args.layer, 0)  # loads data and model, records the activations
+    out: dict = {"first_call_s": time.perf_counter() - t}
+    times = []
+    for seed in range(1, args.repeats + 1):
+        seconds, res = reset_once(tmp, settings, cache, args.layer, seed)
+        times.append(seconds)
+    out |= {"per_eval_s": statistics.median(times), "forward_from": res["forward_from"],
+            "activation_bytes": next(iter(cache.activations.values()))[1].nbytes}  # fmt: skip
+    if args.sweep:
+        per_layer = {}
+        for layer in [n for n, m in build_architecture(RESNET50, seed=0).named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:
+            per_layer[layer], res = reset_once(tmp, settings, cache, layer, 0)
+            per_layer_full, _ = reset_once(tmp, full, full_cache, layer, 0)
+            per_layer[layer] = {"reuse_s": per_layer[layer], "full_s": per_layer_full, "forward_from": res["forward_from"]}
+        out["sweep"] = {
+            "layers": len(per_layer),
+            "mean_reuse_s": statistics.mean(v["reuse_s"] for v in per_layer.values()),
+            "mean_full_s": statistics.mean(v["full_s"] for v in per_layer.values()),
+            "per_layer": per_layer,
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
@@ -78,6 +118,10 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32"])
     parser.add_argument("--layer", default="layer3.2.conv2")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--activation-cache-mb", type=int, default=4096,
+                        help="(b) also with the clean model's activations reused (0: full forward only)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="(b) also once per layer of ResNet-50 (seed 0), for the mean cost of a reset job over layers")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
     args = parser.parse_args()
 
@@ -120,6 +164,8 @@ def main() -> None:
                 crits.append(res["criticality"])
             record[f"ours_{precision}"] = {"per_eval_s": statistics.median(ours), "images_per_s": args.images / statistics.median(ours),
                                            "criticality_seeds": crits}  # fmt: skip
+            if args.activation_cache_mb > 0:
+                record[f"ours_{precision}_reuse"] = reuse_timings(args, tmp, settings, cache)
 
         # authors'-style, fp32 (their default); clean outputs once, then per evaluation decode + forward.
         device = args.device

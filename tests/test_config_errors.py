@@ -18,9 +18,9 @@ def break_zoo(workdir, mutate):
     (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
 
 
-def assert_plan_fails(workdir, path, expected):
+def assert_plan_fails(workdir, path, expected, *targets):
     """`snakemake -n` refuses the study, and its output holds every expected fragment."""
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", *targets, check=False)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     for fragment in expected:
@@ -67,6 +67,13 @@ def test_zoo_errors(workdir, case):
     path = tiny_study(workdir)
     break_zoo(workdir, mutate)
     assert_plan_fails(workdir, path, expected)
+
+
+def test_replication_target_says_why_there_is_nothing_to_compare(workdir):
+    path = tiny_study(workdir)
+    break_config(path, lambda c: c["reset"].update(mode="zero"))
+    assert_plan_fails(workdir, path, ["Nothing to compare with the published results", "reset.mode is 'zero'",
+                                      "no model id of zoo", "is in the published zoo"], "replication")  # fmt: skip
 
 
 def test_reinit_needs_models_with_initial_weights(demo_arch):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from layercrit.devices import DevicePool
+from layercrit.devices import DevicePool, gpus_visible
 
 
 def test_concurrent_jobs_never_share_a_device_and_no_device_idles_while_jobs_wait():
@@ -50,3 +50,18 @@ def test_waiting_job_times_out_when_all_devices_are_held():
         with pytest.raises(TimeoutError, match="no free device"):
             with pool.lease(timeout=0.05):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [(None, 4), ("0,1", 2), ("3", 1), ("", 0), ("-1", 0), ("1,-1,2", 1), ("0,1,2,3,4,5", 4)],
+)
+def test_gpus_visible_counts_driver_gpus_limited_by_cuda_visible_devices(tmp_path, monkeypatch, visible, expected):
+    for bus in ("0000:01:00.0", "0000:02:00.0", "0000:41:00.0", "0000:81:00.0"):
+        (tmp_path / bus).mkdir()
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert gpus_visible(tmp_path) == expected
+    assert gpus_visible(tmp_path / "no-driver") == 0

@@ -1,16 +1,20 @@
 """The workflow end to end on a tiny demo-like study: one job per (model, layer, seed), tables,
 figures, partial re-runs, new seeds, and resuming after kill -9."""
 
+import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from conftest import REPO, SNAKEMAKE, run_snakemake, tiny_study
 
@@ -158,3 +162,69 @@ def test_a_failing_evaluation_fails_only_its_own_jobs(study):
     (results / "baselines/demo_control.logits.safetensors").unlink()
     run_snakemake(workdir, "--configfile", str(config), "--cores", "2")
     assert len(reset_files(workdir)) == len(MODELS) * len(LAYERS) * len(SEEDS)
+
+
+def published_like(own_resets: pd.DataFrame) -> pd.DataFrame:
+    """The tiny study's results as the authors would have published them, changed per model:
+    demo_baseline +1.5 points on every layer, demo_linf_4 with its layers' values in reverse
+    order, demo_control as measured. Three trials with the same value (their mean is that value)."""
+    mean = own_resets.groupby(["model", "layer"], sort=False)["criticality"].mean().reset_index()
+    published = []
+    for model, sub in mean.groupby("model", sort=False):
+        values = sub["criticality"].to_numpy()
+        if model == "demo_baseline":
+            values = values + 1.5
+        elif model == "demo_linf_4":
+            values = values[::-1]
+        for layer, value in zip(sub["layer"], values):
+            for trial in (0.0, 1.0, 2.0):
+                published.append({
+                    "top1_acc": 10.0, "top5_acc": 50.0, "loss": 2.3, "batch_acc": None, "layer": f"model.{layer}",
+                    "pred_cos_sim": 1 - value / 100, "pred_l1_err": 0.1, "pred_l2_err": 0.1, "pred_ce_loss": 0.0,
+                    "trial": trial, "recovered_acc": 0.1, "model_id": model,
+                })  # fmt: skip
+    return pd.DataFrame(published)
+
+
+def test_replication_against_published_results_and_the_report(study):
+    workdir, config = study
+    tables = results_dir(workdir) / "tables/randomize"
+    own = pd.read_csv(tables / "resets.csv")
+    published_like(own).to_csv(workdir / "published.csv", index=False)
+    cfg = yaml.safe_load(config.read_text())
+    digest = hashlib.sha256((workdir / "published.csv").read_bytes()).hexdigest()
+    cfg["published"] = {"url": str(workdir / "published.csv"), "sha256": digest, "zoo": str(workdir / "zoo.yaml")}
+    compared = workdir / "config_compared.yaml"
+    compared.write_text(yaml.safe_dump(cfg))
+
+    # sharing models with the published zoo puts the comparison into the default target
+    assert planned_jobs(workdir, compared).get("compare_with_published") == 1
+    run_snakemake(workdir, "--configfile", str(compared), "--cores", "2")
+
+    table = pd.read_csv(tables / "replication.csv").set_index("model")
+    assert set(table.index) == set(MODELS) and (table["n_layers"] == len(LAYERS)).all()
+    own_mean = own.groupby(["model", "layer"], sort=False)["criticality"].mean()
+    for model in MODELS:  # by hand: Spearman over layers and mean |own - published|
+        mine = own_mean[model].to_numpy()
+        theirs = {"demo_baseline": mine + 1.5, "demo_linf_4": mine[::-1], "demo_control": mine}[model]
+        rho = stats.spearmanr(mine, theirs).statistic
+        assert table.loc[model, "spearman_r"] == pytest.approx(rho, abs=1e-9), model
+        assert table.loc[model, "mean_abs_difference"] == pytest.approx(np.abs(mine - theirs).mean(), abs=1e-6), model
+    assert table.loc["demo_baseline", "mean_abs_difference"] == pytest.approx(1.5, abs=1e-6)
+    assert table.loc["demo_baseline", "spearman_r"] == pytest.approx(1.0)
+    assert table.loc["demo_control", "mean_abs_difference"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["demo_control", "disagreement_rank"] == 3  # agrees best, listed last
+    layers = pd.read_csv(tables / "replication_layers.csv")
+    assert len(layers) == len(MODELS) * len(LAYERS)
+    figure = results_dir(workdir) / "figures/randomize/replication.png"
+    assert figure.stat().st_size > 10_000
+
+    report = workdir / "report.zip"
+    run_snakemake(workdir, "--configfile", str(compared), "--report", str(report))
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+        html = archive.read(next(n for n in names if n.endswith("report.html"))).decode()
+    for figure_name in ["criticality_heatmap", "difference_heatmap", "seed_std_heatmap", "criticality_vs_epsilon",
+                        "criticality_vs_accuracy", "model_table", "replication"]:  # fmt: skip
+        assert any(n.endswith(f"{figure_name}.png") for n in names), figure_name
+    assert "Replication" in html and "mean absolute difference over layers" in html  # category and caption

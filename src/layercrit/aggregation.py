@@ -22,7 +22,7 @@ from layercrit.study import Study
 RESET_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel", "seed", "mode",
     "criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc",
-    "original_top1", "n_images", "n_nonfinite", "precision", "device", "forward_s", "lease_wait_s", "wall_s", "created", "host",
+    "original_top1", "n_images", "n_nonfinite", "precision", "device", "forward_s", "forward_from", "lease_wait_s", "wall_s", "created", "host",
 ]  # fmt: skip
 
 

@@ -14,6 +14,23 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+
+
+def gpus_visible(driver_dir: str | Path = "/proc/driver/nvidia/gpus") -> int:
+    """How many NVIDIA GPUs this process may use, found without importing torch (the workflow's
+    parse step must stay fast): GPUs the driver lists, limited by ``CUDA_VISIBLE_DEVICES``."""
+    driver_dir = Path(driver_dir)
+    present = len(list(driver_dir.iterdir())) if driver_dir.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    ids = []
+    for entry in visible.split(","):
+        if not entry.strip() or entry.strip().startswith("-"):
+            break  # CUDA ignores everything from the first invalid id on
+        ids.append(entry)
+    return min(present, len(ids))
 
 
 def resolve_device_kind(setting: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from layercrit.devices import shared_pool
 from layercrit.io import atomic_path, provenance, read_json, write_json
 from layercrit.metrics import OutputChangeAccumulator, topk_correct
 from layercrit.reset import reset_layer
+from layercrit.segments import CleanActivations, resnet_segments
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, load_checkpoint, load_model
 
@@ -41,6 +43,9 @@ class EvalSettings:
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 500
+    # Memory (MiB, per model, on the evaluation device) for the clean model's activations that
+    # reset evaluations start from (layercrit.segments); 0 recomputes every forward pass in full.
+    activation_cache_mb: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -93,6 +98,9 @@ class EvaluationCache:
         self.models = _LRU(max_models)
         self.fresh = _LRU(max_fresh)
         self.logits = _LRU(max_models)
+        # one model's activations per device: reset jobs run model by model, and each device
+        # (GPU) is held by one job at a time, which records or uses them under its lease
+        self.activations: dict[str, tuple[tuple, CleanActivations]] = {}
 
     def image_set(self, path: str | Path, device: str) -> ImageSet:
         def build() -> ImageSet:
@@ -123,6 +131,39 @@ class EvaluationCache:
     def baseline_logits(self, path: str | Path, device: str) -> torch.Tensor:
         return self.logits.get(_file_key(path, device), lambda: load_file(str(path), device=device)["logits"])
 
+    def clean_activations(
+        self,
+        files: tuple[str | Path, ...],
+        model: torch.nn.Module,
+        data: ImageSet,
+        normalization: dict | None,
+        settings: EvalSettings,
+        device: str,
+        clean_logits: torch.Tensor,
+    ) -> CleanActivations:
+        """The clean model's segment inputs on every batch (recorded on first use, checked against
+        the baseline logits). Call with the clean model, under the lease of ``device``."""
+
+        # the files they derive from (weights, images, baseline logits): a re-made one invalidates them
+        key = (*(_file_key(f) for f in files), settings)
+        held = self.activations.get(device)
+        if held is not None and held[0] == key:
+            return held[1]
+        self.activations.pop(device, None)  # free the previous model's first
+        budget = min(settings.activation_cache_mb * 2**20, _free_memory(device) // 2)
+        activations = CleanActivations(resnet_segments(model), budget)
+        with torch.inference_mode(), _precision(settings.precision, device):
+            activations.record(lambda: _model_inputs(data, normalization, settings, device), clean_logits)
+        self.activations[device] = (key, activations)
+        return activations
+
+
+def _free_memory(device: str) -> int:
+    """Bytes free on the device (GPU memory, or the machine's available RAM)."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
 
 DEFAULT_CACHE = EvaluationCache()
 
@@ -145,16 +186,19 @@ def predict_logits(
     model: torch.nn.Module, data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str
 ) -> torch.Tensor:
     """Logits (float32, N×C) of ``model`` on every image, in batches, without gradients."""
+    with torch.inference_mode(), _precision(settings.precision, device):
+        return torch.cat([model(x).float() for x in _model_inputs(data, normalization, settings, device)])
+
+
+def _model_inputs(data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str) -> Iterator[torch.Tensor]:
+    """The evaluation images as model input batches: normalized on the device, channels_last on a GPU."""
     mean = normalization.get("mean") if normalization else None
     std = normalization.get("std") if normalization else None
-    outputs = []
-    with torch.inference_mode(), _precision(settings.precision, device):
-        for start in range(0, len(data), settings.batch_size):
-            x = to_model_input(data.images[start : start + settings.batch_size].to(device, non_blocking=True), mean, std)
-            if device.startswith("cuda"):
-                x = x.contiguous(memory_format=torch.channels_last)
-            outputs.append(model(x).float())
-    return torch.cat(outputs)
+    for start in range(0, len(data), settings.batch_size):
+        x = to_model_input(data.images[start : start + settings.batch_size].to(device, non_blocking=True), mean, std)
+        if device.startswith("cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x
 
 
 def _device_description(device: str) -> str:
@@ -248,9 +292,18 @@ def evaluate_reset(
         clean = cache.baseline_logits(baseline_logits, device)
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
+        start = None
+        if settings.activation_cache_mb > 0:
+            files = (weights, eval_data, baseline_logits)
+            activations = cache.clean_activations(files, model, data, normalization, settings, device, clean)
+            start = activations.start_for(layer)
         forward_started = time.perf_counter()
         with reset_layer(model, layer, mode, source):
-            logits = predict_logits(model, data, normalization, settings, device)
+            if start is None:
+                logits = predict_logits(model, data, normalization, settings, device)
+            else:  # the blocks before the reset layer's are unchanged: start from their outputs
+                with torch.inference_mode(), _precision(settings.precision, device):
+                    logits = torch.cat([out.float() for out in activations.resume(start)])
         forward_s = time.perf_counter() - forward_started
         acc = OutputChangeAccumulator()
         acc.update(clean, logits, data.labels)
@@ -266,6 +319,7 @@ def evaluate_reset(
             precision=settings.precision,
             batch_size=settings.batch_size,
             forward_s=forward_s,
+            forward_from=activations.segments[start].name if start is not None else "input",
             lease_wait_s=lease_wait_s,
             wall_s=time.perf_counter() - started,
         ),

@@ -42,6 +42,7 @@ __all__ = [
     "heatmap_matrix",
     "ordered_models",
     "paper_layer_label",
+    "replication_figure",
     "save_figure",
     "seed_std_heatmap",
 ]
@@ -726,6 +727,81 @@ def criticality_vs_accuracy(
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
         if title:
             fig.suptitle(title)
+    return save_figure(fig, out_base)
+
+
+# --------------------------------------------------------------------------------------------
+# Replication against the published results
+# --------------------------------------------------------------------------------------------
+
+
+def replication_figure(
+    points: pd.DataFrame,
+    by_model: pd.DataFrame,
+    categories: Sequence[Mapping[str, Any]],
+    out_base: str | Path,
+    *,
+    highlight: int = 5,
+) -> list[Path]:
+    """Own vs published criticality: every model × layer as a point (left, coloured by category,
+    the ``highlight`` most disagreeing models' points outlined and named) and per model the mean
+    absolute difference with Spearman ρ over layers (right, most disagreeing on top).
+
+    Inputs are ``replication.replication_points`` and ``replication.replication_by_model``.
+    """
+    from layercrit.replication import agreement
+
+    cats = _category_table(categories, by_model).set_index("id")
+    color = by_model.set_index("model")["category"].astype(str).map(cats["color"])
+    worst = by_model["model"].head(highlight).tolist()
+    overall = agreement(points)
+    n_models = len(by_model)
+    with _style():
+        fig = Figure(figsize=(10.5, max(4.2, 1.0 + 0.17 * n_models)), layout="constrained")
+        left, right = fig.subplots(1, 2, width_ratios=[1.15, 1])
+        x = points["criticality_published"].to_numpy(float)
+        y = points["criticality_own"].to_numpy(float)
+        finite = np.isfinite(x) & np.isfinite(y)
+        top = float(max(x[finite].max(), y[finite].max())) if finite.any() else 1.0
+        hi = max(5.0, math.ceil(top * 1.03 / 5) * 5)  # next multiple of 5: no empty half-plot
+        left.plot([0, hi], [0, hi], color="#7f7f7f", linestyle="--", linewidth=0.8, zorder=1, label="own = published")
+        for cat in dict.fromkeys(by_model["category"].astype(str)):
+            sel = points["model"].map(by_model.set_index("model")["category"].astype(str)).eq(cat).to_numpy()
+            left.scatter(x[sel], y[sel], s=9, color=cats.at[cat, "color"], alpha=0.55, linewidth=0,
+                         label=cats.at[cat, "label"], zorder=2)
+        markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+        for k, model in enumerate(worst):
+            sel = (points["model"] == model).to_numpy()
+            name = by_model.loc[by_model["model"] == model, "display_name"].iloc[0]
+            left.scatter(x[sel], y[sel], s=22, facecolor="none", edgecolor="black", linewidth=0.6,
+                         marker=markers[k % len(markers)], label=f"#{k + 1} {name}", zorder=3)
+        left.set_xlim(0, hi)
+        left.set_ylim(0, hi)
+        left.set_aspect("equal")
+        left.set_xlabel("Published criticality [%]")
+        left.set_ylabel("This run's criticality [%]")
+        left.set_title(
+            f"{len(points)} model × layer pairs, {n_models} models: Spearman ρ = {_fmt_r(overall['spearman_r'])}, "
+            f"mean |Δ| = {overall['mean_abs_difference']:.2f}",
+            loc="left",
+        )
+        left.grid(color="#e5e5e5", linewidth=0.5)
+        left.set_axisbelow(True)
+        left.legend(loc="upper left", frameon=False, fontsize=6, markerscale=1.2)
+
+        bars = by_model.iloc[::-1]  # barh draws bottom-up: most disagreeing on top
+        ypos = np.arange(len(bars))
+        mad = bars["mean_abs_difference"].to_numpy(float)
+        right.barh(ypos, np.nan_to_num(mad), color=bars["model"].map(color).tolist(), height=0.7)
+        right.set_yticks(ypos, bars["display_name"].astype(str).tolist())
+        for yi, (m, r) in enumerate(zip(mad, bars["spearman_r"])):
+            right.text((m if np.isfinite(m) else 0) , yi, f"  ρ={_fmt_r(r)}", va="center", fontsize=6)
+        right.set_xlim(0, (np.nanmax(mad) if np.isfinite(mad).any() else 1) * 1.25)
+        right.set_ylim(-0.6, len(bars) - 0.4)
+        right.set_xlabel("Mean |own − published| over layers [% points]")
+        right.set_title("Per model (ρ: Spearman over layers)", loc="left")
+        right.grid(axis="x", color="#e5e5e5", linewidth=0.5)
+        right.set_axisbelow(True)
     return save_figure(fig, out_base)
 
 

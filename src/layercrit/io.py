@@ -92,7 +92,7 @@ def package_versions_uncached() -> dict[str, str]:
 def provenance(**extra: Any) -> dict[str, Any]:
     """Who made a result, where and when: host, versions, Slurm job id when under Slurm, plus ``extra``."""
     record: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "host": socket.gethostname(),
         "versions": package_versions(),
     }

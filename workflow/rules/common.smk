@@ -15,13 +15,27 @@ min_version("8.20")
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
+from layercrit.devices import gpus_visible
 from layercrit.study import ConfigError, build_study, load_zoo, schema_error_summary
 
 put_on_subprocess_path(_SRC)
 
+
+def workflow_path(path):
+    """A path from the config: as given (relative to the working directory) if it exists there,
+    else relative to the workflow's directory, so shipped zoos are found from any directory.
+    """
+    given = Path(path)
+    if given.is_absolute() or given.exists():
+        return str(given)
+    shipped = Path(workflow.basedir) / given
+    return str(shipped) if shipped.exists() else str(given)
+
+
 if "study" not in config:
 
-    configfile: "config/demo.yaml"
+    # the demo study, also when the workflow is run from another directory (-s .../Snakefile)
+    configfile: workflow_path("config/demo.yaml")
 
 
 def validated(data, schema, what):
@@ -35,17 +49,6 @@ def validated(data, schema, what):
         summary = schema_error_summary(data, schema_path, what)
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
     return data
-
-
-def workflow_path(path):
-    """A path from the config: as given (relative to the working directory) if it exists there,
-    else relative to the workflow's directory, so shipped zoos are found from any directory.
-    """
-    given = Path(path)
-    if given.is_absolute() or given.exists():
-        return str(given)
-    shipped = Path(workflow.basedir) / given
-    return str(shipped) if shipped.exists() else str(given)
 
 
 validated(config, "../schemas/config.schema.yaml", "config")
@@ -83,6 +86,20 @@ MODE = STUDY.mode
 # Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
 # `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
 GPU = 0 if config["device"] == "cpu" else 1
+# On the CPU an evaluation uses every core (torch's intra-op threads) and says so with its
+# `threads`: Snakemake then neither starts a training on cores it uses nor parks a second
+# evaluation on a core to wait for the CPU. `device: auto` counts as the CPU where this machine
+# has no GPU. (The executor is not known while the workflow is parsed, so the Slurm profile
+# sets these jobs' threads itself: a login node says nothing about the compute nodes.)
+EVALUATE_ON_CPU = workflow.is_main_process and (
+    config["device"] == "cpu" or (config["device"] == "auto" and gpus_visible() == 0)
+)
+
+
+def evaluation_threads(wildcards):
+    return workflow.cores if EVALUATE_ON_CPU else 1
+
+
 MODEL_IDS = list(STUDY.models)
 TRAINED_MODELS = [m for m in MODEL_IDS if STUDY.models[m].source["kind"] == "train"]
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
@@ -157,14 +174,51 @@ def figure_names(study=None):
 
 
 def figure_targets(study=None, mode=MODE):
-    """Every figure of a study (PNG and PDF), Table 1 rendered and as CSV, and the correlations."""
+    """Every figure of a study (PNG and PDF), Table 1 rendered and as CSV, the correlations, and
+    for this study the comparison with the published results where it applies."""
     study = study or STUDY
     root = f"results/{study.name}"
-    return expand(
+    targets = expand(
         f"{root}/figures/{mode}/{{figure}}.{{ext}}",
         figure=figure_names(study) + ["model_table"],
         ext=["png", "pdf"],
     ) + [f"{root}/tables/{mode}/table1.csv", f"{root}/tables/{mode}/correlations.csv"]
+    if study is STUDY and mode == MODE:
+        targets += replication_targets()
+    return targets
+
+
+# Models of this study that the published results also hold (by id): those can be compared.
+SHARED_WITH_PUBLISHED = [m for m in STUDY.models if m in PUBLISHED.models]
+
+
+def replication_targets(required=False):
+    """The comparison with the published results (table, per-layer table, figure), when this
+    study re-randomizes models that the published results hold and `published.compare` is on.
+    With ``required`` (the `replication` target), say why there is nothing to compare.
+    """
+    reasons = []
+    if not config["published"]["compare"]:
+        reasons.append("published.compare is false")
+    if MODE != "randomize":
+        reasons.append(f"reset.mode is {MODE!r}; the published results are 'randomize'")
+    if not SHARED_WITH_PUBLISHED:
+        reasons.append(
+            f"no model id of zoo {config['zoo']!r} is in the published zoo {config['published']['zoo']!r}"
+        )
+    if reasons:
+        if required:
+            raise WorkflowError(
+                "Nothing to compare with the published results: " + "; ".join(reasons)
+            )
+        return []
+    root = f"{RESULTS}/tables/randomize"
+    return [
+        f"{root}/replication.csv",
+        f"{root}/replication_layers.csv",
+        f"{RESULTS}/figures/randomize/replication.png",
+        f"{RESULTS}/figures/randomize/replication.pdf",
+    ]
 
 
 def study_named(name):
@@ -175,7 +229,12 @@ def study_named(name):
 def eval_settings():
     from layercrit.evaluation import EvalSettings
 
-    return EvalSettings(config["device"], config["precision"], config["batch_size"])
+    return EvalSettings(
+        config["device"],
+        config["precision"],
+        config["batch_size"],
+        config["activation_cache_mb"],
+    )
 
 
 def reset_inputs(wildcards):
@@ -188,6 +247,23 @@ def reset_inputs(wildcards):
     if wildcards.mode == "reinit":
         inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
     return inputs
+
+
+def _priority_functions_supported():
+    # callable `priority:` came with Snakemake 9 (Rule.expand_priority); older ones take numbers
+    from snakemake.rules import Rule
+
+    return hasattr(Rule, "expand_priority")
+
+
+if _priority_functions_supported():
+
+    def reset_priority(wildcards):
+        """Reset jobs run model by model, in zoo order (higher priority first)."""
+        return len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
+
+else:
+    reset_priority = 0
 
 
 # Bodies of the `run:` jobs (baseline, reset). They import torch only when a job runs, in the

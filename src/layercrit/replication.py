@@ -1,0 +1,96 @@
+"""Replication: this study's layer criticality against the authors' published results.
+
+Both inputs are ``summary`` tables (one row per model × layer, criticality mean and std over
+seeds). Only the model × layer pairs present in both are compared. A re-run on the same models
+should agree layer by layer up to seed noise; a model whose ranking of layers (Spearman over
+layers) or level (mean absolute difference) departs from the published one points at a
+different checkpoint, preprocessing or evaluation subset.
+
+Non-finite criticalities are kept as NaN (no silent dropping): a model with one makes its
+statistics NaN, and ``n_nonfinite`` says how many of its layers lack a value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+POINT_COLUMNS = [
+    "model", "layer", "layer_index", "layer_type", "kernel",
+    "criticality_own", "criticality_published", "difference", "std_own", "std_published", "n_seeds_own", "n_seeds_published",
+]  # fmt: skip
+
+
+def replication_points(own: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Model × layer pairs present in both summaries, own order; ``difference`` = own − published."""
+    keys = ["model", "layer"]
+    theirs = published[keys + ["criticality_mean", "criticality_std", "n_seeds"]]
+    points = own.merge(theirs, on=keys, how="inner", suffixes=("_own", "_published"), validate="one_to_one")
+    points = points.rename(
+        columns={
+            "criticality_mean_own": "criticality_own",
+            "criticality_mean_published": "criticality_published",
+            "criticality_std_own": "std_own",
+            "criticality_std_published": "std_published",
+        }
+    )
+    points["difference"] = points["criticality_own"] - points["criticality_published"]
+    return points[POINT_COLUMNS].reset_index(drop=True)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    # undefined for fewer than 3 layers, constant input or a missing value
+    if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan, np.nan
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def agreement(points: pd.DataFrame) -> dict[str, float]:
+    """Spearman ρ (and p) between own and published criticality, and the mean absolute difference."""
+    x = points["criticality_published"].to_numpy(float)
+    y = points["criticality_own"].to_numpy(float)
+    rho, p = _spearman(x, y)
+    diff = points["difference"]
+    return {
+        "spearman_r": rho,
+        "spearman_p": p,
+        "mean_abs_difference": float(diff.abs().mean(skipna=False)),
+        "mean_difference": float(diff.mean(skipna=False)),
+    }
+
+
+def replication_by_model(points: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """One row per compared model, most disagreeing first (largest mean absolute difference).
+
+    Columns: model, display_name, category, n_layers, n_nonfinite, own and published mean
+    criticality, ``agreement`` statistics, the layer with the largest absolute difference and its
+    signed difference (``largest_difference``, own − published), and
+    ``disagreement_rank`` (1 = disagrees most).
+    """
+    info = models.set_index("model")
+    rows = []
+    for model, sub in points.groupby("model", sort=False):
+        worst = sub["difference"].abs().idxmax() if sub["difference"].notna().any() else None
+        rows.append(
+            {
+                "model": model,
+                "display_name": info.at[model, "display_name"] if model in info.index else model,
+                "category": info.at[model, "category"] if model in info.index else "",
+                "n_layers": len(sub),
+                "n_nonfinite": int(sub[["criticality_own", "criticality_published"]].isna().any(axis=1).sum()),
+                "own_mean_criticality": float(sub["criticality_own"].mean(skipna=False)),
+                "published_mean_criticality": float(sub["criticality_published"].mean(skipna=False)),
+                **agreement(sub),
+                "largest_difference": float(sub.at[worst, "difference"]) if worst is not None else np.nan,
+                "largest_difference_layer": sub.at[worst, "layer"] if worst is not None else "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # NaN statistics sort last: an undefined comparison is not evidence of disagreement
+    table = table.sort_values("mean_abs_difference", ascending=False, kind="stable", na_position="last")
+    table.insert(1, "disagreement_rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
