@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,28 @@ def demo_arch():
     return Architecture("demo_resnet", spec["timm"], spec["kwargs"], read_layer_table(DEMO_LAYERS))
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900, env=None) -> subprocess.CompletedProcess:
+# The Slurm executor plugin runs `scontrol show config` when Snakemake loads it, and that waits
+# 10 s for a controller once the Slurm test has installed (and stopped) one on this machine.
+# Runs that are not Slurm runs get an `scontrol` that fails at once.
+_NO_SLURM_BIN = Path(tempfile.mkdtemp(prefix="layercrit-no-slurm-"))
+(_NO_SLURM_BIN / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+(_NO_SLURM_BIN / "scontrol").chmod(0o755)
+
+
+def snakemake_env(slurm: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a Snakemake run in the tests (see _NO_SLURM_BIN)."""
+    env = {**os.environ, **extra}
+    if not slurm:
+        env["PATH"] = f"{_NO_SLURM_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 900, env=None, slurm: bool = False
+) -> subprocess.CompletedProcess:
     """Run the repository's workflow with ``workdir`` as working directory (its own results/)."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=snakemake_env(slurm, **(env or {})))
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
     return proc

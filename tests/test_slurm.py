@@ -108,7 +108,7 @@ def test_profile_settings():
 def test_profile_dry_run(slurm_plugin, tmp_path):
     """The profile parses and plans the tiny study (no cluster needed for a dry run)."""
     config = _study(tmp_path)
-    proc = run_snakemake(tmp_path, "--configfile", str(config), "--profile", str(PROFILE.parent), "-n", "--quiet", "rules")
+    proc = run_snakemake(tmp_path, "--configfile", str(config), "--profile", str(PROFILE.parent), "-n", "--quiet", "rules", slurm=True)
     assert "reset" in proc.stdout
 
 
@@ -159,7 +159,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF"):
             mp.delenv(var, raising=False)
         start = time.monotonic()
-        proc = run_snakemake(workdir, "--configfile", str(config), "--profile", str(profile), timeout=900)
+        proc = run_snakemake(workdir, "--configfile", str(config), "--profile", str(profile), timeout=900, slurm=True)
         elapsed = time.monotonic() - start
     print(f"Slurm run: {elapsed:.0f} s")
     return {"workdir": workdir, "config": config, "profile": profile, "partition": slurm_cluster, "proc": proc}
@@ -284,6 +284,7 @@ def test_too_many_gpus_fails_clearly(slurm_run, tmp_path):
         target,
         check=False,
         timeout=300,
+        slurm=True,
     )
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr

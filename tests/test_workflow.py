@@ -16,7 +16,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import REPO, SNAKEMAKE, run_snakemake, tiny_study
+from conftest import REPO, SNAKEMAKE, run_snakemake, snakemake_env, tiny_study
 
 MODELS = ["demo_baseline", "demo_linf_4", "demo_control"]
 LAYERS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3", "layer4.0.downsample.0", "fc"]
@@ -122,7 +122,7 @@ def test_kill_9_then_resume_finishes_without_losing_or_recomputing_results(study
         f.unlink()
     total = len(MODELS) * len(LAYERS) * len(SEEDS)
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), "--cores", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=snakemake_env())
     deadline = time.monotonic() + 300
     while len(reset_files(workdir)) < 8 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

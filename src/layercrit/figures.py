@@ -765,7 +765,8 @@ def replication_figure(
         top = float(max(x[finite].max(), y[finite].max())) if finite.any() else 1.0
         hi = max(5.0, math.ceil(top * 1.03 / 5) * 5)  # next multiple of 5: no empty half-plot
         left.plot([0, hi], [0, hi], color="#7f7f7f", linestyle="--", linewidth=0.8, zorder=1, label="own = published")
-        for cat in dict.fromkeys(by_model["category"].astype(str)):
+        present = set(by_model["category"].astype(str))
+        for cat in [c for c in cats.index if c in present]:  # legend in the zoo's category order
             sel = points["model"].map(by_model.set_index("model")["category"].astype(str)).eq(cat).to_numpy()
             left.scatter(x[sel], y[sel], s=9, color=cats.at[cat, "color"], alpha=0.55, linewidth=0,
                          label=cats.at[cat, "label"], zorder=2)
@@ -775,8 +776,8 @@ def replication_figure(
             name = by_model.loc[by_model["model"] == model, "display_name"].iloc[0]
             left.scatter(x[sel], y[sel], s=22, facecolor="none", edgecolor="black", linewidth=0.6,
                          marker=markers[k % len(markers)], label=f"#{k + 1} {name}", zorder=3)
-        left.set_xlim(0, hi)
-        left.set_ylim(0, hi)
+        left.set_xlim(-0.02 * hi, hi)  # a little room: points at 0 are not cut in half
+        left.set_ylim(-0.02 * hi, hi)
         left.set_aspect("equal")
         left.set_xlabel("Published criticality [%]")
         left.set_ylabel("This run's criticality [%]")

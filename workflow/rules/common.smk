@@ -262,8 +262,16 @@ if _priority_functions_supported():
         """Reset jobs run model by model, in zoo order (higher priority first)."""
         return len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
 
+    def training_priority(wildcards):
+        """Longest training first (epochs × forward-backward passes per batch), so that the last
+        one to start is a short one and no core idles at the end."""
+        model = STUDY.models[wildcards.model]
+        recipe = model.source.get("recipe", {})
+        steps = recipe.get("adversarial_steps", 2) if model.adversarial else 0
+        return recipe.get("epochs", 10) * (1 + steps)
+
 else:
-    reset_priority = 0
+    reset_priority = training_priority = 0
 
 
 # Bodies of the `run:` jobs (baseline, reset). They import torch only when a job runs, in the
