@@ -35,6 +35,17 @@ class ImageSet:
         return self.images.shape[0]
 
 
+def normalize(x01: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """[0, 1] images → model input, normalized with the model's mean/std if it has one.
+
+    Out of place, so it also serves inputs that need gradients (adversarial training)."""
+    if mean is None:
+        return x01
+    m = torch.as_tensor(mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    return (x01 - m) / s
+
+
 def to_model_input(
     images: torch.Tensor,
     mean: Sequence[float] | None,
@@ -42,12 +53,7 @@ def to_model_input(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """uint8 images → float input in [0, 1], normalized with the model's mean/std if it has one."""
-    x = images.to(dtype).div_(255.0)
-    if mean is not None:
-        m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-        s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-        x = x.sub_(m).div_(s)
-    return x
+    return normalize(images.to(dtype).div_(255.0), mean, std)
 
 
 def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None = None) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from layercrit.data import ImageSet, to_model_input
+from layercrit.data import ImageSet, normalize, to_model_input
 
 SCHEDULES = ("step", "cosine")
 AUGMENTATIONS = ("crop_flip", "cutout", "color_jitter", "mixup")
@@ -140,15 +140,6 @@ class TrainingRecipe:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _normalize(x01: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
-    """[0, 1] input → model input; the float counterpart of ``data.to_model_input`` (differentiable)."""
-    if mean is None:
-        return x01
-    m = torch.as_tensor(mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
-    return (x01 - m) / s
-
-
 def _bn_buffers(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(buffer, saved copy) for every BatchNorm running statistic of ``model``."""
     saved = []
@@ -223,7 +214,7 @@ def pgd_attack(
     try:
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(_normalize(x_adv, mean, std)), y)
+            loss = F.cross_entropy(model(normalize(x_adv, mean, std)), y)
             (grad,) = torch.autograd.grad(loss, x_adv)
             with torch.no_grad():
                 if norm == "linf":
@@ -402,7 +393,7 @@ def train_classifier(
                     lr = _lr_at(recipe, epoch, it, steps_per_epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    logits = model(_normalize(x, mean, std))
+                    logits = model(normalize(x, mean, std))
                     loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                     if lam < 1.0:
                         loss = lam * loss + (1 - lam) * F.cross_entropy(

@@ -11,7 +11,11 @@ from layercrit.replication import agreement, replication_by_model, replication_p
 def main(sm) -> None:
     own = pd.read_csv(sm.input.own)
     own["kernel"] = own["kernel"].fillna("")  # linear layers have no kernel
-    points = replication_points(own, pd.read_csv(sm.input.published))
+    published = pd.read_csv(sm.input.published)
+    points = replication_points(own, published)
+    uncompared = sorted(set(own["model"]) - set(points["model"]))
+    if uncompared:  # said in the log: the table lists compared models only
+        print(f"not in the published results, not compared: {uncompared}", flush=True)
     if points.empty:
         raise ValueError(
             "no model × layer pair of this study is in the published results: "
