@@ -35,15 +35,18 @@ class ImageSet:
         return self.images.shape[0]
 
 
-def normalize(x01: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+def normalize(
+    x01: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None, *, inplace: bool = False
+) -> torch.Tensor:
     """[0, 1] images → model input, normalized with the model's mean/std if it has one.
 
-    Out of place, so it also serves inputs that need gradients (adversarial training)."""
+    Out of place by default, so it also serves inputs that need gradients (adversarial
+    training); in place where the caller owns ``x01`` (no extra batch-sized tensors)."""
     if mean is None:
         return x01
     m = torch.as_tensor(mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
-    return (x01 - m) / s
+    return x01.sub_(m).div_(s) if inplace else (x01 - m) / s
 
 
 def to_model_input(
@@ -53,7 +56,7 @@ def to_model_input(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """uint8 images → float input in [0, 1], normalized with the model's mean/std if it has one."""
-    return normalize(images.to(dtype).div_(255.0), mean, std)
+    return normalize(images.to(dtype).div_(255.0), mean, std, inplace=True)
 
 
 def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None = None) -> None:

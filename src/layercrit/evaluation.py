@@ -43,8 +43,9 @@ class EvalSettings:
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 500
-    # Memory (MiB, per model, on the evaluation device) for the clean model's activations that
-    # reset evaluations start from (layercrit.segments); 0 recomputes every forward pass in full.
+    # Memory (MiB per evaluation device, at most half of what is free there) for the clean
+    # model's activations that reset evaluations start from (layercrit.segments); 0 recomputes
+    # every forward pass in full.
     activation_cache_mb: int = 0
 
     def __post_init__(self) -> None:

@@ -752,7 +752,7 @@ def replication_figure(
     from layercrit.replication import agreement
 
     cats = _category_table(categories, by_model).set_index("id")
-    color = by_model.set_index("model")["category"].astype(str).map(cats["color"])
+    category_of = by_model.set_index("model")["category"].astype(str)
     worst = by_model["model"].head(highlight).tolist()
     overall = agreement(points)
     n_models = len(by_model)
@@ -765,9 +765,9 @@ def replication_figure(
         top = float(max(x[finite].max(), y[finite].max())) if finite.any() else 1.0
         hi = max(5.0, math.ceil(top * 1.03 / 5) * 5)  # next multiple of 5: no empty half-plot
         left.plot([0, hi], [0, hi], color="#7f7f7f", linestyle="--", linewidth=0.8, zorder=1, label="own = published")
-        present = set(by_model["category"].astype(str))
-        for cat in [c for c in cats.index if c in present]:  # legend in the zoo's category order
-            sel = points["model"].map(by_model.set_index("model")["category"].astype(str)).eq(cat).to_numpy()
+        point_category = points["model"].map(category_of)
+        for cat in [c for c in cats.index if c in set(category_of)]:  # legend in the zoo's category order
+            sel = point_category.eq(cat).to_numpy()
             left.scatter(x[sel], y[sel], s=9, color=cats.at[cat, "color"], alpha=0.55, linewidth=0,
                          label=cats.at[cat, "label"], zorder=2)
         markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -793,10 +793,10 @@ def replication_figure(
         bars = by_model.iloc[::-1]  # barh draws bottom-up: most disagreeing on top
         ypos = np.arange(len(bars))
         mad = bars["mean_abs_difference"].to_numpy(float)
-        right.barh(ypos, np.nan_to_num(mad), color=bars["model"].map(color).tolist(), height=0.7)
+        right.barh(ypos, np.nan_to_num(mad), color=bars["model"].map(category_of).map(cats["color"]).tolist(), height=0.7)
         right.set_yticks(ypos, bars["display_name"].astype(str).tolist())
         for yi, (m, r) in enumerate(zip(mad, bars["spearman_r"])):
-            right.text((m if np.isfinite(m) else 0) , yi, f"  ρ={_fmt_r(r)}", va="center", fontsize=6)
+            right.text(m if np.isfinite(m) else 0, yi, f"  ρ={_fmt_r(r)}", va="center", fontsize=6)
         right.set_xlim(0, (np.nanmax(mad) if np.isfinite(mad).any() else 1) * 1.25)
         right.set_ylim(-0.6, len(bars) - 0.4)
         right.set_xlabel("Mean |own − published| over layers [% points]")

@@ -3,15 +3,14 @@
 import pandas as pd
 
 from layercrit.figures import accuracy_correlations
-from layercrit.io import atomic_path
+from layercrit.io import write_csv
 from layercrit.joblog import script_log
 
 
 def main(sm) -> None:
     models = pd.read_csv(sm.input.models)
     table = accuracy_correlations(models[models["in_figures"]])
-    with atomic_path(sm.output[0]) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, sm.output[0])
     print(table.to_string(index=False), flush=True)
 
 

@@ -5,14 +5,13 @@ from pathlib import Path
 import pandas as pd
 
 from layercrit import figures
-from layercrit.io import atomic_path
+from layercrit.io import write_csv
 from layercrit.joblog import script_log
 
 
 def main(sm) -> None:
     models = pd.read_csv(sm.input.models)
-    with atomic_path(sm.output.csv) as tmp:
-        figures.model_overview(models, sm.params.categories).to_csv(tmp, index=False)
+    write_csv(figures.model_overview(models, sm.params.categories), sm.output.csv)
     figures.model_overview_table(models, sm.params.categories, Path(sm.output.png).with_suffix(""))
 
 
