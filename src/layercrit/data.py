@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from layercrit.io import atomic_path
+from layercrit.io import atomic_path, read_safetensors, require_tensors
 
 
 @dataclass(frozen=True)
@@ -67,5 +67,6 @@ def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None 
 
 
 def load_image_set(path: str | Path) -> ImageSet:
-    tensors = load_file(str(path))
+    tensors, _ = read_safetensors(path)
+    require_tensors(path, tensors, ("images", "labels"))
     return ImageSet(tensors["images"], tensors["labels"])

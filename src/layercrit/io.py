@@ -1,16 +1,21 @@
-"""Atomic output writing and result provenance.
+"""Atomic output writing, reading outputs back, file identity and result provenance.
 
 Every output is written to a temporary file beside its destination and renamed into place, so
-a job killed mid-write leaves nothing that looks finished (rename is atomic on one filesystem).
+a job killed mid-write leaves nothing that looks finished (rename is atomic on one filesystem);
+the next write of the same output removes what such a killed write left behind. Reading an
+output that is damaged anyway (truncated or edited by hand) raises :class:`DamagedFileError`,
+which names the file and the command that makes it again, instead of a parser's message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -20,17 +25,30 @@ from pathlib import Path
 from typing import Any
 
 
+class DamagedFileError(ValueError):
+    """An output of the workflow that cannot be read back; the message says how to re-make it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(
+            f"{path} is damaged or incomplete ({problem}). Make it again with: "
+            f"snakemake --forcerun {path}  (this also re-runs every job that depends on it)"
+        )
+        self.path = Path(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_interrupted_writes(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp makes the file owner-only; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
+        # mkstemp makes the file owner-only, and some writers (safetensors) replace the file with
+        # one of their own: give the result, last, the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -38,8 +56,30 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         raise
 
 
+def _remove_interrupted_writes(path: Path) -> None:
+    """Remove temporary files that a killed earlier write of ``path`` left behind.
+
+    Only one job writes a given output at a time, so every such file is a leftover. The pattern
+    is exact (mkstemp's 8 random characters), never another output's temporary file."""
+    leftover = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    with contextlib.suppress(FileNotFoundError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if leftover.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    # Read, not set-and-restore: os.umask(0) would briefly give every other job thread's new
+    # files the mode 0666.
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    return _umask_once()
+
+
+@functools.lru_cache(maxsize=1)
+def _umask_once() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -62,8 +102,50 @@ def write_csv(table: Any, path: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON output of the workflow; :class:`DamagedFileError` if it is not complete JSON."""
     with open(path) as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DamagedFileError(path, f"not valid JSON: {e}") from None
+
+
+def read_safetensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and header metadata of a safetensors output; :class:`DamagedFileError` if unreadable."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path), device=device), metadata
+    except SafetensorError as e:
+        raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
+
+
+def require_tensors(path: str | Path, tensors: dict[str, Any], names: tuple[str, ...]) -> None:
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise DamagedFileError(path, f"it lacks the tensor(s) {missing}; it holds {sorted(tensors)}")
+
+
+def file_identity(path: str | Path) -> tuple:
+    """What changes whenever the file's content may have changed: any rewrite changes the inode
+    or ctime (which, unlike the mtime, no tool can set back), so a cache keyed by this is never
+    served stale."""
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    return (str(resolved), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks (hashlib releases the GIL while hashing)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 _PACKAGES = ("layercrit", "torch", "torchvision", "timm", "numpy", "snakemake")

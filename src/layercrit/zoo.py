@@ -15,9 +15,9 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
-from layercrit.io import atomic_path
+from layercrit.io import atomic_path, read_safetensors
 from layercrit.study import Architecture, Layer, write_layer_table
 
 RESETTABLE_TYPES = {"Conv2d": torch.nn.Conv2d, "Linear": torch.nn.Linear}
@@ -68,9 +68,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    state_dict = load_file(str(path), device=str(device))
+    state_dict, header = read_safetensors(path, device=str(device))
     return Checkpoint(
         state_dict=state_dict,
         normalization=json.loads(header.get("normalization", "null")),

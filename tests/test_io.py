@@ -1,0 +1,85 @@
+"""Outputs: written atomically with the same permissions, leftovers of killed writes removed,
+damaged files named with the command that makes them again."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from layercrit.io import DamagedFileError, atomic_path, read_json, read_safetensors, write_json
+
+
+def mode_of(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_kind_of_output_gets_the_permissions_of_a_plain_open(tmp_path):
+    from layercrit.data import ImageSet, save_image_set
+    from layercrit.zoo import save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+        save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, None)
+        save_image_set(ImageSet(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)), tmp_path / "d.safetensors")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    expected = mode_of(tmp_path / "plain.txt")
+    assert expected == 0o644
+    for name in ("r.json", "m.safetensors", "d.safetensors"):
+        assert mode_of(tmp_path / name) == expected, name
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_output_left(tmp_path):
+    leftover = tmp_path / ".fig.png.ab12cd34.tmp"
+    leftover.write_bytes(b"half a PNG")
+    other = tmp_path / ".fig.png.x.ab12cd34.tmp"  # another output's temporary file: kept
+    other.write_bytes(b"busy")
+    with atomic_path(tmp_path / "fig.png") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "fig.png"]
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "r.json") as tmp:
+            with open(tmp, "w") as f:
+                f.write("{")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_json_names_the_file_and_the_command_that_remakes_it(tmp_path):
+    path = tmp_path / "seed0.json"
+    write_json(path, {"criticality": 1.0, "model": "m" * 300})
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DamagedFileError) as error:
+        read_json(path)
+    assert str(path) in str(error.value) and f"snakemake --forcerun {path}" in str(error.value)
+
+
+def test_a_truncated_safetensors_file_names_the_file_and_the_command_that_remakes_it(tmp_path):
+    from layercrit.data import load_image_set
+    from layercrit.zoo import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"w": torch.zeros(1000)}, None)
+    path.write_bytes(path.read_bytes()[:50])
+    for read in (load_checkpoint, load_image_set, read_safetensors):
+        with pytest.raises(DamagedFileError, match=rf"{path} is damaged or incomplete .*snakemake --forcerun {path}"):
+            read(path)
+
+
+def test_evaluation_data_without_its_tensors_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    from layercrit.data import load_image_set
+
+    save_file({"pictures": torch.zeros(1)}, str(tmp_path / "eval.safetensors"))
+    with pytest.raises(DamagedFileError, match=r"lacks the tensor\(s\) \['images', 'labels'\]"):
+        load_image_set(tmp_path / "eval.safetensors")
