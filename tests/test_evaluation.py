@@ -100,3 +100,91 @@ def test_nonfinite_outputs_are_reported(setup):
 def test_reinit_needs_initial_weights(setup):
     with pytest.raises(ValueError, match="initial weights"):
         run_reset(setup, mode="reinit", out="x.json")
+
+
+def test_baseline_records_the_files_it_evaluated(setup):
+    from layercrit.io import file_sha256
+
+    tmp = setup[0]
+    summary = json.loads((tmp / "b.json").read_text())
+    assert summary["checkpoint_sha256"] == file_sha256(tmp / "m.safetensors")
+    assert summary["eval_data_sha256"] == file_sha256(tmp / "eval.safetensors")
+    assert summary["logits_sha256"] == file_sha256(tmp / "b.safetensors")
+    r = run_reset(setup)
+    assert {k: r[k] for k in ("checkpoint_sha256", "eval_data_sha256", "logits_sha256")} == {
+        k: summary[k] for k in ("checkpoint_sha256", "eval_data_sha256", "logits_sha256")
+    }
+
+
+@pytest.mark.parametrize("activation_cache_mb", [0, 64])
+def test_a_checkpoint_replaced_after_its_baseline_fails_the_reset_job(setup, demo_arch, activation_cache_mb):
+    import os
+
+    from layercrit.evaluation import StaleBaselineError
+
+    tmp, arch, _, cache, _ = setup
+    run_reset(setup, out="before.json")  # the cache now holds the original model
+    path = tmp / "m.safetensors"
+    stat = path.stat()
+    other = build_architecture(demo_arch, seed=11).state_dict()
+    save_checkpoint(path, other, NORM, {"model": "m"})
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))  # older than its baseline
+    settings = EvalSettings(device="cpu", batch_size=16, activation_cache_mb=activation_cache_mb)
+    with pytest.raises(StaleBaselineError) as error:
+        evaluate_reset(
+            model_id="m", arch=arch, weights=path, baseline_logits=tmp / "b.safetensors", baseline_summary=tmp / "b.json",
+            eval_data=tmp / "eval.safetensors", layer="fc", seed=0, mode="randomize", settings=settings,
+            out=tmp / "after.json", cache=cache,
+        )  # fmt: skip
+    message = str(error.value)
+    assert str(path) in message and "has changed since the baseline" in message
+    assert f"snakemake --forcerun {tmp / 'b.json'}" in message
+    assert not (tmp / "after.json").exists()
+
+
+def test_a_baseline_that_records_no_inputs_is_refused(setup):
+    from layercrit.evaluation import StaleBaselineError
+
+    tmp = setup[0]
+    summary = json.loads((tmp / "b.json").read_text())
+    del summary["eval_data_sha256"]
+    (tmp / "b.json").write_text(json.dumps(summary))
+    with pytest.raises(StaleBaselineError, match="does not record which eval_data it evaluated"):
+        run_reset(setup, out="x.json")
+
+
+def test_clean_outputs_that_are_not_finite_make_every_derived_number_nan(tmp_path, demo_arch, caplog):
+    g = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (20,), generator=g))
+    save_image_set(images, tmp_path / "eval.safetensors")
+    state = build_architecture(demo_arch, seed=3).state_dict()
+    state["fc.weight"] = torch.full_like(state["fc.weight"], float("inf"))
+    save_checkpoint(tmp_path / "m.safetensors", state, NORM)
+    settings, cache = EvalSettings(device="cpu", batch_size=8), EvaluationCache()
+    with caplog.at_level("WARNING", logger="layercrit"):
+        summary = evaluate_baseline(
+            model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
+            settings=settings, logits_out=tmp_path / "b.safetensors", summary_out=tmp_path / "b.json", cache=cache,
+        )  # fmt: skip
+    assert summary["n_nonfinite"] == 20 and summary["nonfinite_outputs"] is True and summary["suspect_loading"] is True
+    assert math.isnan(summary["top1"]) and math.isnan(summary["top5"])
+    assert "non-finite clean outputs" in caplog.text
+    on_disk = json.loads((tmp_path / "b.json").read_text())
+    assert math.isnan(on_disk["top1"]) and on_disk["nonfinite_outputs"] is True
+
+    def reset(layer, mode):
+        return evaluate_reset(
+            model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", baseline_logits=tmp_path / "b.safetensors",
+            baseline_summary=tmp_path / "b.json", eval_data=tmp_path / "eval.safetensors", layer=layer, seed=0, mode=mode,
+            settings=settings, out=tmp_path / f"{layer}.json", cache=cache,
+        )  # fmt: skip
+
+    # Resetting fc makes the reset outputs finite: the non-finite ones are the clean outputs.
+    r = reset("fc", "randomize")
+    assert (r["n_nonfinite"], r["n_nonfinite_clean"], r["n_nonfinite_reset"]) == (20, 20, 0)
+    for key in ("criticality", "cosine", "top1_agreement", "recovered_acc", "kl"):
+        assert math.isnan(r[key]), key
+    assert 0 <= r["top1"] <= 100  # the reset model's own accuracy is well defined
+    r = reset("conv1", "zero")
+    assert (r["n_nonfinite"], r["n_nonfinite_clean"], r["n_nonfinite_reset"]) == (20, 20, 20)
+    assert math.isnan(r["top1"]) and math.isnan(r["top5"]) and math.isnan(r["top1_agreement"])

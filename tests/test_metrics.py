@@ -69,3 +69,17 @@ def test_nonfinite_outputs_are_counted_and_not_averaged_away():
     r = acc.result(original_top1=50.0)
     assert r["n_nonfinite"] == 2
     assert math.isnan(r["cosine"]) and math.isnan(r["criticality"])
+
+
+def test_nonfinite_clean_outputs_are_counted_too_and_void_top1_agreement():
+    clean = torch.randn(5, 3)
+    clean[0, 1] = float("inf")
+    reset = clean.clone()
+    reset[0, 1] = 0.0  # finite after the reset
+    reset[2, 0] = float("nan")
+    acc = OutputChangeAccumulator()
+    acc.update(clean, reset, torch.zeros(5, dtype=torch.long))
+    r = acc.result(original_top1=float("nan"))
+    assert (r["n_nonfinite"], r["n_nonfinite_clean"], r["n_nonfinite_reset"]) == (2, 1, 1)
+    assert math.isnan(r["top1_agreement"]) and math.isnan(r["criticality"])
+    assert math.isnan(r["top1"]) and math.isnan(r["recovered_acc"])

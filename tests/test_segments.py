@@ -123,8 +123,14 @@ def test_activations_are_not_used_when_they_do_not_reproduce_the_baseline(study_
                       settings=settings, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
     from safetensors.torch import load_file
 
+    from layercrit.io import file_sha256
+
+    # A baseline whose logits this device does not reproduce bit for bit (e.g. made on another GPU)
     logits = load_file(str(tmp / "b.safetensors"))["logits"]
-    save_file({"logits": logits + 1e-6}, str(tmp / "other.safetensors"))  # e.g. made on another device
+    save_file({"logits": logits + 1e-6}, str(tmp / "other.safetensors"))
+    baseline = json.loads((tmp / "b.json").read_text())
+    baseline["logits_sha256"] = file_sha256(tmp / "other.safetensors")
+    (tmp / "b.json").write_text(json.dumps(baseline))
     r = evaluate(tmp, demo_arch, EvaluationCache(), settings, "fc", 0, "r.json", logits="other.safetensors")
     assert r["forward_from"] == "input"
 

@@ -4,12 +4,19 @@
 only passes paths to it. Data, models and freshly initialized weights come from an
 ``EvaluationCache``, so a long-lived process (Snakemake running jobs as threads) loads each
 once and a job costs little more than its forward passes.
+
+A reset is compared with the clean outputs the baseline computed, so the baseline records what
+it evaluated (sha256 of the checkpoint, of the evaluation data and of the logits it wrote), and
+every reset job verifies that it evaluates exactly those files: a checkpoint replaced after its
+baseline fails the job (:class:`StaleBaselineError`) instead of being compared with the clean
+outputs of another model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -20,11 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, load_image_set, to_model_input
 from layercrit.devices import shared_pool
-from layercrit.io import atomic_path, provenance, read_json, write_json
+from layercrit.io import (
+    atomic_path,
+    file_identity,
+    file_sha256,
+    provenance,
+    read_json,
+    read_safetensors,
+    require_tensors,
+    write_json,
+)
 from layercrit.metrics import OutputChangeAccumulator, topk_correct
 from layercrit.reset import reset_layer
 from layercrit.segments import CleanActivations, resnet_segments
@@ -86,9 +102,16 @@ class _LRU:
 
 
 def _file_key(path: str | Path, *rest: Any) -> tuple:
-    # The modification time is part of the key so that a re-made file is never served stale.
-    p = Path(path).resolve()
-    return (str(p), p.stat().st_mtime_ns, *rest)
+    # The file's identity is part of the key so that a re-made file is never served stale.
+    return (*file_identity(path), *rest)
+
+
+class StaleBaselineError(RuntimeError):
+    """A reset job's inputs are not the files its model's baseline was computed from."""
+
+
+# What a baseline evaluates, recorded by sha256 in its summary and verified by every reset job.
+BASELINE_INPUTS = ("checkpoint", "eval_data", "logits")
 
 
 class EvaluationCache:
@@ -99,6 +122,7 @@ class EvaluationCache:
         self.models = _LRU(max_models)
         self.fresh = _LRU(max_fresh)
         self.logits = _LRU(max_models)
+        self.hashes = _LRU(4 * max_models)
         # one model's activations per device: reset jobs run model by model, and each device
         # (GPU) is held by one job at a time, which records or uses them under its lease
         self.activations: dict[str, tuple[tuple, CleanActivations]] = {}
@@ -130,7 +154,16 @@ class EvaluationCache:
         return self.fresh.get(_file_key(path), lambda: load_checkpoint(path).state_dict)
 
     def baseline_logits(self, path: str | Path, device: str) -> torch.Tensor:
-        return self.logits.get(_file_key(path, device), lambda: load_file(str(path), device=device)["logits"])
+        def build() -> torch.Tensor:
+            tensors, _ = read_safetensors(path, device=device)
+            require_tensors(path, tensors, ("logits",))
+            return tensors["logits"]
+
+        return self.logits.get(_file_key(path, device), build)
+
+    def sha256(self, path: str | Path) -> str:
+        """sha256 of a file, computed once per version of the file (see ``_file_key``)."""
+        return self.hashes.get(_file_key(path), lambda: file_sha256(path))
 
     def clean_activations(
         self,
@@ -228,7 +261,9 @@ def evaluate_baseline(
         logits = predict_logits(model, data, normalization, settings, device)
         correct = topk_correct(logits, data.labels)
     n = len(data)
-    top1, top5 = 100.0 * correct[1] / n, 100.0 * correct[5] / n
+    n_nonfinite = int((~torch.isfinite(logits)).any(dim=1).sum())
+    # An accuracy over outputs that are not numbers would look real (argmax of NaN is an index).
+    top1, top5 = (100.0 * correct[1] / n, 100.0 * correct[5] / n) if not n_nonfinite else (math.nan, math.nan)
     gap = None if reported_top1 is None else reported_top1 - top1
     summary = {
         "model": model_id,
@@ -236,9 +271,12 @@ def evaluate_baseline(
         "top5": top5,
         "reported_top1": reported_top1,
         "top1_gap": gap,
-        "suspect_loading": bool(gap is not None and gap > ACCURACY_GAP_WARNING),
+        "suspect_loading": bool(n_nonfinite or (gap is not None and gap > ACCURACY_GAP_WARNING)),
         "n_images": n,
-        "n_nonfinite": int((~torch.isfinite(logits)).any(dim=1).sum()),
+        "n_nonfinite": n_nonfinite,
+        "nonfinite_outputs": bool(n_nonfinite),
+        "checkpoint_sha256": cache.sha256(weights),
+        "eval_data_sha256": cache.sha256(eval_data),
         **provenance(
             device=_device_description(device),
             precision=settings.precision,
@@ -246,12 +284,41 @@ def evaluate_baseline(
             wall_s=time.perf_counter() - started,
         ),
     }
-    if summary["suspect_loading"]:
+    if n_nonfinite:
+        log.warning(
+            "%s: %d of %d images have non-finite clean outputs (NaN/inf): its accuracy and every reset "
+            "metric of this model are NaN. Check the checkpoint %s",
+            model_id, n_nonfinite, n, weights,
+        )  # fmt: skip
+    elif summary["suspect_loading"]:
         log.warning("%s: top-1 %.2f is %.2f points below the reported %.2f", model_id, top1, gap, reported_top1)
     with atomic_path(logits_out) as tmp:
         save_file({"logits": logits.cpu().contiguous()}, tmp)
+        summary["logits_sha256"] = file_sha256(tmp)
     write_json(summary_out, summary)
     return summary
+
+
+def verify_baseline_inputs(
+    baseline: dict[str, Any], baseline_summary: str | Path, files: dict[str, tuple[str | Path, str]]
+) -> None:
+    """Raise :class:`StaleBaselineError` unless each file (name → (path, sha256)) is the one the
+    baseline recorded; the message names the changed file and the command that recomputes."""
+    model = baseline.get("model", "?")
+    redo = f"snakemake --forcerun {baseline_summary}  (recomputes the baseline and every reset result of {model!r})"
+    for name, (path, actual) in files.items():
+        recorded = baseline.get(f"{name}_sha256")
+        if recorded is None:
+            raise StaleBaselineError(
+                f"the baseline {baseline_summary} does not record which {name} it evaluated (made by an older "
+                f"version of this workflow), so reset results cannot be checked against it. Recompute it: {redo}"
+            )
+        if recorded != actual:
+            raise StaleBaselineError(
+                f"{path} has changed since the baseline {baseline_summary} was computed (sha256 now {actual[:16]}…, "
+                f"the baseline evaluated {recorded[:16]}…): its clean outputs no longer belong to these inputs. "
+                f"Recompute it: {redo}"
+            )
 
 
 def evaluate_reset(
@@ -284,7 +351,11 @@ def evaluate_reset(
         source = cache.init_state(init_weights)
     else:
         source = None
-    original_top1 = read_json(baseline_summary)["top1"]
+    baseline = read_json(baseline_summary)
+    paths = dict(zip(BASELINE_INPUTS, (weights, eval_data, baseline_logits)))
+    verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
+    verify_baseline_inputs(baseline, baseline_summary, verified)
+    original_top1 = baseline["top1"]
     waiting = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
         lease_wait_s = time.perf_counter() - waiting
@@ -315,6 +386,7 @@ def evaluate_reset(
         "mode": mode,
         **acc.result(original_top1),
         "original_top1": original_top1,
+        **{f"{name}_sha256": sha for name, (_, sha) in verified.items()},
         **provenance(
             device=_device_description(device),
             precision=settings.precision,
@@ -326,6 +398,9 @@ def evaluate_reset(
         ),
     }
     if result["n_nonfinite"]:
-        log.warning("%s %s seed %d: %d images with non-finite outputs", model_id, layer, seed, result["n_nonfinite"])
+        log.warning(
+            "%s %s seed %d: %d images with non-finite outputs (%d clean, %d after the reset): the metrics are NaN",
+            model_id, layer, seed, result["n_nonfinite"], result["n_nonfinite_clean"], result["n_nonfinite_reset"],
+        )  # fmt: skip
     write_json(out, result)
     return result

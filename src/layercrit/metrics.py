@@ -8,6 +8,7 @@ into batches gives the same mean as one pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -61,19 +62,29 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
 class OutputChangeAccumulator:
     """Accumulates the metrics batch by batch; ``result()`` gives the means over all images.
 
-    Images whose reset outputs are not finite are counted in ``n_nonfinite``; they stay in the
-    means (which then become NaN) so that a broken evaluation is visible, not averaged away.
+    An image whose clean or reset outputs are not finite has NaN metrics: it stays in the means
+    (which then become NaN) so that a broken evaluation is visible, not averaged away. Such
+    images are counted per side (``n_nonfinite_clean``, ``n_nonfinite_reset``) and in total
+    (``n_nonfinite``). The reset model's top-1/top-5 are NaN when any of its outputs is not finite.
     """
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PER_IMAGE_METRICS, 0.0))
     n_images: int = 0
     n_nonfinite: int = 0
+    n_nonfinite_clean: int = 0
+    n_nonfinite_reset: int = 0
     correct: dict[int, int] = field(default_factory=lambda: {1: 0, 5: 0})
 
     def update(self, original_logits: torch.Tensor, reset_logits: torch.Tensor, labels: torch.Tensor) -> None:
+        clean_bad = ~torch.isfinite(original_logits).all(dim=1)
+        reset_bad = ~torch.isfinite(reset_logits).all(dim=1)
+        bad = clean_bad | reset_bad
         for name, values in output_change(original_logits, reset_logits).items():
-            self.sums[name] += float(values.double().sum())
-        self.n_nonfinite += int((~torch.isfinite(reset_logits)).any(dim=1).sum())
+            # top-1 agreement of a NaN row would read as a real 0 or 1
+            self.sums[name] += float(values.double().masked_fill(bad, math.nan).sum())
+        self.n_nonfinite += int(bad.sum())
+        self.n_nonfinite_clean += int(clean_bad.sum())
+        self.n_nonfinite_reset += int(reset_bad.sum())
         for k, n in topk_correct(reset_logits.float(), labels).items():
             self.correct[k] += n
         self.n_images += reset_logits.shape[0]
@@ -81,13 +92,16 @@ class OutputChangeAccumulator:
     def result(self, original_top1: float) -> dict[str, float | int]:
         n = self.n_images
         means = {name: total / n for name, total in self.sums.items()}
-        top1 = 100.0 * self.correct[1] / n
+        valid = not self.n_nonfinite_reset
+        top1 = 100.0 * self.correct[1] / n if valid else math.nan
         return {
             **means,
             "criticality": criticality(means["cosine"]),
             "top1": top1,
-            "top5": 100.0 * self.correct[5] / n,
-            "recovered_acc": top1 / original_top1 if original_top1 > 0 else float("nan"),
+            "top5": 100.0 * self.correct[5] / n if valid else math.nan,
+            "recovered_acc": top1 / original_top1 if original_top1 > 0 else math.nan,
             "n_images": n,
             "n_nonfinite": self.n_nonfinite,
+            "n_nonfinite_clean": self.n_nonfinite_clean,
+            "n_nonfinite_reset": self.n_nonfinite_reset,
         }
