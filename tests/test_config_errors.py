@@ -38,6 +38,11 @@ CONFIG_CASES = {
     "layer pattern matching nothing": (lambda c: c["reset"].update(layers={"include": ["layer9.*"]}), ["reset.layers", "'layer9.*'", "matches no layer"]),
     "bad layer type": (lambda c: c["reset"].update(layers={"types": ["BatchNorm2d"]}), ["'reset.layers.types.0'", "'BatchNorm2d'", "['Conv2d', 'Linear']"]),
     "missing zoo": (lambda c: c.update(zoo="nowhere.yaml"), ["'nowhere.yaml' does not exist"]),
+    "study outside results/": (lambda c: c.update(study=".."), ["'study'", "'..' does not match", "one directory name"]),
+    "study is the working directory": (lambda c: c.update(study="."), ["'study'", "'.' does not match"]),
+    "exclude pattern matching nothing": (lambda c: c["reset"].update(layers={"exclude": ["layer9.*"]}), ["reset.layers.exclude", "'layer9.*'", "matches no layer"]),
+    "missing published zoo": (lambda c: c.update(published={"zoo": "gone.yaml"}), ["published.zoo: file 'gone.yaml' does not exist"]),
+    "outputs and classes differ": (lambda c: c["data"].update(n_classes=8), ["architectures.demo_resnet: 10 outputs (kwargs.num_classes)", "8 classes (data.n_classes)", "num_classes to 8"]),
 }
 
 
@@ -58,6 +63,8 @@ ZOO_CASES = {
     "unknown norm": (lambda z: z["models"][0].update(adversarial={"norm": "l3", "epsilon": 1}), ["'models.0.adversarial.norm'", "['linf', 'l2']"]),
     "duplicate id": (lambda z: z["models"].append(dict(z["models"][0])), ["'demo_baseline' appears twice"]),
     "missing layer list": (lambda z: z["architectures"]["demo_resnet"].update(layers="missing.tsv"), ["missing.tsv", "does not exist", "python -m layercrit.zoo layers"]),
+    "model id outside its mode's folder": (lambda z: z["models"][0].update(id=".."), ["'models.0.id'", "'..' does not match", "one directory name"]),
+    "timm's default class count": (lambda z: z["architectures"]["demo_resnet"]["kwargs"].pop("num_classes"), ["1000 outputs (timm's default", "10 classes (data.n_classes)"]),
 }
 
 
@@ -84,3 +91,37 @@ def test_reinit_needs_models_with_initial_weights(demo_arch):
     config = {"study": "x", "reset": {"mode": "reinit", "seeds": [0]}}
     with pytest.raises(ConfigError, match=r"'reinit' needs .* \['demo_baseline'\]"):
         build_study(config, zoo, REPO / "config" / "zoo")
+
+
+def test_an_empty_zoo_file_is_named(workdir):
+    path = tiny_study(workdir)
+    (workdir / "zoo.yaml").write_text("# nothing yet\n")
+    assert_plan_fails(workdir, path, ["zoo: 'zoo.yaml' holds nothing, not a zoo", "architectures, categories and models"])
+
+
+def test_a_layer_list_with_a_name_that_is_no_module_name_is_refused(workdir):
+    path = tiny_study(workdir)
+    layers = workdir / "layers.tsv"
+    layers.write_text((REPO / "config/architectures/demo_resnet.tsv").read_text() + "..\tLinear\t10x128\n")
+    break_zoo(workdir, lambda z: z["architectures"]["demo_resnet"].update(layers=str(layers)))
+    assert_plan_fails(workdir, path, ["layers.tsv", "['..'] are not module names"])
+
+
+def test_a_local_run_on_a_gpu_this_machine_lacks_stops_before_any_job(workdir):
+    path = tiny_study(workdir)
+    break_config(path, lambda c: c.update(device="cuda"))
+    run_snakemake(workdir, "--configfile", str(path), "-n")  # planning (e.g. for a cluster) is fine
+    proc = run_snakemake(workdir, "--configfile", str(path), "--cores", "1", check=False, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "device: 'cuda' needs GPU 0, but this machine has 0 GPU(s) visible" in output and "device: auto" in output
+    assert not (workdir / "results").exists()
+
+
+def test_a_value_out_of_range_names_the_bound_not_the_description(workdir):
+    path = tiny_study(workdir)
+    break_config(path, lambda c: c.update(activation_cache_mb=-1))
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    line = next(l for l in (proc.stdout + proc.stderr).splitlines() if "'activation_cache_mb'" in l)
+    assert proc.returncode != 0 and "-1 is less than the minimum of 0" in line
+    assert "expected minimum: memory" not in line  # the description once stood where the bound belongs

@@ -10,7 +10,10 @@ from conftest import REPO, run_snakemake
 
 def test_dry_run_of_51_models_54_layers_3_seeds_lists_every_job_without_torch(workdir):
     zoo = {
-        "architectures": {"resnet50": {"timm": "resnet50", "layers": str(REPO / "config/architectures/resnet50.tsv")}},
+        # the 54 layers of ResNet-50, with as many outputs as the demo data has classes
+        "architectures": {
+            "resnet50": {"timm": "resnet50", "kwargs": {"num_classes": 10}, "layers": str(REPO / "config/architectures/resnet50.tsv")}
+        },
         "categories": [{"id": "baseline", "label": "Baseline"}, {"id": "adversarial", "label": "Adversarial"}],
         "baseline": "m00",
         "models": [

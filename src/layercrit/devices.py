@@ -33,6 +33,22 @@ def gpus_visible(driver_dir: str | Path = "/proc/driver/nvidia/gpus") -> int:
     return min(present, len(ids))
 
 
+def missing_device(setting: str, gpus: int) -> str | None:
+    """Why the ``device`` setting cannot run on a machine with ``gpus`` visible GPUs, or None."""
+    if not setting.startswith("cuda"):
+        return None
+    index = int(setting.partition(":")[2] or 0)
+    if index < gpus:
+        return None
+    seen = f"{gpus} GPU(s) visible" + (
+        f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r})" if "CUDA_VISIBLE_DEVICES" in os.environ else ""
+    )
+    return (
+        f"device: {setting!r} needs GPU {index}, but this machine has {seen}. Set device: auto (every visible "
+        "GPU, else the CPU) or cpu, e.g. --config device=auto; or run on a machine or cluster node with a GPU"
+    )
+
+
 def resolve_device_kind(setting: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` pins one GPU."""
     import torch

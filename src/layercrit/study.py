@@ -22,6 +22,13 @@ from typing import Any
 import yaml
 
 RESET_MODES = ("randomize", "zero", "reinit")
+# Where one reset result lives under results/<study>/ (every field a single path component).
+RESET_RESULT = "resets/{mode}/{model}/{layer}/seed{seed}.json"
+_RESET_RESULT_TAIL = re.compile(r"(?:^|/)resets/([^/]+)/([^/]+)/([^/]+)/seed(\d+)\.json$")
+# A module name: dot-separated identifiers (no empty, "." or ".." component: it is a path part).
+MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+# timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
+TIMM_DEFAULT_CLASSES = 1000
 # Source kinds whose checkpoints come with the weights the model had at initialization.
 KINDS_WITH_INIT_WEIGHTS = ("train",)
 
@@ -106,10 +113,30 @@ class Study:
         return any(m.adversarial and m.in_figures for m in self.models.values())
 
 
+def reset_result_path(mode: str, model: str, layer: str, seed: int | str) -> str:
+    """A reset result's path relative to results/<study>/."""
+    return RESET_RESULT.format(mode=mode, model=model, layer=layer, seed=seed)
+
+
+def reset_result_identity(path: str | Path) -> dict[str, Any]:
+    """The model, layer, seed and mode a reset result's path stands for."""
+    match = _RESET_RESULT_TAIL.search(Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path} is not a reset result path (…/{RESET_RESULT})")
+    mode, model, layer, seed = match.groups()
+    return {"model": model, "layer": layer, "seed": int(seed), "mode": mode}
+
+
 def read_layer_table(path: str | Path) -> tuple[Layer, ...]:
     """Read an architecture's layer list (TSV with columns name, type, shape)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
+    bad = [row.get("name") for row in rows if not MODULE_NAME.fullmatch(row.get("name") or "")]
+    if bad:
+        raise ConfigError(
+            f"layer list {str(path)!r}: {bad[:5]} are not module names (dot-separated letters, digits, _); "
+            "write the list with: python -m layercrit.zoo layers <zoo.yaml> <architecture>"
+        )
     return tuple(
         Layer(row["name"], row["type"], tuple(int(d) for d in row["shape"].split("x")), i) for i, row in enumerate(rows)
     )
@@ -136,12 +163,19 @@ def select_layers(layers: tuple[Layer, ...], selection: dict[str, Any]) -> tuple
     )
 
 
-def load_zoo(path: str | Path) -> dict[str, Any]:
+def load_zoo(path: str | Path, key: str = "zoo") -> dict[str, Any]:
+    """The zoo YAML at ``path``; ``key`` is the config key that named it (for the messages)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"zoo: file {str(path)!r} does not exist; set 'zoo' to a zoo YAML such as config/zoo/demo.yaml")
+        raise ConfigError(f"{key}: file {str(path)!r} does not exist; set {key!r} to a zoo YAML such as config/zoo/paper.yaml")
     with open(path) as f:
-        return yaml.safe_load(f)
+        zoo = yaml.safe_load(f)
+    if not isinstance(zoo, dict):
+        raise ConfigError(
+            f"{key}: {str(path)!r} holds {'nothing' if zoo is None else type(zoo).__name__ + ' ' + repr(zoo)[:60]}, "
+            "not a zoo; a zoo is a mapping with architectures, categories and models (see config/zoo/demo.yaml)"
+        )
+    return zoo
 
 
 def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path) -> Study:
@@ -225,9 +259,14 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                 f"its layers are {[l.name for l in architectures[arch_id].layers]}"
             )
         selected[arch_id] = chosen
-    for pattern in selection.get("include", []):
-        if not any(fnmatch.fnmatchcase(l.name, pattern) for a in used_archs for l in architectures[a].layers):
-            raise ConfigError(f"reset.layers.include: pattern {pattern!r} matches no layer of the study's architectures")
+    for key in ("include", "exclude"):
+        for pattern in selection.get(key, []):
+            if not any(fnmatch.fnmatchcase(l.name, pattern) for a in used_archs for l in architectures[a].layers):
+                raise ConfigError(
+                    f"reset.layers.{key}: pattern {pattern!r} matches no layer of the study's architectures "
+                    f"(a typo?); e.g. {[l.name for a in sorted(used_archs) for l in architectures[a].layers][:6]}"
+                )
+    check_class_count(config, {a: architectures[a] for a in used_archs})
 
     return Study(
         name=config["study"],
@@ -267,6 +306,32 @@ def check_data_source(config: dict[str, Any]) -> None:
             raise ConfigError(f"imagenet_val: {root!r} is empty. Accepted: {IMAGENET_LAYOUTS}")
 
 
+def data_class_count(config: dict[str, Any]) -> tuple[int | None, str]:
+    """How many classes the evaluation (and training) data has, and the config key that says so."""
+    data = config.get("data", {})
+    if data.get("kind") == "synthetic":
+        return data.get("n_classes", 10), "data.n_classes"
+    if data.get("kind") == "imagenet":
+        return data.get("expected_classes"), "data.expected_classes"
+    return None, ""
+
+
+def check_class_count(config: dict[str, Any], architectures: dict[str, Architecture]) -> None:
+    """Every architecture must have one output per class of the data: with fewer, training fails
+    (a label without an output) and accuracies compare different label sets."""
+    n_classes, data_key = data_class_count(config)
+    if n_classes is None:
+        return
+    for arch in architectures.values():
+        outputs = arch.kwargs.get("num_classes", TIMM_DEFAULT_CLASSES)
+        if outputs != n_classes:
+            where = "kwargs.num_classes" if "num_classes" in arch.kwargs else "timm's default, no kwargs.num_classes"
+            raise ConfigError(
+                f"architectures.{arch.id}: {outputs} outputs ({where}), but the data has {n_classes} classes "
+                f"({data_key}); set architectures.{arch.id}.kwargs.num_classes to {n_classes}"
+            )
+
+
 def load_study(config: dict[str, Any]) -> Study:
     """The Study of a (schema-validated) Snakemake config, zoo file included."""
     zoo_path = Path(config["zoo"])
@@ -293,6 +358,8 @@ def schema_error_summary(data: dict[str, Any], schema_path: str | Path, what: st
         elif error.validator == "required":
             lines.append(f"{what} key {key!r}: {error.message}")
         else:
-            expected = error.schema.get("description") or error.validator_value
-            lines.append(f"{what} key {key!r}: {error.message} (expected {error.validator}: {expected})")
+            # jsonschema's message already says what is wrong and allowed ("-1 is less than the
+            # minimum of 0"); the key's description says what it is for.
+            about = error.schema.get("description")
+            lines.append(f"{what} key {key!r}: {error.message}" + (f" ({key}: {about})" if about else ""))
     return "\n".join(lines) or f"{what} does not match {schema_path}"

@@ -15,8 +15,15 @@ min_version("8.20")
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
-from layercrit.devices import gpus_visible
-from layercrit.study import ConfigError, build_study, load_zoo, schema_error_summary
+from layercrit.devices import gpus_visible, missing_device
+from layercrit.study import (
+    MODULE_NAME,
+    ConfigError,
+    build_study,
+    load_zoo,
+    reset_result_path,
+    schema_error_summary,
+)
 
 put_on_subprocess_path(_SRC)
 
@@ -72,7 +79,9 @@ try:
     PUBLISHED = build_study(
         {"study": PUBLISHED_NAME, "reset": {"mode": "randomize", "seeds": [0, 1, 2]}},
         validated(
-            load_zoo(_published_zoo), "../schemas/zoo.schema.yaml", "published zoo"
+            load_zoo(_published_zoo, "published.zoo"),
+            "../schemas/zoo.schema.yaml",
+            "published zoo",
         ),
         _published_zoo.parent,
     )
@@ -100,6 +109,20 @@ def evaluation_threads(wildcards):
     return workflow.cores if EVALUATE_ON_CPU else 1
 
 
+def check_local_device():
+    """A local run that asks for a GPU this machine lacks would prepare the data and train, then
+    fail every evaluation: stop before the first job. Only local runs: the executor is known here
+    (onstart), and a cluster's login node may have no GPU while its compute nodes do."""
+    if workflow.local_exec and not workflow.touch:
+        problem = missing_device(config["device"], gpus_visible())
+        if problem:
+            raise WorkflowError(f"Invalid configuration: {problem}")
+
+
+onstart:
+    check_local_device()
+
+
 MODEL_IDS = list(STUDY.models)
 TRAINED_MODELS = [m for m in MODEL_IDS if STUDY.models[m].source["kind"] == "train"]
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
@@ -108,7 +131,7 @@ DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
 wildcard_constraints:
     study="|".join(map(re.escape, [STUDY.name, PUBLISHED_NAME])),
     model="|".join(map(re.escape, MODEL_IDS)),
-    layer=r"[A-Za-z0-9_.]+",
+    layer=MODULE_NAME.pattern,
     seed=r"\d+",
     mode="randomize|zero|reinit",
 
@@ -133,7 +156,7 @@ def architecture_spec(model_id):
 
 
 def reset_result(model, layer, seed, mode=MODE):
-    return f"{RESULTS}/resets/{mode}/{model}/{layer}/seed{seed}.json"
+    return f"{RESULTS}/{reset_result_path(mode, model, layer, seed)}"
 
 
 def reset_results(wildcards):

@@ -1,6 +1,13 @@
 """Snakemake adapter: collect every reset result into the tidy tables."""
 
-from layercrit.aggregation import model_table, read_baselines, read_reset_results, reset_table, summarize
+from layercrit.aggregation import (
+    check_against_baselines,
+    model_table,
+    read_baselines,
+    read_reset_results,
+    reset_table,
+    summarize,
+)
 from layercrit.io import provenance, write_csv, write_json
 from layercrit.joblog import script_log
 from layercrit.study import load_study
@@ -8,9 +15,12 @@ from layercrit.study import load_study
 
 def main(sm) -> None:
     study = load_study(sm.config)
-    resets = reset_table(study, read_reset_results(sm.input.resets))
+    results = read_reset_results(sm.input.resets)
+    baselines, baseline_files = read_baselines(sm.input.baselines)
+    check_against_baselines(results, baselines, baseline_files)
+    resets = reset_table(study, results)
     summary = summarize(resets)
-    models = model_table(study, summary, read_baselines(sm.input.baselines))
+    models = model_table(study, summary, baselines)
     write_csv(resets, sm.output.resets)
     write_csv(summary, sm.output.summary)
     write_csv(models, sm.output.models)
