@@ -158,7 +158,8 @@ def test_heatmap_matrix_rejects_duplicates(demo):
 def test_accuracy_correlations_match_scipy(demo):
     _, models = demo
     corr = figures.accuracy_correlations(models).set_index("subset")
-    assert list(corr.columns) == ["n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p"]
+    assert list(corr.columns) == ["n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped"]
+    assert (corr["n_dropped"] == 0).all()
     fig_models = models[models.in_figures]
     for subset, sel in (
         ("all", fig_models),
@@ -245,3 +246,39 @@ def test_heatmaps_survive_all_nan(demo, tmp_path):
     summary.loc[summary.model == "aug_a", "criticality_mean"] = np.inf
     _assert_written(figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "fig5"))
     _assert_written(figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "fig1"))
+
+
+def test_correlations_say_which_models_they_leave_out_and_why(demo):
+    _, models = demo
+    models = models.copy()
+    models.loc[models.model == "aug_a", "top1"] = np.nan  # e.g. a model with NaN clean outputs
+    models.loc[models.model == "adv_l2_1", "mean_criticality"] = np.nan
+    corr = figures.accuracy_correlations(models).set_index("subset")
+    assert corr.loc["all", "n"] == 5 and corr.loc["all", "n_dropped"] == 2
+    assert corr.loc["all", "dropped"] == "aug_a (top-1 not finite); adv_l2_1 (criticality not finite)"
+    assert corr.loc["without_adversarial", "dropped"] == "aug_a (top-1 not finite)"
+    kept = models[models.in_figures & models.model.ne("aug_a") & models.model.ne("adv_l2_1")]
+    assert corr.loc["all", "spearman_r"] == pytest.approx(stats.spearmanr(kept.top1, kept.mean_criticality).statistic)
+
+
+def _drawn_texts(monkeypatch, draw) -> list[str]:
+    """Every text a figure shows (tick labels, annotations, legend), drawn but not saved."""
+    import matplotlib.text
+
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out_base: drawn.append(fig))
+    draw()
+    return [t.get_text() for t in drawn[0].findobj(matplotlib.text.Text) if t.get_visible()]
+
+
+def test_heatmap_margins_show_how_many_cells_they_average(monkeypatch, tmp_path):
+    summary, models = fabricate(demo_models(), DEMO_LAYERS)
+    n_models, n_layers = int(models.in_figures.sum()), len(DEMO_LAYERS)
+    complete = _drawn_texts(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    assert not any("(n=" in t for t in complete) and "margin over the finite cells only (n = their number)" not in complete
+
+    summary.loc[(summary.model == "aug_a") & summary.layer.isin(["conv1", "fc"]), "criticality_mean"] = np.nan
+    texts = _drawn_texts(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "g"))
+    assert sum(t.endswith(f" (n={n_models - 1})") for t in texts) == 2  # the conv1 and fc column labels
+    assert sum(t.endswith(f" (n={n_layers - 2})") for t in texts) == 1  # the aug_a row's mean ± std
+    assert "margin over the finite cells only (n = their number)" in texts

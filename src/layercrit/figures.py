@@ -53,6 +53,7 @@ CRITICALITY_LABEL = "Layer Criticality [%]"
 # from the neutral middle of ``coolwarm`` (0 difference) in Fig. 4.
 NAN_HATCH = "////"
 NAN_HATCH_COLOR = "#8c8c8c"
+PARTIAL_HATCH = "xxxx"  # margin bars that average only the finite cells of their row or column
 # Fallback colours for categories that bring none (qualitative, colour-blind-friendly order).
 _PALETTE = [to_hex(c) for c in mpl.colormaps["tab10"].colors]
 _STYLE = {
@@ -261,14 +262,23 @@ def _abs_max(*arrays: np.ndarray) -> float:
     return float(vals.max()) if vals.size else 0.0
 
 
-def _nan_stats(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample std (ddof=1, as pandas) ignoring NaN; NaN where nothing is finite."""
+def _nan_stats(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1, as pandas) over the finite values, and how many there are;
+    NaN where nothing is finite. The figures show the count wherever values were left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices / single values
         mean = np.nanmean(values, axis=axis)
         finite = np.isfinite(values).sum(axis=axis)
         std = np.where(finite > 1, np.nanstd(values, axis=axis, ddof=1), np.where(finite == 1, 0.0, np.nan))
-    return mean, std
+    return mean, std, finite
+
+
+def _hatch(bars: Any, which: np.ndarray) -> None:
+    """Hatch the margin bars that average only some of their cells."""
+    for bar, partial in zip(bars, which):
+        if partial:
+            bar.set_hatch(PARTIAL_HATCH)
+            bar.set_edgecolor("white")
 
 
 def _legend_columns(labels: Sequence[str], available_in: float, char_in: float) -> int:
@@ -307,6 +317,14 @@ def _draw_heatmap(
     n_rows, n_cols = values.shape
     if n_rows == 0 or n_cols == 0:
         raise ValueError("nothing to plot: no model rows (in_figures) or no layers in summary")
+    # Margins average the finite cells only; where a row or column lacks some, say how many it
+    # has (in its label) and hatch its bar, so that no margin silently stands for fewer models.
+    row_mean, row_std, row_n = _nan_stats(values, axis=1)
+    col_mean, col_std, col_n = _nan_stats(values, axis=0)
+    anything = bool(np.isfinite(values).any())
+    row_partial = (row_n < n_cols) & anything
+    col_partial = (col_n < n_rows) & anything
+    col_labels = [f"{label} (n={k})" if part else label for label, k, part in zip(col_labels, col_n, col_partial)]
 
     # Cells: roomy for a small demo, ~0.19 in (≈13.7 pt, 7 pt text fits) for the paper's 50 × 54.
     cw = float(np.clip(10.0 / n_cols, 0.19, 0.34))
@@ -317,11 +335,13 @@ def _draw_heatmap(
     label_w = max(len(s) for s in rows["row_label"]) * char_in + 0.15
     col_label_h = max(len(s) for s in col_labels) * char_in + 0.15
     band_w, gap = 0.14, 0.06
-    right_w, right_text_w = 1.0, 0.75
+    right_w, right_text_w = 1.0, (1.1 if row_partial.any() else 0.75)
     bottom_h = 0.85
     cbar_w = 0.14
     has_nan = bool(np.isnan(values).any())
+    partial_label = "margin over the finite cells only (n = their number)"
     legend_labels = list(dict.fromkeys(rows["category_label"])) + (["not finite / missing"] if has_nan else [])
+    legend_labels += [partial_label] if (row_partial.any() or col_partial.any()) else []
 
     x_band = label_w
     x_hm = x_band + band_w + gap
@@ -390,12 +410,12 @@ def _draw_heatmap(
         spine.set_visible(False)
 
     # Right margin: per-row mean ± std over columns, as a bar with error and as numbers.
-    row_mean, row_std = _nan_stats(values, axis=1)
     ypos = np.arange(n_rows)
-    ax_right.barh(
+    bars = ax_right.barh(
         ypos, row_mean, height=0.72, color=rows["category_color"].tolist(),
         xerr=row_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
     )
+    _hatch(bars, row_partial)
     lim = _nice_ceil(_abs_max(row_mean + row_std, row_mean - row_std))
     ax_right.set_xlim(-lim if signed else 0, lim)
     if signed:
@@ -406,17 +426,18 @@ def _draw_heatmap(
     ax_right.grid(axis="x", color="#dddddd", linewidth=0.5)
     ax_right.set_axisbelow(True)
     trans = blended_transform_factory(ax_right.transAxes, ax_right.transData)
-    for y, mu, sd in zip(ypos, row_mean, row_std):
+    for y, mu, sd, k, part in zip(ypos, row_mean, row_std, row_n, row_partial):
         text = "n/a" if not np.isfinite(mu) else f"{mu:.1f} ± {sd:.1f}"
+        text += f" (n={k})" if part and np.isfinite(mu) else ""
         ax_right.text(1.04, y, text, transform=trans, va="center", ha="left", fontsize=6.5)
 
     # Bottom margin: per-column mean ± std over rows; it carries the column labels.
-    col_mean, col_std = _nan_stats(values, axis=0)
     xpos = np.arange(n_cols)
-    ax_bottom.bar(
+    bars = ax_bottom.bar(
         xpos, col_mean, width=0.72, color="#7f7f7f",
         yerr=col_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
     )
+    _hatch(bars, col_partial)
     lim = _nice_ceil(_abs_max(col_mean + col_std, col_mean - col_std))
     ax_bottom.set_ylim(-lim if signed else 0, lim)
     if signed:
@@ -439,6 +460,8 @@ def _draw_heatmap(
         handles.append(
             Patch(facecolor="white", edgecolor=NAN_HATCH_COLOR, hatch=NAN_HATCH, label="not finite / missing")
         )
+    if partial_label in legend_labels:
+        handles.append(Patch(facecolor="#bbbbbb", edgecolor="white", hatch=PARTIAL_HATCH, label=partial_label))
     ax.legend(
         handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=legend_cols,
         frameon=False, handlelength=1.2, columnspacing=1.2, borderaxespad=0.3,
@@ -667,19 +690,26 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     """Rank correlations of mean criticality with measured top-1 (figure models only).
 
     Rows ``all`` and ``without_adversarial`` (see ``adversarial_mask``); columns subset, n,
-    spearman_r, spearman_p, kendall_tau, kendall_p. NaN statistics for n < 3 or constant input.
-    Models without a finite top-1 or mean criticality are left out.
+    spearman_r, spearman_p, kendall_tau, kendall_p, n_dropped, dropped. NaN statistics for n < 3
+    or constant input. Models without a finite top-1 or mean criticality cannot be ranked: they
+    are left out and named in ``dropped`` with the reason, never silently.
     """
     m = _figure_models(models)
     x = pd.to_numeric(m["top1"], errors="coerce")
     y = pd.to_numeric(m["mean_criticality"], errors="coerce")
     ok = np.isfinite(x) & np.isfinite(y)
+    reasons = [
+        " and ".join(r for r, bad in (("top-1 not finite", not np.isfinite(a)), ("criticality not finite", not np.isfinite(b))) if bad)
+        for a, b in zip(x, y)
+    ]  # fmt: skip
     adv = adversarial_mask(m)
-    out = [
-        _correlation_row("all", x[ok].to_numpy(float), y[ok].to_numpy(float)),
-        _correlation_row("without_adversarial", x[ok & ~adv].to_numpy(float), y[ok & ~adv].to_numpy(float)),
-    ]
-    return pd.DataFrame(out, columns=["subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p"])
+    out = []
+    for subset, members in (("all", pd.Series(True, index=m.index)), ("without_adversarial", ~adv)):
+        row = _correlation_row(subset, x[ok & members].to_numpy(float), y[ok & members].to_numpy(float))
+        left_out = [f"{model} ({reason})" for model, reason, use, keep in zip(m["model"], reasons, ok, members) if keep and not use]
+        out.append(row | {"n_dropped": len(left_out), "dropped": "; ".join(left_out)})
+    columns = ["subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _fmt_r(r: float) -> str:
@@ -707,7 +737,9 @@ def criticality_vs_accuracy(
     corr = accuracy_correlations(models)
     names = {"all": "all models", "without_adversarial": "w/o adversarial"}
     lines = [
-        f"{names[r.subset]} (n={r.n}): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
+        f"{names[r.subset]} (n={r.n}"
+        + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
+        + f"): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
         f"Kendall τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
         for r in corr.itertuples(index=False)
     ]

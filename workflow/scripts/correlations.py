@@ -1,5 +1,7 @@
 """Snakemake adapter: Spearman and Kendall correlation of model criticality vs accuracy."""
 
+import logging
+
 import pandas as pd
 
 from layercrit.figures import accuracy_correlations
@@ -12,6 +14,8 @@ def main(sm) -> None:
     table = accuracy_correlations(models[models["in_figures"]])
     write_csv(table, sm.output[0])
     print(table.to_string(index=False), flush=True)
+    for row in table[table["n_dropped"] > 0].itertuples(index=False):
+        logging.getLogger("layercrit").warning("correlation %s leaves out %d model(s): %s", row.subset, row.n_dropped, row.dropped)
 
 
 with script_log(snakemake.log[0]):
