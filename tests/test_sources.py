@@ -698,3 +698,76 @@ def test_settings_from_environment(monkeypatch, hosts, tiny, tmp_path):
     monkeypatch.setenv("LAYERCRIT_URL_REWRITE", "{not json")
     with pytest.raises(SourceError, match="LAYERCRIT_URL_REWRITE"):
         DownloadSettings.from_env()
+
+
+# ----------------------------------------------------------------------------------------------
+# Local files (clusters without internet keep checkpoints on a shared file system)
+
+
+@pytest.mark.parametrize("form", ["file_url", "absolute_path", "relative_path"])
+def test_local_files_are_copied_into_the_cache_and_verified_like_downloads(settings, tiny, tmp_path, monkeypatch, form):
+    data = pickled(tiny)
+    shared = tmp_path / "shared fs" / "tiny.pth"
+    shared.parent.mkdir()
+    shared.write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    url = {"file_url": shared.as_uri(), "absolute_path": str(shared), "relative_path": "shared fs/tiny.pth"}[form]
+    meta = fetch_tiny(settings, tmp_path, {"kind": "url", "url": url, "sha256": sha256(data)})
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+    record = meta["files"][0]
+    assert record["sha256"] == sha256(data) and record["url"] == url and record["cache_hit"] is False
+    cached = tmp_path / "cache" / record["cache_path"]
+    assert cached.read_bytes() == data and record["cache_path"].startswith("local/")
+    assert fetch_tiny(settings, tmp_path, {"kind": "url", "url": url})["files"][0]["cache_hit"] is True
+
+    # a wrong file on the shared file system is refused like a wrong download
+    cached.unlink()
+    shared.write_bytes(pickled({k: v + 1 if v.is_floating_point() else v for k, v in tiny.items()}))
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": url, "sha256": sha256(data)})
+
+
+def test_a_missing_local_file_is_named(settings, tmp_path):
+    with pytest.raises(DownloadError, match=r"tiny_model.*nowhere/tiny.pth.*no such file"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(tmp_path / "nowhere/tiny.pth")})
+
+
+def test_a_mirror_on_a_shared_file_system(tiny, tmp_path):
+    mirror = tmp_path / "mirror" / "weights"
+    mirror.mkdir(parents=True)
+    (mirror / "tiny.pth").write_bytes(pickled(tiny))
+    settings = DownloadSettings(mirrors={"https://example.org/": (tmp_path / "mirror").as_uri() + "/"}, retries=0)
+    meta = fetch_tiny(settings, tmp_path)
+    assert meta["files"][0]["url"] == TINY_URL and meta["files"][0]["fetched_from"] == (mirror / "tiny.pth").as_uri()
+    assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
+
+
+class _RunsACommand:
+    """Pickles as a call of os.system: what a malicious checkpoint does (never loaded here)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_pickle_that_calls_functions_is_refused_without_suggesting_to_allow_them(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled({"state_dict": tiny, "args": argparse.Namespace(lr=0.1), "hook": _RunsACommand()}))
+    with pytest.raises(CheckpointReadError) as failure:
+        fetch_tiny(settings, tmp_path)
+    message = str(failure.value)
+    assert "function(s) ['posix.system']" in message and "weights never need" in message and "Do not allow them" in message
+    assert "add them to the source's allowed_globals" not in message
+
+    hosts.serve(TINY_PATH, pickled({"state_dict": tiny, "args": argparse.Namespace(lr=0.1)}))
+    (tmp_path / "cache").rename(tmp_path / "old cache")
+    with pytest.raises(CheckpointReadError) as failure:
+        fetch_tiny(settings, tmp_path)
+    message = str(failure.value)
+    assert "class(es) ['argparse.Namespace']" in message and "add them to the source's allowed_globals" in message
+
+
+def test_functions_cannot_be_allowed(hosts, settings, tiny, tmp_path):
+    hosts.serve(TINY_PATH, pickled(tiny))
+    with pytest.raises(SourceError, match=r"'posix.system' is a builtin_function_or_method, not a class"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "allowed_globals": ["posix.system"]})

@@ -8,7 +8,9 @@ checkpoint (:func:`layercrit.zoo.save_checkpoint`). Adding a model is YAML, neve
 Source kinds
 ------------
 ``{kind: url, url: https://...}``
-    A file on a web server.
+    A file on a web server; or ``file:///path`` or a plain path (absolute, or relative to the
+    working directory) for files kept on a shared file system by clusters without internet.
+    A local file is copied into the cache and verified exactly like a download.
 ``{kind: torchvision, weights: ResNet50_Weights.IMAGENET1K_V1}``
     torchvision's URL for those weights (``torchvision.models.get_weight``), downloaded like
     ``url``. torchvision names its files ``<name>-<sha256 prefix>.pth``; the prefix is verified,
@@ -73,7 +75,8 @@ Settings (:class:`DownloadSettings`, by default from the environment):
 ``LAYERCRIT_URL_REWRITE``
     JSON object mapping URL prefixes to replacements, applied (longest prefix first) to the
     addresses of ``url``, ``torchvision`` and ``gdrive`` sources before downloading, e.g.
-    ``{"https://dl.fbaipublicfiles.com/": "http://mirror.local/fb/"}``. The cache path and the
+    ``{"https://dl.fbaipublicfiles.com/": "http://mirror.local/fb/"}`` or, for a mirror on a
+    shared file system, ``{"https://dl.fbaipublicfiles.com/": "file:///shared/mirror/fb/"}``. The cache path and the
     recorded ``url`` stay the public address. A Drive file's address is
     ``https://drive.google.com/uc?id=<id>``; rewritten, it is fetched as a plain file (a mirror
     serves files, not Drive's confirmation pages).
@@ -108,7 +111,7 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from layercrit.io import provenance, write_json
+from layercrit.io import file_sha256, provenance, write_json
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, save_checkpoint
 
@@ -306,11 +309,17 @@ def fetch_file(
     settings: DownloadSettings | None = None,
     progress: bool = True,
     role: str = "weights",
+    sha256_origin: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """The cached, verified local copy of one file spec (downloading it if needed) and its record."""
+    """The cached, verified local copy of one file spec (downloading it if needed) and its record.
+
+    ``sha256_origin`` names where the spec's ``sha256`` came from in messages (default: the zoo)."""
     settings = settings or DownloadSettings.from_env()
     cache_dir = Path(cache_dir)
     candidates = _remotes(spec, cache_dir)
+    if sha256_origin and spec.get("sha256"):
+        for remote in candidates:
+            remote.expected_origin = sha256_origin
     # A candidate already in the cache wins without any network access (timm's alternatives).
     cached = [r for r in candidates if r.dest.is_file()]
     for remote in cached or candidates:
@@ -343,14 +352,41 @@ def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         needed = _unsafe_globals(path, e)
-        hint = (
-            f"it references Python objects outside the weights-only allowlist: {needed}; if the file is "
-            f"trusted, add them to the source's allowed_globals (now {names})"
-            if needed
-            else f"it is not a readable torch checkpoint ({_brief(e)}); if the download itself is damaged, "
+        raise CheckpointReadError(
+            f"model {model_id!r}: cannot load {path} with weights_only=True: {_refusal_hint(needed, names, e)}"
+        ) from e
+
+
+def _refusal_hint(needed: list[str], allowed: list[str], error: BaseException) -> str:
+    """Why a pickle was refused and what (if anything) is safe to allow.
+
+    Weights and the metadata saved beside them need classes at most (``argparse.Namespace``); a
+    reference to a function (``posix.system``, ``builtins.eval``) is how a pickle runs code, so it
+    is never suggested. Names are classified by their form (classes are CamelCase), without
+    importing anything the file names."""
+    if not needed:
+        return (
+            f"it is not a readable torch checkpoint ({_brief(error)}); if the download itself is damaged, "
             f"delete the file and its {SIDECAR_SUFFIX} sidecar to fetch it again"
         )
-        raise CheckpointReadError(f"model {model_id!r}: cannot load {path} with weights_only=True: {hint}") from e
+    classes = [n for n in needed if _looks_like_class(n)]
+    functions = [n for n in needed if n not in classes]
+    if functions:
+        return (
+            f"it references the function(s) {functions}, which weights never need: a pickle calls functions "
+            "when it is loaded, so this file may run code. Do not allow them; get the weights from a trusted "
+            "source (or as safetensors)"
+            + (f". It also references the class(es) {classes}" if classes else "")
+        )
+    return (
+        f"it references the class(es) {classes} outside the weights-only allowlist (metadata saved beside the "
+        f"weights); if you trust the file, add them to the source's allowed_globals (now {allowed}). Only "
+        "classes can be allowed: weights never need functions"
+    )
+
+
+def _looks_like_class(dotted: str) -> bool:
+    return dotted.rpartition(".")[2][:1].isupper()
 
 
 def convert_state_dict(
@@ -599,9 +635,14 @@ def _import_dotted(name: str, model_id: str) -> Any:
         try:
             for attribute in parts[cut:]:
                 obj = getattr(obj, attribute)
-            return obj
         except AttributeError:
             break
+        if not isinstance(obj, type):
+            raise SourceError(
+                f"model {model_id!r}: allowed_globals: {name!r} is a {type(obj).__name__}, not a class. Only classes "
+                "can be allowed: weights never need functions, and allowing one lets the file call it when loaded"
+            )
+        return obj
     raise SourceError(
         f"model {model_id!r}: allowed_globals: cannot import {name!r} (give a dotted name such as 'argparse.Namespace')"
     )
@@ -646,6 +687,12 @@ class _Remote:
     def download(self, tmp: Path, settings: DownloadSettings, progress: bool) -> dict[str, Any]:
         """Write the complete file to ``tmp`` or raise; return extra facts to record."""
         url = self.fetched_from(settings)
+        local = local_file(url)
+        if local is not None:
+            if not local.is_file():
+                raise EntryNotFound("no such file")
+            shutil.copyfile(local, tmp)
+            return {}
         headers = {"Accept-Encoding": "identity", "User-Agent": f"layercrit/{_version('layercrit')}"}
         with requests.get(url, stream=True, timeout=settings.timeout, headers=headers) as response:
             response.raise_for_status()
@@ -801,7 +848,19 @@ def _timm_remotes(spec: Mapping[str, Any], expected: str | None, cache_dir: Path
     raise SourceError(f"timm's pretrained config for {spec['tag']!r} names neither a Hub repository nor a URL")
 
 
+def local_file(url: str) -> Path | None:
+    """The file a ``file://`` URL or a plain path names (relative to the working directory), or
+    None for a web address."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(url) if not parts.scheme else None
+
+
 def _url_cache_path(url: str) -> Path:
+    local = local_file(url)
+    if local is not None:  # cached under local/<absolute path>
+        return Path("local", *[_safe_name(s) for s in local.absolute().parts[1:]])
     parts = urlsplit(url)
     segments = [_safe_name(unquote(s)) for s in PurePosixPath(parts.path).parts if s not in ("/", "", ".", "..")]
     if not segments:
@@ -829,7 +888,7 @@ def _ensure_file(remote: _Remote, *, model_id: str, settings: DownloadSettings, 
         sidecar = _read_sidecar(sidecar_path)
         pinned = sidecar.get("sha256") if sidecar else None
         if dest.is_file():
-            actual = _sha256_file(dest)
+            actual = file_sha256(dest)
             failed = _failed_reference(actual, remote.expected, remote.expected_origin, pinned, sidecar_path)
             if failed is None:
                 if not sidecar or sidecar.get("sha256") != actual:
@@ -865,7 +924,7 @@ def _ensure_file(remote: _Remote, *, model_id: str, settings: DownloadSettings, 
                 + f": {_brief(e)}. To provide the file by hand, put it at {dest}"
             ) from e
 
-        actual = _sha256_file(tmp)
+        actual = file_sha256(tmp)
         expected, origin = remote.expected, remote.expected_origin
         if expected is None and info.get("lfs_sha256"):
             expected, origin = info["lfs_sha256"], "the Hub's LFS sha256"
@@ -978,14 +1037,6 @@ def _httpx_transport_errors() -> tuple[type[BaseException], ...]:
 def _httpx_status_errors() -> tuple[type[BaseException], ...]:
     module = _httpx_module()
     return (module.HTTPStatusError,) if module else ()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _looks_like_html(path: Path) -> bool:
