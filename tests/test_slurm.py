@@ -289,3 +289,24 @@ def test_too_many_gpus_fails_clearly(slurm_run, tmp_path):
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "sbatch failed" in output and "Requested node configuration is not available" in output, output[-3000:]
+
+
+def test_device_cuda_is_left_to_the_compute_nodes(slurm_run, tmp_path):
+    """The submitting host has no GPU while the nodes may: a Slurm run with `device: cuda` is
+    not refused up front (a local run is), its GPU jobs are submitted and decide on the node."""
+    workdir = tmp_path / "study"
+    shutil.copytree(slurm_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["device"] = "cuda"
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run_snakemake(
+        workdir, "--configfile", str(workdir / "config.yaml"), "--profile", str(slurm_run["profile"]),
+        "--forcerun", "baseline", "--", f"results/tiny/baselines/{MODEL}.json",
+        check=False, timeout=300, slurm=True, env={"CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert "needs GPU 0, but this machine has" not in output  # the local check did not apply
+    # the node here has only fake GPUs, so torch on the node refuses: that is where it is decided
+    logs = "".join(p.read_text() for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    logs += (workdir / f"results/tiny/logs/baselines/{MODEL}.log").read_text()
+    assert proc.returncode != 0 and "torch sees no GPU" in logs + output, output[-3000:]

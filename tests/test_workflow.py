@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 import zipfile
@@ -88,6 +89,11 @@ def test_summary_models_and_figures(study):
     assert (tables / "correlations.csv").exists()
     # trained models keep their initial weights for `reinit`
     assert (results_dir(workdir) / "models/demo_baseline.init.safetensors").exists()
+    # every output readable by whoever may read a plain file written here (colleagues on a cluster)
+    probe = workdir / "probe.txt"
+    probe.write_text("x")
+    modes = {f.relative_to(workdir): stat.S_IMODE(f.stat().st_mode) for f in results_dir(workdir).rglob("*") if f.is_file()}
+    assert set(modes.values()) == {stat.S_IMODE(probe.stat().st_mode)}, modes
 
 
 def test_deleting_one_result_reruns_exactly_that_job_and_what_depends_on_it(study):
@@ -228,3 +234,42 @@ def test_replication_against_published_results_and_the_report(study):
                         "criticality_vs_accuracy", "model_table", "replication"]:  # fmt: skip
         assert any(n.endswith(f"{figure_name}.png") for n in names), figure_name
     assert "Replication" in html and "mean absolute difference over layers" in html  # category and caption
+
+
+def test_a_checkpoint_changed_after_its_baseline_fails_loudly_until_the_baseline_is_recomputed(study):
+    workdir, config = study
+    results = results_dir(workdir)
+    checkpoint = results / "models/demo_control.safetensors"
+    baseline = results / "baselines/demo_control.json"
+    original = checkpoint.read_bytes()
+    # Replaced by another model's weights, with a modification time older than the baseline's,
+    # so Snakemake sees no reason to re-run anything but the deleted result.
+    checkpoint.write_bytes((results / "models/demo_baseline.safetensors").read_bytes())
+    stamp = baseline.stat().st_mtime_ns - 10**9
+    os.utime(checkpoint, ns=(stamp, stamp))
+    victim = results / "resets/randomize/demo_control/fc/seed0.json"
+    victim.unlink()
+    proc = run_snakemake(workdir, "--configfile", str(config), "--cores", "2", check=False)
+    assert proc.returncode != 0
+    assert not victim.exists()
+    job_log = (results / "logs/resets/randomize/demo_control/fc/seed0.log").read_text()
+    command = f"snakemake --forcerun {baseline.relative_to(workdir)}"
+    assert "models/demo_control.safetensors has changed since the baseline" in job_log and command in job_log
+
+    # The command the message gives recomputes the baseline and every reset result of the model.
+    others = {f: f.stat().st_mtime_ns for f in reset_files(workdir) if "/demo_control/" not in str(f)}
+    run_snakemake(workdir, "--configfile", str(config), "--cores", "2", "--forcerun", str(baseline.relative_to(workdir)))
+    summary = json.loads(baseline.read_text())
+    assert summary["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    control = [f for f in reset_files(workdir) if "/demo_control/" in str(f)]
+    assert len(control) == len(LAYERS) * len(SEEDS)
+    assert all(json.loads(f.read_text())["checkpoint_sha256"] == summary["checkpoint_sha256"] for f in control)
+    assert {f: f.stat().st_mtime_ns for f in others} == others  # no other model's results recomputed
+
+    # README "Re-run a part": a deleted intermediate is re-made with --forcerun <file>.
+    checkpoint.unlink()
+    assert "reset" not in planned_jobs(workdir, config)  # deleting alone does nothing (documented)
+    forced = planned_jobs(workdir, config, "--forcerun", str(checkpoint.relative_to(workdir)))
+    assert forced["train_model"] == 1 and forced["baseline"] == 1 and forced["reset"] == len(LAYERS) * len(SEEDS)
+    run_snakemake(workdir, "--configfile", str(config), "--cores", "2", "--forcerun", str(checkpoint.relative_to(workdir)))
+    assert checkpoint.read_bytes() == original  # training is deterministic: the model it was
