@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -310,3 +311,97 @@ def test_device_cuda_is_left_to_the_compute_nodes(slurm_run, tmp_path):
     logs = "".join(p.read_text() for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
     logs += (workdir / f"results/tiny/logs/baselines/{MODEL}.log").read_text()
     assert proc.returncode != 0 and "torch sees no GPU" in logs + output, output[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# layercrit-slurm: the study as a few allocations, each running the local, in-process Snakemake
+
+LAUNCHER = Path(sys.executable).parent / "layercrit-slurm"
+METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc", "n_nonfinite"]
+
+
+def _launch(workdir: Path, partition: str) -> subprocess.CompletedProcess:
+    """The one documented command, as a user on the login node runs it (two allocations)."""
+    command = [
+        str(LAUNCHER), "--allocations", "2", "--gpus", "1", "--cpus", "1", "--mem", f"{TEST_MEM_MB}M",
+        "--partition", partition, "--time", "00:10:00", "--prepare-time", "00:10:00", "--finish-time", "00:10:00",
+        "--wait", "--", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF")}
+    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs/slurm").glob("*.out")))
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def allocations_run(slurm_run, tmp_path_factory):
+    """The Slurm run's study (data, model, baseline made) with its reset results, tables and
+    figures removed, made again by layercrit-slurm in two allocations."""
+    workdir = tmp_path_factory.mktemp("slurm-allocations")
+    shutil.copytree(slurm_run["workdir"], workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".snakemake"))
+    for part in ("resets", "tables", "figures"):
+        shutil.rmtree(_results(workdir) / part)
+    proc = _launch(workdir, slurm_run["partition"])
+    return {"workdir": workdir, "partition": slurm_run["partition"], "proc": proc}
+
+
+def test_allocations_make_every_result_in_parallel_allocations(allocations_run):
+    workdir = allocations_run["workdir"]
+    resets = _reset_records(workdir)
+    assert len(resets) == len(LAYERS) * len(SEEDS)  # one result file per (model, layer, seed)
+    tasks = {record["slurm_job_id"] for record in resets.values()}
+    assert len(tasks) == 2, tasks  # the two shards, one allocation each
+    array_ids = set()
+    for job_id in tasks:
+        job = _slurm_job(job_id)
+        assert job["JobState"] == "COMPLETED" and job["JobName"] == "layercrit-shards"
+        assert _gpus(job) == 1
+        array_ids.add(job["ArrayJobId"])
+    assert len(array_ids) == 1  # one job array, submitted by the one command
+    for record in resets.values():  # ran as threads of the allocation's one Snakemake process
+        assert record["device"].startswith("cpu")
+    assert (_results(workdir) / "tables/randomize/summary.csv").is_file()
+    assert list((_results(workdir) / "figures/randomize").glob("*.png"))
+    finish = json.loads((_results(workdir) / "tables/randomize/provenance.json").read_text())
+    assert _slurm_job(finish["slurm_job_id"])["JobName"] == "layercrit-finish"
+    assert _gpus(_slurm_job(finish["slurm_job_id"])) == 0
+
+
+def test_allocations_give_the_results_of_a_local_run(allocations_run, tmp_path):
+    workdir = allocations_run["workdir"]
+    local = tmp_path / "local"
+    shutil.copytree(workdir, local, ignore=shutil.ignore_patterns(".snakemake", "logs"))
+    shutil.rmtree(_results(local) / "resets")
+    run_snakemake(local, "--configfile", str(local / "config.yaml"), "--cores", "2", "--until", "reset")
+    ours, theirs = _reset_records(workdir), _reset_records(local)
+    assert ours.keys() == theirs.keys()
+    for path in ours:  # the same device and precision: bit for bit
+        assert {k: ours[path][k] for k in METRICS} == {k: theirs[path][k] for k in METRICS}, path
+        assert "slurm_job_id" not in theirs[path]
+
+
+def test_allocations_rerun_recomputes_exactly_a_deleted_result(allocations_run):
+    workdir = allocations_run["workdir"]
+    before = {f: f.read_bytes() for f in (_results(workdir) / "resets/randomize").rglob("seed*.json")}
+    victim = sorted(before)[2]
+    victim.unlink()
+    _launch(workdir, allocations_run["partition"])
+    after = {f: f.read_bytes() for f in (_results(workdir) / "resets/randomize").rglob("seed*.json")}
+    assert after.keys() == before.keys()
+    assert [f for f in before if after[f] != before[f]] == [victim]
+    old, new = json.loads(before[victim]), json.loads(after[victim])
+    assert {k: new[k] for k in METRICS} == {k: old[k] for k in METRICS}
+    assert new["slurm_job_id"] not in {json.loads(v)["slurm_job_id"] for f, v in before.items()}
+
+
+def test_the_finish_step_never_evaluates_a_missing_result_on_its_own_device(allocations_run, tmp_path):
+    """It runs with --resources gpu=0, to which Snakemake caps a reset job's gpu=1 instead of
+    refusing it: the job itself refuses."""
+    workdir = tmp_path / "study"
+    shutil.copytree(allocations_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    victim = next((_results(workdir) / "resets/randomize").rglob("seed*.json"))
+    victim.unlink()
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--resources", "gpu=0", check=False)
+    assert proc.returncode != 0 and not victim.exists()
+    assert "reset needs a GPU (device: auto), but this run grants none" in proc.stdout + proc.stderr

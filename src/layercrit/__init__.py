@@ -13,6 +13,7 @@ model's outputs change (Gavrikov et al., 2024). Modules, one concept each:
 - ``evaluation``: the baseline and reset evaluations
 - ``aggregation``: tidy tables over models, layers and seeds
 - ``figures``: the paper's figures
+- ``slurm``: ``layercrit-slurm``, a study as a few Slurm allocations running the local Snakemake
 
 Importing this package imports no torch: the Snakefile imports ``layercrit.study`` at parse time.
 """

@@ -49,7 +49,10 @@ from layercrit.zoo import build_architecture, load_checkpoint, load_model
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+# fp32: strict float32 (no TF32 anywhere; the paper's arithmetic). torch_default: PyTorch's own
+# defaults on NVIDIA GPUs, cuDNN convolutions in TF32 and matmuls in float32 (what the authors'
+# runs used). tf32: TF32 for both. bf16: autocast to bfloat16. On the CPU all but bf16 are fp32.
+PRECISIONS = ("fp32", "torch_default", "tf32", "bf16")
 # A baseline more than this many points below the reported top-1 most likely means a loading error.
 ACCURACY_GAP_WARNING = 2.0
 
@@ -63,6 +66,9 @@ class EvalSettings:
     # model's activations that reset evaluations start from (layercrit.segments); 0 recomputes
     # every forward pass in full.
     activation_cache_mb: int = 0
+    # torch's threads for an evaluation on the CPU (the job's Snakemake threads): its default, every
+    # core of the machine, oversubscribes an allocation or a machine shared with other jobs.
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -206,14 +212,19 @@ DEFAULT_CACHE = EvaluationCache()
 def _precision(precision: str, device: str) -> Iterator[None]:
     if device.startswith("cuda"):
         # TF32 is a process-wide switch; every job of one study uses the same precision.
-        allow = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision in ("tf32", "torch_default")
     if precision == "bf16":
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
             yield
     else:
         yield
+
+
+def _use_cpu_threads(settings: EvalSettings, device: str) -> None:
+    # A process-wide setting; safe under the lease: the CPU is one slot, one evaluation at a time.
+    if device == "cpu" and settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
 
 
 def predict_logits(
@@ -256,6 +267,7 @@ def evaluate_baseline(
     """Clean logits of a model on the evaluation images, and its top-1/top-5 accuracy."""
     started = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
+        _use_cpu_threads(settings, device)
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
         logits = predict_logits(model, data, normalization, settings, device)
@@ -359,6 +371,7 @@ def evaluate_reset(
     waiting = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
         lease_wait_s = time.perf_counter() - waiting
+        _use_cpu_threads(settings, device)
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
         clean = cache.baseline_logits(baseline_logits, device)

@@ -108,9 +108,32 @@ class Study:
             for seed in self.seeds
         ]
 
+    def reset_jobs_shard(self, shard: str) -> list[tuple[str, str, int]]:
+        """The ``i/N`` shard of ``reset_jobs()``: the i-th (from 1) of N contiguous, nearly equal
+        parts. Contiguous in model order, so a shard holds few models and each model's loaded
+        state and clean activations serve many of its jobs."""
+        index, count = parse_shard(shard)
+        jobs = self.reset_jobs()
+        if count > len(jobs):
+            raise ConfigError(f"shard: {shard!r} asks for {count} shards of {len(jobs)} reset jobs; use at most {len(jobs)}")
+        size, extra = divmod(len(jobs), count)
+        start = (index - 1) * size + min(index - 1, extra)
+        return jobs[start : start + size + (index <= extra)]
+
     @property
     def has_adversarial_models(self) -> bool:
         return any(m.adversarial and m.in_figures for m in self.models.values())
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/N"`` → (i, N) with 1 ≤ i ≤ N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard or ""))
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ConfigError(
+            f"shard: {shard!r} is not 'i/N' with 1 <= i <= N; the shard target needs it, "
+            "e.g. snakemake shard --config shard=2/4 (the second of four parts of the reset jobs)"
+        )
+    return int(match[1]), int(match[2])
 
 
 def reset_result_path(mode: str, model: str, layer: str, seed: int | str) -> str:

@@ -13,5 +13,7 @@ rule baseline:
     threads: evaluation_threads
     resources:
         gpu=GPU,
+    params:
+        evaluation=EVALUATION,
     run:
-        run_baseline(wildcards, input, output, log)
+        run_baseline(wildcards, input, output, params, threads, resources, log)

@@ -165,6 +165,16 @@ def reset_results(wildcards):
     return [reset_result(m, l, s, mode) for m, l, s in STUDY.reset_jobs()]
 
 
+def shard_results(wildcards):
+    """The `shard` target: the reset results of one of N contiguous parts of the study (config
+    shard=i/N), for one Slurm allocation each (layercrit.slurm)."""
+    try:
+        jobs = STUDY.reset_jobs_shard(config["shard"])
+    except ConfigError as error:
+        raise WorkflowError(f"Invalid configuration: {error}") from None
+    return [reset_result(m, l, s) for m, l, s in jobs]
+
+
 def baseline_summaries(wildcards=None):
     return expand(f"{RESULTS}/baselines/{{model}}.json", model=MODEL_IDS)
 
@@ -249,14 +259,18 @@ def study_named(name):
     return PUBLISHED if name == PUBLISHED_NAME else STUDY
 
 
-def eval_settings():
+# What the evaluation rules' results depend on, as their params: changing one re-runs them
+# (Snakemake's params trigger). activation_cache_mb is not among them: reuse is bit-identical.
+EVALUATION = {k: config[k] for k in ("device", "precision", "batch_size")}
+
+
+def eval_settings(params, threads):
     from layercrit.evaluation import EvalSettings
 
     return EvalSettings(
-        config["device"],
-        config["precision"],
-        config["batch_size"],
-        config["activation_cache_mb"],
+        **params.evaluation,
+        activation_cache_mb=config["activation_cache_mb"],
+        cpu_threads=threads,
     )
 
 
@@ -301,27 +315,42 @@ else:
 # long-lived Snakemake process that executes these jobs as threads (see reset.smk).
 
 
-def run_baseline(wildcards, input, output, log):
+def require_granted_gpu(rule, output, resources):
+    """Snakemake caps a job's `gpu=1` to what `--resources gpu=0` allows instead of refusing it.
+    An evaluation that asked for a GPU and was granted none must not run on whatever device is
+    there (the finish step of layercrit-slurm, which makes only tables and figures, says gpu=0).
+    """
+    if GPU and resources.get("gpu", GPU) < GPU:
+        raise WorkflowError(
+            f"{rule} needs a GPU (device: {config['device']}), but this run grants none (--resources gpu=0, as "
+            f"in the finish step of layercrit-slurm): {output} is missing or out of date. Compute it where "
+            "the GPUs are: run the same layercrit-slurm command again, or snakemake with GPUs"
+        )
+
+
+def run_baseline(wildcards, input, output, params, threads, resources, log):
     from layercrit.evaluation import evaluate_baseline
     from layercrit.joblog import job_log
 
+    require_granted_gpu("baseline", output.summary, resources)
     with job_log(log[0]):
         evaluate_baseline(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
             weights=input.checkpoint,
             eval_data=input.eval,
-            settings=eval_settings(),
+            settings=eval_settings(params, threads),
             logits_out=output.logits,
             summary_out=output.summary,
             reported_top1=STUDY.models[wildcards.model].reported_top1,
         )
 
 
-def run_reset(wildcards, input, output, log):
+def run_reset(wildcards, input, output, params, threads, resources, log):
     from layercrit.evaluation import evaluate_reset
     from layercrit.joblog import job_log
 
+    require_granted_gpu("reset", output[0], resources)
     with job_log(log[0]):
         evaluate_reset(
             model_id=wildcards.model,
@@ -333,7 +362,7 @@ def run_reset(wildcards, input, output, log):
             layer=wildcards.layer,
             seed=int(wildcards.seed),
             mode=wildcards.mode,
-            settings=eval_settings(),
+            settings=eval_settings(params, threads),
             out=output[0],
             init_weights=input.get("init"),
         )

@@ -20,5 +20,14 @@ rule reset:
     threads: evaluation_threads
     resources:
         gpu=GPU,
+    params:
+        evaluation=EVALUATION,
     run:
-        run_reset(wildcards, input, output, log)
+        run_reset(wildcards, input, output, params, threads, resources, log)
+
+
+# One of N contiguous parts of the reset jobs (config shard=i/N): what one Slurm allocation runs
+# under layercrit-slurm, each part's jobs still one job and one result file per (model, layer, seed).
+rule shard:
+    input:
+        shard_results,
