@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install demo test lint format clean-demo
+.PHONY: install demo test lint format clean-demo gpu-check
 
 install: $(VENV)/.installed
 
@@ -32,3 +32,10 @@ format: install
 
 clean-demo:
 	rm -rf results/demo
+
+# On a machine with an NVIDIA GPU: GPU tests, a study on the GPU against the CPU in every
+# precision, the ResNet-50 benchmark; writes docs/gpu_check.json and docs/gpu_check.md. Uses the
+# Python it finds (GPU_PYTHON), with no install step: torch & co. are usually there already.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out docs

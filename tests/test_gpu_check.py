@@ -1,0 +1,36 @@
+"""`make gpu-check` (benchmarks/gpu_check.py) on its CPU-only paths: the command is ready for the
+rare GPU machine. What only a GPU shows is in tests/test_gpu.py and runs there."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
+
+
+def test_the_whole_check_runs_on_the_cpu_in_quick_mode(tmp_path):
+    proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    record = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert record["tests"]["ok"] and "passed" in record["tests"]["summary"]
+    comparisons = record["study"]["comparisons"]
+    assert set(comparisons) == {"cpu_fp32", "cpu_bf16"} and all(c["ok"] for c in comparisons.values())
+    assert comparisons["cpu_fp32"]["max_abs_diff"] == 0.0  # the same device and precision: identical
+    bench = record["benchmark"]
+    assert {"ours_fp32", "ours_fp32_reuse", "ours_bf16", "authors_style_fp32"} <= set(bench) and bench["images"] == 16
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| cpu_bf16 |" in table and "Authors'-style / ours" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_it_says_so_and_how_to_check_the_command(tmp_path):
+    proc = subprocess.run([*CHECK, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "torch sees no CUDA GPU" in proc.stderr and "--device cpu --quick" in proc.stderr
+    assert not list(tmp_path.iterdir())
