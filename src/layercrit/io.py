@@ -114,12 +114,10 @@ def read_json(path: str | Path) -> Any:
 def read_safetensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
     """Tensors and header metadata of a safetensors output; :class:`DamagedFileError` if unreadable."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path), device=device), metadata
+    try:  # one opening of the file for header and tensors
+        with safe_open(str(path), framework="pt", device=device) as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
     except SafetensorError as e:
         raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
 

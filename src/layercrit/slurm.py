@@ -34,7 +34,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # Snakemake's own options that this module sets for every step; given by the user they would be
@@ -70,7 +70,6 @@ class Step:
     time: str
     array: int | None = None
     partition: str | None = None
-    extra: tuple[str, ...] = field(default=())
 
 
 def snakemake_options(args: Sequence[str]) -> argparse.Namespace:

@@ -24,7 +24,16 @@ import yaml
 RESET_MODES = ("randomize", "zero", "reinit")
 # Where one reset result lives under results/<study>/ (every field a single path component).
 RESET_RESULT = "resets/{mode}/{model}/{layer}/seed{seed}.json"
-_RESET_RESULT_TAIL = re.compile(r"(?:^|/)resets/([^/]+)/([^/]+)/([^/]+)/seed(\d+)\.json$")
+# ... and its inverse, derived from it: each field one path component, the seed a number.
+_RESET_RESULT_TAIL = re.compile(
+    "(?:^|/)"
+    + re.escape(RESET_RESULT)
+    .replace(r"\{seed\}", r"(?P<seed>\d+)")
+    .replace(r"\{mode\}", "(?P<mode>[^/]+)")
+    .replace(r"\{model\}", "(?P<model>[^/]+)")
+    .replace(r"\{layer\}", "(?P<layer>[^/]+)")
+    + "$"
+)
 # A module name: dot-separated identifiers (no empty, "." or ".." component: it is a path part).
 MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 # timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
@@ -146,8 +155,7 @@ def reset_result_identity(path: str | Path) -> dict[str, Any]:
     match = _RESET_RESULT_TAIL.search(Path(path).as_posix())
     if match is None:
         raise ValueError(f"{path} is not a reset result path (…/{RESET_RESULT})")
-    mode, model, layer, seed = match.groups()
-    return {"model": model, "layer": layer, "seed": int(seed), "mode": mode}
+    return {"model": match["model"], "layer": match["layer"], "seed": int(match["seed"]), "mode": match["mode"]}
 
 
 def read_layer_table(path: str | Path) -> tuple[Layer, ...]:
