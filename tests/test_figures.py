@@ -157,8 +157,11 @@ def test_heatmap_matrix_rejects_duplicates(demo):
 
 def test_accuracy_correlations_match_scipy(demo):
     _, models = demo
-    corr = figures.accuracy_correlations(models).set_index("subset")
-    assert list(corr.columns) == ["n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped"]
+    corr = figures.accuracy_correlations(models)
+    assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p",
+                                  "n_dropped", "dropped"]  # fmt: skip
+    assert (corr["accuracy"] == "measured").all()  # no reported accuracies in this table
+    corr = corr.set_index("subset")
     assert (corr["n_dropped"] == 0).all()
     fig_models = models[models.in_figures]
     for subset, sel in (
@@ -261,14 +264,20 @@ def test_correlations_say_which_models_they_leave_out_and_why(demo):
     assert corr.loc["all", "spearman_r"] == pytest.approx(stats.spearmanr(kept.top1, kept.mean_criticality).statistic)
 
 
+def _drawn_figure(monkeypatch, draw):
+    """The matplotlib Figure a plotting function builds, not saved (so not cleared)."""
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out_base: drawn.append(fig))
+    draw()
+    return drawn[0]
+
+
 def _drawn_texts(monkeypatch, draw) -> list[str]:
     """Every text a figure shows (tick labels, annotations, legend), drawn but not saved."""
     import matplotlib.text
 
-    drawn = []
-    monkeypatch.setattr(figures, "save_figure", lambda fig, out_base: drawn.append(fig))
-    draw()
-    return [t.get_text() for t in drawn[0].findobj(matplotlib.text.Text) if t.get_visible()]
+    fig = _drawn_figure(monkeypatch, draw)
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible()]
 
 
 def test_heatmap_margins_show_how_many_cells_they_average(monkeypatch, tmp_path):
@@ -282,3 +291,207 @@ def test_heatmap_margins_show_how_many_cells_they_average(monkeypatch, tmp_path)
     assert sum(t.endswith(f" (n={n_models - 1})") for t in texts) == 2  # the conv1 and fc column labels
     assert sum(t.endswith(f" (n={n_layers - 2})") for t in texts) == 1  # the aug_a row's mean ± std
     assert "margin over the finite cells only (n = their number)" in texts
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy sources, scales and layout as in the paper
+# ---------------------------------------------------------------------------------------------
+
+# The zoo's reported ImageNet top-1 (two decimals as published) of the demo_models() rows.
+REPORTED = {"base": 76.15, "aug_a": 77.53, "adv_l2_1": 70.42, "ssl_a": 75.28, "adv_l2_3": 62.83, "adv_linf_4": 63.87,
+            "impr_a": 80.10, "control": np.nan}  # fmt: skip
+
+
+def with_accuracies(models: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """``models`` as aggregation.model_table writes them: ``published`` (no measured accuracy, the
+    reported one stands in for top1) or ``own`` (measured top1 plus the zoo's reported_top1)."""
+    m = models.copy()
+    m["reported_top1"] = m["model"].map(REPORTED)
+    if kind == "published":
+        m["top1"], m["top1_source"] = m["reported_top1"], "reported"
+    else:
+        m["top1_source"] = "measured"
+    return m
+
+
+def _axes_by_label(fig, text: str):
+    return next(a for a in fig.axes if text in a.get_xlabel() or text in a.get_ylabel())
+
+
+def test_top1_by_source_reads_models_csv_columns(demo):
+    _, models = demo
+    own = figures.top1_by_source(with_accuracies(models, "own")).set_index(models["model"])
+    assert own.loc["base", "reported"] == 76.15 and own.loc["base", "measured"] == 76.1
+    published = figures.top1_by_source(with_accuracies(models, "published")).set_index(models["model"])
+    assert published.loc["base", "reported"] == 76.15 and published["measured"].isna().all()
+    legacy = figures.top1_by_source(models).set_index(models["model"])  # no top1_source: top1 was measured
+    assert legacy.loc["base", "measured"] == 76.1 and legacy["reported"].isna().all()
+    assert figures.accuracy_sources(with_accuracies(models, "own")) == ["reported", "measured"]
+    assert figures.accuracy_sources(with_accuracies(models, "published")) == ["reported"]
+    assert figures.accuracy_sources(models) == ["measured"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "x_label", "size_title"),
+    [
+        ("published", "Reported ImageNet top-1 [%]", "Reported ImageNet top-1"),
+        ("own", "Reported ImageNet top-1 [%]", "Reported ImageNet top-1"),  # the paper's accuracy is the headline
+        ("demo", "Measured top-1 on the evaluation set [%]", "Measured top-1\non the evaluation set"),
+    ],
+)
+def test_accuracy_labels_name_their_source(demo, monkeypatch, tmp_path, kind, x_label, size_title):
+    _, models = demo
+    models = models if kind == "demo" else with_accuracies(models, kind)
+    fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
+    assert fig3.axes[0].get_xlabel() == x_label
+    fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
+    titles = [legend.get_title().get_text() for legend in fig2.legends]
+    assert titles == ["Norm", size_title]
+
+
+def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, monkeypatch, tmp_path):
+    _, models = demo
+    own = with_accuracies(models, "own")
+    corr = figures.accuracy_correlations(own)
+    assert corr[["accuracy", "subset"]].values.tolist() == [
+        ["reported", "all"], ["reported", "without_adversarial"], ["measured", "all"], ["measured", "without_adversarial"],
+    ]  # fmt: skip
+    fig_models = own[own.in_figures]
+    for source, column in (("reported", "reported_top1"), ("measured", "top1")):
+        row = corr[(corr.accuracy == source) & (corr.subset == "all")].iloc[0]
+        assert row["spearman_r"] == pytest.approx(stats.spearmanr(fig_models[column], fig_models.mean_criticality).statistic)
+        assert row["n"] == len(fig_models) and row["n_dropped"] == 0
+    assert figures.accuracy_correlations(with_accuracies(models, "published"))["accuracy"].tolist() == ["reported"] * 2
+    # Fig. 3 gives both, the plotted (reported) one first.
+    title = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f")).axes[0]
+    text = title.get_title(loc="left")
+    assert text.index("vs reported ImageNet top-1 (x axis; as in the paper)") < text.index("vs measured top-1 on the evaluation set")
+    assert text.count("Spearman ρ") == 4
+
+
+def test_correlations_drop_models_without_a_reported_accuracy_and_say_so(demo):
+    _, models = demo
+    own = with_accuracies(models, "own")
+    own.loc[own.model == "ssl_a", "reported_top1"] = np.nan  # a model the zoo reports nothing for
+    corr = figures.accuracy_correlations(own).set_index(["accuracy", "subset"])
+    assert corr.loc[("reported", "all"), "dropped"] == "ssl_a (top-1 not finite)"
+    assert corr.loc[("measured", "all"), "n_dropped"] == 0  # sources are never mixed
+
+
+def test_row_labels_show_reported_accuracy_with_two_decimals_and_measured_with_one(demo):
+    _, models = demo
+    reported = figures.ordered_models(with_accuracies(models, "published"), CATEGORIES).set_index("model")["row_label"]
+    assert reported["base"] == "Baseline [76.15%]" and reported["impr_a"] == "A1 recipe [80.10%]"
+    own = figures.ordered_models(with_accuracies(models, "own"), CATEGORIES).set_index("model")["row_label"]
+    assert own["base"] == "Baseline [76.15%]"  # the headline is the reported one, as in the paper
+    measured = figures.ordered_models(models, CATEGORIES).set_index("model")["row_label"]
+    assert measured["base"] == "Baseline [76.1%]"
+
+
+def test_heatmap_says_which_accuracy_its_row_labels_show(demo, monkeypatch, tmp_path):
+    summary, models = demo
+    published = with_accuracies(models, "published")
+    texts = _drawn_texts(monkeypatch, lambda: figures.criticality_heatmap(summary, published, CATEGORIES, tmp_path / "f"))
+    assert "model [reported ImageNet top-1 %]" in texts and "Baseline [76.15%]" in texts
+    texts = _drawn_texts(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "g"))
+    assert "model [measured top-1 on the evaluation set %]" in texts
+
+
+def _whisker_ends(ax) -> np.ndarray:
+    from matplotlib.collections import LineCollection
+
+    segments = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    return np.concatenate(segments)
+
+
+def test_criticality_heatmap_margins_span_0_to_100_and_whiskers_stop_there(demo, monkeypatch, tmp_path):
+    summary, models = demo
+    # Near the bound, mean + std exceeds 100 (the old axis then went to 200).
+    conv1 = summary.layer.eq("conv1")
+    summary.loc[conv1, "criticality_mean"] = np.where(summary.loc[conv1, "model"].eq("base"), 55.0, 100.0)
+    hot = summary.model.eq("adv_l2_3")
+    summary.loc[hot, "criticality_mean"] = np.where(np.arange(hot.sum()) % 2, 100.0, 70.0)
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    right, bottom = _axes_by_label(fig, "over layers"), _axes_by_label(fig, "over models")
+    assert right.get_xlim() == (0.0, 100.0) and bottom.get_ylim() == (0.0, 100.0)
+    assert _whisker_ends(right)[:, 0].max() == pytest.approx(100.0)  # clipped, not cut by the frame
+    assert _whisker_ends(bottom)[:, 1].max() == pytest.approx(100.0)
+    assert _whisker_ends(right)[:, 0].min() >= 0.0
+    assert "85.0 ± 15.4" in [t.get_text() for t in right.texts]  # the printed std is the unclipped one
+
+
+def test_difference_heatmap_keeps_the_baseline_row_with_symmetric_capped_margins(demo, monkeypatch, tmp_path):
+    summary, models = demo
+    fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
+    heatmap = fig.axes[0]
+    values = heatmap.images[0].get_array()
+    n_figure_models = int(models.in_figures.sum())
+    assert values.shape[0] == n_figure_models  # every figure model, the baseline included
+    assert np.allclose(values[0], 0.0)  # the baseline comes first (category order) and is its own anchor
+    band = fig.axes[1]
+    assert band.get_yticklabels()[0].get_text() == "Baseline [76.1%]"
+    right, bottom = _axes_by_label(fig, "over layers"), _axes_by_label(fig, "over models")
+    for lo, hi in (right.get_xlim(), bottom.get_ylim()):
+        assert lo == -hi and 0 < hi <= 100
+    assert heatmap.images[0].get_clim() == (-100, 100)
+
+
+def test_seed_std_heatmap_uses_the_papers_0_to_100_scale(demo, monkeypatch, tmp_path):
+    summary, models = demo
+    fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    assert fig.axes[0].images[0].get_clim() == (0, 100)
+    right = _axes_by_label(fig, "over layers")
+    assert 0 < right.get_xlim()[1] <= 100  # data-driven margins: spreads of a few percent stay visible
+
+
+def _paper_adversarial_models() -> pd.DataFrame:
+    """The paper's adversarially trained models (ε, norm, reported top-1) and the baseline."""
+    l2 = dict(zip([0, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 3, 5],
+                  [75.81, 75.67, 75.77, 75.58, 74.79, 74.14, 73.17, 70.42, 62.83, 56.14]))  # fmt: skip
+    linf = dict(zip([0.5, 1.0, 2.0, 4.0, 8.0], [73.74, 72.04, 69.09, 63.87, 54.53]))
+    rows = [{"model": "tv_resnet50", "category": "baseline", "reported_top1": 76.15, "epsilon": np.nan, "norm": None}]
+    rows += [{"model": f"l2_{e}", "category": "adversarial", "reported_top1": a, "epsilon": e, "norm": "l2"} for e, a in l2.items()]
+    rows += [{"model": f"linf_{e}", "category": "adversarial", "reported_top1": a, "epsilon": e, "norm": "linf"} for e, a in linf.items()]
+    m = pd.DataFrame(rows)
+    eps = m["epsilon"].fillna(0)
+    return m.assign(top1=m["reported_top1"], top1_source="reported", in_figures=True, display_name=m["model"],
+                    mean_criticality=20 + 6 * np.log1p(eps * 3))  # fmt: skip
+
+
+def test_criticality_vs_epsilon_draws_both_norms_on_one_readable_axis(monkeypatch, tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    models = _paper_adversarial_models()
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f"))
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2 and len(ax.lines) == 2  # one scatter and one ε-ordered line per norm
+    l2_line, linf_line = ax.lines
+    assert list(l2_line.get_xdata()) == sorted(l2_line.get_xdata()) and l2_line.get_xdata()[0] == 0
+    assert list(linf_line.get_xdata()) == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert ax.get_xscale() == "symlog"  # ε = 0 is on the axis
+    assert "L2" in ax.get_xlabel() and "1/255" in ax.get_xlabel()
+    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert legend_texts[:2] == ["L2", "L∞ (ε in 1/255)"]
+    assert legend_texts[2:] == ["54.53%", "63.87%", "75.81%"]  # real values, reported format
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "0"
+    assert len(boxes) >= 5
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), "x tick labels overlap"
+    lo, hi = ax.get_xlim()
+    assert lo < 0 < 8 < hi  # every point inside
+
+
+def test_model_table_formats_each_accuracy_by_its_source(demo, monkeypatch, tmp_path):
+    _, models = demo
+    own = with_accuracies(models, "own")
+    table = figures.model_overview(own, CATEGORIES).set_index("model")
+    assert table.loc["base", "Reported top-1 [%]"] == 76.15 and table.loc["base", "Measured top-1 [%]"] == 76.1
+    fig = _drawn_figure(monkeypatch, lambda: figures.model_overview_table(own, CATEGORIES, tmp_path / "t"))
+    texts = {cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()}
+    assert {"76.15", "76.1", "80.10", "80.1"} <= texts
+    published = figures.model_overview(with_accuracies(models, "published"), CATEGORIES)
+    assert published["Measured top-1 [%]"].isna().all()

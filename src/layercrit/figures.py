@@ -33,18 +33,23 @@ from scipy import stats
 from layercrit.io import atomic_path
 
 __all__ = [
+    "ACCURACY_SOURCES",
     "accuracy_correlations",
+    "accuracy_sources",
     "adversarial_mask",
     "criticality_heatmap",
     "criticality_vs_accuracy",
     "criticality_vs_epsilon",
     "difference_heatmap",
+    "format_top1",
+    "headline_top1",
     "heatmap_matrix",
     "ordered_models",
     "paper_layer_label",
     "replication_figure",
     "save_figure",
     "seed_std_heatmap",
+    "top1_by_source",
 ]
 
 PNG_DPI = 200
@@ -140,6 +145,70 @@ def paper_layer_label(layer: str, layer_type: str, kernel: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Top-1 accuracy: which one a table carries
+# --------------------------------------------------------------------------------------------
+
+# Where a top-1 comes from, headline first: the paper correlates criticality with the zoo's
+# reported ImageNet top-1; a study run here also measures top-1 on its own evaluation set.
+ACCURACY_SOURCES = ("reported", "measured")
+ACCURACY_TEXT = {"reported": "reported ImageNet top-1", "measured": "measured top-1 on the evaluation set"}
+# Reported accuracies keep the two decimals they were published with. Measured ones get one:
+# near 75 % the binomial standard error is ≥ 0.4 pp on ≤ 10,000 images (the paper's subset; the
+# demo has 1,000), so a second decimal would only show noise.
+TOP1_DECIMALS = {"reported": 2, "measured": 1}
+
+
+def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN where missing or not a number); all-NaN when there is no column."""
+    if column not in table:
+        return pd.Series(np.nan, index=table.index, dtype=float)
+    return pd.to_numeric(table[column], errors="coerce").astype(float)
+
+
+def top1_by_source(models: pd.DataFrame) -> pd.DataFrame:
+    """Reported and measured top-1 of every model: columns ``reported`` and ``measured``, NaN
+    where a model has none.
+
+    ``models.csv`` carries the zoo's ``reported_top1`` and a ``top1`` whose ``top1_source`` says
+    whether it was measured on the evaluation set or is the reported value standing in (the
+    published raw results carry no clean accuracy). Tables without ``top1_source`` predate it;
+    their ``top1`` is measured.
+    """
+    top1 = _numeric(models, "top1")
+    source = (
+        models["top1_source"].map(_text).str.lower()
+        if "top1_source" in models
+        else pd.Series("measured", index=models.index)
+    )
+    reported = _numeric(models, "reported_top1")
+    reported = reported.where(np.isfinite(reported), top1.where(source.eq("reported")))
+    return pd.DataFrame({"reported": reported, "measured": top1.where(source.eq("measured"))}, index=models.index)
+
+
+def accuracy_sources(models: pd.DataFrame) -> list[str]:
+    """The sources ``models`` has a finite top-1 from, headline (reported) first; ``["measured"]``
+    when it has none, so that callers always have one to label."""
+    table = top1_by_source(models)
+    return [s for s in ACCURACY_SOURCES if np.isfinite(table[s]).any()] or ["measured"]
+
+
+def headline_top1(models: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The top-1 the figures show (reported where the table has it, as in the paper, else measured)
+    and its source. Models without a value of that source get NaN: sources are never mixed."""
+    source = accuracy_sources(models)[0]
+    return source, top1_by_source(models)[source]
+
+
+def format_top1(value: float, source: str) -> str:
+    """A top-1 in percent with the decimals of its source (``TOP1_DECIMALS``); "n/a" if not finite."""
+    return f"{value:.{TOP1_DECIMALS[source]}f}" if np.isfinite(value) else "n/a"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]  # str.capitalize would lower "ImageNet"
+
+
+# --------------------------------------------------------------------------------------------
 # Tables → ordered matrices
 # --------------------------------------------------------------------------------------------
 
@@ -180,8 +249,9 @@ def ordered_models(
 ) -> pd.DataFrame:
     """Models in figure row order: by category (category order), then by their order in ``models``.
 
-    Adds columns ``category_label``, ``category_color`` and ``row_label`` ("name [top-1%]").
-    With ``figures_only``, rows with ``in_figures`` False (controls) are dropped.
+    Adds columns ``category_label``, ``category_color`` and ``row_label`` ("name [top-1%]", the
+    ``headline_top1`` of the rows kept, in its source's format). With ``figures_only``, rows with
+    ``in_figures`` False (controls) are dropped.
     """
     m = models.copy()
     m["model"] = m["model"].astype(str)
@@ -196,8 +266,8 @@ def ordered_models(
     m["category_color"] = m["category"].map(cats["color"])
     names = m["display_name"] if "display_name" in m else m["model"]
     names = [(_text(n) or mid) for n, mid in zip(names, m["model"])]
-    top1 = pd.to_numeric(m["top1"], errors="coerce") if "top1" in m else pd.Series(np.nan, index=m.index)
-    m["row_label"] = [f"{n} [{t:.1f}%]" if np.isfinite(t) else f"{n} [n/a]" for n, t in zip(names, top1)]
+    source, top1 = headline_top1(m)
+    m["row_label"] = [f"{n} [{format_top1(t, source)}%]" if np.isfinite(t) else f"{n} [n/a]" for n, t in zip(names, top1)]
     return m.drop(columns=["_pos", "_cat_order"]).reset_index(drop=True)
 
 
@@ -262,6 +332,28 @@ def _abs_max(*arrays: np.ndarray) -> float:
     return float(vals.max()) if vals.size else 0.0
 
 
+def _margin_extent(mean: np.ndarray, std: np.ndarray, bound: tuple[float, float], fixed: bool) -> tuple[float, float]:
+    """Axis range of a margin panel. ``fixed``: the values' ``bound`` itself (criticality is
+    0–100 by construction, so bars read against the same scale in every study); otherwise the
+    data's |mean ± std| rounded up (1/2/2.5/5 × 10^k) and capped at the bound, so that small
+    values (differences, seed spreads) stay visible. Symmetric around 0 for a signed bound."""
+    lo, hi = bound
+    if not fixed:
+        hi = min(max(abs(lo), hi), _nice_ceil(_abs_max(mean + std, mean - std)))
+        lo = -hi if lo < 0 else 0.0
+    return float(lo), float(hi)
+
+
+def _clipped_whiskers(mean: np.ndarray, std: np.ndarray, extent: tuple[float, float]) -> np.ndarray:
+    """Asymmetric error-bar lengths (2 × n) for mean ± std that end at the panel's edges: a
+    quantity bounded at 100 cannot spread past it, and a whisker cut by the axes frame would hide
+    its cap. The printed "mean ± std" keeps the unclipped std."""
+    lo, hi = extent
+    below = np.minimum(std, np.maximum(mean - lo, 0.0))
+    above = np.minimum(std, np.maximum(hi - mean, 0.0))
+    return np.vstack([below, above])
+
+
 def _nan_stats(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and sample std (ddof=1, as pandas) over the finite values, and how many there are;
     NaN where nothing is finite. The figures show the count wherever values were left out."""
@@ -294,6 +386,11 @@ def _legend_columns(labels: Sequence[str], available_in: float, char_in: float) 
     return 1
 
 
+# Whiskers end exactly at the panel's edge at most (``_clipped_whiskers``): drawn unclipped, so
+# a cap there shows in full instead of being cut in half by the axes frame.
+_WHISKERS = {"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333", "clip_on": False}
+
+
 def _draw_heatmap(
     matrix: pd.DataFrame,
     rows: pd.DataFrame,
@@ -305,13 +402,20 @@ def _draw_heatmap(
     vmax: float,
     cbar_label: str,
     title: str | None,
-    signed: bool,
+    value_bound: tuple[float, float],
+    fixed_margins: bool,
     row_margin_label: str,
     col_margin_label: str,
+    row_label_title: str,
 ) -> Figure:
     """Heatmap with a category band (left), per-row mean ± std (right) and per-column mean ± std
     (bottom). Laid out in inches so cells keep a legible size whatever the matrix shape;
-    ``bbox_inches="tight"`` on saving then crops or extends to the labels."""
+    ``bbox_inches="tight"`` on saving then crops or extends to the labels.
+
+    ``value_bound``: the range the values can take; margins span it (``fixed_margins``) or the
+    data, capped at it (see ``_margin_extent``). ``row_label_title`` heads the row labels (it
+    says which accuracy they show)."""
+    signed = value_bound[0] < 0
     values = matrix.to_numpy(dtype=float)
     values = np.where(np.isfinite(values), values, np.nan)  # ±inf would saturate silently
     n_rows, n_cols = values.shape
@@ -408,16 +512,21 @@ def _draw_heatmap(
     ax_band.tick_params(axis="y", length=0, pad=3)
     for spine in ax_band.spines.values():
         spine.set_visible(False)
+    # Above the row labels, right-aligned with them: what the number in brackets is.
+    fig.text(
+        (x_band - 0.04) / fig_w, (y_hm + hm_h + 0.05) / fig_h, row_label_title,
+        ha="right", va="bottom", fontsize=6.5, style="italic",
+    )
 
     # Right margin: per-row mean ± std over columns, as a bar with error and as numbers.
     ypos = np.arange(n_rows)
+    extent = _margin_extent(row_mean, row_std, value_bound, fixed_margins)
     bars = ax_right.barh(
         ypos, row_mean, height=0.72, color=rows["category_color"].tolist(),
-        xerr=row_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
+        xerr=_clipped_whiskers(row_mean, row_std, extent), error_kw=_WHISKERS,
     )
     _hatch(bars, row_partial)
-    lim = _nice_ceil(_abs_max(row_mean + row_std, row_mean - row_std))
-    ax_right.set_xlim(-lim if signed else 0, lim)
+    ax_right.set_xlim(*extent)
     if signed:
         ax_right.axvline(0, color="#333333", linewidth=0.6)
     ax_right.tick_params(left=False, labelleft=False)
@@ -433,13 +542,13 @@ def _draw_heatmap(
 
     # Bottom margin: per-column mean ± std over rows; it carries the column labels.
     xpos = np.arange(n_cols)
+    extent = _margin_extent(col_mean, col_std, value_bound, fixed_margins)
     bars = ax_bottom.bar(
         xpos, col_mean, width=0.72, color="#7f7f7f",
-        yerr=col_std, error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#333333"},
+        yerr=_clipped_whiskers(col_mean, col_std, extent), error_kw=_WHISKERS,
     )
     _hatch(bars, col_partial)
-    lim = _nice_ceil(_abs_max(col_mean + col_std, col_mean - col_std))
-    ax_bottom.set_ylim(-lim if signed else 0, lim)
+    ax_bottom.set_ylim(*extent)
     if signed:
         ax_bottom.axhline(0, color="#333333", linewidth=0.6)
     ax_bottom.set_ylabel(col_margin_label)
@@ -473,11 +582,17 @@ def _draw_heatmap(
 
 def _heatmap_inputs(
     summary: pd.DataFrame, models: pd.DataFrame, categories: Sequence[Mapping[str, Any]], value: str
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], str]:
+    """Matrix, rows, column labels and the row labels' heading (which accuracy is in brackets)."""
     rows = ordered_models(models, categories)
     matrix = heatmap_matrix(summary, models, categories, value)
     labels = _layer_table(summary)["label"].tolist()
-    return matrix, rows, labels
+    source = accuracy_sources(_figure_models(models))[0]  # the one ordered_models' row labels show
+    return matrix, rows, labels, f"model [{ACCURACY_TEXT[source]} %]"
+
+
+CRITICALITY_BOUND = (0.0, 100.0)  # 100 × (1 − cosine of two probability vectors) lies in 0…100
+DIFFERENCE_BOUND = (-100.0, 100.0)
 
 
 def criticality_heatmap(
@@ -493,15 +608,17 @@ def criticality_heatmap(
     per-model mean ± std over layers (right) and per-layer mean ± std over models (bottom).
 
     Margins are computed from the plotted matrix (sample std, ddof=1, NaN cells ignored), so they
-    follow ``value``. Non-finite cells are drawn hatched. Rows with ``in_figures`` False are left out.
+    follow ``value``; their axes span criticality's bound 0–100, whiskers clipped there. Row
+    labels show the ``headline_top1``. Non-finite cells are drawn hatched. Rows with
+    ``in_figures`` False are left out.
     """
-    matrix, rows, labels = _heatmap_inputs(summary, models, categories, value)
+    matrix, rows, labels, row_title = _heatmap_inputs(summary, models, categories, value)
     with _style():
         fig = _draw_heatmap(
             matrix, rows, labels, matrix.columns.tolist(), cmap_name="viridis_r", vmin=0, vmax=100,
             cbar_label=CRITICALITY_LABEL if value == "criticality_mean" else value, title=title,
-            signed=False, row_margin_label="mean ± std\nover layers [%]",
-            col_margin_label="mean ± std\nover models [%]",
+            value_bound=CRITICALITY_BOUND, fixed_margins=True, row_margin_label="mean ± std\nover layers [%]",
+            col_margin_label="mean ± std\nover models [%]", row_label_title=row_title,
         )
     return save_figure(fig, out_base)
 
@@ -517,17 +634,16 @@ def difference_heatmap(
 ) -> list[Path]:
     """Fig. 4: criticality minus the baseline model's criticality, per layer, in percentage points.
 
-    Fixed range −100…100 (``coolwarm``) as in the paper, so colours compare across studies; the
-    margins use data-driven limits so small differences remain visible there. The baseline row
-    (all zeros by construction) is left out.
+    Fixed range −100…100 (``coolwarm``) as in the paper, so colours compare across studies. The
+    baseline row (all zeros by construction) stays, as in the paper: the anchor the others are
+    read against. Margin axes are symmetric, data-driven and capped at ±100 so that small
+    differences remain visible there.
     """
     wide = _pivot(summary, "criticality_mean")
     if str(baseline) not in wide.index:
         raise ValueError(f"baseline model {baseline!r} has no rows in summary")
-    matrix, rows, labels = _heatmap_inputs(summary, models, categories, "criticality_mean")
+    matrix, rows, labels, row_title = _heatmap_inputs(summary, models, categories, "criticality_mean")
     diff = matrix - wide.loc[str(baseline)].reindex(matrix.columns)
-    keep = (rows["model"] != str(baseline)).to_numpy()
-    diff, rows = diff[keep], rows[keep].reset_index(drop=True)
     base_name = str(baseline)
     if "display_name" in models:
         hit = models.loc[models["model"].astype(str) == str(baseline), "display_name"]
@@ -535,8 +651,9 @@ def difference_heatmap(
     with _style():
         fig = _draw_heatmap(
             diff, rows, labels, diff.columns.tolist(), cmap_name="coolwarm", vmin=-100, vmax=100,
-            cbar_label=f"Criticality − {base_name} [pp]", title=title, signed=True,
-            row_margin_label="mean ± std\nover layers [pp]", col_margin_label="mean ± std\nover models [pp]",
+            cbar_label=f"Criticality − {base_name} [pp]", title=title, value_bound=DIFFERENCE_BOUND,
+            fixed_margins=False, row_margin_label="mean ± std\nover layers [pp]",
+            col_margin_label="mean ± std\nover models [pp]", row_label_title=row_title,
         )
     return save_figure(fig, out_base)
 
@@ -547,25 +664,23 @@ def seed_std_heatmap(
     categories: Sequence[Mapping[str, Any]],
     out_base: str | Path,
     *,
-    vmax: float | None = None,
+    vmax: float = 100.0,
     title: str | None = None,
 ) -> list[Path]:
     """Fig. 5: std of criticality over seeds (``criticality_std``), ``viridis_r``.
 
-    ``vmax=None`` (default) scales the colours to the data's maximum rounded up to 1/2/2.5/5 × 10^k:
-    the spread over seeds is typically a few percent, which on the paper's 0–100 scale would all
-    look the same. Pass ``vmax=100`` for the paper's scale. Cells from a single seed are NaN.
+    Colours span the paper's 0–100 by default, so that figures compare across studies; pass a
+    smaller ``vmax`` to tell small spreads apart. Margin axes are data-driven (capped at 100):
+    spreads over seeds are typically a few percent and would be invisible bars on 0–100.
+    Cells from a single seed are NaN.
     """
-    matrix, rows, labels = _heatmap_inputs(summary, models, categories, "criticality_std")
-    if vmax is None:
-        finite = matrix.to_numpy(dtype=float)
-        finite = finite[np.isfinite(finite)]
-        vmax = min(100.0, _nice_ceil(float(finite.max()))) if finite.size else 100.0
+    matrix, rows, labels, row_title = _heatmap_inputs(summary, models, categories, "criticality_std")
     with _style():
         fig = _draw_heatmap(
             matrix, rows, labels, matrix.columns.tolist(), cmap_name="viridis_r", vmin=0, vmax=vmax,
-            cbar_label="Std of Layer Criticality over seeds [%]", title=title, signed=False,
-            row_margin_label="mean ± std\nover layers [%]", col_margin_label="mean ± std\nover models [%]",
+            cbar_label="Std of Layer Criticality over seeds [%]", title=title, value_bound=CRITICALITY_BOUND,
+            fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
+            col_margin_label="mean ± std\nover models [%]", row_label_title=row_title,
         )
     return save_figure(fig, out_base)
 
@@ -575,10 +690,12 @@ def seed_std_heatmap(
 # --------------------------------------------------------------------------------------------
 
 _NORM_STYLE = {
-    "l2": {"label": "L2", "color": "#1f77b4", "marker": "o", "xlabel": "ε (L2)"},
+    # Circles for both: marker area encodes accuracy, and a square of the same size has more area.
+    "l2": {"label": "L2", "color": "#1f77b4", "marker": "o"},
     # Madry-lab L∞ budgets are given in units of 1/255 of the [0, 1] pixel range.
-    "linf": {"label": "L∞", "color": "#d62728", "marker": "o", "xlabel": "ε (L∞, × 1/255)"},
+    "linf": {"label": "L∞ (ε in 1/255)", "color": "#d62728", "marker": "o"},
 }
+EPSILON_LABEL = "Adversarial training budget ε (L2; L∞ in units of 1/255)"
 
 
 def _figure_models(models: pd.DataFrame) -> pd.DataFrame:
@@ -603,62 +720,104 @@ def _size_scale(values: pd.Series, smin: float = 30.0, smax: float = 220.0) -> A
     return area
 
 
+def _decade_multiples(decades: range, mantissas: tuple[int, ...], lo: float, hi: float) -> list[float]:
+    """m × 10^d for the given decades and mantissas, within [lo, hi] (float-safe: "5e-2" not 5 × 0.01)."""
+    values = [float(f"{m}e{d}") for d in decades for m in mantissas]
+    return [v for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+
+def _epsilon_axis(ax: Any, eps: np.ndarray) -> None:
+    """A log ε axis (symlog, linear up to the smallest positive ε, when an ε = 0 model is there),
+    ticked and bounded at 1, 2, 5 × 10^k: the budgets span decades, and ticks at the budgets
+    themselves would collide (0.03 / 0.05, 3 / 4 / 5)."""
+    positive = eps[eps > 0]
+    if not positive.size:
+        return  # only ε = 0 models: a linear axis is all there is to show
+    has_zero = bool((eps <= 0).any())
+    lo_eps, hi_eps = float(positive.min()), float(positive.max())
+    if has_zero:
+        ax.set_xscale("symlog", linthresh=lo_eps, linscale=0.6)
+    else:
+        ax.set_xscale("log")
+    decades = range(math.floor(math.log10(lo_eps)) - 1, math.ceil(math.log10(hi_eps)) + 1)
+    nice = _decade_multiples(decades, (1, 2, 5), 0.0, math.inf)
+    first = max(t for t in nice if t <= lo_eps * (1 + 1e-9))
+    last = min(t for t in nice if t >= hi_eps * (1 - 1e-9))
+    if last <= first and not has_zero:  # a single budget, on a tick: widen to its neighbours
+        first, last = nice[nice.index(first) - 1], nice[nice.index(last) + 1]
+    # No positive ticks inside the linear part of a symlog axis: they would be squeezed together.
+    major = _decade_multiples(decades, (1, 2, 5), lo_eps if has_zero else first, last)
+    if len(major) < 3:  # a narrow range has room for the budgets themselves
+        major = sorted(set(major) | set(np.unique(positive).tolist()))
+    minor = _decade_multiples(decades, (3, 4, 6, 7, 8, 9), major[0], last)
+    ax.set_xticks(([0.0] if has_zero else []) + major, (["0"] if has_zero else []) + [f"{t:g}" for t in major])
+    ax.xaxis.set_minor_locator(mpl.ticker.FixedLocator(minor))
+    ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    # Limits at the outer ticks plus a little room in scaled coordinates, so no marker is cut.
+    scale = ax.xaxis.get_transform()
+    a, b = scale.transform([0.0 if has_zero else first, last])
+    pad = 0.04 * (b - a)
+    ax.set_xlim(*scale.inverted().transform([a - pad, b + pad]))
+    ax.margins(y=0.1)
+
+
+def _size_legend_values(values: pd.Series) -> list[float]:
+    """Real accuracies for the marker-size key: the smallest, the one nearest the middle, the largest."""
+    finite = np.sort(values[np.isfinite(values)].to_numpy(dtype=float))
+    if not finite.size:
+        return []
+    middle = finite[np.argmin(np.abs(finite - (finite[0] + finite[-1]) / 2))]
+    return list(dict.fromkeys([finite[0], middle, finite[-1]]))
+
+
 def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title: str | None = None) -> list[Path]:
     """Fig. 2: mean criticality vs adversarial budget ε of the adversarially trained models.
 
-    One subplot per norm (shared y): L2 and L∞ budgets are in different units, so a common x axis
-    would suggest a comparison that doesn't exist. The budgets span decades, so x is logarithmic
-    (symlog, linear below the smallest positive ε, when an ε = 0 model is present), ticked at the
-    budgets themselves. Marker area grows linearly with measured top-1 over the data's range, with
-    a key; points of one norm are joined in ε order. Figure models only (``in_figures``).
-    Raises ``ValueError`` if no such model has a finite ε.
+    As in the paper, one axes: x = ε, y = mean criticality, hue = norm, marker area = the
+    ``headline_top1`` (reported ImageNet top-1 where the table has it, else measured; the key
+    says which), linear over the data's range (see ``_size_scale``). L∞ budgets are in units of 1/255, L2 ones in [0, 1] pixel units (the axis
+    label says so); x is logarithmic (see ``_epsilon_axis``). Points of one norm are joined in ε
+    order. Figure models only (``in_figures``). Raises ``ValueError`` if no such model has a
+    finite ε.
     """
-    m = _figure_models(models)
-    eps = pd.to_numeric(m["epsilon"], errors="coerce") if "epsilon" in m else pd.Series(np.nan, index=m.index)
-    m = m.assign(epsilon=eps)[np.isfinite(eps.astype(float))]
+    figure_models = _figure_models(models)
+    source, top1 = headline_top1(figure_models)  # chosen over all figure models, as Fig. 3's
+    eps = _numeric(figure_models, "epsilon")
+    m = figure_models.assign(epsilon=eps, _top1=top1)[np.isfinite(eps)]
     if m.empty:
         raise ValueError("criticality_vs_epsilon: no adversarially trained models (no finite epsilon)")
     norm_col = m["norm"] if "norm" in m else pd.Series("", index=m.index)
     m = m.assign(norm=[(_text(n).lower() or "unknown") for n in norm_col])
     norms = [n for n in ("l2", "linf") if n in set(m["norm"])] + sorted(set(m["norm"]) - {"l2", "linf"})
-    top1 = pd.to_numeric(m["top1"], errors="coerce").astype(float)
-    area = _size_scale(top1)
+    area = _size_scale(m["_top1"])
     with _style():
-        fig = Figure(figsize=(3.3 * len(norms) + 1.2, 3.3), layout="constrained")
-        axes = fig.subplots(1, len(norms), sharey=True, squeeze=False)[0]
-        for ax, norm in zip(axes, norms):
-            style = _NORM_STYLE.get(norm, {"label": norm, "color": "#7f7f7f", "marker": "D", "xlabel": f"ε ({norm})"})
+        fig = Figure(figsize=(6.6, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        norm_handles = []
+        for norm in norms:
+            style = _NORM_STYLE.get(norm, {"label": norm, "color": "#7f7f7f", "marker": "D"})
             sub = m[m["norm"] == norm].sort_values("epsilon")
             x = sub["epsilon"].to_numpy(dtype=float)
-            y = pd.to_numeric(sub["mean_criticality"], errors="coerce").to_numpy(dtype=float)
+            y = _numeric(sub, "mean_criticality").to_numpy(dtype=float)
             ax.plot(x, y, color=style["color"], linewidth=1, alpha=0.6, zorder=1)
-            ax.scatter(x, y, s=area(top1.loc[sub.index]), color=style["color"], marker=style["marker"],
-                       edgecolor="white", linewidth=0.6, zorder=2, label=style["label"])
-            positive = x[x > 0]
-            if positive.size and (x <= 0).any():
-                ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
-            elif positive.size:
-                ax.set_xscale("log")
-            ticks = np.unique(x)
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks], rotation=45 if len(ticks) > 5 else 0,
-                          ha="right" if len(ticks) > 5 else "center", rotation_mode="anchor")
-            ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-            ax.margins(x=0.08, y=0.1)  # in scaled coordinates: no marker is cut at the edges
-            ax.set_xlabel(style["xlabel"])
-            ax.set_title(f"{style['label']} adversarial training")
-            ax.grid(color="#e5e5e5", linewidth=0.5)
-            ax.set_axisbelow(True)
-        axes[0].set_ylabel("Mean Layer Criticality [%]")
-        finite = top1[np.isfinite(top1)]
-        if len(finite):
-            keys = np.unique(np.round(np.linspace(finite.min(), finite.max(), 3), 1))
-            handles = [
-                Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(float(area(k))),
-                       markerfacecolor="#bbbbbb", markeredgecolor="white", label=f"{k:.1f}%")
-                for k in keys
-            ]
-            fig.legend(handles=handles, title="Top-1 (measured)", loc="outside right center", frameon=False,
-                       labelspacing=1.3, borderpad=1.0)
+            ax.scatter(x, y, s=area(sub["_top1"]), color=style["color"], marker=style["marker"],
+                       edgecolor="white", linewidth=0.6, zorder=2)
+            norm_handles.append(Line2D([], [], color=style["color"], marker=style["marker"], markersize=6,
+                                       markeredgecolor="white", linewidth=1, label=style["label"]))
+        _epsilon_axis(ax, m["epsilon"].to_numpy(dtype=float))
+        ax.set_xlabel(EPSILON_LABEL)
+        ax.set_ylabel("Mean Layer Criticality [%]")
+        ax.grid(color="#e5e5e5", linewidth=0.5)
+        ax.set_axisbelow(True)
+        fig.legend(handles=norm_handles, title="Norm", loc="outside right upper", frameon=False)
+        sizes = [
+            Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(float(area(k))), markerfacecolor="#bbbbbb",
+                   markeredgecolor="white", label=f"{format_top1(k, source)}%")
+            for k in _size_legend_values(m["_top1"])
+        ]
+        if sizes:
+            fig.legend(handles=sizes, title=_capitalized(ACCURACY_TEXT[source]).replace(" on the ", "\non the "),
+                       loc="outside right lower", frameon=False, labelspacing=1.3, borderpad=1.0)
         if title:
             fig.suptitle(title)
     return save_figure(fig, out_base)
@@ -686,30 +845,45 @@ def _correlation_row(subset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any
     }
 
 
-def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
-    """Rank correlations of mean criticality with measured top-1 (figure models only).
+CORRELATION_COLUMNS = [
+    "accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped",
+]  # fmt: skip
 
-    Rows ``all`` and ``without_adversarial`` (see ``adversarial_mask``); columns subset, n,
-    spearman_r, spearman_p, kendall_tau, kendall_p, n_dropped, dropped. NaN statistics for n < 3
-    or constant input. Models without a finite top-1 or mean criticality cannot be ranked: they
-    are left out and named in ``dropped`` with the reason, never silently.
+
+def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
+    """Rank correlations of mean criticality with top-1 (figure models only), per accuracy source.
+
+    One block of rows per source the table has (``accuracy_sources``): ``reported`` (the zoo's
+    ImageNet top-1, the paper's correlation, first) and ``measured`` (on the evaluation set).
+    Each block has the subsets ``all`` and ``without_adversarial`` (see ``adversarial_mask``).
+    Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
+    a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
+    named in ``dropped`` with the reason, never silently.
     """
     m = _figure_models(models)
-    x = pd.to_numeric(m["top1"], errors="coerce")
-    y = pd.to_numeric(m["mean_criticality"], errors="coerce")
-    ok = np.isfinite(x) & np.isfinite(y)
-    reasons = [
-        " and ".join(r for r, bad in (("top-1 not finite", not np.isfinite(a)), ("criticality not finite", not np.isfinite(b))) if bad)
-        for a, b in zip(x, y)
-    ]  # fmt: skip
-    adv = adversarial_mask(m)
+    accuracies = top1_by_source(m)
+    y = _numeric(m, "mean_criticality")
+    subsets = {"all": pd.Series(True, index=m.index), "without_adversarial": ~adversarial_mask(m)}
     out = []
-    for subset, members in (("all", pd.Series(True, index=m.index)), ("without_adversarial", ~adv)):
-        row = _correlation_row(subset, x[ok & members].to_numpy(float), y[ok & members].to_numpy(float))
-        left_out = [f"{model} ({reason})" for model, reason, use, keep in zip(m["model"], reasons, ok, members) if keep and not use]
-        out.append(row | {"n_dropped": len(left_out), "dropped": "; ".join(left_out)})
-    columns = ["subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped"]
-    return pd.DataFrame(out, columns=columns)
+    for source in accuracy_sources(m):
+        x = accuracies[source]
+        ok = np.isfinite(x) & np.isfinite(y)
+        reasons = _unrankable_reasons(x, y)
+        for subset, members in subsets.items():
+            row = _correlation_row(subset, x[ok & members].to_numpy(float), y[ok & members].to_numpy(float))
+            left_out = [f"{model} ({reasons[i]})" for i, model in m.loc[members & ~ok, "model"].items()]
+            out.append({"accuracy": source} | row | {"n_dropped": len(left_out), "dropped": "; ".join(left_out)})
+    return pd.DataFrame(out, columns=CORRELATION_COLUMNS)
+
+
+def _unrankable_reasons(top1: pd.Series, criticality: pd.Series) -> pd.Series:
+    """Why a model cannot be ranked ("top-1 not finite", "criticality not finite", both joined)."""
+
+    def reason(a: float, b: float) -> str:
+        bad = [("top-1 not finite", not np.isfinite(a)), ("criticality not finite", not np.isfinite(b))]
+        return " and ".join(text for text, is_bad in bad if is_bad)
+
+    return pd.Series([reason(a, b) for a, b in zip(top1, criticality)], index=top1.index)
 
 
 def _fmt_r(r: float) -> str:
@@ -722,6 +896,23 @@ def _fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
+def _correlation_text(corr: pd.DataFrame) -> str:
+    """The correlations as lines, one heading per accuracy source (the plotted one first)."""
+    names = {"all": "all models", "without_adversarial": "w/o adversarial"}
+    lines = []
+    for k, (source, block) in enumerate(corr.groupby("accuracy", sort=False)):
+        notes = (["x axis"] if k == 0 else []) + (["as in the paper"] if source == "reported" else [])
+        lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ":")
+        lines += [
+            f"    {names[r.subset]} (n={r.n}"
+            + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
+            + f"): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
+            f"Kendall τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
+            for r in block.itertuples(index=False)
+        ]
+    return "\n".join(lines)
+
+
 def criticality_vs_accuracy(
     models: pd.DataFrame,
     categories: Sequence[Mapping[str, Any]],
@@ -729,34 +920,31 @@ def criticality_vs_accuracy(
     *,
     title: str | None = None,
 ) -> list[Path]:
-    """Fig. 3: mean criticality vs measured top-1, coloured by category, with Spearman ρ and
-    Kendall τ (and p-values) for all figure models and without the adversarially trained ones."""
+    """Fig. 3: mean criticality vs top-1, coloured by category, with Spearman ρ and Kendall τ
+    (and p-values) for all figure models and without the adversarially trained ones.
+
+    x is the ``headline_top1``: the reported ImageNet top-1 where the table has it (the paper's
+    correlation), else the measured one; the axis label says which. Where both exist, the
+    correlations with the measured top-1 are given below the headline ones.
+    """
     m = ordered_models(models, categories)
-    x = pd.to_numeric(m["top1"], errors="coerce")
-    y = pd.to_numeric(m["mean_criticality"], errors="coerce")
-    corr = accuracy_correlations(models)
-    names = {"all": "all models", "without_adversarial": "w/o adversarial"}
-    lines = [
-        f"{names[r.subset]} (n={r.n}"
-        + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
-        + f"): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
-        f"Kendall τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
-        for r in corr.itertuples(index=False)
-    ]
+    source, x = headline_top1(m)
+    y = _numeric(m, "mean_criticality")
+    text = _correlation_text(accuracy_correlations(models))
     with _style():
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+        fig = Figure(figsize=(6.4, 4.2 + 0.12 * text.count("\n")), layout="constrained")
         ax = fig.add_subplot()
         for cat in dict.fromkeys(m["category"]):
             sel = (m["category"] == cat).to_numpy()
             ax.scatter(x[sel], y[sel], s=34, color=m.loc[sel, "category_color"].iloc[0],
                        edgecolor="white", linewidth=0.6, label=m.loc[sel, "category_label"].iloc[0], zorder=2)
-        ax.set_xlabel("Top-1 accuracy, measured [%]")  # the demo study is not ImageNet
+        ax.set_xlabel(f"{_capitalized(ACCURACY_TEXT[source])} [%]")
         ax.set_ylabel("Mean Layer Criticality [%]")
         ax.grid(color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)
         fig.legend(loc="outside right center", frameon=False, title="Category")
         # Statistics above the axes (not inside), where they can never hide a point.
-        ax.set_title("\n".join(lines), fontsize=7, loc="left")
+        ax.set_title(text, fontsize=7, loc="left")
         if title:
             fig.suptitle(title)
     return save_figure(fig, out_base)
@@ -850,28 +1038,39 @@ TABLE1_COLUMNS = {
     "top1": "Measured top-1 [%]",
     "mean_criticality": "Mean criticality [%]",
 }
+# Decimals shown per column: accuracies in their source's format (``TOP1_DECIMALS``).
+_TABLE1_DECIMALS = {
+    TABLE1_COLUMNS["reported_top1"]: TOP1_DECIMALS["reported"],
+    TABLE1_COLUMNS["top1"]: TOP1_DECIMALS["measured"],
+    TABLE1_COLUMNS["mean_criticality"]: 2,
+}
 
 
 def model_overview(models: pd.DataFrame, categories: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Table 1: every model (controls included) in figure order with category, method and accuracies.
 
-    The measured top-1 column is left empty where the accuracy was only reported (published results).
+    Accuracies by source (``top1_by_source``): the measured top-1 column is empty where the
+    accuracy was only reported (published results), the reported one where the zoo has none.
     """
     rows = ordered_models(models, categories, figures_only=False)
     table = rows.reindex(columns=["model", *TABLE1_COLUMNS]).rename(columns=TABLE1_COLUMNS)
-    if "top1_source" in rows:
-        table.loc[rows["top1_source"].astype(str) != "measured", TABLE1_COLUMNS["top1"]] = np.nan
+    accuracies = top1_by_source(rows)
+    table[TABLE1_COLUMNS["reported_top1"]] = accuracies["reported"]
+    table[TABLE1_COLUMNS["top1"]] = accuracies["measured"]
     return table
+
+
+def _table1_cell(value: Any, column: str) -> str:
+    if isinstance(value, float):
+        return f"{value:.{_TABLE1_DECIMALS.get(column, 2)}f}" if np.isfinite(value) else "–"
+    return _text(value)
 
 
 def model_overview_table(models: pd.DataFrame, categories: Sequence[Mapping[str, Any]], out_base: str | Path) -> list[Path]:
     """Table 1 rendered as a figure (PNG + PDF), one row per model, grouped by category colour."""
     table = model_overview(models, categories)
     shown = table.drop(columns=["model"])
-    cells = [
-        [f"{v:.2f}" if isinstance(v, float) and np.isfinite(v) else ("–" if isinstance(v, float) else _text(v)) for v in row]
-        for row in shown.itertuples(index=False)
-    ]
+    cells = [[_table1_cell(v, c) for v, c in zip(row, shown.columns)] for row in shown.itertuples(index=False)]
     colors = ordered_models(models, categories, figures_only=False)["category_color"].tolist()
     with _style():
         fig = Figure(figsize=(11, 0.6 + 0.22 * (len(cells) + 1)))

@@ -1,4 +1,7 @@
-"""Snakemake adapter: Spearman and Kendall correlation of model criticality vs accuracy."""
+"""Snakemake adapter: Spearman and Kendall correlation of model criticality vs accuracy.
+
+One block of rows per accuracy the models table has: the reported ImageNet top-1 first (the
+paper's correlation), then the top-1 measured on the evaluation set (column ``accuracy``)."""
 
 import logging
 
@@ -15,7 +18,9 @@ def main(sm) -> None:
     write_csv(table, sm.output[0])
     print(table.to_string(index=False), flush=True)
     for row in table[table["n_dropped"] > 0].itertuples(index=False):
-        logging.getLogger("layercrit").warning("correlation %s leaves out %d model(s): %s", row.subset, row.n_dropped, row.dropped)
+        logging.getLogger("layercrit").warning(
+            "correlation with %s top-1, %s, leaves out %d model(s): %s", row.accuracy, row.subset, row.n_dropped, row.dropped
+        )
 
 
 with script_log(snakemake.log[0]):
