@@ -6,15 +6,32 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install demo test lint format clean-demo gpu-check
+# The environment is the lock file's: exact versions with their sha256 (Linux x86-64, CPython
+# 3.11, where this project runs; elsewhere `pip install -e ".[test]"` takes pyproject's ranges).
+LOCK := requirements/lock.txt
+UV := uv==0.13.9
+
+.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
+
+# Re-resolve pyproject's ranges to the newest releases (within requirements/constraints.in) and
+# write the lock and the conda environment generated from it; commit both.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet $(UV)
+	.venv-lock/bin/uv pip compile --quiet --upgrade --generate-hashes --extra test --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --constraint requirements/constraints.in \
+		--output-file $(LOCK) pyproject.toml
+	$(PYTHON) tools/conda_env.py $(LOCK) envs/layercrit.yaml
 
 demo: install
 	$(SNAKEMAKE) --cores $(CORES)
@@ -32,6 +49,15 @@ format: install
 
 clean-demo:
 	rm -rf results/demo
+
+# The README's demo numbers: run the demo on a clean results/demo (timed), copy its tables to
+# docs/demo/ and its heatmap to docs/demo_heatmap.png, and rewrite the README's demo block.
+docs: install
+	$(PY) tools/demo_docs.py run
+
+# CI: run the demo afresh (into results/demo_check) and compare its tables with docs/demo/.
+demo-check: install
+	$(PY) tools/demo_docs.py check-run
 
 # On a machine with an NVIDIA GPU: GPU tests, a study on the GPU against the CPU in every
 # precision, the ResNet-50 benchmark; writes docs/gpu_check.json and docs/gpu_check.md. Uses the
