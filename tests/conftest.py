@@ -55,7 +55,8 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
     # one epoch without warm-up: the tests check the plumbing, not the training
     """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path."""
     zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
-    zoo["architectures"]["demo_resnet"]["layers"] = str(DEMO_LAYERS)
+    for arch in zoo["architectures"].values():  # the zoo is written elsewhere: its layer lists by absolute path
+        arch["layers"] = str(DEMO_LAYERS)
     for m in zoo["models"]:
         m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": epochs, "warmup_epochs": 0}
     if models is not None:

@@ -58,7 +58,7 @@ def test_config_errors(workdir, case):
 ZOO_CASES = {
     "unknown model key": (lambda z: z["models"][0].update(acuracy=1), ["'models.0'", "['acuracy']", "'reported_top1'"]),
     "unknown category": (lambda z: z["models"][0].update(category="magic"), ["unknown category 'magic'", "allowed: ['baseline'"]),
-    "unknown architecture": (lambda z: z["models"][0].update(architecture="vit"), ["unknown architecture 'vit'", "['demo_resnet']"]),
+    "unknown architecture": (lambda z: z["models"][0].update(architecture="vit"), ["unknown architecture 'vit'", "['demo_resnet', 'demo_resnet_plain_init']"]),
     "unknown source kind": (lambda z: z["models"][0]["source"].update(kind="ftp"), ["'models.0.source.kind'", "'ftp'"]),
     "unknown norm": (lambda z: z["models"][0].update(adversarial={"norm": "l3", "epsilon": 1}), ["'models.0.adversarial.norm'", "['linf', 'l2']"]),
     "duplicate id": (lambda z: z["models"].append(dict(z["models"][0])), ["'demo_baseline' appears twice"]),
