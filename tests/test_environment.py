@@ -1,0 +1,121 @@
+"""The pinned environment and the README's demo numbers are what they claim to be."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "requirements" / "lock.txt"
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conda_env = _tool("conda_env")
+demo_docs = _tool("demo_docs")
+
+
+def test_every_locked_package_is_installed_at_its_locked_version():
+    pins, _ = conda_env.read_lock(LOCK)
+    assert {"torch", "torchvision", "timm", "snakemake", "pytest"} <= set(pins)
+    installed = {conda_env.canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    wrong = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
+    assert not wrong, f"not the lock's environment (locked, installed): {wrong}; run `make install`"
+
+
+def test_every_locked_package_has_hashes():
+    # pip then refuses any file whose sha256 is not in the lock (`--require-hashes`).
+    blocks = LOCK.read_text().split("==")[1:]
+    assert blocks and all("--hash=sha256:" in block for block in blocks)
+
+
+def test_the_conda_environment_pins_what_the_lock_pins():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/conda_env.py"), str(LOCK), str(ROOT / "envs/layercrit.yaml"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    text = (ROOT / "envs/layercrit.yaml").read_text()
+    pins, _ = conda_env.read_lock(LOCK)
+    for name in ("torch", "timm", "snakemake", "pandas"):
+        assert f"- {name}=={pins[name]}\n" in text
+    assert "pytest" not in text  # the workflow's environment, not the test tools
+
+
+@pytest.mark.parametrize("block", sorted(demo_docs.BLOCKS))
+def test_the_readme_numbers_are_what_the_committed_runs_say(block):
+    assert demo_docs.current_block(demo_docs.README.read_text(), block) == demo_docs.BLOCKS[block](), (
+        f"README.md's {block} block differs from docs/: run `python tools/demo_docs.py render`"
+    )
+
+
+def test_the_readme_demo_block_changes_with_the_tables(tmp_path, monkeypatch):
+    # The check above could not fail if the block ignored the tables: a changed accuracy must show.
+    for name in (*demo_docs.TABLES, "run.json"):
+        (tmp_path / name).write_bytes((demo_docs.DOCS / name).read_bytes())
+    models = pd.read_csv(tmp_path / "models.csv")
+    assert "| 12.3 % |" not in demo_docs.readme_block()
+    models.loc[0, "top1"] = 12.345
+    models.to_csv(tmp_path / "models.csv", index=False)
+    monkeypatch.setattr(demo_docs, "DOCS", tmp_path)
+    assert f"| {models.loc[0, 'display_name']} | " in demo_docs.readme_block()
+    assert "| 12.3 % |" in demo_docs.readme_block()
+
+
+def _fresh_copy(tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in demo_docs.TABLES:
+        (fresh / name).write_bytes((demo_docs.DOCS / name).read_bytes())
+    return fresh
+
+
+def _nudge(fresh, table, column, by, row=0):
+    frame = pd.read_csv(fresh / table)
+    frame.loc[row, column] += by
+    frame.to_csv(fresh / table, index=False)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_run_equal_to_the_committed_one_passes(tmp_path, exact):
+    assert demo_docs.compare_tables(_fresh_copy(tmp_path), demo_docs.DOCS, exact) == []
+
+
+def test_on_the_committed_runs_cpu_any_difference_fails(tmp_path):
+    fresh = _fresh_copy(tmp_path)
+    _nudge(fresh, "summary.csv", "criticality_mean", 1e-9)
+    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=True)
+    assert len(problems) == 1 and problems[0].startswith("summary.csv:criticality_mean: 1 values differ")
+
+
+def test_on_another_cpu_the_stable_numbers_must_stay_within_their_bounds(tmp_path):
+    fresh = _fresh_copy(tmp_path)
+    # One layer of one model may move a lot across CPUs (measured: 48 points) and is not compared;
+    # it moves the layer profile by an eighth of that (8 models in the figures), within its bound.
+    _nudge(fresh, "summary.csv", "criticality_mean", 40.0)
+    assert demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False) == []
+    bound = demo_docs.TOLERANCE[("models.csv", "mean_criticality")]
+    _nudge(fresh, "models.csv", "mean_criticality", 1.5 * bound)
+    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False)
+    assert len(problems) == 1 and problems[0].startswith("models.csv:mean_criticality: differs by")
+    _nudge(fresh, "summary.csv", "criticality_mean", 200.0, row=1)  # the layer profile moves too far
+    assert any(p.startswith("layer profile:criticality_mean") for p in demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False))
+
+
+def test_a_run_with_other_rows_fails(tmp_path):
+    fresh = _fresh_copy(tmp_path)
+    models = pd.read_csv(fresh / "models.csv")
+    models.iloc[1:].to_csv(fresh / "models.csv", index=False)
+    assert "models.csv: rows differ (['model'])" in demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False)
