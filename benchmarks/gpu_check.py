@@ -43,6 +43,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from layercrit.study import relocatable_zoo  # noqa: E402
+
 # Largest |criticality − CPU fp32 criticality| (points) accepted per reset, per precision: fp32
 # differs from the CPU only by summation order; TF32 rounds matmul/conv inputs to 10 mantissa
 # bits and bf16 to 7, which moves small models' outputs by up to a few tenths of a point (the
@@ -74,8 +76,7 @@ def check_tests() -> dict:
 
 
 def small_study(workdir: Path, quick: bool) -> Path:
-    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
-    zoo["architectures"]["demo_resnet"]["layers"] = str(REPO / "config/architectures/demo_resnet.tsv")
+    zoo = relocatable_zoo(REPO / "config/zoo/demo.yaml")
     keep = ["demo_baseline", "demo_linf_4"] if quick else ["demo_baseline", "demo_linf_1", "demo_linf_4", "demo_mixup", "demo_improved"]
     zoo["models"] = [m for m in zoo["models"] if m["id"] in keep]
     for m in zoo["models"]:

@@ -36,6 +36,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from layercrit.study import relocatable_zoo
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc"]
@@ -43,8 +45,7 @@ METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", 
 
 def study(workdir: Path, models: list[str], seeds: list[int]) -> Path:
     """The demo study, smaller: a few models, trained briefly (the training is not measured)."""
-    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
-    zoo["architectures"]["demo_resnet"]["layers"] = str(REPO / "config/architectures/demo_resnet.tsv")
+    zoo = relocatable_zoo(REPO / "config/zoo/demo.yaml")
     zoo["models"] = [m for m in zoo["models"] if m["id"] in models]
     for m in zoo["models"]:
         m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": 1, "warmup_epochs": 0}

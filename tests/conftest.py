@@ -32,6 +32,16 @@ _NO_SLURM_BIN = Path(tempfile.mkdtemp(prefix="layercrit-no-slurm-"))
 (_NO_SLURM_BIN / "scontrol").chmod(0o755)
 
 
+def load_tool(name: str):
+    """One of the repository's tools/ scripts as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def snakemake_env(slurm: bool = False, **extra: str) -> dict[str, str]:
     """The environment of a Snakemake run in the tests (see _NO_SLURM_BIN)."""
     env = {**os.environ, **extra}
@@ -54,9 +64,9 @@ def run_snakemake(
 def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), epochs: int = 1, **overrides) -> Path:
     # one epoch without warm-up: the tests check the plumbing, not the training
     """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path."""
-    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
-    for arch in zoo["architectures"].values():  # the zoo is written elsewhere: its layer lists by absolute path
-        arch["layers"] = str(DEMO_LAYERS)
+    from layercrit.study import relocatable_zoo
+
+    zoo = relocatable_zoo(REPO / "config/zoo/demo.yaml")
     for m in zoo["models"]:
         m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": epochs, "warmup_epochs": 0}
     if models is not None:

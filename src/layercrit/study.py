@@ -209,6 +209,16 @@ def load_zoo(path: str | Path, key: str = "zoo") -> dict[str, Any]:
     return zoo
 
 
+def relocatable_zoo(path: str | Path) -> dict[str, Any]:
+    """The zoo at ``path`` with its layer lists as absolute paths, so that a modified copy can be
+    written anywhere (layer lists are otherwise relative to the zoo file)."""
+    zoo = load_zoo(path)
+    for arch in zoo.get("architectures", {}).values():
+        if "layers" in arch:
+            arch["layers"] = str((Path(path).parent / arch["layers"]).resolve())
+    return zoo
+
+
 def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path) -> Study:
     """Resolve a schema-valid config and zoo into a Study, checking cross-references.
 
