@@ -37,8 +37,9 @@ demo: install
 	$(SNAKEMAKE) --cores $(CORES)
 	@echo "Figures: results/demo/figures/randomize/  Tables: results/demo/tables/randomize/"
 
+# Test files run in parallel, one worker per core (files stay whole: their fixtures are shared).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 lint: install
 	$(SNAKEMAKE) --lint
@@ -55,7 +56,8 @@ clean-demo:
 docs: install
 	$(PY) tools/demo_docs.py run
 
-# CI: run the demo afresh (into results/demo_check) and compare its tables with docs/demo/.
+# The demo afresh (into results/demo_check), its tables against docs/demo/ (make test runs the same,
+# as tests/test_demo_run.py).
 demo-check: install
 	$(PY) tools/demo_docs.py check-run
 

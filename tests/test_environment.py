@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from importlib import metadata
@@ -11,19 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-conda_env = _tool("conda_env")
-demo_docs = _tool("demo_docs")
+conda_env = load_tool("conda_env")
+demo_docs = load_tool("demo_docs")
 
 
 def test_every_locked_package_is_installed_at_its_locked_version():

@@ -3,7 +3,8 @@
     python tools/demo_docs.py run            # `make docs`: run the demo on a clean results/demo, then `render`
     python tools/demo_docs.py render         # copy the demo's tables into docs/demo/, rewrite the README block
     python tools/demo_docs.py check-readme   # the README block is what docs/demo/ says (a test runs this)
-    python tools/demo_docs.py check-run      # `make demo-check` (CI): run the demo afresh, compare with docs/demo/
+    python tools/demo_docs.py check-run      # `make demo-check`: run the demo afresh, compare with docs/demo/
+                                             # (tests/test_demo_run.py does the same in `make test`, so in CI)
     python tools/demo_docs.py compare DIR    # largest differences of a run's tables DIR from docs/demo/
 
 What is committed is the run's tables (docs/demo/models.csv, summary.csv), a record of where
@@ -84,33 +85,39 @@ def machine() -> dict[str, str | int]:
     }
 
 
-def run_demo(results: Path, study: str) -> float:
-    """Run the demo study from scratch into results/<study>; return its wall time in seconds."""
-    shutil.rmtree(results / study, ignore_errors=True)
+def run_demo(workdir: Path, study: str, env: dict[str, str] | None = None) -> float:
+    """Run the demo study from scratch in ``workdir`` (into workdir/results/<study>); return its
+    wall time in seconds."""
+    shutil.rmtree(workdir / "results" / study, ignore_errors=True)
     cores = os.cpu_count() or 1
-    command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores)]
-    command += ["--configfile", "config/demo.yaml", "--config", f"study={study}"]
+    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    command += ["--cores", str(cores), "--configfile", str(ROOT / "config" / "demo.yaml")]
+    command += ["--config", f"study={study}", f"zoo={ROOT / 'config' / 'zoo' / 'demo.yaml'}"]
     print("+", " ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
+    subprocess.run(command, check=True, env=env)
     return time.perf_counter() - start
 
 
-def render(results: Path, wall_s: float | None) -> None:
-    """Copy a finished demo run's tables and heatmap into docs/, then rewrite the README block."""
+def render(wall_s: float | None) -> None:
+    """Copy a finished demo run's tables and heatmap into docs/, then rewrite the README blocks.
+
+    The run is taken to have been made on this machine (``run`` makes it so); re-rendering the
+    run docs/demo/ already holds keeps its record (machine, wall time) as it was."""
+    results = ROOT / "results"
     tables = results / "demo" / "tables" / "randomize"
+    provenance = json.loads((tables / "provenance.json").read_text())
+    old = DOCS / "run.json"
+    if wall_s is None and old.exists() and json.loads(old.read_text()).get("created") == provenance["created"]:
+        record = json.loads(old.read_text())
+    else:
+        record = {**machine(), "versions": provenance["versions"], "created": provenance["created"]}
+        if wall_s is not None:
+            record["wall_s"] = round(wall_s, 1)
     DOCS.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         shutil.copyfile(tables / name, DOCS / name)
     shutil.copyfile(results / "demo" / "figures" / "randomize" / "criticality_heatmap.png", HEATMAP)
-    provenance = json.loads((tables / "provenance.json").read_text())
-    record = {**machine(), "versions": provenance["versions"], "created": provenance["created"]}
-    if wall_s is not None:
-        record["wall_s"] = round(wall_s, 1)
-    else:  # a re-render of the same run keeps the wall time its `run` measured
-        old = DOCS / "run.json"
-        if old.exists() and json.loads(old.read_text()).get("created") == provenance["created"]:
-            record["wall_s"] = json.loads(old.read_text()).get("wall_s")
     (DOCS / "run.json").write_text(json.dumps(record, indent=1) + "\n")
     README.write_text(replace_blocks(README.read_text()))
     print(f"wrote {DOCS}/, {HEATMAP.relative_to(ROOT)} and the README's demo block", flush=True)
@@ -320,25 +327,23 @@ def largest_differences(fresh: Path, committed: Path) -> dict[tuple[str, str], f
     return out
 
 
-def check_run(results: Path) -> None:
+def check_run(workdir: Path, env: dict[str, str] | None = None) -> list[str]:
+    """Run the demo afresh in ``workdir`` and compare its tables with docs/demo/: bit for bit on
+    the committed run's CPU, else within TOLERANCE. Returns the differences ([] if none)."""
     study = "demo_check"
-    wall = run_demo(results, study)
+    wall = run_demo(workdir, study, env)
     committed = json.loads((DOCS / "run.json").read_text())
     here = machine()
     exact = (here["cpu"], here["cpu_capability"]) == (committed["cpu"], committed["cpu_capability"])
     how = "bit for bit (same CPU as the committed run)" if exact else f"within TOLERANCE (committed run: {committed['cpu']})"
-    problems = compare_tables(results / study / "tables" / "randomize", DOCS, exact)
     print(f"demo run: {wall:.0f} s on {here['cpu']} ({here['cpu_capability']}); tables compared {how}", flush=True)
-    if problems:
-        sys.exit("the demo's tables differ from docs/demo/:\n  " + "\n  ".join(problems))
-    print("the demo's tables agree with docs/demo/", flush=True)
+    return compare_tables(workdir / "results" / study / "tables" / "randomize", DOCS, exact)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["run", "render", "check-readme", "check-run", "compare"])
     parser.add_argument("tables", nargs="?", type=Path, help="compare: a run's tables folder (against docs/demo/)")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     if args.action == "compare":
         if args.tables is None:
@@ -347,17 +352,19 @@ def main() -> None:
             bound = TOLERANCE.get((name, column), "not compared across CPUs")
             print(f"{name}:{column}: largest difference {value:.3g} (bound {bound})")
     elif args.action == "run":
-        render(args.results, run_demo(args.results, "demo"))
+        render(run_demo(ROOT, "demo"))
     elif args.action == "render":
-        render(args.results, None)
+        render(None)
     elif args.action == "check-readme":
         text = README.read_text()
         stale = [name for name, make in BLOCKS.items() if current_block(text, name) != make()]
         if stale:
             sys.exit(f"README.md's blocks {stale} are not what docs/ says: run `python tools/demo_docs.py render`")
     else:
-        check_run(args.results)
-
+        problems = check_run(ROOT)
+        if problems:
+            sys.exit("the demo's tables differ from docs/demo/:\n  " + "\n  ".join(problems))
+        print("the demo's tables agree with docs/demo/", flush=True)
 
 if __name__ == "__main__":
     main()
