@@ -291,7 +291,8 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
 
     selection = config["reset"].get("layers", {})
     selected: dict[str, tuple[Layer, ...]] = {}
-    used_archs = {m.architecture for m in models.values()}
+    used = {m.architecture for m in models.values()}
+    used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     for arch_id in used_archs:
         chosen = select_layers(architectures[arch_id].layers, selection)
         if not chosen:
@@ -307,7 +308,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                     f"reset.layers.{key}: pattern {pattern!r} matches no layer of the study's architectures "
                     f"(a typo?); e.g. {[l.name for a in sorted(used_archs) for l in architectures[a].layers][:6]}"
                 )
-    check_class_count(config, {a: architectures[a] for a in used_archs})
+    check_class_count(config, {a: arch for a, arch in architectures.items() if a in used_archs})
 
     return Study(
         name=config["study"],
@@ -363,14 +364,17 @@ def check_class_count(config: dict[str, Any], architectures: dict[str, Architect
     n_classes, data_key = data_class_count(config)
     if n_classes is None:
         return
+    problems = []
     for arch in architectures.values():
         outputs = arch.kwargs.get("num_classes", TIMM_DEFAULT_CLASSES)
         if outputs != n_classes:
             where = "kwargs.num_classes" if "num_classes" in arch.kwargs else "timm's default, no kwargs.num_classes"
-            raise ConfigError(
+            problems.append(
                 f"architectures.{arch.id}: {outputs} outputs ({where}), but the data has {n_classes} classes "
                 f"({data_key}); set architectures.{arch.id}.kwargs.num_classes to {n_classes}"
             )
+    if problems:  # every architecture at once, in zoo order
+        raise ConfigError("\n".join(problems))
 
 
 def load_study(config: dict[str, Any]) -> Study:
