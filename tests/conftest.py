@@ -15,16 +15,6 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 DEMO_LAYERS = REPO / "config" / "architectures" / "demo_resnet.tsv"
 
 
-# Longest test files first: under `make test` (`-n auto --dist loadfile`) each worker takes whole
-# files as it becomes free, and a long file taken last makes the run wait for it alone.
-LONGEST_FIRST = ("test_demo_run.py", "test_slurm.py", "test_workflow.py", "test_gpu_check.py", "test_paper_offline.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
-
-
 @pytest.fixture(scope="session")
 def demo_arch():
     from layercrit.study import Architecture, read_layer_table
