@@ -78,12 +78,12 @@ def mean_criticality(net: torch.nn.Module, arch: Any, eval_set: Any, normalizati
     """Mean criticality over the architecture's layers and RESET_SEEDS (randomize mode), and per layer."""
     settings = EvalSettings(device="cpu", batch_size=500)
     clean = predict_logits(net, eval_set, normalization, settings, "cpu")
+    fresh = {seed: build_architecture(arch, seed=seed).state_dict() for seed in RESET_SEEDS}  # once, not per layer
     per_layer = {}
     for layer in arch.layers:
         values = []
         for seed in RESET_SEEDS:
-            fresh = build_architecture(arch, seed=seed).state_dict()
-            with reset_layer(net, layer.name, "randomize", fresh):
+            with reset_layer(net, layer.name, "randomize", fresh[seed]):
                 reset = predict_logits(net, eval_set, normalization, settings, "cpu")
             values.append(float(output_change(clean, reset)["cosine"].mean()))
         per_layer[layer.name] = criticality(float(np.mean(values)))

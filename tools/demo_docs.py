@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from layercrit.figures import accuracy_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "demo"
@@ -180,11 +181,17 @@ def readme_block() -> str:
     return "\n".join(rows) + "\n\n" + source + "\n\n" + "\n".join(f"- {f}" for f in findings)
 
 
+def layer_profile(models: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
+    """Each layer's criticality averaged over the models in the figures, in layer order: the
+    paper's "which layers matter", and what is stable from run to run (see TOLERANCE)."""
+    shown = summary[summary["model"].isin(models.loc[models["in_figures"], "model"])]
+    return shown.groupby("layer", sort=False)["criticality_mean"].mean()
+
+
 def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """The paper's findings, each checked on the demo's tables, in words with the numbers."""
     shown = models[models["in_figures"]]
-    crit = summary[summary["model"].isin(shown["model"])]
-    per_layer = crit.groupby("layer", sort=False)["criticality_mean"].mean().sort_values(ascending=False)
+    per_layer = layer_profile(models, summary).sort_values(ascending=False)
     top = ", ".join(f"`{layer}` {value:.1f} %" for layer, value in per_layer.head(4).items())
     out = [f"Most critical layers on average over the {len(shown)} models in the figures: {top}."]
     downsampling = [layer for layer in per_layer.index if ".downsample." in layer]
@@ -213,8 +220,11 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             f"{m.display_name}: mean criticality {m.mean_criticality:.1f} % vs the baseline's "
             f"{base.mean_criticality:.1f} % (top-1 {m.top1:.1f} % vs {base.top1:.1f} %)."
         )
-    rho, p = stats.spearmanr(shown["mean_criticality"], shown["top1"])
-    out.append(f"Mean criticality vs measured top-1 over the {len(shown)} models: Spearman ρ = {rho:.2f} (p = {p:.2g}).")
+    correlation = accuracy_correlations(models).set_index(["accuracy", "subset"]).loc[("measured", "all")]
+    out.append(
+        f"Mean criticality vs measured top-1 over the {correlation.n} models: "
+        f"Spearman ρ = {correlation.spearman_r:.2f} (p = {correlation.spearman_p:.2g})."
+    )
     control = models[~models["in_figures"]]
     for m in control.itertuples(index=False):
         out.append(f"{m.display_name} (not in the figures): top-1 {m.top1:.1f} %, mean criticality {m.mean_criticality:.1f} %.")
@@ -277,8 +287,7 @@ def comparable_tables(tables: Path) -> dict[str, pd.DataFrame]:
     over the models in the figures), each indexed by its KEY."""
     models = pd.read_csv(tables / "models.csv")
     summary = pd.read_csv(tables / "summary.csv")
-    shown = summary[summary["model"].isin(models.loc[models["in_figures"], "model"])]
-    profile = shown.groupby("layer")[["criticality_mean"]].mean().reset_index()
+    profile = layer_profile(models, summary).reset_index()
     out = {"models.csv": models, "summary.csv": summary, "layer profile": profile}
     return {name: table.set_index(KEY[name]).sort_index() for name, table in out.items()}
 
@@ -296,10 +305,10 @@ def compare_tables(fresh: Path, committed: Path, exact: bool) -> list[str]:
         if not a.index.equals(b.index):
             problems.append(f"{name}: rows differ ({KEY[name]})")
             continue
-        if exact and name != "layer profile":
-            columns = [c for c in b.columns if pd.api.types.is_numeric_dtype(b[c])]
+        if exact:  # the committed tables themselves; the layer profile is derived from them
+            columns = [c for c in b.columns if pd.api.types.is_numeric_dtype(b[c])] if name in TABLES else []
         else:
-            columns = [c for (table, c) in TOLERANCE if table == name and not exact]
+            columns = [c for (table, c) in TOLERANCE if table == name]
         for column in columns:
             x, y = a[column].to_numpy(float), b[column].to_numpy(float)
             if exact:
