@@ -83,3 +83,32 @@ def test_evaluation_data_without_its_tensors_is_named(tmp_path):
     save_file({"pictures": torch.zeros(1)}, str(tmp_path / "eval.safetensors"))
     with pytest.raises(DamagedFileError, match=r"lacks the tensor\(s\) \['images', 'labels'\]"):
         load_image_set(tmp_path / "eval.safetensors")
+
+
+def test_the_same_checkpoint_written_twice_is_the_same_file(tmp_path):
+    # A deterministic training must give a byte-identical checkpoint: baselines record its sha256.
+    # (safetensors writes header entries in hash-map order, which changes from write to write.)
+    from layercrit.zoo import load_checkpoint, save_checkpoint
+
+    state = {"w": torch.arange(4.0), "n": torch.tensor(3)}
+    norm = {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    meta = {"model": "m", "seed": 7, "weights": "trained"}
+    files = []
+    for i in range(16):
+        save_checkpoint(tmp_path / f"{i}.safetensors", state, norm, meta)
+        files.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    loaded = load_checkpoint(tmp_path / "0.safetensors")
+    assert loaded.normalization == norm and loaded.metadata == meta
+
+
+def test_a_checkpoint_in_the_earlier_header_layout_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    from layercrit.zoo import load_checkpoint
+
+    header = {"normalization": json.dumps({"mean": [0.1] * 3, "std": [0.3] * 3}), "metadata": json.dumps({"seed": 1})}
+    save_file({"w": torch.ones(2)}, tmp_path / "old.safetensors", header)
+    loaded = load_checkpoint(tmp_path / "old.safetensors")
+    assert loaded.normalization == {"mean": [0.1] * 3, "std": [0.3] * 3} and loaded.metadata == {"seed": 1}
+    assert torch.equal(loaded.state_dict["w"], torch.ones(2))

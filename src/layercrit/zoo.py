@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from layercrit.io import atomic_path, read_safetensors
 from layercrit.study import Architecture, Layer, write_layer_table
 
+CHECKPOINT_HEADER = "layercrit"  # the one safetensors header entry of a checkpoint (JSON)
 RESETTABLE_TYPES = {"Conv2d": torch.nn.Conv2d, "Linear": torch.nn.Linear}
 
 
@@ -61,7 +62,11 @@ def save_checkpoint(
     normalization: dict[str, Any] | None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    header = {"normalization": json.dumps(normalization), "metadata": json.dumps(metadata or {}, default=str)}
+    # One header entry, its JSON keys sorted: safetensors writes a header's entries in hash-map
+    # order, which differs from process to process, so two entries would make a deterministic
+    # training's file differ byte for byte (and its sha256, which baselines record).
+    content = {"normalization": normalization, "metadata": metadata or {}}
+    header = {CHECKPOINT_HEADER: json.dumps(content, sort_keys=True, default=str)}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, header)
@@ -69,10 +74,14 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     state_dict, header = read_safetensors(path, device=str(device))
+    if CHECKPOINT_HEADER in header:
+        content = json.loads(header[CHECKPOINT_HEADER])
+    else:  # written by earlier versions: one entry per field
+        content = {key: json.loads(header[key]) for key in ("normalization", "metadata") if key in header}
     return Checkpoint(
         state_dict=state_dict,
-        normalization=json.loads(header.get("normalization", "null")),
-        metadata=json.loads(header.get("metadata", "{}")),
+        normalization=content.get("normalization"),
+        metadata=content.get("metadata") or {},
     )
 
 
