@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import yaml
 
-from layercrit.evaluation import EvalSettings, predict_logits
+from layercrit.forward import EvalSettings, predict_logits
 from layercrit.metrics import criticality, output_change
 from layercrit.reset import reset_layer
 from layercrit.study import load_study
 from layercrit.synthetic import make_synthetic_images
-from layercrit.training import TrainingRecipe, evaluate_accuracy, train_classifier
+from layercrit.training import evaluate_accuracy, recipe_of, train_classifier
 from layercrit.zoo import build_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +66,6 @@ def variants(study: Any) -> dict[str, dict[str, Any]]:
     return v
 
 
-def _recipe(model: Any, overrides: dict[str, Any]) -> TrainingRecipe:
-    cfg = dict(model.source["recipe"])
-    if model.adversarial:
-        cfg.update(adversarial_norm=model.adversarial["norm"], adversarial_epsilon=model.adversarial["epsilon"])
-    cfg.update(overrides)
-    return TrainingRecipe.from_config(cfg)
-
-
 def mean_criticality(net: torch.nn.Module, arch: Any, eval_set: Any, normalization: dict | None) -> dict[str, Any]:
     """Mean criticality over the architecture's layers and RESET_SEEDS (randomize mode), and per layer."""
     settings = EvalSettings(device="cpu", batch_size=500)
@@ -103,7 +95,7 @@ def run_variant(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     eval_set = make_synthetic_images(seed=data["seed"] + 1, n_images=data["eval_images"], **common)
     norm = model.normalization
     mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
-    recipe = _recipe(model, spec["recipe"])
+    recipe = recipe_of(model.source, model.adversarial, spec["recipe"])
     seed = model.source.get("seed", 0)
 
     start = time.perf_counter()

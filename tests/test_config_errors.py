@@ -64,6 +64,7 @@ ZOO_CASES = {
     "duplicate id": (lambda z: z["models"].append(dict(z["models"][0])), ["'demo_baseline' appears twice"]),
     "missing layer list": (lambda z: z["architectures"]["demo_resnet"].update(layers="missing.tsv"), ["missing.tsv", "does not exist", "python -m layercrit.zoo layers"]),
     "model id outside its mode's folder": (lambda z: z["models"][0].update(id=".."), ["'models.0.id'", "'..' does not match", "one directory name"]),
+    "batch of one": (lambda z: z["models"][0]["source"]["recipe"].update(batch_size=1), ["'models.0.source.recipe.batch_size'", "1 is less than the minimum of 2", "BatchNorm"]),
     "timm's default class count": (lambda z: z["architectures"]["demo_resnet"]["kwargs"].pop("num_classes"), ["1000 outputs (timm's default", "10 classes (data.n_classes)"]),
 }
 

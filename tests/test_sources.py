@@ -21,19 +21,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save as safetensors_bytes
 
 from fake_hosts import FakeHosts, route_drive_hosts
-from layercrit.sources import (
-    CheckpointReadError,
-    ChecksumError,
-    ConversionError,
-    DownloadError,
-    DownloadSettings,
-    SourceError,
-    fetch_file,
-    fetch_model,
-)
+from layercrit.conversion import KEY_MAPPINGS, CheckpointReadError, ConversionError
+from layercrit.downloads import ChecksumError, DownloadError, DownloadSettings, SourceError
+from layercrit.sources import check_source, fetch_model, fetch_source_file
+from layercrit.study import load_schema
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, load_checkpoint
 
@@ -578,12 +573,12 @@ def test_hub_lfs_sha256_is_verified(hosts, settings, tiny, tmp_path):
 
 def test_timm_falls_back_to_the_pickle_when_there_is_no_safetensors(hosts, settings, tmp_path):
     hosts.add_hf_file("timm/resnet50.a1_in1k", "pytorch_model.bin", b"\x80\x02weights")
-    path, record = fetch_file(
+    path, record = fetch_source_file(
         {"kind": "timm", "tag": "resnet50.a1_in1k"}, model_id="m", cache_dir=tmp_path, settings=settings, progress=False
     )
     assert path.name == "pytorch_model.bin" and record["url"].endswith("/timm/resnet50.a1_in1k/resolve/main/pytorch_model.bin")
     requests = hosts.count()
-    fetch_file({"kind": "timm", "tag": "resnet50.a1_in1k"}, model_id="m", cache_dir=tmp_path, settings=settings, progress=False)
+    fetch_source_file({"kind": "timm", "tag": "resnet50.a1_in1k"}, model_id="m", cache_dir=tmp_path, settings=settings, progress=False)
     assert hosts.count() == requests
 
 
@@ -663,18 +658,59 @@ def test_pair_must_not_provide_a_key_twice(hosts, settings, tiny, tmp_path):
 @pytest.mark.parametrize(
     "source, complaint",
     [
-        ({"kind": "url", "url": TINY_URL, "strip_prefixes": ["module."]}, "unknown field"),
-        ({"kind": "ftp", "url": TINY_URL}, "unknown source kind"),
-        ({"kind": "url", "url": TINY_URL, "mapping": "nope"}, "unknown mapping"),
-        ({"kind": "url", "url": TINY_URL, "sha256": "xyz"}, "hex digits"),
-        ({"kind": "pair", "backbone": {"kind": "url", "url": TINY_URL}}, "missing"),
-        ({"kind": "url", "url": TINY_URL, "allowed_globals": ["no_such_module.Thing"]}, "cannot import"),
+        (
+            {"kind": "url", "url": TINY_URL, "strip_prefixes": ["module."]},
+            r"key 'source': unknown key\(s\) \['strip_prefixes'\]; allowed: \[.*'strip_prefix', 'url'\]",
+        ),
+        ({"kind": "ftp", "url": TINY_URL}, r"key 'source.kind': 'ftp' is not allowed; allowed: \['timm', .*'pair'\]"),
+        ({"kind": "train", "recipe": {}}, r"key 'source.kind': 'train' is not allowed"),  # trained here, not fetched
+        ({"kind": "url", "url": TINY_URL, "mapping": "nope"}, r"key 'source.mapping': 'nope' is not allowed; allowed: \['simclrv2'\]"),
+        ({"kind": "url", "url": TINY_URL, "sha256": "xyz"}, r"key 'source.sha256': 'xyz' does not match .*hex digits"),
+        ({"kind": "pair", "backbone": {"kind": "url", "url": TINY_URL}}, r"key 'source': 'head' is a required property"),
+        (
+            {"kind": "pair", "backbone": {"kind": "pair"}, "head": {"kind": "url", "url": TINY_URL}},
+            r"key 'source.backbone.kind': 'pair' is not allowed; allowed: \['timm', .*'gdrive'\]",
+        ),
+        ({"kind": "huggingface", "repo": "owner/tiny"}, r"key 'source': 'file' is a required property"),
+        ({"kind": "url", "url": TINY_URL, "keep_prefix": ["module.", 3]}, r"key 'source.keep_prefix.1': 3 is not of type 'string'"),
+        ({"kind": "url", "url": TINY_URL, "allowed_globals": ["no_such_module.Thing"]}, "allowed_globals: cannot import"),
     ],
 )
 def test_invalid_specs_are_rejected_with_the_allowed_values(hosts, settings, tiny, tmp_path, source, complaint):
     hosts.serve(TINY_PATH, pickled(tiny))
-    with pytest.raises(SourceError, match=complaint):
+    with pytest.raises(SourceError, match=complaint) as failure:
         fetch_tiny(settings, tmp_path, source)
+    assert "model 'tiny_model'" in str(failure.value)
+    if "allowed_globals" not in source:  # the schema refuses a spec before anything is downloaded
+        assert hosts.count() == 0
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "timm", "tag": "resnet50.a1_in1k", "file": "pytorch_model.bin", "revision": "main", "sha256": "abcdef12"},
+        {"kind": "timm", "tag": "resnet50.a1_in1k", "rename": [["fc.", "head."]], "strict": False},
+        {"kind": "torchvision", "weights": "ResNet50_Weights.IMAGENET1K_V2", "sha256": "abcdef12", "strip_prefix": "module."},
+        {"kind": "url", "url": TINY_URL, "keep_prefix": ["module.model.", "module.head."], "drop_containing": "aux_bn"},
+        {"kind": "gdrive", "id": "FILEID", "allowed_globals": "argparse.Namespace", "mapping": "simclrv2"},
+        {"kind": "pair", "backbone": {"kind": "timm", "tag": "resnet50.a1_in1k"}, "head": {"kind": "url", "url": TINY_URL}},
+    ],
+)
+def test_every_field_the_fetching_code_supports_is_accepted(source):
+    check_source(source, "m")
+
+
+def test_the_zoo_schema_lists_the_key_mappings_there_are():
+    fields = load_schema("zoo")["$defs"]["file_fields"]["properties"]
+    assert sorted(fields["mapping"]["enum"]) == sorted(KEY_MAPPINGS)
+
+
+def test_every_downloaded_source_of_the_paper_zoo_is_one_fetch_model_accepts():
+    zoo = yaml.safe_load((Path(__file__).parents[1] / "config/zoo/paper.yaml").read_text())
+    downloaded = [m for m in zoo["models"] if m["source"]["kind"] != "train"]
+    assert len(downloaded) > 40
+    for model in downloaded:
+        check_source(model["source"], model["id"])
 
 
 def test_settings_from_environment(monkeypatch, hosts, tiny, tmp_path):

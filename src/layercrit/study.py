@@ -21,7 +21,28 @@ from typing import Any
 
 import yaml
 
-RESET_MODES = ("randomize", "zero", "reinit")
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema of ``workflow/schemas/`` (``name``: ``config`` or ``zoo``), as data."""
+    with open(SCHEMA_DIR / f"{name}.schema.yaml") as f:
+        return yaml.safe_load(f)
+
+
+# The reset modes: the config schema's list is the one list (layercrit.reset says what each does).
+RESET_MODES: tuple[str, ...] = tuple(load_schema("config")["properties"]["reset"]["properties"]["mode"]["enum"])
+
+
+def needs_initial_weights(mode: str) -> bool:
+    """Whether a reset mode takes the layer from the model's weights at initialization (reinit)."""
+    return mode == "reinit"
+
+
+# The authors' released results as a study (with the published zoo; the workflow's PUBLISHED,
+# its tables: aggregation.published_tables): they re-randomized each layer of every model in three
+# trials, ``trial`` 0, 1, 2 of their results file, which are its seeds.
+PUBLISHED_STUDY = {"study": "published", "reset": {"mode": "randomize", "seeds": [0, 1, 2]}}
 # Where one reset result lives under results/<study>/ (every field a single path component).
 RESET_RESULT = "resets/{mode}/{model}/{layer}/seed{seed}.json"
 # ... and its inverse, derived from it: each field one path component, the seed a number.
@@ -85,6 +106,17 @@ class Model:
         return self.source.get("kind") in KINDS_WITH_INIT_WEIGHTS
 
 
+# Every figure a study can have, in the order of its targets; layercrit.figures.FIGURES draws
+# them by these names, and Study.figures says which of them a study's zoo supports.
+FIGURE_NAMES = (
+    "criticality_heatmap",
+    "criticality_vs_accuracy",
+    "seed_std_heatmap",
+    "difference_heatmap",
+    "criticality_vs_epsilon",
+)
+
+
 @dataclass
 class Study:
     """A validated study: resolved zoo, selected layers per architecture, seeds, settings."""
@@ -132,6 +164,17 @@ class Study:
     @property
     def has_adversarial_models(self) -> bool:
         return any(m.adversarial and m.in_figures for m in self.models.values())
+
+    @property
+    def figures(self) -> tuple[str, ...]:
+        """The figures (of ``FIGURE_NAMES``, in its order) this study's zoo supports: the
+        difference heatmap needs a baseline model and another figure model to compare with it,
+        criticality vs ε adversarially trained figure models."""
+        supported = {
+            "difference_heatmap": bool(self.baseline) and sum(m.in_figures for m in self.models.values()) > 1,
+            "criticality_vs_epsilon": self.has_adversarial_models,
+        }
+        return tuple(name for name in FIGURE_NAMES if supported.get(name, True))
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -277,14 +320,12 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
             raise ConfigError(f"zoo.baseline: {zoo['baseline']!r} is not a model of the zoo; allowed: {list(models)}")
 
     check_data_source(config)
-    mode = config["reset"]["mode"]
-    if mode not in RESET_MODES:
-        raise ConfigError(f"reset.mode: unknown mode {mode!r}; allowed: {list(RESET_MODES)}")
-    if mode == "reinit":
+    mode = config["reset"]["mode"]  # one of RESET_MODES: the config schema says which
+    if needs_initial_weights(mode):
         lacking = [m.id for m in models.values() if not m.has_init_weights]
         if lacking:
             raise ConfigError(
-                f"reset.mode: 'reinit' needs each model's weights at initialization, which these models do not "
+                f"reset.mode: {mode!r} needs each model's weights at initialization, which these models do not "
                 f"have: {lacking}; use mode 'randomize' or 'zero', or restrict 'models' to trained-here models "
                 f"(source kinds {list(KINDS_WITH_INIT_WEIGHTS)})"
             )
@@ -385,10 +426,15 @@ def load_study(config: dict[str, Any]) -> Study:
 
 def schema_error_summary(data: dict[str, Any], schema_path: str | Path, what: str) -> str:
     """One line per problem, naming the key and what is allowed (jsonschema's own text is long)."""
-    import jsonschema
-
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
+    return "\n".join(schema_problems(data, schema, what)) or f"{what} does not match {schema_path}"
+
+
+def schema_problems(data: Any, schema: dict[str, Any], what: str) -> list[str]:
+    """What is wrong with ``data`` under ``schema``, one line per problem (none: it is valid)."""
+    import jsonschema
+
     validator = jsonschema.validators.validator_for(schema)(schema)
     lines = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
@@ -407,4 +453,4 @@ def schema_error_summary(data: dict[str, Any], schema_path: str | Path, what: st
             # minimum of 0"); the key's description says what it is for.
             about = error.schema.get("description")
             lines.append(f"{what} key {key!r}: {error.message}" + (f" ({key}: {about})" if about else ""))
-    return "\n".join(lines) or f"{what} does not match {schema_path}"
+    return lines

@@ -16,8 +16,9 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from layercrit.data import ImageSet, normalize, to_model_input
+from layercrit.data import ImageSet, load_image_set, normalize, to_model_input
+from layercrit.io import provenance, write_json
+from layercrit.study import Architecture, load_schema, schema_problems
+from layercrit.zoo import build_architecture, save_checkpoint
 
-SCHEDULES = ("step", "cosine")
-AUGMENTATIONS = ("crop_flip", "cutout", "color_jitter", "mixup")
-ADVERSARIAL_NORMS = ("linf", "l2")
+# The zoo schema says what a recipe may hold; these lists are read from it.
+_ZOO_SCHEMA = load_schema("zoo")
+RECIPE_SCHEMA = _ZOO_SCHEMA["$defs"]["train_source"]["properties"]["recipe"]
+SCHEDULES = tuple(RECIPE_SCHEMA["properties"]["schedule"]["enum"])
+AUGMENTATIONS = tuple(RECIPE_SCHEMA["properties"]["augment"]["items"]["enum"])
+ADVERSARIAL_SCHEMA = _ZOO_SCHEMA["properties"]["models"]["items"]["properties"]["adversarial"]
+ADVERSARIAL_NORMS = tuple(ADVERSARIAL_SCHEMA["properties"]["norm"]["enum"])
+# Recipe fields that come from a zoo model's `adversarial` entry, not from its `recipe`.
+ADVERSARIAL_FIELDS = ("adversarial_norm", "adversarial_epsilon")
 
 # Fixed augmentation strengths (small-image CIFAR conventions), kept out of the recipe on purpose:
 # the recipe names *which* method is used, the demo does not sweep their strengths.
@@ -58,7 +68,7 @@ class TrainingRecipe:
     schedule: str = "step"  # after warm-up, "step": ×0.1 at 50 % and 75 % of the epochs; "cosine": cosine decay to 0
     warmup_epochs: int = 1  # linear warm-up from ~0 to lr (both schedules; without it lr ≥ 0.2 diverges here)
     label_smoothing: float = 0.0
-    augment: tuple[str, ...] = ()  # any of AUGMENTATIONS, applied in that order whatever the order given
+    augment: tuple[str, ...] = ()  # any of AUGMENTATIONS, applied crop_flip, color_jitter, cutout, then mixup (after any attack)
     adversarial_norm: str | None = None  # "linf" | "l2" | None (standard training)
     adversarial_epsilon: float = 0.0
     adversarial_steps: int = 2  # PGD steps, step size 2.5·ε/steps, random start
@@ -71,56 +81,29 @@ class TrainingRecipe:
             augment = (augment,)
         object.__setattr__(self, "augment", tuple(augment))
 
-        def fail(what: str) -> None:
-            raise ValueError(f"invalid training recipe: {what}")
-
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            fail(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 2:
-            fail(f"batch_size must be an integer >= 2 (BatchNorm needs 2 samples), got {self.batch_size!r}")
-        if not self.lr > 0:
-            fail(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            fail(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0:
-            fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs <= self.epochs:
-            fail(f"warmup_epochs must be an integer in [0, epochs], got {self.warmup_epochs!r}")
-        if self.schedule not in SCHEDULES:
-            fail(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
-        if not 0 <= self.label_smoothing < 1:
-            fail(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
-        if unknown:
-            fail(f"unknown augment {', '.join(map(repr, unknown))}; allowed: {', '.join(AUGMENTATIONS)}")
-        if len(set(self.augment)) != len(self.augment):
-            fail(f"augment lists a method twice: {list(self.augment)}")
-        if self.adversarial_norm is None:
-            if self.adversarial_epsilon != 0:
-                fail("adversarial_epsilon is set but adversarial_norm is not (allowed norms: linf, l2)")
-        else:
-            if self.adversarial_norm not in ADVERSARIAL_NORMS:
-                fail(
-                    f"unknown adversarial_norm {self.adversarial_norm!r}; allowed: {', '.join(ADVERSARIAL_NORMS)} or null"
-                )
-            if not self.adversarial_epsilon > 0:
-                fail(f"adversarial_epsilon must be > 0 with adversarial_norm {self.adversarial_norm!r}")
-            if not isinstance(self.adversarial_steps, int) or self.adversarial_steps < 1:
-                fail(f"adversarial_steps must be an integer >= 1, got {self.adversarial_steps!r}")
-        if not isinstance(self.freeze_backbone, bool):
-            fail(f"freeze_backbone must be true or false, got {self.freeze_backbone!r}")
+        # The zoo schema's `recipe` validates each key (from_config applies it); only what a schema
+        # cannot say is checked here.
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"invalid training recipe: warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        if (self.adversarial_norm is None) != (self.adversarial_epsilon == 0):
+            raise ValueError(
+                "invalid training recipe: adversarial_norm and a positive adversarial_epsilon go together, got "
+                f"{self.adversarial_norm!r} and {self.adversarial_epsilon!r}"
+            )
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> TrainingRecipe:
-        """Build a recipe from a config mapping; unknown keys and bad values raise ``ValueError``."""
-        if not isinstance(cfg, dict):
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrainingRecipe:
+        """Build a recipe from a zoo recipe (plus the adversarial budget); bad keys or values raise
+        ``ValueError`` with the zoo schema's words, the one validator of a recipe."""
+        if not isinstance(cfg, Mapping):
             raise ValueError(f"training recipe must be a mapping, got {type(cfg).__name__}")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in cfg if k not in allowed]
-        if unknown:
-            raise ValueError(
-                f"unknown training recipe key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
-            )
+        recipe = {k: v for k, v in cfg.items() if k not in ADVERSARIAL_FIELDS}
+        problems = schema_problems(recipe, RECIPE_SCHEMA, "training recipe")
+        if cfg.get("adversarial_norm") is not None:
+            budget = {"norm": cfg["adversarial_norm"], "epsilon": cfg.get("adversarial_epsilon", 0.0)}
+            problems += schema_problems(budget, ADVERSARIAL_SCHEMA, "adversarial training")
+        if problems:
+            raise ValueError("\n".join(problems))
         return cls(**cfg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +118,19 @@ class TrainingRecipe:
         if self.adversarial_norm == "linf":
             return self.adversarial_epsilon / 255.0
         return float(self.adversarial_epsilon)
+
+
+def recipe_of(
+    source: Mapping[str, Any], adversarial: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
+) -> TrainingRecipe:
+    """The recipe of a zoo model trained here: its source's ``recipe``, trained adversarially with
+    the budget of its ``adversarial`` entry (the zoo states a model's budget once, for the
+    figures and the training alike), then ``overrides``."""
+    cfg = dict(source["recipe"])
+    if adversarial:
+        cfg.update(adversarial_norm=adversarial["norm"], adversarial_epsilon=adversarial["epsilon"])
+    cfg.update(overrides or {})
+    return TrainingRecipe.from_config(cfg)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -453,3 +449,34 @@ def evaluate_accuracy(
     finally:
         model.train(was_training)
     return 100.0 * correct / max(1, len(data))
+
+
+def train_zoo_model(
+    model: Mapping[str, Any],
+    arch: Architecture,
+    train_data: str | Path,
+    *,
+    checkpoint_out: str | Path,
+    init_out: str | Path,
+    history_out: str | Path,
+    threads: int,
+) -> dict[str, Any]:
+    """Train one model of a zoo (``kind: train``) on ``train_data``; write its trained and its
+    initial weights (what `reinit` rewinds to) and the training history; return the history."""
+    torch.set_num_threads(threads)
+    source = model["source"]
+    seed = source.get("seed", 0)
+    recipe = recipe_of(source, model.get("adversarial"))
+    norm = model.get("normalization")
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+
+    net = build_architecture(arch, seed=seed).train()
+    init_state = {k: v.clone() for k, v in net.state_dict().items()}
+    history = train_classifier(net, load_image_set(train_data), recipe, mean=mean, std=std, seed=seed, progress=True)
+
+    meta = {"model": model["id"], "architecture": arch.id, "seed": seed}
+    save_checkpoint(init_out, init_state, norm, {**meta, "weights": "initialization"})
+    save_checkpoint(checkpoint_out, net.state_dict(), norm, {**meta, "weights": "trained"})
+    history = {**meta, **history, **provenance(threads=threads)}
+    write_json(history_out, history)
+    return history

@@ -3,19 +3,15 @@
 import shutil
 from pathlib import Path
 
+from layercrit.downloads import fetch_file, url_remote
 from layercrit.io import atomic_path
 from layercrit.joblog import script_log
-from layercrit.sources import fetch_file
 
 
 def main(sm) -> None:
-    source = sm.params.source
-    path, record = fetch_file(
-        {"kind": "url", "url": source["url"], "sha256": source["sha256"]},
-        model_id="published results",
-        cache_dir=Path(sm.params.cache),
-        sha256_origin="published.sha256",
-    )
+    source, cache = sm.params.source, Path(sm.params.cache)
+    remote = url_remote(source["url"], cache, source["sha256"], sha256_origin="published.sha256")
+    path, record = fetch_file([remote], model_id="published results", cache_dir=cache)
     print(record, flush=True)
     with atomic_path(sm.output[0]) as tmp:
         shutil.copyfile(path, tmp)
