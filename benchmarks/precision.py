@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
+from layercrit.forward import EvalSettings
 from layercrit.io import read_json
 from layercrit.study import load_study
 
@@ -52,8 +53,8 @@ def main() -> None:
                 for seed in args.seeds:
                     ref = read_json(root / f"resets/{study.mode}/{model}/{layer.name}/seed{seed}.json")
                     res = evaluate_reset(
-                        model_id=model, arch=arch, weights=root / f"models/{model}.safetensors",
-                        baseline_logits=tmp_logits, baseline_summary=tmp_summary, eval_data=root / "data/eval.safetensors",
+                        model_id=model, arch=arch,
+                        files=ResetInputs(checkpoint=root / f"models/{model}.safetensors", eval=root / "data/eval.safetensors", logits=tmp_logits, baseline=tmp_summary),
                         layer=layer.name, seed=seed, mode=study.mode, settings=settings, out=Path(tmp) / "r.json", cache=cache,
                     )  # fmt: skip
                     diffs.append({"model": model, "layer": layer.name, "seed": seed, "fp32": ref["criticality"],

@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 from torchvision import datasets, transforms
 
-from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
+from layercrit.forward import EvalSettings
 from layercrit.imagenet import prepare_validation_set
 from layercrit.io import package_versions
 from layercrit.reset import reset_layer
@@ -74,9 +75,11 @@ def authors_style_evaluation(model, root: Path, clean_probs: torch.Tensor, devic
 
 def reset_once(tmp: Path, settings: EvalSettings, cache: EvaluationCache, layer: str, seed: int) -> tuple[float, dict]:
     t = time.perf_counter()
-    res = evaluate_reset(model_id="m", arch=RESNET50, weights=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
-                         baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed,
-                         mode="randomize", settings=settings, out=tmp / "reuse.json", cache=cache)  # fmt: skip
+    res = evaluate_reset(
+        model_id="m", arch=RESNET50,
+        files=ResetInputs(checkpoint=tmp / "m.safetensors", eval=tmp / "eval.safetensors", logits=tmp / "b.safetensors", baseline=tmp / "b.json"),
+        layer=layer, seed=seed, mode="randomize", settings=settings, out=tmp / "reuse.json", cache=cache,
+    )  # fmt: skip
     return time.perf_counter() - t, res
 
 
@@ -156,9 +159,11 @@ def main() -> None:
             ours, crits = [], []
             for r in range(args.repeats + 1):
                 t = time.perf_counter()
-                res = evaluate_reset(model_id="m", arch=RESNET50, weights=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
-                                     baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=args.layer, seed=r,
-                                     mode="randomize", settings=settings, out=tmp / f"r{r}.json", cache=cache)  # fmt: skip
+                res = evaluate_reset(
+                    model_id="m", arch=RESNET50,
+                    files=ResetInputs(checkpoint=tmp / "m.safetensors", eval=tmp / "eval.safetensors", logits=tmp / "b.safetensors", baseline=tmp / "b.json"),
+                    layer=args.layer, seed=r, mode="randomize", settings=settings, out=tmp / f"r{r}.json", cache=cache,
+                )  # fmt: skip
                 if r:  # the first call loads data and model into the cache
                     ours.append(time.perf_counter() - t)
                 crits.append(res["criticality"])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from layercrit.data import ImageSet, save_image_set
-from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
+from layercrit.forward import EvalSettings
 from layercrit.zoo import build_architecture, save_checkpoint
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -34,9 +35,9 @@ def setup(tmp_path, demo_arch):
 def run_reset(setup, layer="layer2.0.conv2", seed=0, mode="randomize", out="r.json", init_path=None):
     tmp, arch, settings, cache, _ = setup
     return evaluate_reset(
-        model_id="m", arch=arch, weights=tmp / "m.safetensors", baseline_logits=tmp / "b.safetensors",
-        baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed, mode=mode,
-        settings=settings, out=tmp / out, init_weights=init_path, cache=cache,
+        model_id="m", arch=arch,
+        files=ResetInputs(checkpoint=tmp / "m.safetensors", eval=tmp / "eval.safetensors", logits=tmp / "b.safetensors", baseline=tmp / "b.json", init=init_path),
+        layer=layer, seed=seed, mode=mode, settings=settings, out=tmp / out, cache=cache,
     )  # fmt: skip
 
 
@@ -132,9 +133,9 @@ def test_a_checkpoint_replaced_after_its_baseline_fails_the_reset_job(setup, dem
     settings = EvalSettings(device="cpu", batch_size=16, activation_cache_mb=activation_cache_mb)
     with pytest.raises(StaleBaselineError) as error:
         evaluate_reset(
-            model_id="m", arch=arch, weights=path, baseline_logits=tmp / "b.safetensors", baseline_summary=tmp / "b.json",
-            eval_data=tmp / "eval.safetensors", layer="fc", seed=0, mode="randomize", settings=settings,
-            out=tmp / "after.json", cache=cache,
+            model_id="m", arch=arch,
+            files=ResetInputs(checkpoint=path, eval=tmp / "eval.safetensors", logits=tmp / "b.safetensors", baseline=tmp / "b.json"),
+            layer="fc", seed=0, mode="randomize", settings=settings, out=tmp / "after.json", cache=cache,
         )  # fmt: skip
     message = str(error.value)
     assert str(path) in message and "has changed since the baseline" in message
@@ -174,9 +175,9 @@ def test_clean_outputs_that_are_not_finite_make_every_derived_number_nan(tmp_pat
 
     def reset(layer, mode):
         return evaluate_reset(
-            model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", baseline_logits=tmp_path / "b.safetensors",
-            baseline_summary=tmp_path / "b.json", eval_data=tmp_path / "eval.safetensors", layer=layer, seed=0, mode=mode,
-            settings=settings, out=tmp_path / f"{layer}.json", cache=cache,
+            model_id="m", arch=demo_arch,
+            files=ResetInputs(checkpoint=tmp_path / "m.safetensors", eval=tmp_path / "eval.safetensors", logits=tmp_path / "b.safetensors", baseline=tmp_path / "b.json"),
+            layer=layer, seed=0, mode=mode, settings=settings, out=tmp_path / f"{layer}.json", cache=cache,
         )  # fmt: skip
 
     # Resetting fc makes the reset outputs finite: the non-finite ones are the clean outputs.

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from layercrit.data import ImageSet, save_image_set
-from layercrit.evaluation import EvalSettings, EvaluationCache, evaluate_baseline, evaluate_reset
+from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
+from layercrit.forward import EvalSettings
 from layercrit.zoo import build_architecture, save_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -44,9 +45,9 @@ def evaluate(files, arch, settings, cache, layer="layer3.0.conv2", seed=0, tag="
         evaluate_baseline(model_id="m", arch=arch, weights=files / "m.safetensors", eval_data=files / "eval.safetensors",
                           settings=settings, logits_out=logits, summary_out=summary, cache=cache)  # fmt: skip
     return evaluate_reset(
-        model_id="m", arch=arch, weights=files / "m.safetensors", baseline_logits=logits, baseline_summary=summary,
-        eval_data=files / "eval.safetensors", layer=layer, seed=seed, mode="randomize", settings=settings,
-        out=files / f"{tag}-{layer}-{seed}.json", cache=cache,
+        model_id="m", arch=arch,
+        files=ResetInputs(checkpoint=files / "m.safetensors", eval=files / "eval.safetensors", logits=logits, baseline=summary),
+        layer=layer, seed=seed, mode="randomize", settings=settings, out=files / f"{tag}-{layer}-{seed}.json", cache=cache,
     )  # fmt: skip
 
 

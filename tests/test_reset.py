@@ -109,3 +109,39 @@ def test_demo_layers_in_module_order(demo_arch):
     assert names[0] == "conv1" and names[-1] == "fc"
     assert names[1:4] == ["layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3"]
     assert all(l.type in ("Conv2d", "Linear") for l in demo_arch.layers)
+
+
+def test_each_mode_builds_only_the_source_it_takes_the_layer_from():
+    from layercrit.reset import replacement_source
+    from layercrit.study import RESET_MODES
+
+    built = []
+    fresh = lambda: built.append("fresh") or {"fresh": torch.zeros(1)}  # noqa: E731
+    initial = lambda: built.append("initial") or {"initial": torch.zeros(1)}  # noqa: E731
+    taken = {mode: replacement_source(mode, fresh_state=fresh, initial_state=initial) for mode in RESET_MODES}
+    assert set(taken) == {"randomize", "zero", "reinit"}  # the config schema's list
+    assert list(taken["randomize"]) == ["fresh"] and list(taken["reinit"]) == ["initial"] and taken["zero"] is None
+    assert built == ["fresh", "initial"]
+    with pytest.raises(ValueError, match="'reinit' needs the model's initial weights"):
+        replacement_source("reinit", fresh_state=fresh, initial_state=None)
+    with pytest.raises(ValueError, match="unknown reset mode 'shuffle'; allowed: randomize, zero, reinit"):
+        replacement_source("shuffle", fresh_state=fresh, initial_state=initial)
+
+
+def test_measure_reset_is_the_softmax_cosine_to_the_clean_outputs_computed_by_hand():
+    from layercrit.evaluation import measure_reset
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, 0.5, -1.0]))
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    clean = model(x).detach()
+    labels = torch.tensor([2, 1])
+    # zero: the outputs become 0, so the softmax is uniform; cosine(p, u) = sum(p) / (3 |p| |u|) = 1 / (sqrt(3) |p|)
+    change = measure_reset(model, "0", "zero", None, clean, labels, lambda: model(x).detach()).result(100.0)
+    p = clean.softmax(1)
+    cosines = 1 / (3**0.5 * p.norm(dim=1))
+    assert change["cosine"] == pytest.approx(float(cosines.mean()), rel=1e-6)
+    assert change["criticality"] == pytest.approx(100 * (1 - float(cosines.mean())), rel=1e-6)
+    assert torch.equal(model(x).detach(), clean)  # restored

@@ -1,9 +1,11 @@
 """The baseline evaluation and the reset evaluation.
 
-``evaluate_reset`` is the whole reset experiment for one (model, layer, seed); the Snakemake rule
-only passes paths to it. Data, models and freshly initialized weights come from an
-``EvaluationCache``, so a long-lived process (Snakemake running jobs as threads) loads each
-once and a job costs little more than its forward passes.
+``measure_reset`` is the paper's method for one (model, layer, seed): reset the layer, run the
+model on the evaluation images, compare its outputs with the clean model's. ``evaluate_reset``
+is the job around it: it checks the inputs, takes a device, gets what it needs from an
+``EvaluationCache`` (a long-lived process, Snakemake running jobs as threads, loads images,
+models and fresh initializations once, so a job costs little more than its forward passes), and
+writes the result with its provenance. How the forward pass runs is ``layercrit.forward``'s.
 
 A reset is compared with the clean outputs the baseline computed, so the baseline records what
 it evaluated (sha256 of the checkpoint, of the evaluation data and of the logits it wrote), and
@@ -14,14 +16,12 @@ outputs of another model.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,18 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from layercrit.data import ImageSet, load_image_set, to_model_input
+from layercrit.data import ImageSet, load_image_set
 from layercrit.devices import shared_pool
+from layercrit.forward import (
+    CleanActivations,
+    EvalSettings,
+    ForwardPass,
+    device_description,
+    free_memory,
+    predict_logits,
+    resnet_segments,
+    use_cpu_threads,
+)
 from layercrit.io import (
     atomic_path,
     file_identity,
@@ -42,37 +52,14 @@ from layercrit.io import (
     write_json,
 )
 from layercrit.metrics import OutputChangeAccumulator, topk_correct
-from layercrit.reset import reset_layer
-from layercrit.segments import CleanActivations, resnet_segments
+from layercrit.reset import replacement_source, reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, load_checkpoint, load_model
 
 log = logging.getLogger(__name__)
 
-# fp32: strict float32 (no TF32 anywhere; the paper's arithmetic). torch_default: PyTorch's own
-# defaults on NVIDIA GPUs, cuDNN convolutions in TF32 and matmuls in float32 (what the authors'
-# runs used). tf32: TF32 for both. bf16: autocast to bfloat16. On the CPU all but bf16 are fp32.
-PRECISIONS = ("fp32", "torch_default", "tf32", "bf16")
 # A baseline more than this many points below the reported top-1 most likely means a loading error.
 ACCURACY_GAP_WARNING = 2.0
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    device: str = "auto"
-    precision: str = "fp32"
-    batch_size: int = 500
-    # Memory (MiB per evaluation device, at most half of what is free there) for the clean
-    # model's activations that reset evaluations start from (layercrit.segments); 0 recomputes
-    # every forward pass in full.
-    activation_cache_mb: int = 0
-    # torch's threads for an evaluation on the CPU (the job's Snakemake threads): its default, every
-    # core of the machine, oversubscribes an allocation or a machine shared with other jobs.
-    cpu_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: {self.precision!r} is not one of {PRECISIONS}")
 
 
 class _LRU:
@@ -190,66 +177,14 @@ class EvaluationCache:
         if held is not None and held[0] == key:
             return held[1]
         self.activations.pop(device, None)  # free the previous model's first
-        budget = min(settings.activation_cache_mb * 2**20, _free_memory(device) // 2)
+        budget = min(settings.activation_cache_mb * 2**20, free_memory(device) // 2)
         activations = CleanActivations(resnet_segments(model), budget)
-        with torch.inference_mode(), _precision(settings.precision, device):
-            activations.record(lambda: _model_inputs(data, normalization, settings, device), clean_logits)
+        activations.record(data, normalization, settings, device, clean_logits)
         self.activations[device] = (key, activations)
         return activations
 
 
-def _free_memory(device: str) -> int:
-    """Bytes free on the device (GPU memory, or the machine's available RAM)."""
-    if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(torch.device(device))[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 DEFAULT_CACHE = EvaluationCache()
-
-
-@contextlib.contextmanager
-def _precision(precision: str, device: str) -> Iterator[None]:
-    if device.startswith("cuda"):
-        # TF32 is a process-wide switch; every job of one study uses the same precision.
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = precision in ("tf32", "torch_default")
-    if precision == "bf16":
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
-            yield
-    else:
-        yield
-
-
-def _use_cpu_threads(settings: EvalSettings, device: str) -> None:
-    # A process-wide setting; safe under the lease: the CPU is one slot, one evaluation at a time.
-    if device == "cpu" and settings.cpu_threads:
-        torch.set_num_threads(settings.cpu_threads)
-
-
-def predict_logits(
-    model: torch.nn.Module, data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str
-) -> torch.Tensor:
-    """Logits (float32, N×C) of ``model`` on every image, in batches, without gradients."""
-    with torch.inference_mode(), _precision(settings.precision, device):
-        return torch.cat([model(x).float() for x in _model_inputs(data, normalization, settings, device)])
-
-
-def _model_inputs(data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str) -> Iterator[torch.Tensor]:
-    """The evaluation images as model input batches: normalized on the device, channels_last on a GPU."""
-    mean = normalization.get("mean") if normalization else None
-    std = normalization.get("std") if normalization else None
-    for start in range(0, len(data), settings.batch_size):
-        x = to_model_input(data.images[start : start + settings.batch_size].to(device, non_blocking=True), mean, std)
-        if device.startswith("cuda"):
-            x = x.contiguous(memory_format=torch.channels_last)
-        yield x
-
-
-def _device_description(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def evaluate_baseline(
@@ -267,7 +202,7 @@ def evaluate_baseline(
     """Clean logits of a model on the evaluation images, and its top-1/top-5 accuracy."""
     started = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
-        _use_cpu_threads(settings, device)
+        use_cpu_threads(settings, device)
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
         logits = predict_logits(model, data, normalization, settings, device)
@@ -290,7 +225,7 @@ def evaluate_baseline(
         "checkpoint_sha256": cache.sha256(weights),
         "eval_data_sha256": cache.sha256(eval_data),
         **provenance(
-            device=_device_description(device),
+            device=device_description(device),
             precision=settings.precision,
             batch_size=settings.batch_size,
             wall_s=time.perf_counter() - started,
@@ -333,79 +268,91 @@ def verify_baseline_inputs(
             )
 
 
+@dataclass(frozen=True)
+class ResetInputs:
+    """The files one reset evaluation reads (named as the rule's inputs)."""
+
+    checkpoint: str | Path  # the trained model
+    eval: str | Path  # the evaluation images
+    logits: str | Path  # the baseline's clean outputs
+    baseline: str | Path  # the baseline's summary, with the sha256 of what it evaluated
+    init: str | Path | None = None  # the model's initial weights (mode reinit)
+
+
+def measure_reset(
+    model: torch.nn.Module,
+    layer: str,
+    mode: str,
+    source: Mapping[str, torch.Tensor] | None,
+    clean_logits: torch.Tensor,
+    labels: torch.Tensor,
+    forward: Callable[[], torch.Tensor],
+) -> OutputChangeAccumulator:
+    """The paper's method for one layer: reset ``layer`` (``mode``, new values from ``source``),
+    run the model on the evaluation images (``forward``), and compare its outputs with the clean
+    model's. The model is restored bitwise afterwards."""
+    with reset_layer(model, layer, mode, source):
+        reset_logits = forward()
+    change = OutputChangeAccumulator()
+    change.update(clean_logits, reset_logits, labels)
+    return change
+
+
 def evaluate_reset(
     *,
     model_id: str,
     arch: Architecture,
-    weights: str | Path,
-    baseline_logits: str | Path,
-    baseline_summary: str | Path,
-    eval_data: str | Path,
+    files: ResetInputs,
     layer: str,
     seed: int,
     mode: str,
     settings: EvalSettings,
     out: str | Path,
-    init_weights: str | Path | None = None,
     cache: EvaluationCache = DEFAULT_CACHE,
 ) -> dict[str, Any]:
-    """Reset ``layer`` of the model (``mode``, ``seed``), evaluate, compare with the clean outputs.
+    """One reset job: ``measure_reset`` of ``layer`` (``mode``, ``seed``) on verified inputs.
 
     Writes one JSON result (metrics + provenance) atomically to ``out`` and returns it. The
     model in the cache is restored bitwise afterwards, also when the evaluation fails.
     """
     started = time.perf_counter()
-    if mode == "randomize":
-        source = cache.fresh_state(arch, seed)
-    elif mode == "reinit":
-        if init_weights is None:
-            raise ValueError(f"{model_id}: reset mode 'reinit' needs the model's initial weights")
-        source = cache.init_state(init_weights)
-    else:
-        source = None
-    baseline = read_json(baseline_summary)
-    paths = dict(zip(BASELINE_INPUTS, (weights, eval_data, baseline_logits)))
+    source = replacement_source(
+        mode,
+        fresh_state=lambda: cache.fresh_state(arch, seed),
+        initial_state=(lambda: cache.init_state(files.init)) if files.init is not None else None,
+    )
+    baseline = read_json(files.baseline)
+    paths = dict(zip(BASELINE_INPUTS, (files.checkpoint, files.eval, files.logits)))
     verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
-    verify_baseline_inputs(baseline, baseline_summary, verified)
-    original_top1 = baseline["top1"]
+    verify_baseline_inputs(baseline, files.baseline, verified)
     waiting = time.perf_counter()
     with shared_pool(settings.device).lease() as device:
         lease_wait_s = time.perf_counter() - waiting
-        _use_cpu_threads(settings, device)
-        data = cache.image_set(eval_data, device)
-        model, normalization = cache.model(arch, weights, device)
-        clean = cache.baseline_logits(baseline_logits, device)
+        use_cpu_threads(settings, device)
+        data = cache.image_set(files.eval, device)
+        model, normalization = cache.model(arch, files.checkpoint, device)
+        clean = cache.baseline_logits(files.logits, device)
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
-        start = None
+        forward = ForwardPass(model, data, normalization, settings, device)
         if settings.activation_cache_mb > 0:
-            files = (weights, eval_data, baseline_logits)
-            activations = cache.clean_activations(files, model, data, normalization, settings, device, clean)
-            start = activations.start_for(layer)
-        forward_started = time.perf_counter()
-        with reset_layer(model, layer, mode, source):
-            if start is None:
-                logits = predict_logits(model, data, normalization, settings, device)
-            else:  # the blocks before the reset layer's are unchanged: start from their outputs
-                with torch.inference_mode(), _precision(settings.precision, device):
-                    logits = torch.cat([out.float() for out in activations.resume(start)])
-        forward_s = time.perf_counter() - forward_started
-        acc = OutputChangeAccumulator()
-        acc.update(clean, logits, data.labels)
+            activations = cache.clean_activations(tuple(paths.values()), model, data, normalization, settings, device, clean)
+            forward.activations, forward.start = activations, activations.start_for(layer)
+        change = measure_reset(model, layer, mode, source, clean, data.labels, forward)
     result = {
         "model": model_id,
         "layer": layer,
         "seed": seed,
         "mode": mode,
-        **acc.result(original_top1),
-        "original_top1": original_top1,
+        **change.result(baseline["top1"]),
+        "original_top1": baseline["top1"],
         **{f"{name}_sha256": sha for name, (_, sha) in verified.items()},
         **provenance(
-            device=_device_description(device),
+            device=device_description(device),
             precision=settings.precision,
             batch_size=settings.batch_size,
-            forward_s=forward_s,
-            forward_from=activations.segments[start].name if start is not None else "input",
+            forward_s=forward.seconds,
+            forward_from=forward.starts_at,
             lease_wait_s=lease_wait_s,
             wall_s=time.perf_counter() - started,
         ),

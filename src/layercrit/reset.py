@@ -13,9 +13,11 @@ BatchNorm and every other layer keep their trained values, as in the paper.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
+
+from layercrit.study import RESET_MODES, needs_initial_weights
 
 
 def layer_tensors(model: torch.nn.Module, layer: str) -> dict[str, torch.Tensor]:
@@ -31,6 +33,27 @@ def layer_tensors(model: torch.nn.Module, layer: str) -> dict[str, torch.Tensor]
     return tensors
 
 
+def replacement_source(
+    mode: str,
+    *,
+    fresh_state: Callable[[], Mapping[str, torch.Tensor]],
+    initial_state: Callable[[], Mapping[str, torch.Tensor]] | None,
+) -> Mapping[str, torch.Tensor] | None:
+    """The state_dict ``mode`` takes a layer's new values from: a freshly initialized model's
+    (randomize), the model's own initial weights (reinit), or none (zero). Only that one is built."""
+    _check_mode(mode)
+    if needs_initial_weights(mode):
+        if initial_state is None:
+            raise ValueError(f"reset mode {mode!r} needs the model's initial weights")
+        return initial_state()
+    return fresh_state() if mode == "randomize" else None
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in RESET_MODES:
+        raise ValueError(f"unknown reset mode {mode!r}; allowed: {', '.join(RESET_MODES)}")
+
+
 def replacement_tensors(
     model: torch.nn.Module, layer: str, mode: str, source: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -40,10 +63,9 @@ def replacement_tensors(
     or the model's initial weights (reinit). It is ignored for ``zero``.
     """
     current = layer_tensors(model, layer)
+    _check_mode(mode)
     if mode == "zero":
         return {name: torch.zeros_like(t) for name, t in current.items()}
-    if mode not in ("randomize", "reinit"):
-        raise ValueError(f"unknown reset mode {mode!r}; allowed: randomize, zero, reinit")
     if source is None:
         raise ValueError(f"reset mode {mode!r} needs the state_dict to take layer {layer!r} from")
     new = {}

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, save_image_set
-from layercrit.evaluation import EvalSettings, EvaluationCache, _model_inputs, evaluate_baseline, evaluate_reset, predict_logits
+from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.reset import reset_layer
-from layercrit.segments import CleanActivations, resnet_segments, segment_holding
+from layercrit.forward import CleanActivations, EvalSettings, predict_logits, resnet_segments, segment_holding
 from layercrit.study import Architecture, read_layer_table
 from layercrit.zoo import build_architecture, save_checkpoint
 
@@ -49,8 +49,7 @@ def test_resumed_forward_equals_the_full_forward_bitwise_for_every_layer(trained
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
     clean = predict_logits(model, images, NORM, settings, "cpu")
     activations = CleanActivations(resnet_segments(model), 64 * 2**20)
-    with torch.inference_mode():
-        activations.record(lambda: _model_inputs(images, NORM, settings, "cpu"), clean)
+    activations.record(images, NORM, settings, "cpu", clean)
     assert activations.exact and len(activations.kept) == len(activations.segments) - 1
     fresh = build_architecture(demo_arch, seed=11).state_dict()
     for layer in demo_arch.layers:
@@ -59,8 +58,7 @@ def test_resumed_forward_equals_the_full_forward_bitwise_for_every_layer(trained
         with reset_layer(model, layer.name, mode, fresh):
             full = predict_logits(model, images, NORM, settings, "cpu")
             if start is not None:
-                with torch.inference_mode():
-                    resumed = torch.cat([o.float() for o in activations.resume(start)])
+                resumed = activations.resume(start, settings, "cpu")
                 assert torch.equal(resumed, full), layer.name
         assert not torch.equal(full, clean), layer.name  # the reset did change the outputs
 
@@ -72,12 +70,11 @@ def test_budget_keeps_the_deepest_segments_first(trained_like):
     segments = resnet_segments(model)
     head_input = 512 * 4 * N_IMAGES  # 512 features × 1×1 × float32 per image
     small = CleanActivations(segments, head_input)
-    with torch.inference_mode():
-        small.record(lambda: _model_inputs(images, NORM, settings, "cpu"), clean)
+    small.record(images, NORM, settings, "cpu", clean)
     assert list(small.kept) == [len(segments) - 1] and small.nbytes == head_input
     assert small.start_for("fc") == len(segments) - 1 and small.start_for("layer4.0.conv1") is None
     off = CleanActivations(segments, 0)
-    off.record(lambda: _model_inputs(images, NORM, settings, "cpu"), clean)
+    off.record(images, NORM, settings, "cpu", clean)
     assert off.kept == {} and off.start_for("fc") is None
 
 
@@ -91,9 +88,9 @@ def study_files(tmp_path, trained_like):
 
 def evaluate(tmp, arch, cache, settings, layer, seed, out, logits="b.safetensors"):
     return evaluate_reset(
-        model_id="m", arch=arch, weights=tmp / "m.safetensors", baseline_logits=tmp / logits,
-        baseline_summary=tmp / "b.json", eval_data=tmp / "eval.safetensors", layer=layer, seed=seed, mode="randomize",
-        settings=settings, out=tmp / out, cache=cache,
+        model_id="m", arch=arch,
+        files=ResetInputs(checkpoint=tmp / "m.safetensors", eval=tmp / "eval.safetensors", logits=tmp / logits, baseline=tmp / "b.json"),
+        layer=layer, seed=seed, mode="randomize", settings=settings, out=tmp / out, cache=cache,
     )  # fmt: skip
 
 
