@@ -44,3 +44,45 @@ def test_results_without_recorded_inputs_are_refused():
     resets = pd.DataFrame([{k: v for k, v in result().items() if not k.endswith("_sha256")}])
     with pytest.raises(ValueError, match="older version"):
         check_against_baselines(resets, {"m": {"model": "m"}}, {"m": "b/m.json"})
+
+
+def published_study():
+    from conftest import REPO
+    from layercrit.study import PUBLISHED_STUDY
+    from layercrit.study import build_study, load_zoo
+
+    zoo = REPO / "config/zoo/paper.yaml"
+    return build_study(PUBLISHED_STUDY, load_zoo(zoo), zoo.parent), zoo
+
+
+def published_rows(models, seeds=(0, 1, 2), layers=("conv1", "fc")):
+    """Tidy rows as published.published_to_tidy makes them from the authors' file."""
+    return pd.DataFrame(
+        [
+            {"model": m, "layer": l, "seed": s, "mode": "randomize", "criticality": 10.0 * s + i, "cosine": 0.9,
+             "top1": 50.0, "source": "published"}
+            for i, m in enumerate(models) for l in layers for s in seeds
+        ]
+    )  # fmt: skip
+
+
+def test_the_published_tables_hold_the_models_of_the_results_in_zoo_order():
+    from layercrit.aggregation import published_tables
+
+    study, zoo = published_study()
+    assert study.seeds == [0, 1, 2] and "tv_resnet50" in study.models
+    tables = published_tables(study, published_rows(["resnet50_dino", "tv_resnet50"]), zoo)
+    # the zoo's other models are not in the results: they are not in the tables either
+    assert tables.models["model"].tolist() == ["tv_resnet50", "resnet50_dino"]
+    assert tables.summary["model"].unique().tolist() == ["tv_resnet50", "resnet50_dino"]
+    assert (tables.summary["n_seeds"] == 3).all() and (tables.models["top1_source"] == "reported").all()
+
+
+def test_published_results_of_other_models_or_trials_are_refused():
+    from layercrit.aggregation import published_tables
+
+    study, zoo = published_study()
+    with pytest.raises(ValueError, match=r"not in the zoo .*paper.yaml: \['my_model'\]"):
+        published_tables(study, published_rows(["tv_resnet50", "my_model"]), zoo)
+    with pytest.raises(ValueError, match=r"trials \(seeds\) \[0, 1\], but the published study has the seeds \[0, 1, 2\]"):
+        published_tables(study, published_rows(["tv_resnet50"], seeds=(0, 1)), zoo)

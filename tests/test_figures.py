@@ -1,4 +1,5 @@
-"""Figures: data ordering, labels, correlations, and that every figure renders to PNG + PDF."""
+"""Figures: data ordering, labels, correlations, the registry of figures, and that every figure
+renders to PNG + PDF."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layercrit import figures
+from layercrit import figures, statistics
+from layercrit.study import FIGURE_NAMES, Model, Study
 
 CATEGORIES = [
     {"id": "baseline", "label": "Baseline", "color": "#4c4c4c"},
@@ -157,7 +159,7 @@ def test_heatmap_matrix_rejects_duplicates(demo):
 
 def test_accuracy_correlations_match_scipy(demo):
     _, models = demo
-    corr = figures.accuracy_correlations(models)
+    corr = statistics.accuracy_correlations(models)
     assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p",
                                   "n_dropped", "dropped"]  # fmt: skip
     assert (corr["accuracy"] == "measured").all()  # no reported accuracies in this table
@@ -189,7 +191,7 @@ def test_accuracy_correlations_exact():
         "epsilon": [np.nan] * 5 + [3.0],
         "in_figures": True,
     })
-    corr = figures.accuracy_correlations(models).set_index("subset")
+    corr = statistics.accuracy_correlations(models).set_index("subset")
     assert corr.loc["without_adversarial", "n"] == 5
     assert corr.loc["without_adversarial", "spearman_r"] == pytest.approx(-1.0)
     assert corr.loc["without_adversarial", "kendall_tau"] == pytest.approx(-1.0)
@@ -198,23 +200,53 @@ def test_accuracy_correlations_exact():
     assert corr.loc["all", "n"] == 6
     assert corr.loc["all", "spearman_r"] == pytest.approx(stats.spearmanr(models.top1, models.mean_criticality)[0])
     # Too few points → NaN, not an exception.
-    tiny = figures.accuracy_correlations(models.iloc[:2]).set_index("subset")
+    tiny = statistics.accuracy_correlations(models.iloc[:2]).set_index("subset")
     assert np.isnan(tiny.loc["all", "spearman_r"])
 
 
 def test_adversarial_mask():
     models = pd.DataFrame({"category": ["adversarial", "other", "other", "other"], "epsilon": [0.0, 0.5, 0.0, np.nan]})
-    assert figures.adversarial_mask(models).tolist() == [True, True, False, False]
+    assert statistics.adversarial_mask(models).tolist() == [True, True, False, False]
 
 
-def test_all_figures_render(demo, tmp_path):
+def test_the_registry_draws_every_figure_a_study_can_have(demo, tmp_path):
+    assert tuple(figures.FIGURES) == FIGURE_NAMES  # the names the workflow's targets and wildcard read
     summary, models = demo
-    _assert_written(figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "sub" / "fig1", title="Demo"))
-    _assert_written(figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "fig4"))
-    _assert_written(figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "fig5"))
-    _assert_written(figures.criticality_vs_epsilon(models, tmp_path / "fig2"))
-    _assert_written(figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "fig3.v1"))
-    assert (tmp_path / "fig3.v1.png").is_file()  # dots in the base name survive
+    study = figures.StudyInfo(categories=CATEGORIES, baseline="base")
+    for name in FIGURE_NAMES:
+        _assert_written(figures.draw(name, summary, models, study, tmp_path / "sub" / f"{name}.v1"))
+        assert (tmp_path / "sub" / f"{name}.v1.png").is_file()  # dots in the base name survive
+    _assert_written(figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "fig1", title="Demo"))
+    with pytest.raises(ValueError, match="unknown figure 'fig9'"):
+        figures.draw("fig9", summary, models, study, tmp_path / "fig9")
+
+
+def _model(model_id: str, adversarial: dict | None = None, in_figures: bool = True) -> Model:
+    return Model(model_id, model_id, "c", "a", {"kind": "train"}, adversarial=adversarial, in_figures=in_figures)
+
+
+def test_which_figures_a_study_has():
+    def study(baseline, *models):
+        return Study("s", {}, {}, {m.id: m for m in models}, [], baseline)
+
+    always = ("criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap")
+    adversarial = {"norm": "l2", "epsilon": 1.0}
+    assert study(None, _model("a"), _model("b")).figures == always
+    assert study("a", _model("a"), _model("b")).figures == (*always, "difference_heatmap")
+    assert study("a", _model("a"), _model("b", in_figures=False)).figures == always  # nothing to compare with
+    assert study(None, _model("a"), _model("e", adversarial)).figures == (*always, "criticality_vs_epsilon")
+    assert study(None, _model("a"), _model("e", adversarial, in_figures=False)).figures == always
+    assert study("a", _model("a"), _model("e", adversarial)).figures == tuple(FIGURE_NAMES)
+
+
+def test_rank_correlation_is_scipys_where_defined_and_nan_elsewhere():
+    x, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 1.0, 4.0, 3.0])
+    assert statistics.rank_correlation(x, y, "spearman") == (
+        pytest.approx(stats.spearmanr(x, y).statistic), pytest.approx(stats.spearmanr(x, y).pvalue)
+    )
+    assert statistics.rank_correlation(x, y, "kendall")[0] == pytest.approx(stats.kendalltau(x, y).statistic)
+    for a, b in ((x[:2], y[:2]), (x, np.ones(4)), (np.array([1.0, 2.0, np.nan, 4.0]), y)):
+        assert all(np.isnan(statistics.rank_correlation(a, b)))
 
 
 def test_difference_heatmap_unknown_baseline(demo, tmp_path):
@@ -256,7 +288,7 @@ def test_correlations_say_which_models_they_leave_out_and_why(demo):
     models = models.copy()
     models.loc[models.model == "aug_a", "top1"] = np.nan  # e.g. a model with NaN clean outputs
     models.loc[models.model == "adv_l2_1", "mean_criticality"] = np.nan
-    corr = figures.accuracy_correlations(models).set_index("subset")
+    corr = statistics.accuracy_correlations(models).set_index("subset")
     assert corr.loc["all", "n"] == 5 and corr.loc["all", "n_dropped"] == 2
     assert corr.loc["all", "dropped"] == "aug_a (top-1 not finite); adv_l2_1 (criticality not finite)"
     assert corr.loc["without_adversarial", "dropped"] == "aug_a (top-1 not finite)"
@@ -267,7 +299,7 @@ def test_correlations_say_which_models_they_leave_out_and_why(demo):
 def _drawn_figure(monkeypatch, draw):
     """The matplotlib Figure a plotting function builds, not saved (so not cleared)."""
     drawn = []
-    monkeypatch.setattr(figures, "save_figure", lambda fig, out_base: drawn.append(fig))
+    monkeypatch.setattr(figures.common, "save_figure", lambda fig, out_base: drawn.append(fig))
     draw()
     return drawn[0]
 
@@ -320,15 +352,15 @@ def _axes_by_label(fig, text: str):
 
 def test_top1_by_source_reads_models_csv_columns(demo):
     _, models = demo
-    own = figures.top1_by_source(with_accuracies(models, "own")).set_index(models["model"])
+    own = statistics.top1_by_source(with_accuracies(models, "own")).set_index(models["model"])
     assert own.loc["base", "reported"] == 76.15 and own.loc["base", "measured"] == 76.1
-    published = figures.top1_by_source(with_accuracies(models, "published")).set_index(models["model"])
+    published = statistics.top1_by_source(with_accuracies(models, "published")).set_index(models["model"])
     assert published.loc["base", "reported"] == 76.15 and published["measured"].isna().all()
-    legacy = figures.top1_by_source(models).set_index(models["model"])  # no top1_source: top1 was measured
+    legacy = statistics.top1_by_source(models).set_index(models["model"])  # no top1_source: top1 was measured
     assert legacy.loc["base", "measured"] == 76.1 and legacy["reported"].isna().all()
-    assert figures.accuracy_sources(with_accuracies(models, "own")) == ["reported", "measured"]
-    assert figures.accuracy_sources(with_accuracies(models, "published")) == ["reported"]
-    assert figures.accuracy_sources(models) == ["measured"]
+    assert statistics.accuracy_sources(with_accuracies(models, "own")) == ["reported", "measured"]
+    assert statistics.accuracy_sources(with_accuracies(models, "published")) == ["reported"]
+    assert statistics.accuracy_sources(models) == ["measured"]
 
 
 @pytest.mark.parametrize(
@@ -352,7 +384,7 @@ def test_accuracy_labels_name_their_source(demo, monkeypatch, tmp_path, kind, x_
 def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, monkeypatch, tmp_path):
     _, models = demo
     own = with_accuracies(models, "own")
-    corr = figures.accuracy_correlations(own)
+    corr = statistics.accuracy_correlations(own)
     assert corr[["accuracy", "subset"]].values.tolist() == [
         ["reported", "all"], ["reported", "without_adversarial"], ["measured", "all"], ["measured", "without_adversarial"],
     ]  # fmt: skip
@@ -361,7 +393,7 @@ def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, m
         row = corr[(corr.accuracy == source) & (corr.subset == "all")].iloc[0]
         assert row["spearman_r"] == pytest.approx(stats.spearmanr(fig_models[column], fig_models.mean_criticality).statistic)
         assert row["n"] == len(fig_models) and row["n_dropped"] == 0
-    assert figures.accuracy_correlations(with_accuracies(models, "published"))["accuracy"].tolist() == ["reported"] * 2
+    assert statistics.accuracy_correlations(with_accuracies(models, "published"))["accuracy"].tolist() == ["reported"] * 2
     # Fig. 3 gives both, the plotted (reported) one first.
     title = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f")).axes[0]
     text = title.get_title(loc="left")
@@ -373,7 +405,7 @@ def test_correlations_drop_models_without_a_reported_accuracy_and_say_so(demo):
     _, models = demo
     own = with_accuracies(models, "own")
     own.loc[own.model == "ssl_a", "reported_top1"] = np.nan  # a model the zoo reports nothing for
-    corr = figures.accuracy_correlations(own).set_index(["accuracy", "subset"])
+    corr = statistics.accuracy_correlations(own).set_index(["accuracy", "subset"])
     assert corr.loc[("reported", "all"), "dropped"] == "ssl_a (top-1 not finite)"
     assert corr.loc[("measured", "all"), "n_dropped"] == 0  # sources are never mixed
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layercrit.figures import accuracy_correlations
+from layercrit.statistics import accuracy_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "demo"

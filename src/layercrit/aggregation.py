@@ -14,13 +14,15 @@ it records must be those of the path it was read from, and the files it was comp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from layercrit.io import read_json
+from layercrit.io import provenance, read_json, write_csv, write_json
 from layercrit.study import Study, reset_result_identity
 
 RESET_COLUMNS = [
@@ -165,3 +167,55 @@ def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] 
             }
         )
     return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """A study's tidy tables (see the module's docstring)."""
+
+    resets: pd.DataFrame
+    summary: pd.DataFrame
+    models: pd.DataFrame
+
+
+def study_tables(study: Study, results: pd.DataFrame, baselines: dict[str, dict] | None) -> Tables:
+    """The tables of a study from its reset results (``baselines``: see ``model_table``)."""
+    resets = reset_table(study, results)
+    summary = summarize(resets)
+    return Tables(resets, summary, model_table(study, summary, baselines))
+
+
+def write_tables(tables: Tables, out: Any, **provenance_fields: Any) -> None:
+    """Write the tables to ``out.resets``, ``out.summary`` and ``out.models`` (CSV) and their
+    provenance, ``io.provenance(**provenance_fields)``, to ``out.provenance`` (JSON). ``out`` is
+    a Snakemake rule's ``output``, or anything with these four attributes."""
+    for name in ("resets", "summary", "models"):
+        write_csv(getattr(tables, name), getattr(out, name))
+    write_json(out.provenance, provenance(**provenance_fields))
+
+
+def result_origins(resets: pd.DataFrame) -> dict[str, list]:
+    """Where the reset results were computed: devices, hosts and precisions, each sorted."""
+    return {f"result_{column}s": sorted(resets[column].unique()) for column in ("device", "host", "precision")}
+
+
+def published_tables(study: Study, tidy: pd.DataFrame, zoo: str | Path) -> Tables:
+    """The published study's tables from the authors' results (``published.published_to_tidy``).
+
+    Every model of the results must be one of ``study`` (the published zoo ``zoo``'s, named in
+    the message) and the results' trials must be the study's seeds; models of the zoo that the
+    results lack are left out of the tables. The results carry no clean accuracy: the zoo's
+    reported top-1 stands in (``model_table``).
+    """
+    found = set(tidy["model"])
+    unknown = sorted(found - set(study.models))
+    if unknown:
+        raise ValueError(f"published results name models that are not in the zoo {zoo}: {unknown}")
+    trials = sorted(int(seed) for seed in tidy["seed"].unique())
+    if trials != sorted(study.seeds):
+        raise ValueError(
+            f"published results hold the trials (seeds) {trials}, but the published study has the seeds "
+            f"{sorted(study.seeds)} (layercrit.study.PUBLISHED_STUDY): not the authors' results, or not all of them"
+        )
+    present = dataclasses.replace(study, models={m: model for m, model in study.models.items() if m in found})
+    return study_tables(present, tidy, baselines=None)

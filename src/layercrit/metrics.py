@@ -26,13 +26,6 @@ def criticality(mean_cosine: float) -> float:
     return 100.0 * (1.0 - mean_cosine)
 
 
-def softmax_cosine(original_logits: torch.Tensor, reset_logits: torch.Tensor) -> torch.Tensor:
-    """Per-image cosine similarity of the two softmax outputs."""
-    p = original_logits.double().softmax(dim=1)
-    q = reset_logits.double().softmax(dim=1)
-    return F.cosine_similarity(p, q, dim=1)
-
-
 def output_change(original_logits: torch.Tensor, reset_logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image metrics of the change from ``original_logits`` to ``reset_logits`` (N×C each)."""
     # float64: the metrics of nearly unchanged outputs are differences of numbers close to 1.

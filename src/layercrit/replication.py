@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from layercrit.statistics import rank_correlation
 
 POINT_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel",
@@ -39,19 +40,11 @@ def replication_points(own: pd.DataFrame, published: pd.DataFrame) -> pd.DataFra
     return points[POINT_COLUMNS].reset_index(drop=True)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    # undefined for fewer than 3 layers, constant input or a missing value
-    if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return np.nan, np.nan
-    result = stats.spearmanr(x, y)
-    return float(result.statistic), float(result.pvalue)
-
-
 def agreement(points: pd.DataFrame) -> dict[str, float]:
     """Spearman ρ (and p) between own and published criticality, and the mean absolute difference."""
     x = points["criticality_published"].to_numpy(float)
     y = points["criticality_own"].to_numpy(float)
-    rho, p = _spearman(x, y)
+    rho, p = rank_correlation(x, y, "spearman")  # NaN for fewer than 3 pairs, constant input or a missing value
     diff = points["difference"]
     return {
         "spearman_r": rho,

@@ -17,10 +17,14 @@ sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
 from layercrit.devices import gpus_visible, missing_device
 from layercrit.study import (
+    FIGURE_NAMES,
     MODULE_NAME,
+    PUBLISHED_STUDY,
+    RESET_MODES,
     ConfigError,
     build_study,
     load_zoo,
+    needs_initial_weights,
     reset_result_path,
     schema_error_summary,
 )
@@ -73,11 +77,11 @@ except ConfigError as error:
 
 RESULTS = f"results/{STUDY.name}"
 # The authors' released results form a study of their own, drawn with the paper's zoo.
-PUBLISHED_NAME = "published"
+PUBLISHED_NAME = PUBLISHED_STUDY["study"]
 try:
     _published_zoo = Path(config["published"]["zoo"])
     PUBLISHED = build_study(
-        {"study": PUBLISHED_NAME, "reset": {"mode": "randomize", "seeds": [0, 1, 2]}},
+        PUBLISHED_STUDY,
         validated(
             load_zoo(_published_zoo, "published.zoo"),
             "../schemas/zoo.schema.yaml",
@@ -133,7 +137,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODEL_IDS)),
     layer=MODULE_NAME.pattern,
     seed=r"\d+",
-    mode="randomize|zero|reinit",
+    mode="|".join(RESET_MODES),
 
 
 def model_checkpoint(wildcards):
@@ -186,26 +190,6 @@ def table_targets():
     )
 
 
-ALL_FIGURES = [
-    "criticality_heatmap",
-    "difference_heatmap",
-    "seed_std_heatmap",
-    "criticality_vs_epsilon",
-    "criticality_vs_accuracy",
-]
-
-
-def figure_names(study=None):
-    """The figures a study's zoo supports: criticality vs epsilon needs adversarial models."""
-    study = study or STUDY
-    names = ["criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap"]
-    if study.baseline and sum(m.in_figures for m in study.models.values()) > 1:
-        names.append("difference_heatmap")
-    if study.has_adversarial_models:
-        names.append("criticality_vs_epsilon")
-    return names
-
-
 def figure_targets(study=None, mode=MODE):
     """Every figure of a study (PNG and PDF), Table 1 rendered and as CSV, the correlations, and
     for this study the comparison with the published results where it applies."""
@@ -213,7 +197,7 @@ def figure_targets(study=None, mode=MODE):
     root = f"results/{study.name}"
     targets = expand(
         f"{root}/figures/{mode}/{{figure}}.{{ext}}",
-        figure=figure_names(study) + ["model_table"],
+        figure=[*study.figures, "model_table"],
         ext=["png", "pdf"],
     ) + [f"{root}/tables/{mode}/table1.csv", f"{root}/tables/{mode}/correlations.csv"]
     if study is STUDY and mode == MODE:
@@ -265,7 +249,7 @@ EVALUATION = {k: config[k] for k in ("device", "precision", "batch_size")}
 
 
 def eval_settings(params, threads):
-    from layercrit.evaluation import EvalSettings
+    from layercrit.forward import EvalSettings
 
     return EvalSettings(
         **params.evaluation,
@@ -281,7 +265,7 @@ def reset_inputs(wildcards):
         "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
         "eval": f"{RESULTS}/data/eval.safetensors",
     }
-    if wildcards.mode == "reinit":
+    if needs_initial_weights(wildcards.mode):
         inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
     return inputs
 
@@ -347,7 +331,7 @@ def run_baseline(wildcards, input, output, params, threads, resources, log):
 
 
 def run_reset(wildcards, input, output, params, threads, resources, log):
-    from layercrit.evaluation import evaluate_reset
+    from layercrit.evaluation import ResetInputs, evaluate_reset
     from layercrit.joblog import job_log
 
     require_granted_gpu("reset", output[0], resources)
@@ -355,14 +339,10 @@ def run_reset(wildcards, input, output, params, threads, resources, log):
         evaluate_reset(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
-            weights=input.checkpoint,
-            baseline_logits=input.logits,
-            baseline_summary=input.baseline,
-            eval_data=input.eval,
+            files=ResetInputs(**dict(input.items())),
             layer=wildcards.layer,
             seed=int(wildcards.seed),
             mode=wildcards.mode,
             settings=eval_settings(params, threads),
             out=output[0],
-            init_weights=input.get("init"),
         )

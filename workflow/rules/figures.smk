@@ -29,7 +29,7 @@ rule plot_figure:
     log:
         "results/{study}/logs/figures/{mode}/{figure}.log",
     wildcard_constraints:
-        figure="|".join(ALL_FIGURES),
+        figure="|".join(FIGURE_NAMES),
     conda:
         "../../envs/layercrit.yaml"
     params:

@@ -2,13 +2,12 @@
 
 from layercrit.aggregation import (
     check_against_baselines,
-    model_table,
     read_baselines,
     read_reset_results,
-    reset_table,
-    summarize,
+    result_origins,
+    study_tables,
+    write_tables,
 )
-from layercrit.io import provenance, write_csv, write_json
 from layercrit.joblog import script_log
 from layercrit.study import load_study
 
@@ -18,22 +17,12 @@ def main(sm) -> None:
     results = read_reset_results(sm.input.resets)
     baselines, baseline_files = read_baselines(sm.input.baselines)
     check_against_baselines(results, baselines, baseline_files)
-    resets = reset_table(study, results)
-    summary = summarize(resets)
-    models = model_table(study, summary, baselines)
-    write_csv(resets, sm.output.resets)
-    write_csv(summary, sm.output.summary)
-    write_csv(models, sm.output.models)
-    write_json(
-        sm.output.provenance,
-        provenance(
-            config=sm.config,
-            result_devices=sorted(resets["device"].unique()),
-            result_hosts=sorted(resets["host"].unique()),
-            result_precisions=sorted(resets["precision"].unique()),
-        ),
+    tables = study_tables(study, results, baselines)
+    write_tables(tables, sm.output, config=sm.config, **result_origins(tables.resets))
+    print(
+        f"{len(tables.resets)} reset results, {len(tables.summary)} model × layer rows, {len(tables.models)} models",
+        flush=True,
     )
-    print(f"{len(resets)} reset results, {len(summary)} model × layer rows, {len(models)} models", flush=True)
 
 
 with script_log(snakemake.log[0]):

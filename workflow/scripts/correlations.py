@@ -7,7 +7,7 @@ import logging
 
 import pandas as pd
 
-from layercrit.figures import accuracy_correlations
+from layercrit.statistics import accuracy_correlations
 from layercrit.io import write_csv
 from layercrit.joblog import script_log
 

@@ -1,0 +1,99 @@
+"""The paper's figures: criticality heatmaps (Figs. 1, 4, 5) and model-level scatters (Figs. 2, 3).
+
+Inputs are the aggregation step's tables (see ``heatmap_matrix`` and the plotting functions):
+``summary`` (one row per model × layer), ``models`` (one row per model, in display order) and
+``categories`` (list of ``{"id", "label", "color"}`` dicts in display order).
+
+``FIGURES`` maps every name of ``layercrit.study.FIGURE_NAMES`` to its drawing function, each
+called alike: ``FIGURES[name](summary, models, study, out_base)`` (or ``draw(name, ...)``), where
+``study`` carries the categories and the baseline model (a ``StudyInfo`` or a ``Study``).
+
+Every plotting function writes ``<out_base>.png`` and ``<out_base>.pdf`` and returns their paths.
+Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pyplot``: that needs
+no GUI backend (so no ``matplotlib.use`` call that would change a caller's backend) and leaves no
+global figure registry behind to leak memory across many figures.
+
+Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1, 4, 5),
+``scatter`` (Figs. 2, 3 and the replication figure), ``table`` (Table 1). The statistics they
+show are computed in ``layercrit.statistics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+
+from layercrit.figures.common import format_top1, ordered_models, save_figure
+from layercrit.figures.heatmaps import (
+    criticality_heatmap,
+    difference_heatmap,
+    heatmap_matrix,
+    paper_layer_label,
+    seed_std_heatmap,
+)
+from layercrit.figures.scatter import criticality_vs_accuracy, criticality_vs_epsilon, replication_figure
+from layercrit.figures.table import model_overview, model_overview_table
+
+__all__ = [
+    "FIGURES",
+    "StudyInfo",
+    "criticality_heatmap",
+    "criticality_vs_accuracy",
+    "criticality_vs_epsilon",
+    "difference_heatmap",
+    "draw",
+    "format_top1",
+    "heatmap_matrix",
+    "model_overview",
+    "model_overview_table",
+    "ordered_models",
+    "paper_layer_label",
+    "replication_figure",
+    "save_figure",
+    "seed_std_heatmap",
+]
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the figures need of a study: its categories (display order, ``{"id", "label",
+    "color"}``) and its baseline model id (None without one). A ``layercrit.study.Study`` has
+    both attributes and serves as well."""
+
+    categories: Sequence[Mapping[str, Any]]
+    baseline: str | None = None
+
+
+Draw = Callable[[pd.DataFrame, pd.DataFrame, StudyInfo, str | Path], list[Path]]
+
+# name -> drawing function, one call for all; the names are layercrit.study.FIGURE_NAMES (a test
+# keeps them equal), which the workflow's figure targets and wildcard read.
+FIGURES: Mapping[str, Draw] = MappingProxyType(
+    {
+        "criticality_heatmap": lambda summary, models, study, out_base: criticality_heatmap(
+            summary, models, study.categories, out_base
+        ),
+        "criticality_vs_accuracy": lambda summary, models, study, out_base: criticality_vs_accuracy(
+            models, study.categories, out_base
+        ),
+        "seed_std_heatmap": lambda summary, models, study, out_base: seed_std_heatmap(
+            summary, models, study.categories, out_base
+        ),
+        "difference_heatmap": lambda summary, models, study, out_base: difference_heatmap(
+            summary, models, study.categories, study.baseline, out_base
+        ),
+        "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(models, out_base),
+    }
+)
+
+
+def draw(name: str, summary: pd.DataFrame, models: pd.DataFrame, study: StudyInfo, out_base: str | Path) -> list[Path]:
+    """Draw the figure ``name`` (a key of ``FIGURES``) to ``<out_base>.png`` and ``.pdf``."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known: {list(FIGURES)}")
+    return FIGURES[name](summary, models, study, out_base)

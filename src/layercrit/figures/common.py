@@ -1,0 +1,143 @@
+"""What every figure shares: the style, saving to PNG + PDF, category colours, the models' row
+order and labels, and how accuracies are written."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from layercrit.io import atomic_path
+from layercrit.statistics import bool_column, cell_text, headline_top1
+
+PNG_DPI = 200
+
+# Fallback colours for categories that bring none (qualitative, colour-blind-friendly order).
+_PALETTE = [to_hex(c) for c in mpl.colormaps["tab10"].colors]
+_STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "pdf.fonttype": 42,  # TrueType in the PDF: text stays editable/searchable
+    "hatch.linewidth": 0.6,
+}
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    # rc_context restores the caller's rcParams afterwards; artists read rc at creation/draw time,
+    # so both building and saving happen inside it.
+    with mpl.rc_context(_STYLE):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Figure, out_base: str | Path) -> list[Path]:
+    """Write ``fig`` to ``<out_base>.png`` and ``<out_base>.pdf`` (atomically) and return the paths.
+
+    ``out_base`` has no suffix; the suffix is appended (not ``with_suffix``) so that names
+    containing dots, like ``eps0.5``, survive. The figure is closed afterwards. The drawing
+    modules call it as ``common.save_figure``, so that replacing it here (as the tests do, to
+    look at a drawn figure) replaces it for every figure.
+    """
+    base = str(out_base)
+    paths = [Path(base + ".png"), Path(base + ".pdf")]
+    try:
+        with figure_style():
+            for path in paths:
+                fmt = path.suffix[1:]
+                with atomic_path(path) as tmp:
+                    # The temporary name ends in .tmp, so the format must be given explicitly.
+                    fig.savefig(tmp, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.05)
+    finally:
+        fig.clear()
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracies as text
+# --------------------------------------------------------------------------------------------
+
+ACCURACY_TEXT = {"reported": "reported ImageNet top-1", "measured": "measured top-1 on the evaluation set"}
+# Reported accuracies keep the two decimals they were published with. Measured ones get one:
+# near 75 % the binomial standard error is ≥ 0.4 pp on ≤ 10,000 images (the paper's subset; the
+# demo has 1,000), so a second decimal would only show noise.
+TOP1_DECIMALS = {"reported": 2, "measured": 1}
+
+
+def format_top1(value: float, source: str) -> str:
+    """A top-1 in percent with the decimals of its source (``TOP1_DECIMALS``); "n/a" if not finite."""
+    return f"{value:.{TOP1_DECIMALS[source]}f}" if np.isfinite(value) else "n/a"
+
+
+def capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]  # str.capitalize would lower "ImageNet"
+
+
+# --------------------------------------------------------------------------------------------
+# Models in row order, with their category's label and colour
+# --------------------------------------------------------------------------------------------
+
+
+def category_table(categories: Sequence[Mapping[str, Any]], models: pd.DataFrame) -> pd.DataFrame:
+    """Categories in display order with label and colour; unknown model categories appended."""
+    rows = [
+        {"id": str(c["id"]), "label": cell_text(c.get("label")) or str(c["id"]), "color": cell_text(c.get("color"))}
+        for c in categories
+    ]
+    known = {r["id"] for r in rows}
+    for cat in models["category"].astype(str).drop_duplicates():
+        if cat not in known:  # keep such models visible rather than silently dropping them
+            rows.append({"id": cat, "label": cat, "color": ""})
+            known.add(cat)
+    used = {r["color"].lower() for r in rows if r["color"]}
+    free = [c for c in _PALETTE if c.lower() not in used] or _PALETTE
+    k = 0
+    for r in rows:
+        if not r["color"]:
+            r["color"] = free[k % len(free)]
+            k += 1
+    table = pd.DataFrame(rows, columns=["id", "label", "color"])
+    table["order"] = range(len(table))
+    return table
+
+
+def ordered_models(
+    models: pd.DataFrame, categories: Sequence[Mapping[str, Any]], *, figures_only: bool = True
+) -> pd.DataFrame:
+    """Models in figure row order: by category (category order), then by their order in ``models``.
+
+    Adds columns ``category_label``, ``category_color`` and ``row_label`` ("name [top-1%]", the
+    ``headline_top1`` of the rows kept, in its source's format). With ``figures_only``, rows with
+    ``in_figures`` False (controls) are dropped.
+    """
+    m = models.copy()
+    m["model"] = m["model"].astype(str)
+    m["category"] = m["category"].astype(str)
+    if figures_only and "in_figures" in m:
+        m = m[bool_column(m["in_figures"])]
+    cats = category_table(categories, models).set_index("id")
+    m["_pos"] = range(len(m))
+    m["_cat_order"] = m["category"].map(cats["order"])
+    m = m.sort_values(["_cat_order", "_pos"], kind="stable")
+    m["category_label"] = m["category"].map(cats["label"])
+    m["category_color"] = m["category"].map(cats["color"])
+    names = m["display_name"] if "display_name" in m else m["model"]
+    names = [(cell_text(n) or mid) for n, mid in zip(names, m["model"])]
+    source, top1 = headline_top1(m)
+    m["row_label"] = [f"{n} [{format_top1(t, source)}%]" if np.isfinite(t) else f"{n} [n/a]" for n, t in zip(names, top1)]
+    return m.drop(columns=["_pos", "_cat_order"]).reset_index(drop=True)

@@ -1,0 +1,186 @@
+"""Statistics over the tidy tables: which top-1 a models table carries, which models are
+adversarially trained, and rank correlations (criticality vs accuracy, own vs published).
+
+The figures (``layercrit.figures``) draw these numbers and ``correlations.csv`` lists them; this
+module computes them and draws nothing (no matplotlib).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "ACCURACY_SOURCES",
+    "CORRELATION_COLUMNS",
+    "accuracy_correlations",
+    "accuracy_sources",
+    "adversarial_mask",
+    "bool_column",
+    "cell_text",
+    "figure_models",
+    "headline_top1",
+    "numeric_column",
+    "rank_correlation",
+    "top1_by_source",
+]
+
+# --------------------------------------------------------------------------------------------
+# Columns as they come back from CSV
+# --------------------------------------------------------------------------------------------
+
+
+def cell_text(value: Any) -> str:
+    """A string cell that may have come back from CSV as NaN/None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def numeric_column(table: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN where missing or not a number); all-NaN when there is no column."""
+    if column not in table:
+        return pd.Series(np.nan, index=table.index, dtype=float)
+    return pd.to_numeric(table[column], errors="coerce").astype(float)
+
+
+def bool_column(series: pd.Series) -> pd.Series:
+    # in_figures may arrive as bool, 0/1 or "True"/"False" strings after a CSV round trip.
+    if series.dtype == bool:
+        return series
+    mapped = series.map(lambda v: str(v).strip().lower() in ("true", "1", "yes", "1.0"))
+    return mapped.astype(bool)
+
+
+def figure_models(models: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``models`` shown in the figures (``in_figures``; all where the column is absent)."""
+    m = models.copy()
+    if "in_figures" in m:
+        m = m[bool_column(m["in_figures"])]
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# Top-1 accuracy: which one a table carries
+# --------------------------------------------------------------------------------------------
+
+# Where a top-1 comes from, headline first: the paper correlates criticality with the zoo's
+# reported ImageNet top-1; a study run here also measures top-1 on its own evaluation set.
+ACCURACY_SOURCES = ("reported", "measured")
+
+
+def top1_by_source(models: pd.DataFrame) -> pd.DataFrame:
+    """Reported and measured top-1 of every model: columns ``reported`` and ``measured``, NaN
+    where a model has none.
+
+    ``models.csv`` carries the zoo's ``reported_top1`` and a ``top1`` whose ``top1_source`` says
+    whether it was measured on the evaluation set or is the reported value standing in (the
+    published raw results carry no clean accuracy). Tables without ``top1_source`` predate it;
+    their ``top1`` is measured.
+    """
+    top1 = numeric_column(models, "top1")
+    source = (
+        models["top1_source"].map(cell_text).str.lower()
+        if "top1_source" in models
+        else pd.Series("measured", index=models.index)
+    )
+    reported = numeric_column(models, "reported_top1")
+    reported = reported.where(np.isfinite(reported), top1.where(source.eq("reported")))
+    return pd.DataFrame({"reported": reported, "measured": top1.where(source.eq("measured"))}, index=models.index)
+
+
+def accuracy_sources(models: pd.DataFrame) -> list[str]:
+    """The sources ``models`` has a finite top-1 from, headline (reported) first; ``["measured"]``
+    when it has none, so that callers always have one to label."""
+    table = top1_by_source(models)
+    return [s for s in ACCURACY_SOURCES if np.isfinite(table[s]).any()] or ["measured"]
+
+
+def headline_top1(models: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The top-1 the figures show (reported where the table has it, as in the paper, else measured)
+    and its source. Models without a value of that source get NaN: sources are never mixed."""
+    source = accuracy_sources(models)[0]
+    return source, top1_by_source(models)[source]
+
+
+def adversarial_mask(models: pd.DataFrame) -> pd.Series:
+    """True for adversarially trained models: category ``adversarial`` or a finite ε > 0."""
+    idx = models.index
+    by_cat = models["category"].astype(str).eq("adversarial") if "category" in models else pd.Series(False, index=idx)
+    eps = pd.to_numeric(models["epsilon"], errors="coerce") if "epsilon" in models else pd.Series(np.nan, index=idx)
+    by_eps = np.isfinite(eps.astype(float)) & (eps > 0)
+    return (by_cat | by_eps).astype(bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Rank correlations
+# --------------------------------------------------------------------------------------------
+
+_RANK_TESTS = {"spearman": stats.spearmanr, "kendall": stats.kendalltau}
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> tuple[float, float]:
+    """Spearman ρ or Kendall τ (``method``) of ``x`` and ``y`` and its two-sided p-value.
+
+    NaN, NaN where it is undefined: fewer than 3 points, a value that is not finite, or constant
+    input (scipy would warn and give NaN, or a meaningless value for a NaN).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    result = _RANK_TESTS[method](x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _correlation_row(subset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    spearman_r, spearman_p = rank_correlation(x, y, "spearman")
+    kendall_tau, kendall_p = rank_correlation(x, y, "kendall")
+    return {
+        "subset": subset, "n": int(len(x)),
+        "spearman_r": spearman_r, "spearman_p": spearman_p, "kendall_tau": kendall_tau, "kendall_p": kendall_p,
+    }  # fmt: skip
+
+
+CORRELATION_COLUMNS = [
+    "accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped",
+]  # fmt: skip
+
+
+def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
+    """Rank correlations of mean criticality with top-1 (figure models only), per accuracy source.
+
+    One block of rows per source the table has (``accuracy_sources``): ``reported`` (the zoo's
+    ImageNet top-1, the paper's correlation, first) and ``measured`` (on the evaluation set).
+    Each block has the subsets ``all`` and ``without_adversarial`` (see ``adversarial_mask``).
+    Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
+    a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
+    named in ``dropped`` with the reason, never silently.
+    """
+    m = figure_models(models)
+    accuracies = top1_by_source(m)
+    y = numeric_column(m, "mean_criticality")
+    subsets = {"all": pd.Series(True, index=m.index), "without_adversarial": ~adversarial_mask(m)}
+    out = []
+    for source in accuracy_sources(m):
+        x = accuracies[source]
+        ok = np.isfinite(x) & np.isfinite(y)
+        reasons = _unrankable_reasons(x, y)
+        for subset, members in subsets.items():
+            row = _correlation_row(subset, x[ok & members].to_numpy(float), y[ok & members].to_numpy(float))
+            left_out = [f"{model} ({reasons[i]})" for i, model in m.loc[members & ~ok, "model"].items()]
+            out.append({"accuracy": source} | row | {"n_dropped": len(left_out), "dropped": "; ".join(left_out)})
+    return pd.DataFrame(out, columns=CORRELATION_COLUMNS)
+
+
+def _unrankable_reasons(top1: pd.Series, criticality: pd.Series) -> pd.Series:
+    """Why a model cannot be ranked ("top-1 not finite", "criticality not finite", both joined)."""
+
+    def reason(a: float, b: float) -> str:
+        bad = [("top-1 not finite", not np.isfinite(a)), ("criticality not finite", not np.isfinite(b))]
+        return " and ".join(text for text, is_bad in bad if is_bad)
+
+    return pd.Series([reason(a, b) for a, b in zip(top1, criticality)], index=top1.index)
