@@ -4,18 +4,8 @@
 
 
 include: "workflow/rules/common.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        figure_targets(),
-        table_targets(),
-        # Listed so that a deleted result is made again (Snakemake leaves missing intermediate
-        # files alone while the tables built from them are up to date).
-        reset_results(MODE),
-
-
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/baseline.smk"
@@ -24,3 +14,14 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/published.smk"
 include: "workflow/rules/replication.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        figure_targets(),
+        replication_targets(),
+        table_targets(),
+        # Listed so that a deleted result is made again (Snakemake leaves missing intermediate
+        # files alone while the tables built from them are up to date).
+        reset_results(MODE),

@@ -64,3 +64,4 @@ rule model_table:
 rule figures:
     input:
         figure_targets(),
+        replication_targets(),

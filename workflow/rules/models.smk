@@ -12,7 +12,7 @@ rule train_model:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, TRAINED_MODELS)) or "^$",
-    priority: training_priority
+    priority: job_priority(training_priority)
     conda:
         "../../envs/layercrit.yaml"
     threads: config["training"]["threads"]

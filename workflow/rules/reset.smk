@@ -16,7 +16,7 @@ rule reset:
         f"{RESULTS}/logs/resets/{{mode}}/{{model}}/{{layer}}/seed{{seed}}.log",
     # One model's jobs before the next model's: what the process keeps loaded (the model, its
     # clean activations) then serves many jobs instead of being rebuilt for interleaved ones.
-    priority: reset_priority
+    priority: job_priority(reset_priority)
     threads: evaluation_threads
     resources:
         gpu=GPU,

@@ -1,0 +1,128 @@
+# The evaluation jobs (rules in baseline.smk, reset.smk): where and how they run (device,
+# threads, GPU grants, settings), what a reset job reads, and the jobs' bodies. They are `run:`
+# jobs executed as threads of the Snakemake process: see reset.smk.
+from layercrit.devices import gpus_visible, missing_device
+
+# Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
+# `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
+GPU = 0 if config["device"] == "cpu" else 1
+# On the CPU an evaluation uses every core (torch's intra-op threads) and says so with its
+# `threads`: Snakemake then neither starts a training on cores it uses nor parks a second
+# evaluation on a core to wait for the CPU. `device: auto` counts as the CPU where this machine
+# has no GPU. (The executor is not known while the workflow is parsed, so the Slurm profile
+# sets these jobs' threads itself: a login node says nothing about the compute nodes.)
+EVALUATE_ON_CPU = workflow.is_main_process and (
+    config["device"] == "cpu" or (config["device"] == "auto" and gpus_visible() == 0)
+)
+
+
+def evaluation_threads(wildcards):
+    return workflow.cores if EVALUATE_ON_CPU else 1
+
+
+def check_local_device():
+    """A local run that asks for a GPU this machine lacks would prepare the data and train, then
+    fail every evaluation: stop before the first job. Only local runs: the executor is known here
+    (onstart), and a cluster's login node may have no GPU while its compute nodes do."""
+    if workflow.local_exec and not workflow.touch:
+        problem = missing_device(config["device"], gpus_visible())
+        if problem:
+            raise WorkflowError(f"Invalid configuration: {problem}")
+
+
+onstart:
+    check_local_device()
+
+
+# What the evaluation rules' results depend on, as their params: changing one re-runs them
+# (Snakemake's params trigger). activation_cache_mb is not among them: reuse is bit-identical.
+EVALUATION = {k: config[k] for k in ("device", "precision", "batch_size")}
+
+
+def eval_settings(params, threads):
+    from layercrit.forward import EvalSettings
+
+    return EvalSettings(
+        **params.evaluation,
+        activation_cache_mb=config["activation_cache_mb"],
+        cpu_threads=threads,
+    )
+
+
+def require_granted_gpu(rule, output, resources):
+    """Snakemake caps a job's `gpu=1` to what `--resources gpu=0` allows instead of refusing it.
+    An evaluation that asked for a GPU and was granted none must not run on whatever device is
+    there (the finish step of layercrit-slurm, which makes only tables and figures, says gpu=0).
+    """
+    if GPU and resources.get("gpu", GPU) < GPU:
+        raise WorkflowError(
+            f"{rule} needs a GPU (device: {config['device']}), but this run grants none (--resources gpu=0, as "
+            f"in the finish step of layercrit-slurm): {output} is missing or out of date. Compute it where "
+            "the GPUs are: run the same layercrit-slurm command again, or snakemake with GPUs"
+        )
+
+
+def reset_inputs(wildcards):
+    """The files one reset job reads, named as layercrit.evaluation.ResetInputs names them."""
+    inputs = {
+        "checkpoint": model_checkpoint(wildcards),
+        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
+        "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
+        "eval": f"{RESULTS}/data/eval.safetensors",
+    }
+    if needs_initial_weights(wildcards.mode):
+        inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
+    return inputs
+
+
+def reset_priority(wildcards):
+    """Reset jobs run model by model, in zoo order (higher priority first)."""
+    return len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
+
+
+def shard_results(wildcards):
+    """The `shard` target: the reset results of one of N contiguous parts of the study (config
+    shard=i/N), for one Slurm allocation each (layercrit.slurm)."""
+    try:
+        jobs = STUDY.reset_jobs_shard(config["shard"])
+    except ConfigError as error:
+        raise WorkflowError(f"Invalid configuration: {error}") from None
+    return [reset_result(m, l, s) for m, l, s in jobs]
+
+
+def run_baseline(wildcards, input, output, params, threads, resources, log):
+    """The baseline job: layercrit.evaluation.evaluate_baseline of one model."""
+    from layercrit.evaluation import evaluate_baseline
+    from layercrit.joblog import job_log
+
+    require_granted_gpu("baseline", output.summary, resources)
+    with job_log(log[0]):
+        evaluate_baseline(
+            model_id=wildcards.model,
+            arch=architecture_of(wildcards.model),
+            weights=input.checkpoint,
+            eval_data=input.eval,
+            settings=eval_settings(params, threads),
+            logits_out=output.logits,
+            summary_out=output.summary,
+            reported_top1=STUDY.models[wildcards.model].reported_top1,
+        )
+
+
+def run_reset(wildcards, input, output, params, threads, resources, log):
+    """The reset job: layercrit.evaluation.evaluate_reset of one (model, layer, seed, mode)."""
+    from layercrit.evaluation import ResetInputs, evaluate_reset
+    from layercrit.joblog import job_log
+
+    require_granted_gpu("reset", output[0], resources)
+    with job_log(log[0]):
+        evaluate_reset(
+            model_id=wildcards.model,
+            arch=architecture_of(wildcards.model),
+            files=ResetInputs(**dict(input.items())),
+            layer=wildcards.layer,
+            seed=int(wildcards.seed),
+            mode=wildcards.mode,
+            settings=eval_settings(params, threads),
+            out=output[0],
+        )
