@@ -3,16 +3,21 @@
 Reset the parameters of one layer of a trained model, keep the rest, and measure how much the
 model's outputs change (Gavrikov et al., 2024). Modules, one concept each:
 
-- ``study``: the study configuration (pure Python, imported by the Snakefile at parse time)
-- ``data``: evaluation images as uint8 tensors, and the model input transform
-- ``synthetic``: the demo study's procedurally generated dataset
-- ``zoo``: architectures and model checkpoints
+- ``study``: the study configuration and the schemas' facts (pure Python, parse time)
+- ``data``, ``synthetic``, ``imagenet``: evaluation images (uint8), the demo's generated dataset,
+  the paper's ImageNet subset
+- ``zoo``: architectures, layer lists and model checkpoints
+- ``sources``, ``downloads``, ``conversion``: where published weights live, the verified
+  download cache, turning a published file into the architecture's state_dict
 - ``training``: training recipes for the demo zoo
 - ``reset``: resetting one layer (randomize / zero / reinit)
 - ``metrics``: output-change metrics, including criticality
-- ``evaluation``: the baseline and reset evaluations
-- ``aggregation``: tidy tables over models, layers and seeds
-- ``figures``: the paper's figures
+- ``forward``: how a model runs on the evaluation images (settings, batches, activation reuse)
+- ``evaluation``: the baseline and the reset evaluation (``measure_reset``: the paper's method)
+- ``devices``, ``io``, ``joblog``: device leases, outputs with provenance, job logs
+- ``aggregation``, ``statistics``: tidy tables over models, layers and seeds; correlations
+- ``published``, ``replication``: the authors' raw results, and this study against them
+- ``figures``: the paper's figures (one registry, ``figures.FIGURES``)
 - ``slurm``: ``layercrit-slurm``, a study as a few Slurm allocations running the local Snakemake
 
 Importing this package imports no torch: the Snakefile imports ``layercrit.study`` at parse time.
