@@ -1,5 +1,6 @@
 # Config and its validation, the two studies, wildcards, and the paths and policies every stage uses.
 # Nothing here imports torch: on a cluster every job parses these files again.
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -12,7 +13,16 @@ min_version("8.20")
 # The package lives in src/. Put it on the path of this process and of every job's process
 # (script jobs inherit the environment), so the workflow runs from a checkout with or without
 # `pip install -e .`, in any conda environment.
-_SRC = str(Path(workflow.basedir) / "src")
+# The checkout this file belongs to, also where the workflow is used as a module of another
+# project (workflow.basedir is then that project's directory). Its package and schemas are read
+# from there, so a module fetched from a git host (github(...)) is not enough: use a clone.
+if not isinstance(workflow.current_basedir, (str, os.PathLike)):
+    raise WorkflowError(
+        "layercrit runs from a local checkout: clone it (git clone --branch <tag> ...) and give "
+        "`module ...: snakefile:` the path of its Snakefile (see the README, 'Use it in your own project')"
+    )
+WORKFLOW_ROOT = Path(workflow.current_basedir).parents[1]
+_SRC = str(WORKFLOW_ROOT / "src")
 sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
 from layercrit.study import (
@@ -38,7 +48,7 @@ def workflow_path(path):
     given = Path(path)
     if given.is_absolute() or given.exists():
         return str(given)
-    shipped = Path(workflow.basedir) / given
+    shipped = WORKFLOW_ROOT / given
     return str(shipped) if shipped.exists() else str(given)
 
 
@@ -53,9 +63,7 @@ def validated(data, schema, what):
     try:
         validate(data, schema)
     except WorkflowError:
-        schema_path = (
-            Path(workflow.basedir) / "workflow" / "schemas" / Path(schema).name
-        )
+        schema_path = WORKFLOW_ROOT / "workflow" / "schemas" / Path(schema).name
         summary = schema_error_summary(data, schema_path, what)
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
     return data

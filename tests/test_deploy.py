@@ -1,0 +1,92 @@
+"""The workflow used as a Snakemake module from another project, the way snakedeploy deploys it:
+a Snakefile with `module ... snakefile: <path>` + `use rule * from ...`, the copied config/ and
+profiles/, and the user's own edits, run from the deploying project's directory."""
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE, snakemake_env
+
+pytestmark = pytest.mark.slow
+
+# What snakedeploy writes (workflow/Snakefile of the deploying project), with a local checkout.
+MODULE_SNAKEFILE = """\
+configfile: "config/config.yaml"
+
+
+module layercrit:
+    snakefile:
+        "{snakefile}"
+    config:
+        config
+
+
+use rule * from layercrit
+"""
+
+
+def deploy(dest, *, shipped_zoos: bool):
+    """The deploying project: its Snakefile, config/ (without the shipped zoos and layer lists
+    unless ``shipped_zoos``) and profiles/, as snakedeploy copies them."""
+    (dest / "workflow").mkdir(parents=True)
+    (dest / "workflow/Snakefile").write_text(MODULE_SNAKEFILE.format(snakefile=REPO / "Snakefile"))
+    ignore = None if shipped_zoos else shutil.ignore_patterns("zoo", "architectures")
+    shutil.copytree(REPO / "config", dest / "config", ignore=ignore)
+    shutil.copytree(REPO / "profiles", dest / "profiles")
+
+
+def user_config(dest, **changes):
+    """config/config.yaml as a user edits it: the demo's settings, small, with their changes."""
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config.update(device="cpu", **changes)
+    config["data"].update(train_images=256, eval_images=64)
+    config["reset"].update(seeds=[0], layers={"include": ["conv1", "fc"]})
+    (dest / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def run(dest, *args):
+    cmd = [SNAKEMAKE, "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=900, env=snakemake_env())
+    assert proc.returncode == 0, f"{' '.join(cmd)} in {dest} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def test_a_deployed_study_with_its_own_name_models_and_zoo_runs_end_to_end(tmp_path):
+    dest = tmp_path / "my-project"
+    deploy(dest, shipped_zoos=True)
+    # The user's own zoo: the shipped demo zoo, copied, with shorter training.
+    zoo = yaml.safe_load((dest / "config/zoo/demo.yaml").read_text())
+    for model in zoo["models"]:
+        model["source"]["recipe"].update(epochs=1, warmup_epochs=0)
+    (dest / "config/zoo/mine.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    user_config(dest, study="my_study", zoo="config/zoo/mine.yaml", models=["demo_baseline", "demo_control"])
+
+    proc = run(dest)
+    assert "Using workflow specific profile profiles/default" in proc.stderr  # the copied profile applies
+    results = dest / "results/my_study"
+    resets = pd.read_csv(results / "tables/randomize/resets.csv")
+    assert set(resets["model"]) == {"demo_baseline", "demo_control"} and len(resets) == 2 * 2
+    assert set(resets["layer"]) == {"conv1", "fc"} and resets["criticality"].between(0, 100).all()
+    assert (results / "figures/randomize/criticality_heatmap.png").stat().st_size > 10_000
+    history = json.loads((results / "models/demo_control.training.json").read_text())
+    assert history["epoch"] == [1]  # trained with the user's zoo, not the shipped one
+    assert not (REPO / "results/my_study").exists()  # everything in the deploying project
+
+
+def test_a_deployed_study_finds_the_shipped_zoo_and_layer_lists_in_the_workflow(tmp_path):
+    dest = tmp_path / "my-project"
+    deploy(dest, shipped_zoos=False)
+    # The shipped demo zoo by its path in the workflow; the control alone trains in seconds.
+    user_config(dest, study="shipped", zoo="config/zoo/demo.yaml", models=["demo_control"])
+    assert not (dest / "config/zoo").exists() and not (dest / "config/architectures").exists()
+
+    dry = run(dest, "-n", "--quiet", "rules")
+    assert "train_model" in dry.stdout and "reset" in dry.stdout
+    run(dest, "aggregate")
+    resets = pd.read_csv(dest / "results/shipped/tables/randomize/resets.csv")
+    assert set(resets["model"]) == {"demo_control"} and set(resets["layer"]) == {"conv1", "fc"}
