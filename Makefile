@@ -11,7 +11,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 LOCK := requirements/lock.txt
 UV := uv==0.13.9
 
-.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check
+.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check config-docs
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ clean-demo:
 # docs/demo/ and its heatmap to docs/demo_heatmap.png, and rewrite the README's demo block.
 docs: install
 	$(PY) tools/demo_docs.py run
+
+# config/README.md from the schemas' descriptions (a test checks it is current).
+config-docs: install
+	$(PY) tools/config_docs.py
 
 # The demo afresh (into results/demo_check), its tables against docs/demo/ (make test runs the same,
 # as tests/test_demo_run.py).

@@ -90,3 +90,33 @@ def test_a_deployed_study_finds_the_shipped_zoo_and_layer_lists_in_the_workflow(
     run(dest, "aggregate")
     resets = pd.read_csv(dest / "results/shipped/tables/randomize/resets.csv")
     assert set(resets["model"]) == {"demo_control"} and set(resets["layer"]) == {"conv1", "fc"}
+
+
+def _readme_section():
+    text = (REPO / "README.md").read_text()
+    return text[text.index("## Use it in your own project") : text.index("## Configuration")]
+
+
+def test_the_readmes_deployment_example_is_what_these_tests_run(tmp_path):
+    import re
+    import tomllib
+
+    section = _readme_section()
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert f"version {version}, tag `v{version}`" in section and section.count(f"v{version}") >= 3
+    snakefile = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert snakefile == MODULE_SNAKEFILE.format(snakefile="/home/me/workflows/layercrit/Snakefile")
+    # The example config plans the study it describes, in a deployed project.
+    dest = tmp_path / "my-study"
+    deploy(dest, shipped_zoos=True)
+    (dest / "config/config.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run(dest, "-n", "--quiet", "rules").stdout, flags=re.M))
+    assert jobs["reset"] == "4" and jobs["train_model"] == "2"  # 2 models x conv1, fc x seed 0
+
+
+def test_the_catalog_file_claims_only_what_runs():
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    # run: evaluation jobs use Snakemake's own environment: no conda or container deployment alone works
+    assert not any(catalog["software-stack-deployment"].values())
+    assert catalog["report"] is True  # snakemake --report: tests/test_workflow.py builds one
+    assert "--configfile config/config.yaml" in catalog["mandatory-flags"]["flags"]

@@ -113,3 +113,25 @@ def test_a_run_with_other_rows_fails(tmp_path):
     models = pd.read_csv(fresh / "models.csv")
     models.iloc[1:].to_csv(fresh / "models.csv", index=False)
     assert "models.csv: rows differ (['model'])" in demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False)
+
+
+def test_config_readme_is_what_the_schemas_say():
+    config_docs = load_tool("config_docs")
+    assert config_docs.OUT.read_text() == config_docs.render(), "config/README.md is stale: run make config-docs"
+
+
+def test_config_readme_describes_every_key():
+    config_docs = load_tool("config_docs")
+    undescribed = [key for name in ("config", "zoo") for key, _, _, _, text in config_docs.rows(config_docs.load(name), "") if not text]
+    assert not undescribed, f"keys without a description in workflow/schemas/: {undescribed}"
+
+
+def test_config_readme_follows_a_schema_change(tmp_path, monkeypatch):
+    config_docs = load_tool("config_docs")
+    for name in ("config", "zoo"):
+        (tmp_path / f"{name}.schema.yaml").write_text((config_docs.SCHEMAS / f"{name}.schema.yaml").read_text())
+    schema = tmp_path / "config.schema.yaml"
+    schema.write_text(schema.read_text().replace("images per forward pass (the paper's 500)", "images per batch"))
+    monkeypatch.setattr(config_docs, "SCHEMAS", tmp_path)
+    text = config_docs.render()
+    assert "images per batch" in text and text != config_docs.OUT.read_text()
