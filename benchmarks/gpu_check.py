@@ -68,9 +68,12 @@ def run(command: list[str], cwd: Path = REPO, timeout: float = 3600) -> tuple[in
     return proc.returncode, output, time.monotonic() - started
 
 
+# The test files whose GPU paths the check runs (test_gpu.py runs only where there is a GPU).
+TEST_FILES = ("tests/test_gpu.py", "tests/test_evaluation.py", "tests/test_forward.py", "tests/test_devices.py")
+
+
 def check_tests() -> dict:
-    rc, output, seconds = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py",
-                               "tests/test_evaluation.py", "tests/test_forward.py", "tests/test_devices.py"])  # fmt: skip
+    rc, output, seconds = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TEST_FILES])
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     return {"ok": rc == 0, "summary": summary, "seconds": round(seconds, 1)}
 

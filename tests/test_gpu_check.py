@@ -14,12 +14,13 @@ pytestmark = pytest.mark.slow
 CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
 
 
-def test_the_whole_check_runs_on_the_cpu_in_quick_mode(tmp_path):
-    proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
+    # Its tests step runs test files this suite runs anyway: here only that they exist (below).
+    proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--steps", "study", "benchmark",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     record = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert record["tests"]["ok"] and "passed" in record["tests"]["summary"]
+    assert "tests" not in record
     comparisons = record["study"]["comparisons"]
     assert set(comparisons) == {"cpu_fp32", "cpu_bf16"} and all(c["ok"] for c in comparisons.values())
     assert comparisons["cpu_fp32"]["max_abs_diff"] == 0.0  # the same device and precision: identical
@@ -34,3 +35,12 @@ def test_without_a_gpu_it_says_so_and_how_to_check_the_command(tmp_path):
     proc = subprocess.run([*CHECK, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "torch sees no CUDA GPU" in proc.stderr and "--device cpu --quick" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_test_files_the_check_runs_exist():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks/gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.TEST_FILES and all((REPO / f).is_file() for f in gpu_check.TEST_FILES)
