@@ -424,13 +424,6 @@ def load_study(config: dict[str, Any]) -> Study:
     return build_study(config, load_zoo(zoo_path), zoo_path.parent)
 
 
-def schema_error_summary(data: dict[str, Any], schema_path: str | Path, what: str) -> str:
-    """One line per problem, naming the key and what is allowed (jsonschema's own text is long)."""
-    with open(schema_path) as f:
-        schema = yaml.safe_load(f)
-    return "\n".join(schema_problems(data, schema, what)) or f"{what} does not match {schema_path}"
-
-
 def schema_problems(data: Any, schema: dict[str, Any], what: str) -> list[str]:
     """What is wrong with ``data`` under ``schema``, one line per problem (none: it is valid)."""
     import jsonschema

@@ -32,10 +32,11 @@ from layercrit.study import (
     RESET_MODES,
     ConfigError,
     build_study,
+    load_schema,
     load_zoo,
     needs_initial_weights,
     reset_result_path,
-    schema_error_summary,
+    schema_problems,
 )
 
 put_on_subprocess_path(_SRC)
@@ -63,8 +64,9 @@ def validated(data, schema, what):
     try:
         validate(data, schema)
     except WorkflowError:
-        schema_path = WORKFLOW_ROOT / "workflow" / "schemas" / Path(schema).name
-        summary = schema_error_summary(data, schema_path, what)
+        name = Path(schema).name.removesuffix(".schema.yaml")
+        problems = schema_problems(data, load_schema(name), what)
+        summary = "\n".join(problems) or f"{what} does not match {schema}"
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
     return data
 
