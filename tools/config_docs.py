@@ -109,7 +109,7 @@ def variants(node: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield const, branch["then"]
 
 
-def definition(name: str, node: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+def definition(name: str, node: dict[str, Any]) -> list[str]:
     lines = [f"### {name}", "", " ".join(str(node.get("description", "")).split()), ""]
     lines += table({k: v for k, v in node.items() if k != "description"})
     inline = [then for _, then in variants(node) if not _ref(then)]
@@ -140,9 +140,8 @@ def render() -> str:
         schema = load(name)
         out += [f"## {title} (`workflow/schemas/{name}.schema.yaml`)", "", " ".join(str(schema.get("description", "")).split()), ""]
         out += table({k: v for k, v in schema.items() if k not in ("description", "$defs")}) + [""]
-        defs = schema.get("$defs", {})
-        for def_name, node in defs.items():
-            out += definition(def_name, node, defs)
+        for def_name, node in schema.get("$defs", {}).items():
+            out += definition(def_name, node)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).rstrip() + "\n"
 
 
