@@ -85,3 +85,14 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+def write_layer_list(workdir: Path, arch_id: str, spec: dict) -> Path:
+    """Write the layer list of architecture ``spec`` to ``workdir / spec["layers"]`` with the
+    project's own command (builds the model: torch, in the test process)."""
+    from layercrit.zoo import write_layers
+
+    zoo = workdir / f".{arch_id}.zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"architectures": {arch_id: spec}}))
+    out, _ = write_layers(zoo, arch_id)
+    return out

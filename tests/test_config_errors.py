@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake, tiny_study
+from conftest import REPO, run_snakemake, tiny_study, write_layer_list
 
 
 def break_config(path, mutate):
@@ -36,7 +36,15 @@ CONFIG_CASES = {
     "unknown precision": (lambda c: c.update(precision="fp8"), ["'precision'", "'fp8'", "['fp32', 'torch_default', 'tf32', 'bf16']"]),
     "unknown model": (lambda c: c.update(models=["demo_baseline", "nope"]), ["models: unknown model id(s) ['nope']", "allowed: ['demo_baseline'"]),
     "layer pattern matching nothing": (lambda c: c["reset"].update(layers={"include": ["layer9.*"]}), ["reset.layers", "'layer9.*'", "matches no layer"]),
-    "bad layer type": (lambda c: c["reset"].update(layers={"types": ["BatchNorm2d"]}), ["'reset.layers.types.0'", "'BatchNorm2d'", "['Conv2d', 'Linear']"]),
+    "layer type of no architecture": (
+        lambda c: c["reset"].update(layers={"types": ["Conv2d", "LayerNorm2d"]}),
+        ["reset.layers.types: ['LayerNorm2d'] is no module class of the study's architectures", "demo_resnet: ['BatchNorm2d', 'Conv2d', 'Linear']", "demo_vit: ['Conv2d', 'LayerNorm', 'Linear']"],
+    ),
+    "layer type that is no class name": (lambda c: c["reset"].update(layers={"types": ["nn.Conv2d"]}), ["'reset.layers.types.0'", "'nn.Conv2d' does not match"]),
+    "images of another size than a ViT takes": (
+        lambda c: c["data"].update(image_size=48),
+        ["architectures.demo_vit (models ['demo_vit'])", "takes only 32x32 input", "images are 48x48 (data.image_size)", "kwargs img_size: 48"],
+    ),
     "missing zoo": (lambda c: c.update(zoo="nowhere.yaml"), ["'nowhere.yaml' does not exist"]),
     "study outside results/": (lambda c: c.update(study=".."), ["'study'", "'..' does not match", "one directory name"]),
     "study is the working directory": (lambda c: c.update(study="."), ["'study'", "'.' does not match"]),
@@ -58,14 +66,18 @@ def test_config_errors(workdir, case):
 ZOO_CASES = {
     "unknown model key": (lambda z: z["models"][0].update(acuracy=1), ["'models.0'", "['acuracy']", "'reported_top1'"]),
     "unknown category": (lambda z: z["models"][0].update(category="magic"), ["unknown category 'magic'", "allowed: ['baseline'"]),
-    "unknown architecture": (lambda z: z["models"][0].update(architecture="vit"), ["unknown architecture 'vit'", "['demo_resnet', 'demo_resnet_plain_init']"]),
+    "unknown architecture": (lambda z: z["models"][0].update(architecture="vit"), ["unknown architecture 'vit'", "['demo_resnet', 'demo_resnet_plain_init', 'demo_vit']"]),
+    "layer list of another architecture": (
+        lambda z: z["architectures"]["demo_resnet"]["kwargs"].update(channels=[16, 32, 64, 256]),
+        ["architectures.demo_resnet (models ['demo_baseline'", "demo_resnet.tsv' was written for", "'channels': [16, 32, 64, 128]", "but the zoo builds", "[16, 32, 64, 256]", "python -m layercrit.zoo layers"],
+    ),
+    "architecture of a library the schema does not know": (lambda z: z["architectures"]["demo_vit"].update(keras="vit"), ["'architectures.demo_vit'", "['keras']"]),
     "unknown source kind": (lambda z: z["models"][0]["source"].update(kind="ftp"), ["'models.0.source.kind'", "'ftp'"]),
     "unknown norm": (lambda z: z["models"][0].update(adversarial={"norm": "l3", "epsilon": 1}), ["'models.0.adversarial.norm'", "['linf', 'l2']"]),
     "duplicate id": (lambda z: z["models"].append(dict(z["models"][0])), ["'demo_baseline' appears twice"]),
     "missing layer list": (lambda z: z["architectures"]["demo_resnet"].update(layers="missing.tsv"), ["missing.tsv", "does not exist", "python -m layercrit.zoo layers"]),
     "model id outside its mode's folder": (lambda z: z["models"][0].update(id=".."), ["'models.0.id'", "'..' does not match", "one directory name"]),
     "batch of one": (lambda z: z["models"][0]["source"]["recipe"].update(batch_size=1), ["'models.0.source.recipe.batch_size'", "1 is less than the minimum of 2", "BatchNorm"]),
-    "timm's default class count": (lambda z: z["architectures"]["demo_resnet"]["kwargs"].pop("num_classes"), ["1000 outputs (timm's default", "10 classes (data.n_classes)"]),
 }
 
 
@@ -126,3 +138,47 @@ def test_a_value_out_of_range_names_the_bound_not_the_description(workdir):
     line = next(l for l in (proc.stdout + proc.stderr).splitlines() if "'activation_cache_mb'" in l)
     assert proc.returncode != 0 and "-1 is less than the minimum of 0" in line
     assert "expected minimum: memory" not in line  # the description once stood where the bound belongs
+
+
+def test_timms_default_class_count_is_named(workdir):
+    """Without kwargs.num_classes timm builds 1,000 outputs (the layer list written for that
+    architecture says so too); a 10-class study stops, naming the key to set."""
+    path = tiny_study(workdir)
+    spec = {"timm": "resnet50", "kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}, "layers": str(workdir / "default.tsv")}
+    write_layer_list(workdir, "demo_resnet", spec)
+    break_zoo(workdir, lambda z: z["architectures"].update(demo_resnet=spec))
+    assert_plan_fails(workdir, path, ["1000 outputs (timm's default", "10 classes (data.n_classes)"])
+
+
+def test_a_layer_list_without_a_header_is_refused(workdir):
+    path = tiny_study(workdir)
+    layers = workdir / "handmade.tsv"
+    rows = [l for l in (REPO / "config/architectures/demo_resnet.tsv").read_text().splitlines() if not l.startswith("#")]
+    layers.write_text("\n".join(rows) + "\n")
+    break_zoo(workdir, lambda z: z["architectures"]["demo_resnet"].update(layers=str(layers)))
+    assert_plan_fails(workdir, path, ["handmade.tsv' has no header saying which architecture it lists", "python -m layercrit.zoo layers"])
+
+
+def test_the_layers_command_names_an_architecture_timm_does_not_know(workdir):
+    import subprocess
+    import sys
+
+    zoo = {"architectures": {"mine": {"timm": "vit_smal_patch16_224", "layers": "mine.tsv"}}}
+    (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    proc = subprocess.run(
+        [sys.executable, "-m", "layercrit.zoo", "layers", str(workdir / "zoo.yaml"), "mine"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "architectures.mine: timm has no architecture 'vit_smal_patch16_224'" in proc.stderr
+    assert "vit_small_patch16_224" in proc.stderr  # what it may have meant
+    assert not (workdir / "mine.tsv").exists()
+
+
+def test_a_model_of_an_architecture_without_pretrained_config_must_give_its_normalization(workdir):
+    """A torchvision architecture has no timm pretrained config to take the normalization from."""
+    path = tiny_study(workdir)
+    spec = {"torchvision": "resnet18", "kwargs": {"num_classes": 10}, "layers": str(workdir / "tv_resnet18.tsv")}
+    write_layer_list(workdir, "tv_resnet18", spec)
+    model = {"id": "tv", "category": "baseline", "architecture": "tv_resnet18", "source": {"kind": "train", "recipe": {"epochs": 1}}}
+    break_zoo(workdir, lambda z: z["architectures"].update(tv_resnet18=spec) or z["models"].append(model))
+    assert_plan_fails(workdir, path, ["zoo.models.tv.normalization: not given", "torchvision resnet18", "or null for a model that takes raw"])

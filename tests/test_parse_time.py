@@ -5,15 +5,23 @@ import time
 
 import yaml
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, run_snakemake, write_layer_list
+
+
+def poisoned_torch(workdir):
+    """A `torch` that cannot be imported: parsing the workflow must not need it."""
+    poison = workdir / "poison" / "torch"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('torch imported at parse time')\n")
+    return {"PYTHONPATH": str(workdir / "poison")}
 
 
 def test_dry_run_of_51_models_54_layers_3_seeds_lists_every_job_without_torch(workdir):
+    # the 54 layers of ResNet-50, with as many outputs as the demo data has classes
+    resnet50 = {"timm": "resnet50", "kwargs": {"num_classes": 10}, "layers": "resnet50.tsv"}
+    write_layer_list(workdir, "resnet50", resnet50)
     zoo = {
-        # the 54 layers of ResNet-50, with as many outputs as the demo data has classes
-        "architectures": {
-            "resnet50": {"timm": "resnet50", "kwargs": {"num_classes": 10}, "layers": str(REPO / "config/architectures/resnet50.tsv")}
-        },
+        "architectures": {"resnet50": resnet50},
         "categories": [{"id": "baseline", "label": "Baseline"}, {"id": "adversarial", "label": "Adversarial"}],
         "baseline": "m00",
         "models": [
@@ -31,15 +39,8 @@ def test_dry_run_of_51_models_54_layers_3_seeds_lists_every_job_without_torch(wo
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config.update(study="big", zoo="zoo.yaml")
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    # A `torch` that cannot be imported: parsing the workflow must not need it.
-    poison = workdir / "poison" / "torch"
-    poison.mkdir(parents=True)
-    (poison / "__init__.py").write_text("raise ImportError('torch imported at parse time')\n")
-
     started = time.monotonic()
-    proc = run_snakemake(
-        workdir, "--configfile", str(workdir / "config.yaml"), "-n", "--quiet", "rules", env={"PYTHONPATH": str(workdir / "poison")}
-    )
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "-n", "--quiet", "rules", env=poisoned_torch(workdir))
     elapsed = time.monotonic() - started
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert int(counts["reset"]) == 51 * 54 * 3
@@ -47,3 +48,29 @@ def test_dry_run_of_51_models_54_layers_3_seeds_lists_every_job_without_torch(wo
     assert int(counts["train_model"]) == 51
     assert int(counts["aggregate_tables"]) == 1
     assert elapsed < 120, f"dry run took {elapsed:.0f} s"  # generous for slow CI; typically ~15 s
+
+
+def test_dry_run_of_a_study_mixing_resnet50_vit_and_convnext_plans_each_architectures_layers_without_torch(workdir):
+    """config/beyond_resnet.yaml: one job per (model, layer of its own architecture, seed)."""
+    val = workdir / "val" / "n01440764"  # a stand-in ImageNet folder: planning reads no image
+    val.mkdir(parents=True)
+    (val / "a.JPEG").touch()
+    config = yaml.safe_load((REPO / "config/beyond_resnet.yaml").read_text())
+    config.update(zoo=str(REPO / config["zoo"]), imagenet_val=str(val.parent))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "-n", env=poisoned_torch(workdir))
+    planned = set(re.findall(r"output: results/beyond_resnet/resets/randomize/([^/]+)/([^/]+)/seed(\d)\.json", proc.stdout))
+    layers = {
+        arch: [l.split("\t") for l in (REPO / f"config/architectures/{arch}.tsv").read_text().splitlines() if not l.startswith("#")][1:]
+        for arch in ("resnet50", "vit_small_patch16_224", "convnext_tiny")
+    }
+    expected = {
+        (model, name, str(seed))
+        for model, arch in (("tv_resnet50", "resnet50"), ("vit_small_augreg", "vit_small_patch16_224"), ("convnext_tiny_fb", "convnext_tiny"))
+        for name, kind, _ in layers[arch]
+        if kind in ("Conv2d", "Linear")
+        for seed in (0, 1, 2)
+    }
+    assert planned == expected
+    assert len(expected) == 3 * (54 + 50 + 59)  # ResNet-50, ViT-S/16 (patch embedding, 12 × 4, head), ConvNeXt-T
+    assert ("vit_small_augreg", "blocks.11.mlp.fc2", "2") in planned and ("convnext_tiny_fb", "stages.3.blocks.2.mlp.fc2", "0") in planned

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -90,25 +92,33 @@ def test_committed_layer_lists_match_the_architectures(demo_arch):
     import yaml
 
     from conftest import REPO
-    from layercrit.study import Architecture, read_layer_table
+    from layercrit.study import architecture_from_spec, architecture_identity, read_layer_list_header, read_layer_table
+    from layercrit.zoo import model_input_facts
 
     checked = 0
     for zoo_file in sorted((REPO / "config" / "zoo").glob("*.yaml")):
         zoo = yaml.safe_load(zoo_file.read_text())
         for arch_id, spec in zoo["architectures"].items():
-            arch = Architecture(arch_id, spec["timm"], spec.get("kwargs", {}), ())
-            built = enumerate_layers(build_architecture(arch, seed=0))
-            committed = read_layer_table(zoo_file.parent / spec["layers"])
+            arch = architecture_from_spec(arch_id, spec, ())
+            model = build_architecture(arch, seed=0)
+            built = enumerate_layers(model)
+            path = zoo_file.parent / spec["layers"]
+            committed = read_layer_table(path)
             assert [(l.name, l.type, l.shape) for l in committed] == [(l.name, l.type, l.shape) for l in built], arch_id
+            # and the header the parse-time checks read says what it was written for, and what the model takes
+            header = read_layer_list_header(path)
+            assert header.architecture == architecture_identity(arch), arch_id
+            assert header.input == json.loads(json.dumps(model_input_facts(model))), arch_id
             checked += 1
     assert checked >= 1
 
 
 def test_demo_layers_in_module_order(demo_arch):
-    names = [l.name for l in demo_arch.layers]
+    names = [l.name for l in demo_arch.layers if l.type in ("Conv2d", "Linear")]
     assert names[0] == "conv1" and names[-1] == "fc"
     assert names[1:4] == ["layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3"]
-    assert all(l.type in ("Conv2d", "Linear") for l in demo_arch.layers)
+    assert len(names) == 17  # the demo's reset layers; the list also holds its 16 BatchNorms
+    assert {l.type for l in demo_arch.layers} == {"Conv2d", "Linear", "BatchNorm2d"}
 
 
 def test_each_mode_builds_only_the_source_it_takes_the_layer_from():
@@ -145,3 +155,90 @@ def test_measure_reset_is_the_softmax_cosine_to_the_clean_outputs_computed_by_ha
     assert change["cosine"] == pytest.approx(float(cosines.mean()), rel=1e-6)
     assert change["criticality"] == pytest.approx(100 * (1 - float(cosines.mean())), rel=1e-6)
     assert torch.equal(model(x).detach(), clean)  # restored
+
+
+# --- normalization layers: what a reset does to them, checked against values computed by hand ---
+
+
+@pytest.fixture
+def trained_bn(trained):
+    """The stand-in trained model with BatchNorm statistics and affine parameters far from their init."""
+    with torch.no_grad():
+        for m in trained.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.linspace(-1, 1, c))
+                m.running_var.copy_(torch.linspace(0.5, 2, c))
+                m.num_batches_tracked.fill_(100)
+                m.weight.copy_(torch.linspace(0.5, 1.5, c))
+                m.bias.copy_(torch.linspace(-0.3, 0.3, c))
+    return trained.eval()
+
+
+def _bn_output(bn, x):
+    return bn(x).detach()
+
+
+def test_randomize_gives_a_batchnorm_the_fresh_modules_whole_state(trained_bn, demo_arch):
+    fresh = build_architecture(demo_arch, seed=0).state_dict()
+    bn = trained_bn.layer1[0].bn2
+    x = torch.randn(2, bn.num_features, 4, 4, generator=torch.Generator().manual_seed(0))
+    trained_out = _bn_output(bn, x)
+    with reset_layer(trained_bn, "layer1.0.bn2", "randomize", fresh):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any()
+        assert not bn.running_mean.any() and torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+        assert int(bn.num_batches_tracked) == 0
+        # eval-mode BatchNorm with mean 0, var 1, weight 1, bias 0: x / sqrt(1 + eps)
+        assert torch.allclose(_bn_output(bn, x), x / (1 + bn.eps) ** 0.5, atol=1e-6)
+    assert torch.equal(_bn_output(bn, x), trained_out)  # restored, statistics included
+    assert int(bn.num_batches_tracked) == 100
+
+
+def test_zero_silences_a_batchnorm_but_keeps_its_statistics(trained_bn):
+    bn = trained_bn.layer2[0].bn1
+    before = (bn.running_mean.clone(), bn.running_var.clone())
+    x = torch.randn(2, bn.num_features, 4, 4, generator=torch.Generator().manual_seed(1))
+    with reset_layer(trained_bn, "layer2.0.bn1", "zero"):
+        assert not bn.weight.any() and not bn.bias.any()
+        assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+        assert not _bn_output(bn, x).any()  # (x - mean) / sqrt(var + eps) * 0 + 0
+
+
+def test_a_reset_layernorm_normalizes_without_its_learned_affine():
+    ln = torch.nn.Sequential(torch.nn.LayerNorm(4))
+    with torch.no_grad():
+        ln[0].weight.copy_(torch.tensor([2.0, 0.5, 1.0, 3.0]))
+        ln[0].bias.copy_(torch.tensor([1.0, -1.0, 0.0, 0.5]))
+    fresh = torch.nn.Sequential(torch.nn.LayerNorm(4)).state_dict()
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0]])
+    mean, var = 3.0, ((x - 3.0) ** 2).mean()  # biased variance, as LayerNorm uses
+    by_hand = (x - mean) / torch.sqrt(var + ln[0].eps)
+    with reset_layer(ln, "0", "randomize", fresh):
+        assert torch.allclose(ln(x), by_hand, atol=1e-6)
+    with reset_layer(ln, "0", "zero"):
+        assert not ln(x).any()
+
+
+def test_the_criticality_of_a_batchnorm_reset_is_the_cosine_to_a_model_with_that_batchnorm_set_by_hand(trained_bn, demo_arch):
+    """End to end through ``measure_reset``: resetting layer3.0.bn1 (randomize) must give the
+    cosine of the clean outputs to those of a copy whose bn1 is set to 1, 0, 0, 1 by hand.
+    (Not bn3: timm's ResNet initializes each block's last BatchNorm weight to 0, and a reset
+    takes the architecture's own initialization.)"""
+    import copy
+
+    from layercrit.evaluation import measure_reset
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        trained_bn.fc.weight.mul_(0.01)  # logits of a few units: softmax outputs neither uniform nor one-hot
+        clean = trained_bn(x)
+        by_hand = copy.deepcopy(trained_bn)
+        bn = by_hand.layer3[0].bn1
+        bn.weight.fill_(1), bn.bias.zero_(), bn.running_mean.zero_(), bn.running_var.fill_(1)
+        p, q = clean.double().softmax(1), by_hand(x).double().softmax(1)
+        expected = torch.nn.functional.cosine_similarity(p, q, dim=1).mean()
+        fresh = build_architecture(demo_arch, seed=0).state_dict()
+        forward = lambda: trained_bn(x)  # noqa: E731
+        change = measure_reset(trained_bn, "layer3.0.bn1", "randomize", fresh, clean, torch.zeros(8, dtype=torch.long), forward)
+    assert change.result(100.0)["cosine"] == pytest.approx(float(expected), abs=1e-6)
+    assert change.result(100.0)["cosine"] < 0.999  # the reset did change the outputs

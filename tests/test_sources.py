@@ -409,6 +409,24 @@ def test_torchvision_file_name_hash_prefix_is_verified(hosts, settings, original
     assert "0676ba61" in str(failure.value) and "torchvision" in str(failure.value)
 
 
+def test_a_torchvision_architecture_loads_its_own_state_dict(hosts, settings, tmp_path):
+    """An architecture built by torchvision (not timm) takes a torchvision-layout checkpoint as is."""
+    from layercrit.zoo import load_model
+
+    arch = Architecture("tv_mobilenet", "mobilenet_v3_small", {"num_classes": 10}, (), library="torchvision")
+    weights = random_state_dict(arch)
+    assert "features.0.0.weight" in weights and "classifier.3.weight" in weights  # torchvision's names
+    publish(hosts, "https://example.org/weights/tv_vit.pth", pickled(weights))
+    out = tmp_path / "tv_vit.safetensors"
+    fetch_model(
+        {"id": "tv_vit", "source": {"kind": "url", "url": "https://example.org/weights/tv_vit.pth"}, "normalization": IMAGENET},
+        arch, cache_dir=tmp_path / "cache", out=out, progress=False, settings=settings,
+    )  # fmt: skip
+    assert_same_tensors(out, weights)
+    model = load_model(arch, load_checkpoint(out))
+    assert torch.equal(model.state_dict()["classifier.3.weight"], weights["classifier.3.weight"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloads: retries, truncation, checksums, cache
 

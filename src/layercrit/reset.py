@@ -7,7 +7,23 @@ Modes (Zhang, Bengio & Singer 2022 name the first and last):
 - ``reinit`` ("re-initialization"): the layer is rewound to the model's own weights at
   initialization, which only models trained here (the demo zoo) know.
 
-BatchNorm and every other layer keep their trained values, as in the paper.
+Every other layer keeps its trained values.
+
+What a layer is: a module with parameters of its own (the layer lists' rows). The paper resets
+Conv2d and Linear layers; normalization layers (BatchNorm2d, LayerNorm, timm's LayerNorm2d …)
+can be reset too (``reset.layers.types``), with these semantics:
+
+- ``randomize`` / ``reinit``: the module takes the *whole* state the source model's module has,
+  parameters and buffers. For a freshly initialized norm layer that is weight 1 and bias 0
+  (timm's and torchvision's initializers alike), and for BatchNorm also running mean 0, running
+  variance 1 and ``num_batches_tracked`` 0: the layer as an untrained model has it. The
+  authors' code does the same (it loads the fresh module's state_dict, buffers included). The
+  consequence to keep in mind: in eval mode such a BatchNorm no longer normalizes (x / √(1+ε)),
+  so its criticality measures the loss of the learned statistics *and* affine transform.
+- ``zero``: the parameters become zero, buffers (running statistics) keep their trained values:
+  a BatchNorm or LayerNorm then outputs 0 (its bias), silencing the branch like a zeroed
+  convolution does. Zeroing the running variance instead would divide by √ε, which is not the
+  removal of a layer but an explosion of its output.
 """
 
 from __future__ import annotations
@@ -64,8 +80,9 @@ def replacement_tensors(
     """
     current = layer_tensors(model, layer)
     _check_mode(mode)
-    if mode == "zero":
-        return {name: torch.zeros_like(t) for name, t in current.items()}
+    if mode == "zero":  # parameters only: buffers are statistics of the inputs, not weights (see above)
+        parameters = dict(model.get_submodule(layer).named_parameters(recurse=False))
+        return {name: torch.zeros_like(t) if name in parameters else t for name, t in current.items()}
     if source is None:
         raise ValueError(f"reset mode {mode!r} needs the state_dict to take layer {layer!r} from")
     new = {}

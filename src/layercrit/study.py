@@ -6,16 +6,21 @@ cluster every job re-parses the workflow, and importing torch costs seconds each
 Layer lists are therefore *data*: one TSV per architecture (module name, type, weight shape),
 written by ``python -m layercrit.zoo layers`` and checked against the real model by a test.
 Building a model at parse time would import torch; discovering layers with a checkpoint rule
-would hide the reset jobs from ``snakemake -n`` until the models exist.
+would hide the reset jobs from ``snakemake -n`` until the models exist. Each list's header
+records the architecture it was written for (library, name, keyword arguments) and what the
+model says of its input (its pretrained config's normalization, the input size it was built
+for), so that a list that does not belong to its zoo entry, or a study whose data the model
+cannot take, stops at parse time without torch.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,8 @@ _RESET_RESULT_TAIL = re.compile(
 MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 # timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
 TIMM_DEFAULT_CLASSES = 1000
+# The layer types reset unless reset.layers.types says otherwise: the paper's.
+DEFAULT_LAYER_TYPES = ("Conv2d", "Linear")
 # Source kinds whose checkpoints come with the weights the model had at initialization.
 KINDS_WITH_INIT_WEIGHTS = ("train",)
 
@@ -80,12 +87,60 @@ class Layer:
         return "x".join(map(str, self.shape[2:])) if len(self.shape) > 2 else ""
 
 
+# The libraries an architecture can come from (a zoo entry's key names the library).
+ARCHITECTURE_LIBRARIES = ("timm", "torchvision")
+
+
 @dataclass(frozen=True)
 class Architecture:
     id: str
-    timm_name: str
-    kwargs: dict[str, Any]
-    layers: tuple[Layer, ...]
+    name: str = ""  # the library's model name, e.g. resnet50, vit_small_patch16_224
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[Layer, ...] = ()
+    library: str = "timm"
+    input: dict[str, Any] = field(default_factory=dict)  # LayerListHeader.input of its layer list
+    # The name's key in the jobs' params before torchvision support (``job_params``).
+    timm_name: InitVar[str | None] = None
+
+    def __post_init__(self, timm_name: str | None) -> None:
+        if timm_name is not None:
+            object.__setattr__(self, "name", timm_name)
+        if not self.name:
+            raise ValueError(f"architecture {self.id!r} has no model name")
+
+    def job_params(self) -> dict[str, Any]:
+        """The architecture as a job's params (what a script builds it from: ``Architecture(**params)``).
+
+        A timm architecture keeps the params it had before torchvision architectures existed:
+        Snakemake re-runs a job whose params changed, and for a finished study that would mean
+        fetching every model and recomputing every reset result again, for the same numbers.
+        """
+        if self.library == "timm":
+            return {"id": self.id, "timm_name": self.name, "kwargs": self.kwargs, "layers": ()}
+        return {"id": self.id, "name": self.name, "kwargs": self.kwargs, "layers": (), "library": self.library}
+
+
+def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None) -> Architecture:
+    """An ``Architecture`` from its zoo entry (``timm: <name>`` or ``torchvision: <name>``, kwargs)."""
+    library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
+    return Architecture(arch_id, spec[library], dict(spec.get("kwargs", {})), layers, library, dict(input or {}))
+
+
+def architecture_identity(arch: Architecture) -> dict[str, Any]:
+    """What builds the architecture, as data: two entries with the same identity have the same layers."""
+    return {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
+
+
+@dataclass(frozen=True)
+class LayerListHeader:
+    """The first line of a layer list: the architecture it was written for and what the model
+    says about its input (``zoo.model_input_facts``)."""
+
+    architecture: dict[str, Any]
+    input: dict[str, Any]
+
+
+_HEADER_PREFIX = "# layercrit layer list: "
 
 
 @dataclass(frozen=True)
@@ -202,9 +257,9 @@ def reset_result_identity(path: str | Path) -> dict[str, Any]:
 
 
 def read_layer_table(path: str | Path) -> tuple[Layer, ...]:
-    """Read an architecture's layer list (TSV with columns name, type, shape)."""
+    """Read an architecture's layer list (TSV with columns name, type, shape; ``#`` lines are its header)."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+        rows = list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
     bad = [row.get("name") for row in rows if not MODULE_NAME.fullmatch(row.get("name") or "")]
     if bad:
         raise ConfigError(
@@ -216,16 +271,50 @@ def read_layer_table(path: str | Path) -> tuple[Layer, ...]:
     )
 
 
-def write_layer_table(layers: list[Layer] | tuple[Layer, ...], path: str | Path) -> None:
+def read_layer_list_header(path: str | Path) -> LayerListHeader | None:
+    """The header of a layer list, or None for a list without one (written by hand or by an older version)."""
+    with open(path) as f:
+        first = f.readline()
+    if not first.startswith(_HEADER_PREFIX):
+        return None
+    content = json.loads(first[len(_HEADER_PREFIX) :])
+    return LayerListHeader(content["architecture"], content.get("input", {}))
+
+
+def write_layer_table(layers: list[Layer] | tuple[Layer, ...], path: str | Path, header: LayerListHeader) -> None:
     from layercrit.io import write_text
 
-    lines = ["name\ttype\tshape"] + [f"{l.name}\t{l.type}\t{'x'.join(map(str, l.shape))}" for l in layers]
+    content = json.dumps({"architecture": header.architecture, "input": header.input}, sort_keys=True)
+    lines = [
+        _HEADER_PREFIX + content,
+        "# written by python -m layercrit.zoo layers; the workflow checks this header against its zoo entry",
+        "name\ttype\tshape",
+    ] + [f"{l.name}\t{l.type}\t{'x'.join(map(str, l.shape))}" for l in layers]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
+    """The architecture of a zoo entry with its layer list, which must have been written for it."""
+    layer_file = zoo_dir / spec["layers"]
+    redo = f"python -m layercrit.zoo layers {zoo_dir / '<zoo>.yaml'} {arch_id}"
+    if not layer_file.is_file():
+        raise ConfigError(f"architectures.{arch_id}.layers: layer list {str(layer_file)!r} does not exist; create it with: {redo}")
+    header = read_layer_list_header(layer_file)
+    arch = architecture_from_spec(arch_id, spec, read_layer_table(layer_file), header.input if header else None)
+    users = [m["id"] for m in zoo.get("models", []) if m.get("architecture") == arch_id]
+    expected = architecture_identity(arch)
+    if header is None or header.architecture != expected:
+        found = "has no header saying which architecture it lists" if header is None else f"was written for {header.architecture}"
+        raise ConfigError(
+            f"architectures.{arch_id} (models {users}): the layer list {str(layer_file)!r} {found}, but the zoo builds "
+            f"{expected}; its layers may not be this model's. Write it for this entry with: {redo}"
+        )
+    return arch
 
 
 def select_layers(layers: tuple[Layer, ...], selection: dict[str, Any]) -> tuple[Layer, ...]:
     """Layers whose type is in ``types``, whose name matches an ``include`` and no ``exclude`` glob."""
-    types = set(selection.get("types", ["Conv2d", "Linear"]))
+    types = set(selection.get("types", DEFAULT_LAYER_TYPES))
     include = selection.get("include", ["*"])
     exclude = selection.get("exclude", [])
     return tuple(
@@ -262,6 +351,55 @@ def relocatable_zoo(path: str | Path) -> dict[str, Any]:
     return zoo
 
 
+def model_normalization(entry: dict[str, Any], arch: Architecture) -> dict[str, Any] | None:
+    """A model's input normalization: the zoo entry's (``null``: raw [0, 1] input), else the
+    mean/std of its architecture's pretrained config (recorded in the layer list)."""
+    if "normalization" in entry:
+        return entry["normalization"]
+    if "mean" in arch.input and "std" in arch.input:
+        return {"mean": list(arch.input["mean"]), "std": list(arch.input["std"])}
+    raise ConfigError(
+        f"zoo.models.{entry['id']}.normalization: not given, and architecture {arch.id!r} ({arch.library} {arch.name}) "
+        "has no pretrained config that says; set it, e.g. {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}, "
+        "or null for a model that takes raw [0, 1] input"
+    )
+
+
+def check_layer_types(selection: dict[str, Any], architectures: dict[str, Architecture]) -> None:
+    """Every layer type ``reset.layers.types`` names must be a module class of one of the study's
+    architectures (a type in none of them is a typo, or the wrong study)."""
+    available = {a.id: sorted({l.type for l in a.layers}) for a in architectures.values()}
+    unknown = [t for t in selection.get("types", DEFAULT_LAYER_TYPES) if not any(t in types for types in available.values())]
+    if unknown:
+        raise ConfigError(
+            f"reset.layers.types: {unknown} is no module class of the study's architectures; allowed, per architecture: "
+            + "; ".join(f"{a}: {types}" for a, types in available.items())
+        )
+
+
+def data_image_side(config: dict[str, Any]) -> int | None:
+    """The side of the square images the study's data gives the models."""
+    data = config.get("data", {})
+    return data.get("image_size", 32) if data.get("kind") == "synthetic" else data.get("crop", 224) if data else None
+
+
+def check_input_size(config: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> None:
+    """A model that takes only the input size it was built for (a ViT's patch grid and position
+    embedding) cannot run on images of another size: stop before any job, naming what to set."""
+    side = data_image_side(config)
+    for arch in architectures.values():
+        size = arch.input.get("input_size")
+        if side is None or not arch.input.get("fixed_input_size") or not size or list(size) == [side, side]:
+            continue
+        users = [m.id for m in models.values() if m.architecture == arch.id]
+        key = "data.image_size" if config["data"].get("kind") == "synthetic" else "data.crop"
+        raise ConfigError(
+            f"architectures.{arch.id} (models {users}): {arch.library} {arch.name} takes only {size[0]}x{size[1]} input "
+            f"(it was built for that size), but the study's images are {side}x{side} ({key}); build it for the data "
+            f"(e.g. kwargs img_size: {side}, then rewrite its layer list) or set {key} to {size[0]}"
+        )
+
+
 def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path) -> Study:
     """Resolve a schema-valid config and zoo into a Study, checking cross-references.
 
@@ -269,15 +407,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     see: references between entries, files that must exist, modes a model cannot support.
     """
     zoo_dir = Path(zoo_dir)
-    architectures: dict[str, Architecture] = {}
-    for arch_id, spec in zoo["architectures"].items():
-        layer_file = zoo_dir / spec["layers"]
-        if not layer_file.is_file():
-            raise ConfigError(
-                f"architectures.{arch_id}.layers: layer list {str(layer_file)!r} does not exist; "
-                f"create it with: python -m layercrit.zoo layers {zoo_dir / '<zoo>.yaml'} {arch_id}"
-            )
-        architectures[arch_id] = Architecture(arch_id, spec["timm"], dict(spec.get("kwargs", {})), read_layer_table(layer_file))
+    architectures = {arch_id: _layer_list(zoo_dir, arch_id, spec, zoo) for arch_id, spec in zoo["architectures"].items()}
 
     categories = list(zoo["categories"])
     category_ids = [c["id"] for c in categories]
@@ -302,7 +432,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
             reported_top1=entry.get("reported_top1"),
             adversarial=entry.get("adversarial"),
             in_figures=entry.get("in_figures", True),
-            normalization=entry.get("normalization"),
+            normalization=model_normalization(entry, architectures[entry["architecture"]]),
             method=entry.get("method", ""),
         )
 
@@ -334,6 +464,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     selected: dict[str, tuple[Layer, ...]] = {}
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
+    check_layer_types(selection, {a: architectures[a] for a in used_archs})
     for arch_id in used_archs:
         chosen = select_layers(architectures[arch_id].layers, selection)
         if not chosen:
@@ -350,6 +481,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                     f"(a typo?); e.g. {[l.name for a in sorted(used_archs) for l in architectures[a].layers][:6]}"
                 )
     check_class_count(config, {a: arch for a, arch in architectures.items() if a in used_archs})
+    check_input_size(config, models, {a: architectures[a] for a in used_archs})
 
     return Study(
         name=config["study"],

@@ -52,7 +52,7 @@ MIXUP_ALPHA = 0.2  # Beta(α, α) mixing weight, as in Zhang et al. for CIFAR
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """How one model of the demo zoo is trained (SGD with Nesterov momentum).
+    """How one model of the demo zoo is trained (SGD with Nesterov momentum, or AdamW).
 
     The defaults are the demo's standard recipe (5,000 32×32 synthetic images, batch 128).
 
@@ -63,6 +63,7 @@ class TrainingRecipe:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.2
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) | "adamw"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step"  # after warm-up, "step": ×0.1 at 50 % and 75 % of the epochs; "cosine": cosine decay to 0
@@ -330,9 +331,12 @@ def train_classifier(
         for p in model.parameters():
             p.requires_grad_(id(p) in head_params)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0
-    )
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0
+        )
 
     history: dict[str, Any] = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": []}
     fork_devices = [device] if device.type == "cuda" else []

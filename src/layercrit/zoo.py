@@ -18,35 +18,88 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.io import atomic_path, read_safetensors
-from layercrit.study import Architecture, Layer, write_layer_table
+from layercrit.study import (
+    Architecture,
+    Layer,
+    LayerListHeader,
+    architecture_from_spec,
+    architecture_identity,
+    load_zoo,
+    write_layer_table,
+)
 
 CHECKPOINT_HEADER = "layercrit"  # the one safetensors header entry of a checkpoint (JSON)
-RESETTABLE_TYPES = {"Conv2d": torch.nn.Conv2d, "Linear": torch.nn.Linear}
+
+
+def _create(arch: Architecture) -> torch.nn.Module:
+    if arch.library == "torchvision":
+        import torchvision
+
+        return torchvision.models.get_model(arch.name, weights=None, **arch.kwargs)
+    return timm.create_model(arch.name, pretrained=False, **arch.kwargs)
 
 
 def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.Module:
-    """A freshly initialized model of ``arch`` (timm's default initializer), in eval mode.
+    """A freshly initialized model of ``arch``, in eval mode, drawn by its library's own
+    initializer (timm's per-architecture init, e.g. truncated normal for ViTs; torchvision's).
 
     With ``seed``, the initialization is drawn from a private RNG state so the result depends
     only on (architecture, seed), not on what ran before in this process.
     """
     if seed is None:
-        model = timm.create_model(arch.timm_name, pretrained=False, **arch.kwargs)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = timm.create_model(arch.timm_name, pretrained=False, **arch.kwargs)
-    return model.eval()
+        return _create(arch).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _create(arch).eval()
 
 
-def enumerate_layers(model: torch.nn.Module, types: tuple[str, ...] = ("Conv2d", "Linear")) -> list[Layer]:
-    """The model's Conv2d/Linear modules in module (definition) order, with weight shapes."""
+def enumerate_layers(model: torch.nn.Module) -> list[Layer]:
+    """Every module with parameters of its own, in module (definition) order, with the shape of
+    its weight (or first parameter): convolutions, linear layers, normalization layers (BatchNorm,
+    LayerNorm, timm's norms), layer scales. The model's own top-level parameters (a ViT's class
+    token and position embedding) belong to no named module and are not layers."""
     layers = []
     for name, module in model.named_modules():
-        type_name = type(module).__name__
-        if type_name in types and isinstance(module, tuple(RESETTABLE_TYPES[t] for t in types)):
-            layers.append(Layer(name, type_name, tuple(module.weight.shape), len(layers)))
+        params = dict(module.named_parameters(recurse=False))
+        if name and params:
+            weight = params.get("weight", next(iter(params.values())))
+            layers.append(Layer(name, type(module).__name__, tuple(weight.shape), len(layers)))
     return layers
+
+
+def unknown_architecture_message(library: str, name: str) -> str | None:
+    """None if ``library`` (timm or torchvision) can build ``name``, else what it can build that is close."""
+    import difflib
+
+    if library == "torchvision":
+        import torchvision
+
+        known = torchvision.models.list_models()
+    else:
+        known = timm.list_models()
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
+    hint = f"close names: {close}" if close else f"list them with {library}.list_models()" if library == "timm" else ""
+    return f"{library} has no architecture {name!r}; {hint or 'torchvision.models.list_models() lists them'}"
+
+
+def model_input_facts(model: torch.nn.Module) -> dict[str, Any]:
+    """What the model says about its input (written to the layer list, read at parse time):
+    the pretrained config's normalization, interpolation and crop, the input size the model
+    was built for, and whether it takes only that size (ViTs built for a size, without
+    ``dynamic_img_size``)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    size = list(cfg.get("input_size", ())[-2:]) or None
+    built_for = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if built_for is not None:
+        size = list(built_for)
+    fixed = bool(cfg.get("fixed_input_size", False)) and not getattr(model, "dynamic_img_size", False)
+    facts = {"input_size": size, "fixed_input_size": fixed}
+    for key in ("mean", "std", "interpolation", "crop_pct"):
+        if key in cfg:
+            facts[key] = list(cfg[key]) if isinstance(cfg[key], (tuple, list)) else cfg[key]
+    return facts
 
 
 @dataclass(frozen=True)
@@ -96,23 +149,35 @@ def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
     return model.eval()
 
 
-def _main() -> None:
-    from layercrit.study import load_zoo
+def write_layers(zoo_path: Path, arch_id: str) -> tuple[Path, int]:
+    """Write the layer list of architecture ``arch_id`` of the zoo at ``zoo_path`` (its TSV, with
+    the header the parse-time checks compare with the zoo); returns the file and its layer count."""
+    zoo = load_zoo(zoo_path)
+    specs = zoo.get("architectures", {})
+    if arch_id not in specs:
+        raise SystemExit(f"{zoo_path}: no architecture {arch_id!r}; it has {sorted(specs)}")
+    spec = specs[arch_id]
+    arch = architecture_from_spec(arch_id, spec, ())
+    problem = unknown_architecture_message(arch.library, arch.name)
+    if problem:
+        raise SystemExit(f"{zoo_path}: architectures.{arch_id}: {problem}")
+    model = build_architecture(arch, seed=0)
+    out = zoo_path.parent / spec["layers"]
+    layers = enumerate_layers(model)
+    write_layer_table(layers, out, LayerListHeader(architecture_identity(arch), model_input_facts(model)))
+    return out, len(layers)
 
+
+def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m layercrit.zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="write the layer list (TSV) of an architecture of a zoo file")
     p.add_argument("zoo", type=Path, help="zoo YAML, e.g. config/zoo/demo.yaml")
-    p.add_argument("architecture", help="architecture id in that zoo")
+    p.add_argument("architecture", nargs="+", help="architecture id(s) in that zoo")
     args = parser.parse_args()
-
-    zoo = load_zoo(args.zoo)
-    spec = zoo["architectures"][args.architecture]
-    arch = Architecture(args.architecture, spec["timm"], dict(spec.get("kwargs", {})), ())
-    out = args.zoo.parent / spec["layers"]
-    layers = enumerate_layers(build_architecture(arch, seed=0))
-    write_layer_table(layers, out)
-    print(f"wrote {len(layers)} layers of {args.architecture} to {out}")
+    for arch_id in args.architecture:
+        out, n = write_layers(args.zoo, arch_id)
+        print(f"wrote {n} layers of {arch_id} to {out}")
 
 
 if __name__ == "__main__":

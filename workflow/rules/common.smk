@@ -128,7 +128,7 @@ def architecture_of(model_id):
 
 def architecture_spec(model_id):
     """The architecture as plain data (what a script process needs to build it; no layer list)."""
-    return {**asdict(architecture_of(model_id)), "layers": ()}
+    return architecture_of(model_id).job_params()
 
 
 def reset_result(model, layer, seed, mode=MODE):
