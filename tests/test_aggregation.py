@@ -1,3 +1,4 @@
+import math
 """A result enters the tables only if it is what its path says and was computed from the files
 its model's baseline evaluated."""
 
@@ -86,3 +87,58 @@ def test_published_results_of_other_models_or_trials_are_refused():
         published_tables(study, published_rows(["tv_resnet50", "my_model"]), zoo)
     with pytest.raises(ValueError, match=r"trials \(seeds\) \[0, 1\], but the published study has the seeds \[0, 1, 2\]"):
         published_tables(study, published_rows(["tv_resnet50"], seeds=(0, 1)), zoo)
+
+
+def _summary_rows(rows):
+    from layercrit.aggregation import summarize
+
+    resets = pd.DataFrame(
+        [
+            {"model": m, "layer": l, "layer_index": i, "layer_type": "Conv2d", "kernel": "3x3", "seed": s,
+             "criticality": c, "criticality_se_images": se, "n_images": 1000, "cosine": 1 - c / 100}
+            for m, l, i, s, c, se in rows
+        ]
+    )  # fmt: skip
+    return summarize(resets)
+
+
+def test_the_interval_combines_seeds_and_images_as_documented():
+    """Seeds 10, 12, 11 (std 1) with image SEs 0.5, 0.6, 0.7: se² = 1²/3 + 0.6², Welch–
+    Satterthwaite df = se⁴ / ((1/3)²/2 + 0.36²/999), 95 % t interval — computed here by hand."""
+    from scipy import stats
+
+    row = _summary_rows([("a", "x", 0, s, c, se) for s, c, se in [(0, 10.0, 0.5), (1, 12.0, 0.6), (2, 11.0, 0.7)]]).iloc[0]
+    se2 = 1 / 3 + 0.36
+    df = se2**2 / ((1 / 3) ** 2 / 2 + 0.36**2 / 999)
+    half = stats.t.ppf(0.975, df) * se2**0.5
+    assert row["criticality_se_images"] == pytest.approx(0.6)
+    assert row["criticality_se"] == pytest.approx(se2**0.5)
+    assert row["criticality_df"] == pytest.approx(df)
+    assert (row["criticality_ci_low"], row["criticality_ci_high"]) == pytest.approx((11 - half, 11 + half))
+
+
+def test_no_interval_without_a_seed_spread_or_an_image_error():
+    one_seed = _summary_rows([("a", "x", 0, 0, 10.0, 0.5)]).iloc[0]
+    assert math.isnan(one_seed["criticality_ci_low"]) and math.isnan(one_seed["criticality_se"])
+    published_like = _summary_rows([("a", "x", 0, s, 10.0 + s, math.nan) for s in range(3)]).iloc[0]
+    assert math.isnan(published_like["criticality_ci_high"])
+
+
+def test_the_difference_from_the_baseline_is_significant_only_beyond_its_uncertainty():
+    from layercrit.statistics import difference_from_baseline
+
+    rows = []
+    for s in range(3):
+        rows += [("base", "x", 0, s, 20.0 + 0.1 * s, 0.3), ("base", "y", 1, s, 50.0 + 0.1 * s, 0.3)]
+        rows += [("m", "x", 0, s, 30.0 + 0.1 * s, 0.3), ("m", "y", 1, s, 50.2 + 0.1 * s, 0.3)]  # +10 vs +0.2
+        rows += [("other_arch", "head", 0, s, 10.0, 0.3)]  # another layer list: not comparable
+        rows += [("partial", "y", 1, s, 50.0, 0.3)]  # the baseline's architecture, some results missing
+    summary = _summary_rows(rows)
+    summary["kernel"] = float("nan")  # as a linear layer's kernel comes back from CSV
+    diff = difference_from_baseline(summary, "base").set_index(["model", "layer"])
+    assert set(diff.index) == {("base", "x"), ("base", "y"), ("m", "x"), ("m", "y"), ("partial", "y")}
+    assert diff.loc[("m", "x"), "difference"] == pytest.approx(10.0)
+    assert diff.loc[("m", "x"), "significant"] and not diff.loc[("m", "y"), "significant"]
+    assert not diff.loc[("base", "x"), "significant"]
+    # by hand for (m, y): se² = 2 · (0.1²/3 + 0.3²) (each model: seed std 0.1, image SE 0.3)
+    assert diff.loc[("m", "y"), "difference_se"] == pytest.approx((2 * (0.01 / 3 + 0.09)) ** 0.5)

@@ -82,3 +82,42 @@ def test_nonfinite_clean_outputs_are_counted_too_and_void_top1_agreement():
     assert (r["n_nonfinite"], r["n_nonfinite_clean"], r["n_nonfinite_reset"]) == (2, 1, 1)
     assert math.isnan(r["top1_agreement"]) and math.isnan(r["criticality"])
     assert math.isnan(r["top1"]) and math.isnan(r["recovered_acc"])
+
+
+def test_the_standard_error_over_images_is_that_of_the_per_image_criticalities_computed_by_hand():
+    """Three images whose reset outputs give cosines 1, 0.6 and cos(p, q) of a third pair: the
+    result's SE must be the sample std of 100·(1 − cosine) over the images / sqrt(3)."""
+    clean = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 1.0, -1.0]])
+    reset = torch.tensor([[2.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    acc = OutputChangeAccumulator()
+    acc.update(clean[:2], reset[:2], torch.tensor([0, 1]))  # in two batches: the sums must add up
+    acc.update(clean[2:], reset[2:], torch.tensor([2]))
+    p, q = clean.double().softmax(1), reset.double().softmax(1)
+    per_image = [100 * (1 - float(torch.dot(a, b) / (a.norm() * b.norm()))) for a, b in zip(p, q)]
+    mean = sum(per_image) / 3
+    sd = math.sqrt(sum((c - mean) ** 2 for c in per_image) / 2)
+    result = acc.result(100.0)
+    assert per_image[0] == pytest.approx(0.0, abs=1e-12) and per_image[1] > 10  # the case is not trivial
+    assert result["criticality"] == pytest.approx(mean, rel=1e-12)
+    assert result["criticality_se_images"] == pytest.approx(sd / math.sqrt(3), rel=1e-9)
+
+
+def test_the_standard_error_of_nearly_unchanged_outputs_does_not_cancel_away():
+    """Cosines within 1e-9 of 1: Σc² − n·c̄² would lose every digit; the gap sums keep them."""
+    torch.manual_seed(0)
+    clean = torch.randn(1000, 10, dtype=torch.float64)
+    reset = clean + 1e-5 * torch.randn(1000, 10, dtype=torch.float64)
+    acc = OutputChangeAccumulator()
+    acc.update(clean, reset, torch.zeros(1000, dtype=torch.long))
+    gaps = 100 * (1 - output_change(clean, reset)["cosine"])
+    assert float(gaps.max()) < 1e-6
+    assert acc.result(100.0)["criticality_se_images"] == pytest.approx(float(gaps.std() / math.sqrt(1000)), rel=1e-6)
+
+
+def test_the_standard_error_is_nan_when_it_cannot_be_known():
+    acc = OutputChangeAccumulator()
+    acc.update(torch.zeros(1, 3), torch.ones(1, 3), torch.zeros(1, dtype=torch.long))
+    assert math.isnan(acc.result(100.0)["criticality_se_images"])  # one image: no spread
+    bad = OutputChangeAccumulator()
+    bad.update(torch.tensor([[math.nan, 0.0], [1.0, 0.0]]), torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))
+    assert math.isnan(bad.result(100.0)["criticality_se_images"])

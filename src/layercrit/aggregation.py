@@ -1,7 +1,8 @@
 """Tidy tables over models, layers and seeds.
 
 - ``resets``: one row per model × layer × seed, every metric and its provenance;
-- ``summary``: one row per model × layer: criticality mean, std and sem over seeds;
+- ``summary``: one row per model × layer: criticality mean, std and sem over seeds, and a
+  confidence interval that combines seeds and images (``statistics.criticality_interval``);
 - ``models``: one row per model: metadata, clean accuracy, criticality over layers.
 
 Means are taken with NaN kept (``skipna=False``): a non-finite evaluation must show up as NaN
@@ -23,11 +24,12 @@ from typing import Any
 import pandas as pd
 
 from layercrit.io import provenance, read_json, write_csv, write_json
+from layercrit.statistics import criticality_interval
 from layercrit.study import Study, reset_result_identity
 
 RESET_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel", "seed", "mode",
-    "criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc",
+    "criticality", "criticality_se_images", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc",
     "original_top1", "n_images", "n_nonfinite", "n_nonfinite_clean", "n_nonfinite_reset", "precision", "device", "forward_s", "forward_from", "lease_wait_s", "wall_s", "created", "host",
 ]  # fmt: skip
 
@@ -103,14 +105,23 @@ def _std(values: pd.Series) -> float:
 
 
 def summarize(resets: pd.DataFrame) -> pd.DataFrame:
-    """Per model × layer: criticality mean, std (ddof=1) and sem over seeds, plus other means."""
-    resets = resets.assign(n_nonfinite=resets["n_nonfinite"] if "n_nonfinite" in resets else 0)
+    """Per model × layer: criticality mean, std (ddof=1) and sem over seeds, plus other means,
+    the mean over seeds of each result's standard error over images (``criticality_se_images``;
+    NaN for results that lack it: older ones and the published results) and the combined
+    interval (``criticality_se``, ``_df``, ``_ci_low``, ``_ci_high``; ``criticality_interval``)."""
+    resets = resets.assign(
+        n_nonfinite=resets["n_nonfinite"] if "n_nonfinite" in resets else 0,
+        criticality_se_images=resets["criticality_se_images"] if "criticality_se_images" in resets else math.nan,
+        n_images=resets["n_images"] if "n_images" in resets else math.nan,
+    )
     group = resets.groupby(["model", "layer", "layer_index", "layer_type", "kernel"], sort=False, dropna=False)
     means = {f"{c}_mean": (c, _mean) for c in ("cosine", "top1", "top1_agreement") if c in resets}  # published lacks some
     summary = group.agg(
         n_seeds=("seed", "nunique"),
         criticality_mean=("criticality", _mean),
         criticality_std=("criticality", _std),
+        criticality_se_images=("criticality_se_images", _mean),
+        n_images=("n_images", "min"),
         **means,
         n_nonfinite=("n_nonfinite", "sum"),
     ).reset_index()
@@ -119,6 +130,13 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
         "criticality_sem",
         summary["criticality_std"] / summary["n_seeds"].pow(0.5),
     )
+    interval = criticality_interval(
+        summary["criticality_mean"], summary["criticality_std"], summary["n_seeds"],
+        summary["criticality_se_images"], summary["n_images"],
+    )  # fmt: skip
+    at = summary.columns.get_loc("criticality_se_images") + 1
+    for offset, (name, values) in enumerate(interval.items()):
+        summary.insert(at + offset, f"criticality_{'ci_' if name in ('low', 'high') else ''}{name}", values)
     return summary
 
 
@@ -151,6 +169,7 @@ def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] 
                 "model": m.id,
                 "display_name": m.display_name,
                 "category": m.category,
+                "architecture": m.architecture,
                 "method": m.method,
                 "reported_top1": reported(m),
                 "top1": baselines[m.id]["top1"] if baselines else reported(m),

@@ -4,6 +4,12 @@ With p = softmax(original logits) and q = softmax(reset logits), per image: cosi
 L1 and L2 distance, KL(p ‖ q) and whether the top-1 class stayed the same; plus the reset
 model's top-1/top-5 accuracy. Per-image values are summed in float64 so that an evaluation split
 into batches gives the same mean as one pass.
+
+The paper reports a mean over images only. The accumulator also sums the squares of the per-image
+cosine gaps (1 − cosine), so that each result carries the standard error of its criticality over
+the images (``criticality_se_images``) at no extra pass: the spread that another draw of
+evaluation images of the same distribution would show. Gaps rather than cosines are squared
+because cosines near 1 would cancel catastrophically in Σc² − n·c̄².
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ def criticality(mean_cosine: float) -> float:
     means the reset outputs are orthogonal to the original ones.
     """
     return 100.0 * (1.0 - mean_cosine)
+
+
+def standard_error(total: float, total_sq: float, n: int) -> float:
+    """Standard error of the mean of n values from their sum and sum of squares (sample variance,
+    ddof=1); NaN for n < 2 or a non-finite sum. Rounding can make the variance a hair below 0: 0."""
+    if n < 2 or not (math.isfinite(total) and math.isfinite(total_sq)):
+        return math.nan
+    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
+    return math.sqrt(variance / n)
 
 
 def output_change(original_logits: torch.Tensor, reset_logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,6 +77,8 @@ class OutputChangeAccumulator:
     """
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PER_IMAGE_METRICS, 0.0))
+    gap_sum: float = 0.0  # Σ (1 − cosine) and Σ (1 − cosine)²: the criticality's standard error
+    gap_sq_sum: float = 0.0
     n_images: int = 0
     n_nonfinite: int = 0
     n_nonfinite_clean: int = 0
@@ -74,7 +91,12 @@ class OutputChangeAccumulator:
         bad = clean_bad | reset_bad
         for name, values in output_change(original_logits, reset_logits).items():
             # top-1 agreement of a NaN row would read as a real 0 or 1
-            self.sums[name] += float(values.double().masked_fill(bad, math.nan).sum())
+            values = values.double().masked_fill(bad, math.nan)
+            self.sums[name] += float(values.sum())
+            if name == "cosine":
+                gap = 1.0 - values
+                self.gap_sum += float(gap.sum())
+                self.gap_sq_sum += float(gap.square().sum())
         self.n_nonfinite += int(bad.sum())
         self.n_nonfinite_clean += int(clean_bad.sum())
         self.n_nonfinite_reset += int(reset_bad.sum())
@@ -90,6 +112,8 @@ class OutputChangeAccumulator:
         return {
             **means,
             "criticality": criticality(means["cosine"]),
+            # over the images: criticality is 100 × the mean gap, so its SE is 100 × the gap's
+            "criticality_se_images": 100.0 * standard_error(self.gap_sum, self.gap_sq_sum, n),
             "top1": top1,
             "top5": 100.0 * self.correct[5] / n if valid else math.nan,
             "recovered_acc": top1 / original_top1 if original_top1 > 0 else math.nan,

@@ -1,5 +1,6 @@
 """Statistics over the tidy tables: which top-1 a models table carries, which models are
-adversarially trained, and rank correlations (criticality vs accuracy, own vs published).
+adversarially trained, rank correlations (criticality vs accuracy, own vs published), and the
+uncertainty of a layer's criticality (confidence intervals, differences from the baseline).
 
 The figures (``layercrit.figures``) draw these numbers and ``correlations.csv`` lists them; this
 module computes them and draws nothing (no matplotlib).
@@ -22,6 +23,8 @@ __all__ = [
     "adversarial_mask",
     "bool_column",
     "cell_text",
+    "criticality_interval",
+    "difference_from_baseline",
     "figure_models",
     "headline_top1",
     "numeric_column",
@@ -184,3 +187,94 @@ def _unrankable_reasons(top1: pd.Series, criticality: pd.Series) -> pd.Series:
         return " and ".join(text for text, is_bad in bad if is_bad)
 
     return pd.Series([reason(a, b) for a, b in zip(top1, criticality)], index=top1.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty of a layer's criticality: seeds and images
+# --------------------------------------------------------------------------------------------
+
+CONFIDENCE = 0.95
+
+
+def _t_quantile(df: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return stats.t.ppf(0.5 + CONFIDENCE / 2, df)
+
+
+def _welch_df(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Welch–Satterthwaite degrees of freedom of a sum of variance terms (variance, its df)."""
+    total = sum(v for v, _ in terms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return total**2 / sum(v**2 / d for v, d in terms)
+
+
+def criticality_interval(
+    mean: np.ndarray, seed_std: np.ndarray, n_seeds: np.ndarray, image_se: np.ndarray, n_images: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A confidence interval (``CONFIDENCE``) of a layer's criticality, mean over reset seeds,
+    that combines the two sources of chance in it.
+
+    - Seeds: the spread of the per-seed criticalities (``seed_std``, ddof=1, over ``n_seeds``)
+      gives the variance of their mean, seed_std² / n_seeds.
+    - Images: each seed's criticality is a mean over the same ``n_images`` images, with standard
+      error ``image_se`` (mean over seeds). Because every seed sees the same images their image
+      errors are correlated; the mean of the per-seed SEs is the SE of the seed mean if they
+      were perfectly correlated, an upper bound, so the interval errs wide.
+    - Together: se² = seed_std² / n_seeds + image_se²; the t quantile uses the Welch–Satterthwaite
+      degrees of freedom of the two terms (n_seeds − 1 and n_images − 1).
+
+    Returns ``se``, ``df``, ``low``, ``high``. NaN where it cannot be known: one seed (no seed
+    spread) or no image SE (the published results carry none).
+    """
+    mean, seed_std, image_se = (np.asarray(a, dtype=float) for a in (mean, seed_std, image_se))
+    n_seeds, n_images = np.asarray(n_seeds, dtype=float), np.asarray(n_images, dtype=float)
+    seed_var = np.where(n_seeds >= 2, seed_std**2 / n_seeds, np.nan)
+    image_var = image_se**2
+    se = np.sqrt(seed_var + image_var)
+    df = _welch_df([(seed_var, n_seeds - 1), (image_var, n_images - 1)])
+    # both terms 0 (e.g. a layer whose reset changes nothing): no spread, the interval is the point
+    df = np.where(se == 0, np.inf, df)
+    half = _t_quantile(df) * se
+    half = np.where(se == 0, 0.0, half)
+    return {"se": se, "df": df, "low": mean - half, "high": mean + half}
+
+
+DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant"]
+
+
+def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per model × layer of the models with ``baseline``'s layers (in ``summary``'s row order): criticality minus the baseline's, its standard
+    error and whether it differs from zero beyond the uncertainty (two-sided, ``CONFIDENCE``).
+
+    The two models' errors are added as if independent (se² = se_model² + se_baseline², Welch–
+    Satterthwaite df from their own dfs). Both were measured on the same images, whose errors are
+    positively correlated between the models, so this overstates the uncertainty of the
+    difference: a cell marked significant is so at least at this level. No correction for the
+    many cells tested together: of the layers that truly do not differ, about 5 % are marked.
+    ``significant`` is False where the uncertainty is unknown (``criticality_se`` NaN).
+    """
+    summary = summary.assign(
+        **{c: numeric_column(summary, c) for c in ("criticality_se", "criticality_df")}  # older tables lack them
+    )
+    layer = ["layer", "layer_type", "kernel"] if {"layer_type", "kernel"} <= set(summary) else ["layer"]
+    summary = summary.assign(**{c: summary[c].astype(object).fillna("") for c in layer})  # a linear layer's kernel: "" or NaN from CSV
+    base = summary.loc[summary["model"] == baseline, layer + ["criticality_mean", "criticality_se", "criticality_df"]]
+    # only models whose layers are the baseline's (its architecture, or one with the same layers;
+    # a model missing some results still counts): another architecture's layer of the same name
+    # is another layer
+    known = set(base[layer].itertuples(index=False, name=None))
+    within = summary.groupby("model", sort=False)[layer].apply(lambda g: set(g.itertuples(index=False, name=None)) <= known)
+    rows = summary[summary["model"].isin(within.index[within])]
+    merged = rows.merge(base, on=layer, suffixes=("", "_baseline"), validate="many_to_one")
+    diff = (merged["criticality_mean"] - merged["criticality_mean_baseline"]).to_numpy(float)
+    var_m = merged["criticality_se"].to_numpy(float) ** 2
+    var_b = merged["criticality_se_baseline"].to_numpy(float) ** 2
+    se = np.sqrt(var_m + var_b)
+    df = _welch_df([(var_m, merged["criticality_df"].to_numpy(float)), (var_b, merged["criticality_df_baseline"].to_numpy(float))])
+    with np.errstate(invalid="ignore"):
+        threshold = np.where(se == 0, 0.0, _t_quantile(df) * se)
+        significant = np.isfinite(se) & (np.abs(diff) > threshold)
+    return pd.DataFrame(
+        {"model": merged["model"], "layer": merged["layer"], "difference": diff, "difference_se": se,
+         "difference_df": df, "significant": significant.astype(bool)}
+    )[DIFFERENCE_COLUMNS]  # fmt: skip
