@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
+from layercrit.forward import CleanActivations, EvalSettings, chain_segments, predict_logits, segment_holding
 from layercrit.reset import reset_layer
-from layercrit.forward import CleanActivations, EvalSettings, predict_logits, resnet_segments, segment_holding
 from layercrit.study import Architecture, read_layer_table
 from layercrit.zoo import build_architecture, save_checkpoint
 
@@ -19,55 +19,163 @@ NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 N_IMAGES, BATCH = 40, 16  # the last batch is smaller
 
 
-@pytest.fixture(scope="module")
-def trained_like(demo_arch):
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these models are so small that each op is a few microseconds, and on a
+    shared 2-core machine two threads waiting for each other make a forward pass ~50× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Tiny chain models (32×32 input) in the configurations chain_segments is checked against here.
+VIT = {"img_size": 32, "patch_size": 4, "embed_dim": 48, "num_heads": 2, "num_classes": 10}
+CONVNEXT = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64), "num_classes": 10}
+TINY = {
+    "vit": ("vit_tiny_patch16_224", {**VIT, "depth": 3}),  # class token, token pooling, final norm
+    "vit_avg_pool": ("vit_tiny_patch16_224", {**VIT, "depth": 2, "global_pool": "avg", "class_token": False}),  # fc_norm
+    "vit_map_pool": ("vit_tiny_patch16_224", {**VIT, "depth": 2, "global_pool": "map"}),  # attention pooling
+    "vit_registers": (  # register tokens, position embedding apart from the prefix tokens, pre-norm, layer scale
+        "vit_tiny_patch16_224",
+        {**VIT, "depth": 2, "reg_tokens": 2, "no_embed_class": True, "pre_norm": True, "init_values": 1e-5},
+    ),
+    "vit_dynamic_size": ("vit_tiny_patch16_224", {**VIT, "depth": 2, "dynamic_img_size": True}),  # NHWC patches
+    "convnext_atto": ("convnext_atto", CONVNEXT),  # conv_mlp (LayerNorm2d everywhere)
+    "convnext_head_norm_first": ("convnext_tiny", {**CONVNEXT, "head_norm_first": True}),  # channels-last MLP
+}
+RESETTABLE = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
+
+
+def architecture(name: str, demo_arch: Architecture) -> Architecture:
+    if name == "demo_resnet":
+        return demo_arch
+    if name == "resnet50":
+        return Architecture("resnet50", "resnet50", {}, read_layer_table(REPO / "config/architectures/resnet50.tsv"))
+    timm_name, kwargs = TINY[name]
+    return Architecture(name, timm_name, kwargs, ())
+
+
+def trained_like_model(arch: Architecture) -> torch.nn.Module:
+    """A model of ``arch`` away from its initialization, as a trained one is: an untrained timm
+    ResNet zeroes each block's last BN, a ViT's class token starts at ~0; perturb every weight."""
     g = torch.Generator().manual_seed(0)
-    model = build_architecture(demo_arch, seed=3)
-    with torch.no_grad():  # an untrained timm ResNet zeroes each block's last BN: perturb all weights
+    model = build_architecture(arch, seed=3)
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=g))
-    images = ImageSet(torch.randint(0, 256, (N_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (N_IMAGES,), generator=g))
-    return model.eval(), images
+    return model.eval()
 
 
-def test_every_layer_of_both_architectures_belongs_to_one_segment(demo_arch):
-    resnet50 = Architecture("resnet50", "resnet50", {}, read_layer_table(REPO / "config/architectures/resnet50.tsv"))
-    for arch in (demo_arch, resnet50):
-        segments = resnet_segments(build_architecture(arch, seed=0))
-        for layer in arch.layers:
-            holders = [s.name for s in segments if s.holds(layer.name)]
-            assert len(holders) == 1, (arch.id, layer.name, holders)
-    segments = resnet_segments(build_architecture(demo_arch, seed=0))
+def random_images(n: int = N_IMAGES) -> ImageSet:
+    g = torch.Generator().manual_seed(1)
+    return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.fixture(scope="module")
+def trained_like(demo_arch):
+    return trained_like_model(demo_arch), random_images()
+
+
+def tensor_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+
+
+@pytest.mark.parametrize("name", ["demo_resnet", "resnet50", *TINY])
+def test_every_parameter_and_layer_belongs_to_one_segment(demo_arch, name):
+    arch = architecture(name, demo_arch)
+    model = build_architecture(arch, seed=0)
+    segments = chain_segments(model)
+    layers = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+    for layer in [*tensor_names(model), *layers, *(layer.name for layer in arch.layers)]:
+        holders = [s.name for s in segments if s.holds(layer)]
+        assert len(holders) == 1, (arch.id, layer, holders)
+
+
+def test_segment_names_follow_the_modules(demo_arch):
+    segments = chain_segments(build_architecture(demo_arch, seed=0))
     assert segments[segment_holding(segments, "layer2.0.downsample.0")].name == "layer2.0"
     assert segments[segment_holding(segments, "fc")].name == "head"
-    assert resnet_segments(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None  # other models: full forward
+    vit = chain_segments(build_architecture(architecture("vit", demo_arch), seed=0))
+    assert [s.name for s in vit] == ["embed", "blocks.0", "blocks.1", "blocks.2", "head"]
+    assert vit[segment_holding(vit, "cls_token")].name == "embed" and vit[segment_holding(vit, "norm")].name == "head"
+    convnext = chain_segments(build_architecture(architecture("convnext_atto", demo_arch), seed=0))
+    # stage 0 keeps the stem's resolution and width: no downsample
+    assert [s.name for s in convnext][:4] == ["stem", "stages.0.blocks.0", "stages.1.downsample", "stages.1.blocks.0"]
+    assert convnext[segment_holding(convnext, "stages.2.downsample.1")].name == "stages.2.downsample"
+    assert [s.name for s in convnext][-1] == "head" and convnext[segment_holding(convnext, "head.fc")].name == "head"
+
+
+@pytest.mark.parametrize("name", ["demo_resnet", "resnet50", *TINY])
+def test_the_chained_segments_reproduce_the_forward_bitwise(demo_arch, name):
+    model, images = trained_like_model(architecture(name, demo_arch)), random_images(40 if name != "resnet50" else 8)
+    settings = EvalSettings(device="cpu", batch_size=BATCH)
+    clean = predict_logits(model, images, NORM, settings, "cpu")
+    activations = CleanActivations(chain_segments(model), 64 * 2**20)
+    activations.record(images, NORM, settings, "cpu", clean)
+    assert activations.exact and len(activations.kept) == len(activations.segments) - 1
+
+
+def unsupported_models(demo_arch) -> dict[str, torch.nn.Module]:
+    """Models chain_segments must run in full: no splitter, or one that does not know them."""
+    import timm
+    from timm.models.convnext import ConvNeXt
+
+    class ConvNeXtOwnFeatures(ConvNeXt):  # a subclass with its own forward_features
+        def forward_features(self, x):
+            return super().forward_features(x)
+
+    models = {
+        "sequential": torch.nn.Sequential(torch.nn.Linear(2, 2)),
+        "mobilenet": timm.create_model("mobilenetv3_small_050", num_classes=10),
+        # deit's distilled ViT: its own _pos_embed (a distillation token) and forward_head
+        "deit_distilled": timm.create_model("deit_tiny_distilled_patch16_224", **{**VIT, "depth": 1}),
+        "convnext_subclass": ConvNeXtOwnFeatures(**CONVNEXT),
+    }
+    for name in ("demo_resnet", "vit", "convnext_atto"):  # gradient checkpointing
+        models[f"{name}_checkpointing"] = build_architecture(architecture(name, demo_arch), seed=0)
+        models[f"{name}_checkpointing"].set_grad_checkpointing(True)
+    extra = build_architecture(architecture("vit", demo_arch), seed=0)
+    extra.register_parameter("extra_token", torch.nn.Parameter(torch.zeros(1, 1, 48)))  # in no segment
+    models["vit_extra_parameter"] = extra
+    return models
+
+
+def test_models_the_splitters_do_not_know_run_in_full(demo_arch):
+    for name, model in unsupported_models(demo_arch).items():
+        assert chain_segments(model) is None, name
 
 
 @pytest.mark.parametrize("mode", ["randomize", "zero"])
-def test_resumed_forward_equals_the_full_forward_bitwise_for_every_layer(trained_like, demo_arch, mode):
-    model, images = trained_like
+@pytest.mark.parametrize("name", ["demo_resnet", *TINY])
+def test_resumed_forward_equals_the_full_forward_bitwise_for_every_layer(demo_arch, name, mode):
+    arch = architecture(name, demo_arch)
+    model, images = trained_like_model(arch), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    activations = CleanActivations(resnet_segments(model), 64 * 2**20)
+    activations = CleanActivations(chain_segments(model), 64 * 2**20)
     activations.record(images, NORM, settings, "cpu", clean)
-    assert activations.exact and len(activations.kept) == len(activations.segments) - 1
-    fresh = build_architecture(demo_arch, seed=11).state_dict()
-    for layer in demo_arch.layers:
-        start = activations.start_for(layer.name)
-        assert (start is None) == (layer.name == "conv1"), layer.name  # the stem starts from the images
-        with reset_layer(model, layer.name, mode, fresh):
+    assert activations.exact
+    fresh = build_architecture(arch, seed=11).state_dict()
+    layers = [n for n, m in model.named_modules() if isinstance(m, RESETTABLE)]
+    assert len(layers) > 10
+    for layer in layers:
+        start = activations.start_for(layer)
+        held = segment_holding(activations.segments, layer)
+        assert start == (held or None), layer  # the first segment starts from the images
+        with reset_layer(model, layer, mode, fresh):
             full = predict_logits(model, images, NORM, settings, "cpu")
             if start is not None:
                 resumed = activations.resume(start, settings, "cpu")
-                assert torch.equal(resumed, full), layer.name
-        assert not torch.equal(full, clean), layer.name  # the reset did change the outputs
+                assert torch.equal(resumed, full), layer
+        assert not torch.equal(full, clean), layer  # the reset did change the outputs
 
 
 def test_budget_keeps_the_deepest_segments_first(trained_like):
     model, images = trained_like
     settings = EvalSettings(device="cpu", batch_size=BATCH)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    segments = resnet_segments(model)
+    segments = chain_segments(model)
     head_input = 512 * 4 * N_IMAGES  # 512 features × 1×1 × float32 per image
     small = CleanActivations(segments, head_input)
     small.record(images, NORM, settings, "cpu", clean)
@@ -103,14 +211,34 @@ def test_reset_results_with_and_without_reuse_are_identical(study_files, demo_ar
     evaluate_baseline(model_id="m", arch=demo_arch, weights=tmp / "m.safetensors", eval_data=tmp / "eval.safetensors",
                       settings=full, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
     cache = EvaluationCache()
-    segments = resnet_segments(build_architecture(demo_arch, seed=0))
+    segments = chain_segments(build_architecture(demo_arch, seed=0))
     for layer in demo_arch.layers:
         a = evaluate(tmp, demo_arch, EvaluationCache(), full, layer.name, 1, "a.json")
         b = evaluate(tmp, demo_arch, cache, reuse, layer.name, 1, "b.json")
         assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}, layer.name
         assert a["forward_from"] == "input"
-        expected = "input" if layer.name == "conv1" else segments[segment_holding(segments, layer.name)].name
+        held = segment_holding(segments, layer.name)
+        expected = segments[held].name if held else "input"  # the stem starts from the images
         assert b["forward_from"] == expected == json.loads((tmp / "b.json").read_text())["forward_from"]
+
+
+@pytest.mark.parametrize("name", ["vit", "convnext_atto"])
+def test_a_reset_job_of_a_vit_or_convnext_resumes_with_the_same_results(tmp_path, demo_arch, name):
+    """Through evaluate_reset (the workflow's call site): the same metrics, from the layer's segment."""
+    tmp, arch = tmp_path, architecture(name, demo_arch)
+    save_image_set(random_images(), tmp / "eval.safetensors")
+    save_checkpoint(tmp / "m.safetensors", trained_like_model(arch).state_dict(), NORM, {"model": "m"})
+    full, reuse = EvalSettings(device="cpu", batch_size=BATCH), EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
+    evaluate_baseline(model_id="m", arch=arch, weights=tmp / "m.safetensors", eval_data=tmp / "eval.safetensors",
+                      settings=full, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
+    cache = EvaluationCache()
+    layers = {"vit": {"blocks.2.mlp.fc1": "blocks.2", "head": "head", "patch_embed.proj": "input"},
+              "convnext_atto": {"stages.3.downsample.1": "stages.3.downsample", "head.fc": "head", "stem.0": "input"}}[name]  # fmt: skip
+    for layer, start in layers.items():
+        a = evaluate(tmp, arch, EvaluationCache(), full, layer, 1, "a.json")
+        b = evaluate(tmp, arch, cache, reuse, layer, 1, "b.json")
+        assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}, layer
+        assert (a["forward_from"], b["forward_from"]) == ("input", start), layer
 
 
 def test_activations_are_not_used_when_they_do_not_reproduce_the_baseline(study_files, demo_arch):

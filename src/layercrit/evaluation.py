@@ -35,10 +35,10 @@ from layercrit.forward import (
     CleanActivations,
     EvalSettings,
     ForwardPass,
+    chain_segments,
     device_description,
     free_memory,
     predict_logits,
-    resnet_segments,
     use_cpu_threads,
 )
 from layercrit.io import (
@@ -140,7 +140,7 @@ class EvaluationCache:
 
     def fresh_state(self, arch: Architecture, seed: int) -> dict[str, torch.Tensor]:
         """State dict of a freshly initialized ``arch`` under ``seed`` (kept on the CPU)."""
-        key = (arch.id, arch.timm_name, repr(sorted(arch.kwargs.items())), seed)
+        key = (arch.id, arch.library, arch.name, repr(sorted(arch.kwargs.items())), seed)
         return self.fresh.get(key, lambda: build_architecture(arch, seed=seed).state_dict())
 
     def init_state(self, path: str | Path) -> dict[str, torch.Tensor]:
@@ -178,7 +178,7 @@ class EvaluationCache:
             return held[1]
         self.activations.pop(device, None)  # free the previous model's first
         budget = min(settings.activation_cache_mb * 2**20, free_memory(device) // 2)
-        activations = CleanActivations(resnet_segments(model), budget)
+        activations = CleanActivations(chain_segments(model), budget)
         activations.record(data, normalization, settings, device, clean_logits)
         self.activations[device] = (key, activations)
         return activations
