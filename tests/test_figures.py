@@ -527,3 +527,327 @@ def test_model_table_formats_each_accuracy_by_its_source(demo, monkeypatch, tmp_
     assert {"76.15", "76.1", "80.10", "80.1"} <= texts
     published = figures.model_overview(with_accuracies(models, "published"), CATEGORIES)
     assert published["Measured top-1 [%]"].isna().all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Studies that mix architectures (a ResNet and a ViT): one panel per layer list
+# ---------------------------------------------------------------------------------------------
+
+
+def vit_layers(depth: int = 12) -> list[tuple[str, str, str]]:
+    """(name, type, kernel) of a ViT-S-like layer list: patch embedding, 4 per block, head."""
+    layers = [("patch_embed.proj", "Conv2d", "16x16")]
+    for b in range(depth):
+        layers += [(f"blocks.{b}.attn.qkv", "Linear", ""), (f"blocks.{b}.attn.proj", "Linear", ""),
+                   (f"blocks.{b}.mlp.fc1", "Linear", ""), (f"blocks.{b}.mlp.fc2", "Linear", "")]  # fmt: skip
+    return layers + [("head", "Linear", "")]
+
+
+VIT_LAYERS = vit_layers()  # 50 layers
+
+
+def vit_models() -> list[dict]:
+    return [
+        {"model": "vit_a", "display_name": "ViT-S AugReg", "category": "improved", "top1": 81.4},
+        {"model": "vit_adv", "display_name": "ViT-S AT", "category": "adversarial", "top1": 66.0, "epsilon": 4.0,
+         "norm": "linf"},
+    ]  # fmt: skip
+
+
+def fabricate_mixed(se: float = 0.5):
+    """A study of demo_models() (ResNet, DEMO_LAYERS) and vit_models() (VIT_LAYERS), as the
+    aggregation step writes it: architecture ids in ``models``, the uncertainty columns in
+    ``summary``."""
+    resnet_s, resnet_m = fabricate(demo_models(), DEMO_LAYERS, seed=0)
+    vit_s, vit_m = fabricate(vit_models(), VIT_LAYERS, seed=1)
+    summary = pd.concat([resnet_s, vit_s], ignore_index=True)
+    summary["criticality_se"], summary["criticality_df"] = se, 50.0
+    models = pd.concat([resnet_m.assign(architecture="resnet_demo"), vit_m.assign(architecture="vit_small")],
+                       ignore_index=True)  # fmt: skip
+    return summary, models
+
+
+RESNET_ROWS = ["base", "adv_l2_1", "adv_l2_3", "adv_linf_4", "aug_a", "ssl_a", "impr_a"]  # figure order
+VIT_ROWS = ["vit_adv", "vit_a"]
+
+
+@pytest.mark.parametrize(
+    ("layer", "typ", "kernel", "expected"),
+    [
+        # ResNet: the paper's labels, its BatchNorms alike
+        ("layer2.3.conv2", "Conv2d", "3x3", "[2.3] conv2:3x3"),
+        ("fc", "Linear", "", "[Head] fc"),
+        ("layer1.0.bn2", "BatchNorm2d", "", "[1.0] bn2 (BN)"),
+        ("bn1", "BatchNorm2d", "", "[0.0] bn (BN)"),
+        ("layer1.0.downsample.1", "BatchNorm2d", "", "[1.0] downsample (BN)"),
+        # ViT
+        ("patch_embed.proj", "Conv2d", "16x16", "[Stem] proj:16x16"),
+        ("blocks.3.attn.qkv", "Linear", "", "[3] attn.qkv"),
+        ("blocks.11.mlp.fc1", "Linear", float("nan"), "[11] mlp.fc1"),
+        ("blocks.3.norm1", "LayerNorm", "", "[3] norm1 (LN)"),
+        ("head", "Linear", "", "[Head] head"),
+        # ConvNeXt
+        ("stem.0", "Conv2d", "4x4", "[Stem] stem.0:4x4"),
+        ("stem.1", "LayerNorm2d", "", "[Stem] stem.1 (LN)"),
+        ("stages.1.blocks.0.conv_dw", "Conv2d", "7x7", "[1.0] conv_dw:7x7"),
+        ("stages.1.blocks.0.norm", "LayerNorm2d", "", "[1.0] norm (LN)"),
+        ("stages.1.blocks.0.mlp.fc1", "Linear", "", "[1.0] mlp.fc1"),
+        ("stages.2.downsample.1", "Conv2d", "2x2", "[2] downsample.1:2x2"),
+        ("stages.2.blocks.4", "ConvNeXtBlock", "", "[2.4] ConvNeXtBlock"),  # the block's own parameters
+        ("head.fc", "Linear", "", "[Head] fc"),
+        ("head.norm", "LayerNorm2d", "", "[Head] norm (LN)"),
+        # nested Sequentials (EfficientNet), a model. prefix, and names of no known pattern
+        ("blocks.1.0.conv_dw", "Conv2d", "3x3", "[1.0] conv_dw:3x3"),
+        ("model.blocks.3.attn.proj", "Linear", "", "[3] attn.proj"),
+        ("features.0", "Conv2d", "3x3", "features.0:3x3"),
+        ("norm", "LayerNorm", "", "norm (LN)"),
+    ],
+)
+def test_layer_label(layer, typ, kernel, expected):
+    assert figures.layer_label(layer, typ, kernel) == expected
+
+
+ARCHITECTURE_TABLES = sorted((Path(__file__).parents[1] / "config/architectures").glob("*.tsv"))
+
+
+@pytest.mark.parametrize("table", ARCHITECTURE_TABLES, ids=lambda p: p.stem)
+def test_layer_labels_of_every_committed_architecture_are_distinct_and_short(table):
+    from layercrit.study import read_layer_table
+
+    layers = read_layer_table(table)
+    labels = [figures.layer_label(layer.name, layer.type, layer.kernel) for layer in layers]
+    assert len(set(labels)) == len(labels), [x for x in labels if labels.count(x) > 1]
+    assert max(map(len, labels)) <= 24  # the column labels' height is set by the longest
+    assert all(("(" in x) == bool(figures.norm_kind(layer.type)) for x, layer in zip(labels, layers))
+
+
+def test_norm_kind():
+    kinds = ["BatchNorm2d", "BatchNormAct2d", "LayerNorm", "LayerNorm2d", "GroupNorm", "RmsNorm", "Conv2d", "Linear", ""]
+    assert [figures.norm_kind(t) for t in kinds] == ["BN", "BN", "LN", "LN", "GN", "RMS", "", "", ""]
+
+
+def test_heatmap_panels_split_models_by_layer_list():
+    summary, models = fabricate_mixed()
+    panels = figures.heatmap_panels(summary.sample(frac=1.0, random_state=2), models, CATEGORIES)
+    assert [p.matrix.index.tolist() for p in panels] == [RESNET_ROWS, VIT_ROWS]  # first category's panel first
+    assert [p.matrix.columns.tolist() for p in panels] == [[n for n, _, _ in DEMO_LAYERS], [n for n, _, _ in VIT_LAYERS]]
+    assert [p.title for p in panels] == ["resnet_demo (18 layers)", "vit_small (50 layers)"]
+    want = summary.set_index(["model", "layer"])["criticality_mean"]
+    assert panels[1].matrix.loc["vit_a", "blocks.3.attn.qkv"] == pytest.approx(want["vit_a", "blocks.3.attn.qkv"])
+    # one layer list: one panel, the heatmap_matrix
+    summary1, models1 = fabricate(demo_models(), DEMO_LAYERS)
+    (single,) = figures.heatmap_panels(summary1, models1, CATEGORIES)
+    pd.testing.assert_frame_equal(single.matrix, figures.heatmap_matrix(summary1, models1, CATEGORIES))
+
+
+def test_layer_list_groups_share_identical_lists_and_absorb_gaps():
+    lists = {"a": ("x", "y", "z"), "b": ("x", "y", "z"), "c": ("p", "q"), "d": ("x", "z"), "e": (), "f": ("x", "y")}
+    arch = {"a": "tv_resnet50", "b": "timm_resnet50", "c": "vit", "d": "tv_resnet50", "e": "vit", "f": "other"}
+    # identical lists share a group whatever the ids; a partial list joins its architecture's full one
+    # (d), a model without results its architecture's group (e); another architecture's subset stays (f)
+    assert figures.layer_list_groups(list("abcdef"), lists, arch) == [["a", "b", "d"], ["c", "e"], ["f"]]
+
+
+def test_models_without_results_or_with_gaps_join_their_architecture_panel():
+    summary, models = fabricate_mixed()
+    summary = summary[~((summary.model == "vit_a") & summary.layer.isin(["head", "blocks.0.attn.qkv"]))]
+    summary = summary[summary.model != "impr_a"]  # e.g. its jobs have not run yet
+    panels = figures.heatmap_panels(summary, models, CATEGORIES)
+    assert [p.matrix.index.tolist() for p in panels] == [RESNET_ROWS, VIT_ROWS]
+    assert panels[0].matrix.loc["impr_a"].isna().all()
+    assert panels[1].matrix.loc["vit_a", ["head", "blocks.0.attn.qkv"]].isna().all()
+    assert len(panels[1].matrix.columns) == len(VIT_LAYERS)
+
+
+def _panel_axes(fig) -> list[tuple]:
+    """(heatmap, band, row margin, column margin) per panel, in the order the figure draws them
+    (then comes the one colour bar)."""
+    *panels, colorbar = fig.axes
+    assert len(panels) % 4 == 0 and not colorbar.images and colorbar.get_ylabel()
+    return [tuple(panels[k : k + 4]) for k in range(0, len(panels), 4)]
+
+
+def test_mixed_heatmap_has_a_panel_per_layer_list_with_its_own_columns(monkeypatch, tmp_path):
+    summary, models = fabricate_mixed()
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    panels = _panel_axes(fig)
+    assert len(panels) == 2
+    labels = {r.layer: r.label for r in figures.heatmaps._layer_table(summary).itertuples()}
+    rows = figures.ordered_models(models, CATEGORIES).set_index("model")["row_label"]
+    for (heat, band, right, bottom), names, members in zip(panels, (DEMO_LAYERS, VIT_LAYERS), (RESNET_ROWS, VIT_ROWS)):
+        assert heat.images[0].get_array().shape == (len(members), len(names))
+        assert [t.get_text() for t in bottom.get_xticklabels()] == [labels[n] for n, _, _ in names]
+        assert [t.get_text() for t in band.get_yticklabels()] == rows[members].tolist()
+        assert heat.images[0].get_clim() == (0, 100)  # one colour scale
+        assert right.get_xlim() == (0.0, 100.0)
+    vit_labels = [t.get_text() for t in panels[1][3].get_xticklabels()]
+    assert vit_labels[:3] == ["[Stem] proj:16x16", "[0] attn.qkv", "[0] attn.proj"] and vit_labels[-1] == "[Head] head"
+    texts = [t.get_text() for t in fig.texts]
+    assert "resnet_demo (18 layers)" in texts and "vit_small (50 layers)" in texts
+    # stacked: the ViT panel below the ResNet one, left-aligned with it, each narrower per column
+    (h1, *_), (h2, *_) = panels
+    b1, b2 = h1.get_position(), h2.get_position()
+    assert b2.y1 < b1.y0 and b1.x0 == pytest.approx(b2.x0)
+    assert b1.width / len(DEMO_LAYERS) == pytest.approx(b2.width / len(VIT_LAYERS))  # one cell width
+    # one colour bar (the last axes, _panel_axes checks) and one legend for the whole figure
+    assert len(fig.axes) == 2 * 4 + 1
+    assert sum(a.get_legend() is not None for a in fig.axes) == 1
+
+
+def test_single_architecture_heatmap_has_no_panel_titles(demo, monkeypatch, tmp_path):
+    summary, models = demo
+    models = models.assign(architecture="resnet_demo")
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    assert len(_panel_axes(fig)) == 1 and len(fig.axes) == 5
+    assert not any("layers)" in t.get_text() for t in fig.texts)
+
+
+def test_identical_layer_lists_of_two_architectures_share_a_panel_named_after_both(monkeypatch, tmp_path):
+    summary, models = fabricate(demo_models(), DEMO_LAYERS)
+    models["architecture"] = ["tv_resnet"] * 3 + ["timm_resnet"] * (len(models) - 3)
+    fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
+    assert len(_panel_axes(fig)) == 1
+    (panel,) = figures.heatmap_panels(summary, models, CATEGORIES)
+    assert panel.title == "tv_resnet, timm_resnet (18 layers)"
+
+
+def _marked_cells(fig) -> set[tuple[int, int]]:
+    """(row, column) of every significance mark drawn on the figure's heatmap."""
+    marks = [c for a in fig.axes for c in a.collections if c.get_gid() == figures.heatmaps.SIGNIFICANCE_GID]
+    return {(int(round(y)), int(round(x))) for c in marks for x, y in c.get_offsets()}
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+
+
+def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch, tmp_path, caplog):
+    summary, models = fabricate_mixed()
+    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+        fig = _drawn_figure(
+            monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
+        )
+    panels = _panel_axes(fig)
+    assert len(panels) == 1
+    heat, band, _, bottom = panels[0]
+    assert [t.get_text() for t in band.get_yticklabels()][0] == "Baseline [76.1%]"
+    assert heat.images[0].get_array().shape == (len(RESNET_ROWS), len(DEMO_LAYERS))
+    assert [t.get_text() for t in bottom.get_xticklabels()][-1] == "[Head] fc"
+    note = " ".join(t.get_text() for t in fig.texts if t.get_style() == "italic")  # wrapped over lines
+    assert "Not compared" in note and "ViT-S AT, ViT-S AugReg" in note and "vit_small, 50 layers" in note
+    assert "resnet_demo, 18 layers" in note  # the baseline's list, which theirs is not
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings_) == 1 and "ViT-S AT, ViT-S AugReg" in warnings_[0]
+
+
+def _known_differences():
+    """A ResNet + ViT study whose differences from the baseline are known: ``adv_l2_1`` differs
+    by 10 pp (se 0.5, far beyond its interval) in every even layer and by 0.1 pp in every odd
+    one, ``aug_a`` by 10 pp in ``fc`` only; all other models equal the baseline."""
+    summary, models = fabricate_mixed(se=0.5)
+    base = summary[summary.model == "base"].set_index("layer")["criticality_mean"].clip(5, 85)
+    resnet = summary.model.isin(RESNET_ROWS)
+    summary.loc[resnet, "criticality_mean"] = summary.loc[resnet, "layer"].map(base)
+    index = summary["layer"].map({name: i for i, (name, _, _) in enumerate(DEMO_LAYERS)})
+    adv = summary.model.eq("adv_l2_1")
+    summary.loc[adv, "criticality_mean"] += np.where(index[adv] % 2 == 0, 10.0, 0.1)
+    summary.loc[summary.model.eq("aug_a") & summary.layer.eq("fc"), "criticality_mean"] += 10.0
+    expected = {(RESNET_ROWS.index("adv_l2_1"), j) for j in range(0, len(DEMO_LAYERS), 2)}
+    expected.add((RESNET_ROWS.index("aug_a"), len(DEMO_LAYERS) - 1))
+    return summary, models, expected
+
+
+def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_interval(monkeypatch, tmp_path):
+    summary, models, expected = _known_differences()
+    tested = statistics.difference_from_baseline(summary, "base")
+    significant = tested[tested.significant & tested.model.isin(RESNET_ROWS)]  # not the control
+    layer_pos = {name: j for j, (name, _, _) in enumerate(DEMO_LAYERS)}
+    assert {(RESNET_ROWS.index(m), layer_pos[l]) for m, l in zip(significant.model, significant.layer)} == expected
+    fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
+    assert _marked_cells(fig) == expected
+    legend = _legend_texts(fig)
+    assert figures.heatmaps.SIGNIFICANCE_LABEL in legend
+    assert "95 %" in figures.heatmaps.SIGNIFICANCE_LABEL and "seeds and images" in figures.heatmaps.SIGNIFICANCE_LABEL
+    assert not any("uncertainty unknown" in t for t in legend)
+    # the mark's legend handle is a dot like the marks
+    (legend_obj,) = [a.get_legend() for a in fig.axes if a.get_legend()]
+    handle = legend_obj.legend_handles[legend.index(figures.heatmaps.SIGNIFICANCE_LABEL)]
+    assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
+
+
+def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monkeypatch, tmp_path):
+    summary, models, _ = _known_differences()
+    for unknown in (summary.assign(criticality_se=np.nan), summary.drop(columns=["criticality_se", "criticality_df"])):
+        fig = _drawn_figure(
+            monkeypatch, lambda: figures.difference_heatmap(unknown, models, CATEGORIES, "base", tmp_path / "f")
+        )
+        assert _marked_cells(fig) == set()
+        legend = _legend_texts(fig)
+        assert figures.heatmaps.SIGNIFICANCE_LABEL not in legend
+        assert any(t.startswith("uncertainty unknown") for t in legend)
+
+
+def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, tmp_path, caplog):
+    summary, models = demo
+    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+        fig = _drawn_figure(
+            monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
+        )
+    assert not any("Not compared" in t.get_text() for t in fig.texts)
+    assert not caplog.records
+
+
+def _marker_shape(collection) -> tuple:
+    return tuple(np.round(collection.get_paths()[0].vertices, 3).ravel())
+
+
+def test_scatters_give_each_architecture_a_marker_when_there_are_several(monkeypatch, tmp_path):
+    _, models = fabricate_mixed()
+    fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
+    fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
+    for fig in (fig3, fig2):
+        (arch_legend,) = [legend for legend in fig.legends if legend.get_title().get_text() == "Architecture"]
+        assert [t.get_text() for t in arch_legend.get_texts()] == ["resnet_demo", "vit_small"]
+        markers = [h.get_marker() for h in arch_legend.legend_handles]
+        assert len(set(markers)) == 2
+        # the points are drawn in two shapes, those of the legend
+        assert len({_marker_shape(c) for c in fig.axes[0].collections}) == 2
+    # Fig. 2: lines join the points of one norm and one architecture: ResNet L∞ (1 model), ViT L∞ (1), ResNet L2 (2)
+    assert sorted(len(line.get_xdata()) for line in fig2.axes[0].lines) == [1, 1, 2]
+    # Fig. 3: one category legend entry per category, not per category × architecture
+    (cat_legend,) = [legend for legend in fig3.legends if legend.get_title().get_text() == "Category"]
+    assert len(cat_legend.get_texts()) == len(set(models.loc[models.in_figures, "category"]))
+
+
+def test_scatters_of_one_architecture_have_no_architecture_legend(demo, monkeypatch, tmp_path):
+    _, models = demo
+    models = models.assign(architecture="resnet_demo")
+    fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
+    fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
+    for fig in (fig3, fig2):
+        assert "Architecture" not in [legend.get_title().get_text() for legend in fig.legends]
+        assert len({_marker_shape(c) for c in fig.axes[0].collections}) == 1
+
+
+def test_model_table_has_an_architecture_column_only_with_several(monkeypatch, tmp_path):
+    _, models = fabricate_mixed()
+    table = figures.model_overview(models, CATEGORIES).set_index("model")
+    assert list(table.columns[:3]) == ["Category", "Model", "Architecture"]
+    assert table.loc["vit_a", "Architecture"] == "vit_small" and table.loc["base", "Architecture"] == "resnet_demo"
+    fig = _drawn_figure(monkeypatch, lambda: figures.model_overview_table(models, CATEGORIES, tmp_path / "t"))
+    texts = {cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()}
+    assert {"Architecture", "vit_small", "resnet_demo"} <= texts
+    one = models[models.architecture == "resnet_demo"]
+    assert "Architecture" not in figures.model_overview(one, CATEGORIES).columns
+    assert "Architecture" not in figures.model_overview(one.drop(columns=["architecture"]), CATEGORIES).columns
+
+
+def test_every_figure_draws_a_mixed_study_and_tables_without_the_new_columns(tmp_path):
+    summary, models = fabricate_mixed()
+    study = figures.StudyInfo(categories=CATEGORIES, baseline="base")
+    old_summary = summary.drop(columns=["criticality_se", "criticality_df"])
+    old_models = models.drop(columns=["architecture"]).iloc[: len(demo_models())]
+    old_summary = old_summary[old_summary.model.isin(old_models.model)]
+    for name in FIGURE_NAMES:
+        _assert_written(figures.draw(name, summary, models, study, tmp_path / f"mixed_{name}"))
+        _assert_written(figures.draw(name, old_summary, old_models, study, tmp_path / f"old_{name}"))

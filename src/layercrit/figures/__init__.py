@@ -8,6 +8,12 @@ Inputs are the aggregation step's tables (see ``heatmap_matrix`` and the plottin
 called alike: ``FIGURES[name](summary, models, study, out_base)`` (or ``draw(name, ...)``), where
 ``study`` carries the categories and the baseline model (a ``StudyInfo`` or a ``Study``).
 
+A study may mix architectures (a ResNet-50 and a ViT): their layers are different layers even
+where names agree. The heatmaps then stack one panel per layer list (``heatmap_panels``; Fig. 4
+shows only the models with the baseline's and names the others), the scatters give each
+architecture a marker shape, and Table 1 gets an architecture column. Columns that tables written
+before them lack (``models.architecture``, ``summary.criticality_se``) are read as unknown.
+
 Every plotting function writes ``<out_base>.png`` and ``<out_base>.pdf`` and returns their paths.
 Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pyplot``: that needs
 no GUI backend (so no ``matplotlib.use`` call that would change a caller's backend) and leaves no
@@ -30,9 +36,15 @@ import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
 from layercrit.figures.heatmaps import (
+    HeatmapPanel,
     criticality_heatmap,
     difference_heatmap,
     heatmap_matrix,
+    heatmap_panels,
+    layer_label,
+    layer_list_groups,
+    model_layer_lists,
+    norm_kind,
     paper_layer_label,
     seed_std_heatmap,
 )
@@ -41,6 +53,7 @@ from layercrit.figures.table import model_overview, model_overview_table
 
 __all__ = [
     "FIGURES",
+    "HeatmapPanel",
     "StudyInfo",
     "criticality_heatmap",
     "criticality_vs_accuracy",
@@ -49,8 +62,13 @@ __all__ = [
     "draw",
     "format_top1",
     "heatmap_matrix",
+    "heatmap_panels",
+    "layer_label",
+    "layer_list_groups",
+    "model_layer_lists",
     "model_overview",
     "model_overview_table",
+    "norm_kind",
     "ordered_models",
     "paper_layer_label",
     "replication_figure",

@@ -141,3 +141,36 @@ def ordered_models(
     source, top1 = headline_top1(m)
     m["row_label"] = [f"{n} [{format_top1(t, source)}%]" if np.isfinite(t) else f"{n} [n/a]" for n, t in zip(names, top1)]
     return m.drop(columns=["_pos", "_cat_order"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures: studies may mix them (a ResNet-50 and a ViT)
+# --------------------------------------------------------------------------------------------
+
+UNKNOWN_ARCHITECTURE = "architecture unknown"
+# Filled shapes that stay apart at 5–15 pt; the scatter figures give each architecture one.
+ARCHITECTURE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def architectures(models: pd.DataFrame) -> pd.Series:
+    """Each row's architecture id (``models.architecture``), "" where unknown: tables written
+    before the column existed (the committed demo) lack it, and their figures must still draw."""
+    if "architecture" not in models:
+        return pd.Series("", index=models.index, dtype=object)
+    return models["architecture"].map(cell_text)
+
+
+def architecture_name(architecture: str) -> str:
+    """An architecture id as the figures write it (a word for the unknown one)."""
+    return architecture or UNKNOWN_ARCHITECTURE
+
+
+def architecture_markers(values: Sequence[str] | pd.Series) -> dict[str, str]:
+    """Marker shape per architecture (first-seen order), or ``{}`` when there is only one.
+
+    A figure of one architecture keeps its plain circles; only where points of different
+    architectures share an axes must their shape tell them apart."""
+    distinct = list(dict.fromkeys(cell_text(v) for v in values))
+    if len(distinct) < 2:
+        return {}
+    return {a: ARCHITECTURE_MARKERS[k % len(ARCHITECTURE_MARKERS)] for k, a in enumerate(distinct)}

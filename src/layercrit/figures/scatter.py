@@ -15,7 +15,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from layercrit.figures import common
-from layercrit.figures.common import ACCURACY_TEXT, capitalized, category_table, figure_style, format_top1, ordered_models
+from layercrit.figures.common import (
+    ACCURACY_TEXT,
+    architecture_markers,
+    architecture_name,
+    architectures,
+    capitalized,
+    category_table,
+    figure_style,
+    format_top1,
+    ordered_models,
+)
 from layercrit.replication import agreement
 from layercrit.statistics import accuracy_correlations, cell_text, figure_models, headline_top1, numeric_column
 
@@ -84,6 +94,15 @@ def _epsilon_axis(ax: Any, eps: np.ndarray) -> None:
     ax.margins(y=0.1)
 
 
+def _architecture_handles(markers: dict[str, str], size: float = 6.0) -> list[Line2D]:
+    """Legend entries for the marker shapes (grey: colour says something else)."""
+    return [
+        Line2D([], [], linestyle="", marker=marker, markersize=size, markerfacecolor="#7f7f7f",
+               markeredgecolor="white", label=architecture_name(arch))
+        for arch, marker in markers.items()
+    ]  # fmt: skip
+
+
 def _size_legend_values(values: pd.Series) -> list[float]:
     """Real accuracies for the marker-size key: the smallest, the one nearest the middle, the largest."""
     finite = np.sort(values[np.isfinite(values)].to_numpy(dtype=float))
@@ -102,37 +121,51 @@ def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title:
     label says so); x is logarithmic (see ``_epsilon_axis``). Points of one norm are joined in ε
     order. Figure models only (``in_figures``). Raises ``ValueError`` if no such model has a
     finite ε.
+
+    Where the plotted models are of more than one architecture, each has its own marker shape
+    (an "Architecture" legend) and the lines join the points of one norm and one architecture
+    only: a mean criticality is a number on the same scale for every architecture, but a line
+    from a ResNet's ε = 1 to a ViT's ε = 4 would read as a trend that neither has. (Shapes of
+    one area differ slightly in how large they look; the size key is in circles.)
     """
     shown = figure_models(models)
     source, top1 = headline_top1(shown)  # chosen over all figure models, as Fig. 3's
     eps = numeric_column(shown, "epsilon")
-    m = shown.assign(epsilon=eps, _top1=top1)[np.isfinite(eps)]
+    m = shown.assign(epsilon=eps, _top1=top1, _arch=architectures(shown))[np.isfinite(eps)]
     if m.empty:
         raise ValueError("criticality_vs_epsilon: no adversarially trained models (no finite epsilon)")
     norm_col = m["norm"] if "norm" in m else pd.Series("", index=m.index)
     m = m.assign(norm=[(cell_text(n).lower() or "unknown") for n in norm_col])
     norms = [n for n in ("l2", "linf") if n in set(m["norm"])] + sorted(set(m["norm"]) - {"l2", "linf"})
+    markers = architecture_markers(m["_arch"])
     area = _size_scale(m["_top1"])
     with figure_style():
-        fig = Figure(figsize=(6.6, 3.6), layout="constrained")
+        fig = Figure(figsize=(6.6, 3.6 + (0.25 * len(markers) if markers else 0.0)), layout="constrained")
         ax = fig.add_subplot()
         norm_handles = []
         for norm in norms:
             style = _NORM_STYLE.get(norm, {"label": norm, "color": "#7f7f7f", "marker": "D"})
-            sub = m[m["norm"] == norm].sort_values("epsilon")
-            x = sub["epsilon"].to_numpy(dtype=float)
-            y = numeric_column(sub, "mean_criticality").to_numpy(dtype=float)
-            ax.plot(x, y, color=style["color"], linewidth=1, alpha=0.6, zorder=1)
-            ax.scatter(x, y, s=area(sub["_top1"]), color=style["color"], marker=style["marker"],
-                       edgecolor="white", linewidth=0.6, zorder=2)
-            norm_handles.append(Line2D([], [], color=style["color"], marker=style["marker"], markersize=6,
-                                       markeredgecolor="white", linewidth=1, label=style["label"]))
+            for arch, sub in m[m["norm"] == norm].groupby("_arch", sort=False):
+                sub = sub.sort_values("epsilon")
+                x = sub["epsilon"].to_numpy(dtype=float)
+                y = numeric_column(sub, "mean_criticality").to_numpy(dtype=float)
+                marker = markers.get(arch, style["marker"])
+                ax.plot(x, y, color=style["color"], linewidth=1, alpha=0.6, zorder=1)
+                ax.scatter(x, y, s=area(sub["_top1"]), color=style["color"], marker=marker,
+                           edgecolor="white", linewidth=0.6, zorder=2)  # fmt: skip
+            # with several architectures the shape is theirs: the norm's entry is its colour only
+            marker = None if markers else style["marker"]
+            norm_handles.append(Line2D([], [], color=style["color"], marker=marker, markersize=6,
+                                       markeredgecolor="white", linewidth=1, label=style["label"]))  # fmt: skip
         _epsilon_axis(ax, m["epsilon"].to_numpy(dtype=float))
         ax.set_xlabel(EPSILON_LABEL)
         ax.set_ylabel("Mean Layer Criticality [%]")
         ax.grid(color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)
         fig.legend(handles=norm_handles, title="Norm", loc="outside right upper", frameon=False)
+        if markers:
+            fig.legend(handles=_architecture_handles(markers), title="Architecture", loc="outside right center",
+                       frameon=False)  # fmt: skip
         sizes = [
             Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(float(area(k))), markerfacecolor="#bbbbbb",
                    markeredgecolor="white", label=f"{format_top1(k, source)}%")
@@ -186,23 +219,44 @@ def criticality_vs_accuracy(
     x is the ``headline_top1``: the reported ImageNet top-1 where the table has it (the paper's
     correlation), else the measured one; the axis label says which. Where both exist, the
     correlations with the measured top-1 are given below the headline ones.
+
+    Mean criticalities of different architectures are numbers on one scale and are correlated
+    together; where the figure models are of more than one architecture, each has its own marker
+    shape, with a second legend, so that a reader can tell which point is which.
     """
     m = ordered_models(models, categories)
     source, x = headline_top1(m)
     y = numeric_column(m, "mean_criticality")
+    arch = architectures(m)
+    markers = architecture_markers(arch)
     text = _correlation_text(accuracy_correlations(models))
     with figure_style():
         fig = Figure(figsize=(6.4, 4.2 + 0.12 * text.count("\n")), layout="constrained")
         ax = fig.add_subplot()
         for cat in dict.fromkeys(m["category"]):
-            sel = (m["category"] == cat).to_numpy()
-            ax.scatter(x[sel], y[sel], s=34, color=m.loc[sel, "category_color"].iloc[0],
-                       edgecolor="white", linewidth=0.6, label=m.loc[sel, "category_label"].iloc[0], zorder=2)
+            in_cat = (m["category"] == cat).to_numpy()
+            color, label = m.loc[in_cat, "category_color"].iloc[0], m.loc[in_cat, "category_label"].iloc[0]
+            for a in dict.fromkeys(arch[in_cat]):
+                sel = in_cat & (arch == a).to_numpy()
+                ax.scatter(x[sel], y[sel], s=34, color=color, marker=markers.get(a, "o"), edgecolor="white",
+                           linewidth=0.6, label=label, zorder=2)  # fmt: skip
         ax.set_xlabel(f"{capitalized(ACCURACY_TEXT[source])} [%]")
         ax.set_ylabel("Mean Layer Criticality [%]")
         ax.grid(color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)
-        fig.legend(loc="outside right center", frameon=False, title="Category")
+        if markers:
+            # one circle per category (the shapes have their own legend)
+            categories_seen = dict(zip(m["category_label"], m["category_color"]))
+            handles = [
+                Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor=color, markeredgecolor="white",
+                       label=label)
+                for label, color in categories_seen.items()
+            ]  # fmt: skip
+            fig.legend(handles=handles, loc="outside right upper", frameon=False, title="Category")
+            fig.legend(handles=_architecture_handles(markers), loc="outside right lower", frameon=False,
+                       title="Architecture")  # fmt: skip
+        else:
+            fig.legend(loc="outside right center", frameon=False, title="Category")
         # Statistics above the axes (not inside), where they can never hide a point.
         ax.set_title(text, fontsize=7, loc="left")
         if title:

@@ -13,12 +13,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from layercrit.figures import common
-from layercrit.figures.common import TOP1_DECIMALS, figure_style, ordered_models
+from layercrit.figures.common import TOP1_DECIMALS, architectures, figure_style, ordered_models
 from layercrit.statistics import cell_text, top1_by_source
 
 TABLE1_COLUMNS = {
     "category_label": "Category",
     "display_name": "Model",
+    "architecture": "Architecture",  # only where the models have more than one
     "method": "Training method",
     "reported_top1": "Reported top-1 [%]",
     "top1": "Measured top-1 [%]",
@@ -37,9 +38,14 @@ def model_overview(models: pd.DataFrame, categories: Sequence[Mapping[str, Any]]
 
     Accuracies by source (``top1_by_source``): the measured top-1 column is empty where the
     accuracy was only reported (published results), the reported one where the zoo has none.
+    The architecture column is there only where the models have more than one architecture: in
+    a study of one it would repeat one word in every row, as the paper's table does not.
     """
     rows = ordered_models(models, categories, figures_only=False)
-    table = rows.reindex(columns=["model", *TABLE1_COLUMNS]).rename(columns=TABLE1_COLUMNS)
+    columns = dict(TABLE1_COLUMNS)
+    if len(set(architectures(rows))) < 2:
+        del columns["architecture"]
+    table = rows.reindex(columns=["model", *columns]).rename(columns=columns)
     accuracies = top1_by_source(rows)
     table[TABLE1_COLUMNS["reported_top1"]] = accuracies["reported"]
     table[TABLE1_COLUMNS["top1"]] = accuracies["measured"]
