@@ -176,24 +176,39 @@ def readme_block() -> str:
         f"*From the run in `docs/demo/` (`make docs`): {run['cpu']} ({run['cpu_capability']}), {run['cores']} cores{wall}; "
         f"torch {versions.get('torch')}, timm {versions.get('timm')}, Python {versions.get('python')}. "
         f"Clean top-1 on the 1,000 evaluation images; criticality = 100 × (1 − mean cosine of softmax outputs), "
-        f"mean over 3 reset seeds, then over the model's {int(models['n_layers'].max())} layers.*"
+        f"mean over 3 reset seeds, then over the model's layers ({layer_counts(models)}).*"
     )
     return "\n".join(rows) + "\n\n" + source + "\n\n" + "\n".join(f"- {f}" for f in findings)
 
 
+def layer_counts(models: pd.DataFrame) -> str:
+    """How many layers each architecture's models have, e.g. "17 for demo_resnet, 18 for demo_vit"."""
+    counts = models.groupby("architecture", sort=False)["n_layers"].max()
+    return ", ".join(f"{n} for {arch}" for arch, n in counts.items())
+
+
+def baseline_architecture_models(models: pd.DataFrame) -> pd.DataFrame:
+    """The figure models of the baseline's architecture: a layer profile averages one layer list."""
+    shown = models[models["in_figures"]]
+    baseline = shown.loc[shown["category"] == "baseline", "architecture"]
+    base = baseline.iloc[0] if len(baseline) else shown["architecture"].mode().iloc[0]  # a run that lost its baseline row
+    return shown[shown["architecture"] == base]
+
+
 def layer_profile(models: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
-    """Each layer's criticality averaged over the models in the figures, in layer order: the
-    paper's "which layers matter", and what is stable from run to run (see TOLERANCE)."""
-    shown = summary[summary["model"].isin(models.loc[models["in_figures"], "model"])]
+    """Each layer's criticality averaged over the figure models of the baseline's architecture, in
+    layer order: the paper's "which layers matter", and what is stable from run to run (see TOLERANCE)."""
+    shown = summary[summary["model"].isin(baseline_architecture_models(models)["model"])]
     return shown.groupby("layer", sort=False)["criticality_mean"].mean()
 
 
 def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """The paper's findings, each checked on the demo's tables, in words with the numbers."""
     shown = models[models["in_figures"]]
+    same = baseline_architecture_models(models)
     per_layer = layer_profile(models, summary).sort_values(ascending=False)
     top = ", ".join(f"`{layer}` {value:.1f} %" for layer, value in per_layer.head(4).items())
-    out = [f"Most critical layers on average over the {len(shown)} models in the figures: {top}."]
+    out = [f"Most critical layers on average over the {len(same)} {same['architecture'].iloc[0]} models in the figures: {top}."]
     downsampling = [layer for layer in per_layer.index if ".downsample." in layer]
     if downsampling:
         ranks = {layer: list(per_layer.index).index(layer) + 1 for layer in downsampling}
@@ -220,6 +235,13 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             f"{m.display_name}: mean criticality {m.mean_criticality:.1f} % vs the baseline's "
             f"{base.mean_criticality:.1f} % (top-1 {m.top1:.1f} % vs {base.top1:.1f} %)."
         )
+    for m in shown[~shown["model"].isin(same["model"])].itertuples(index=False):
+        own = summary[summary["model"] == m.model].sort_values("criticality_mean", ascending=False)
+        top = ", ".join(f"`{r.layer}` {r.criticality_mean:.1f} %" for r in own.head(3).itertuples(index=False))
+        out.append(
+            f"{m.display_name} ({m.architecture}, {m.n_layers} layers): top-1 {m.top1:.1f} %, mean criticality "
+            f"{m.mean_criticality:.1f} %; its most critical layers: {top}."
+        )
     correlation = accuracy_correlations(models).set_index(["accuracy", "subset"]).loc[("measured", "all")]
     out.append(
         f"Mean criticality vs measured top-1 over the {correlation.n} models: "
@@ -241,12 +263,19 @@ def _training_runs() -> list[dict]:
     runs = [{**r, "source": "study"} for r in json.loads(TRAINING_STUDY.read_text())["results"]]
     zoo = yaml.safe_load((ROOT / "config" / "zoo" / "demo.yaml").read_text())
     recipes = {m["id"]: m["source"]["recipe"] for m in zoo["models"]}
+    architectures = {m["id"]: m["architecture"] for m in zoo["models"]}
     adversarial = {m["id"] for m in zoo["models"] if m.get("adversarial")}
     for m in pd.read_csv(DOCS / "models.csv").itertuples(index=False):
         recipe = {**TrainingRecipe.from_config(recipes[m.model]).to_dict(), "adversarial_norm": m.model in adversarial}
         runs.append({"variant": m.model, "model": m.model, "recipe": recipe, "top1": m.top1,
                      "mean_criticality": m.mean_criticality, "source": "demo"})  # fmt: skip
+    for r in runs:
+        r["architecture"] = architectures[r["model"]]
     return runs
+
+
+def architectures_of_baseline(runs: list[dict]) -> str:
+    return next(r["architecture"] for r in runs if r["model"] == "demo_baseline")
 
 
 def training_block() -> str:
@@ -265,7 +294,8 @@ def training_block() -> str:
         recipe = r["recipe"]
         steps = recipe["adversarial_steps"] if recipe.get("adversarial_norm") else "–"
         matched = diff = "–"
-        if r["model"] != "demo_baseline" and base_top1.min() <= r["top1"] <= base_top1.max():
+        comparable = r["architecture"] == architectures_of_baseline(runs)  # another architecture: another scale
+        if comparable and r["model"] != "demo_baseline" and base_top1.min() <= r["top1"] <= base_top1.max():
             at = float(np.interp(r["top1"], base_top1, base_crit))
             matched, diff = f"{at:.1f} %", f"{r['mean_criticality'] - at:+.1f}"
         name = f"`{r['variant']}`" if r["source"] == "study" else f"demo: {r['variant']}"
