@@ -13,6 +13,7 @@ from scipy import stats
 
 from conftest import REPO, run_snakemake, tiny_study
 from layercrit.published import published_to_tidy
+from layercrit.study import read_layer_table
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,8 @@ MODELS = {  # id: (category, per-model criticality offset)
     "resnet50.a1_in1k": 2.0,
     "resnet50_trained_on_SIN": 8.0,
 }
-LAYERS = [l.split("\t")[0] for l in (REPO / "config/architectures/resnet50.tsv").read_text().splitlines()[1:]]
+# the authors reset ResNet-50's 54 Conv2d/Linear layers (the layer list also holds its BatchNorms)
+LAYERS = [l.name for l in read_layer_table(REPO / "config/architectures/resnet50.tsv") if l.type in ("Conv2d", "Linear")]
 
 
 def fabricate(path):
