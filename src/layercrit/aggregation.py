@@ -136,7 +136,7 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     )  # fmt: skip
     at = summary.columns.get_loc("criticality_se_images") + 1
     for offset, (name, values) in enumerate(interval.items()):
-        summary.insert(at + offset, f"criticality_{'ci_' if name in ('low', 'high') else ''}{name}", values)
+        summary.insert(at + offset, f"criticality_{name}", values)
     return summary
 
 

@@ -202,10 +202,12 @@ def _t_quantile(df: np.ndarray) -> np.ndarray:
 
 
 def _welch_df(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Welch–Satterthwaite degrees of freedom of a sum of variance terms (variance, its df)."""
+    """Welch–Satterthwaite degrees of freedom of a sum of variance terms (variance, its df).
+    Infinite where every term is 0 (e.g. a layer whose reset changes nothing): no spread to
+    estimate, so the t quantile is the normal one and the interval is the point."""
     total = sum(v for v, _ in terms)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return total**2 / sum(v**2 / d for v, d in terms)
+        return np.where(total == 0, np.inf, total**2 / sum(v**2 / d for v, d in terms))
 
 
 def criticality_interval(
@@ -223,7 +225,7 @@ def criticality_interval(
     - Together: se² = seed_std² / n_seeds + image_se²; the t quantile uses the Welch–Satterthwaite
       degrees of freedom of the two terms (n_seeds − 1 and n_images − 1).
 
-    Returns ``se``, ``df``, ``low``, ``high``. NaN where it cannot be known: one seed (no seed
+    Returns ``se``, ``df``, ``ci_low``, ``ci_high``. NaN where it cannot be known: one seed (no seed
     spread) or no image SE (the published results carry none).
     """
     mean, seed_std, image_se = (np.asarray(a, dtype=float) for a in (mean, seed_std, image_se))
@@ -232,11 +234,8 @@ def criticality_interval(
     image_var = image_se**2
     se = np.sqrt(seed_var + image_var)
     df = _welch_df([(seed_var, n_seeds - 1), (image_var, n_images - 1)])
-    # both terms 0 (e.g. a layer whose reset changes nothing): no spread, the interval is the point
-    df = np.where(se == 0, np.inf, df)
     half = _t_quantile(df) * se
-    half = np.where(se == 0, 0.0, half)
-    return {"se": se, "df": df, "low": mean - half, "high": mean + half}
+    return {"se": se, "df": df, "ci_low": mean - half, "ci_high": mean + half}
 
 
 DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant"]
@@ -272,8 +271,7 @@ def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFra
     se = np.sqrt(var_m + var_b)
     df = _welch_df([(var_m, merged["criticality_df"].to_numpy(float)), (var_b, merged["criticality_df_baseline"].to_numpy(float))])
     with np.errstate(invalid="ignore"):
-        threshold = np.where(se == 0, 0.0, _t_quantile(df) * se)
-        significant = np.isfinite(se) & (np.abs(diff) > threshold)
+        significant = np.isfinite(se) & (np.abs(diff) > _t_quantile(df) * se)
     return pd.DataFrame(
         {"model": merged["model"], "layer": merged["layer"], "difference": diff, "difference_se": se,
          "difference_df": df, "significant": significant.astype(bool)}

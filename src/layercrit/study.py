@@ -377,22 +377,25 @@ def check_layer_types(selection: dict[str, Any], architectures: dict[str, Archit
         )
 
 
-def data_image_side(config: dict[str, Any]) -> int | None:
-    """The side of the square images the study's data gives the models."""
+def data_image_side(config: dict[str, Any]) -> tuple[int | None, str]:
+    """The side of the square images the study's data gives the models, and the config key that says so."""
     data = config.get("data", {})
-    return data.get("image_size", 32) if data.get("kind") == "synthetic" else data.get("crop", 224) if data else None
+    if data.get("kind") == "synthetic":
+        return data.get("image_size", 32), "data.image_size"
+    if data.get("kind") == "imagenet":
+        return data.get("crop", 224), "data.crop"
+    return None, ""
 
 
 def check_input_size(config: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> None:
     """A model that takes only the input size it was built for (a ViT's patch grid and position
     embedding) cannot run on images of another size: stop before any job, naming what to set."""
-    side = data_image_side(config)
+    side, key = data_image_side(config)
     for arch in architectures.values():
         size = arch.input.get("input_size")
         if side is None or not arch.input.get("fixed_input_size") or not size or list(size) == [side, side]:
             continue
         users = [m.id for m in models.values() if m.architecture == arch.id]
-        key = "data.image_size" if config["data"].get("kind") == "synthetic" else "data.crop"
         raise ConfigError(
             f"architectures.{arch.id} (models {users}): {arch.library} {arch.name} takes only {size[0]}x{size[1]} input "
             f"(it was built for that size), but the study's images are {side}x{side} ({key}); build it for the data "
@@ -464,7 +467,8 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     selected: dict[str, tuple[Layer, ...]] = {}
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
-    check_layer_types(selection, {a: architectures[a] for a in used_archs})
+    used_architectures = {a: architectures[a] for a in used_archs}
+    check_layer_types(selection, used_architectures)
     for arch_id in used_archs:
         chosen = select_layers(architectures[arch_id].layers, selection)
         if not chosen:
@@ -480,8 +484,8 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                     f"reset.layers.{key}: pattern {pattern!r} matches no layer of the study's architectures "
                     f"(a typo?); e.g. {[l.name for a in sorted(used_archs) for l in architectures[a].layers][:6]}"
                 )
-    check_class_count(config, {a: arch for a, arch in architectures.items() if a in used_archs})
-    check_input_size(config, models, {a: architectures[a] for a in used_archs})
+    check_class_count(config, used_architectures)
+    check_input_size(config, models, used_architectures)
 
     return Study(
         name=config["study"],

@@ -74,14 +74,13 @@ def unknown_architecture_message(library: str, name: str) -> str | None:
     if library == "torchvision":
         import torchvision
 
-        known = torchvision.models.list_models()
+        known, lister = torchvision.models.list_models(), "torchvision.models.list_models()"
     else:
-        known = timm.list_models()
+        known, lister = timm.list_models(), "timm.list_models()"
     if name in known:
         return None
     close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
-    hint = f"close names: {close}" if close else f"list them with {library}.list_models()" if library == "timm" else ""
-    return f"{library} has no architecture {name!r}; {hint or 'torchvision.models.list_models() lists them'}"
+    return f"{library} has no architecture {name!r}; " + (f"close names: {close}" if close else f"{lister} lists them")
 
 
 def model_input_facts(model: torch.nn.Module) -> dict[str, Any]:

@@ -788,18 +788,11 @@ def criticality_heatmap(
     return common.save_figure(fig, out_base)
 
 
-# Columns of the uncertainty of a layer's criticality; tables written before they existed (the
-# committed demo) lack them, and their differences are then of unknown significance.
-_UNCERTAINTY_COLUMNS = ("criticality_se", "criticality_df")
-
-
-def _with_uncertainty(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with the uncertainty columns (NaN where missing) as ``difference_from_baseline``
-    reads them: string ids, each model's rows in ``layer_index`` order."""
-    missing = {c: math.nan for c in _UNCERTAINTY_COLUMNS if c not in summary}
-    s = summary.assign(**missing, model=summary["model"].astype(str), layer=summary["layer"].astype(str))
-    # difference_from_baseline compares the layer lists in row order: make that layer_index order
-    return s.sort_values(["model", "layer_index"], kind="stable")
+def _with_string_ids(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with model and layer ids as strings, as the baseline's id and the models table
+    name them (a CSV may give an id that looks like a number back as one). Tables without the
+    uncertainty columns need nothing here: ``difference_from_baseline`` reads them as unknown."""
+    return summary.assign(model=summary["model"].astype(str), layer=summary["layer"].astype(str))
 
 
 def _display_names(models: pd.DataFrame) -> dict[str, str]:
@@ -837,7 +830,7 @@ def _left_out_note(
 def _significance(summary: pd.DataFrame, baseline: str, diff: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Cells of ``diff`` that ``difference_from_baseline`` marks significant, and those of a
     finite difference whose uncertainty is unknown (no ``criticality_se``: published results,
-    tables from before it; or a model whose results lack layers, which it does not compare)."""
+    tables from before it)."""
     tested = difference_from_baseline(summary, baseline)
     wide = {
         c: tested.pivot(index="model", columns="layer", values=c).astype(float).reindex_like(diff).to_numpy()
@@ -891,7 +884,7 @@ def difference_heatmap(
     seeds and images; where that uncertainty is unknown (no ``criticality_se``, e.g. the
     published results or tables from before it) nothing is marked and the legend says so.
     """
-    summary = _with_uncertainty(summary)
+    summary = _with_string_ids(summary)
     wide = _pivot(summary, "criticality_mean")
     base = str(baseline)
     if base not in wide.index:
