@@ -5,6 +5,7 @@
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/fetching.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

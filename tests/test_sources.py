@@ -796,6 +796,44 @@ def test_a_mirror_on_a_shared_file_system(tiny, tmp_path):
     assert_same_tensors(tmp_path / "tiny.safetensors", tiny)
 
 
+def test_a_model_trained_once_is_fetched_from_its_recorded_checkpoint_with_the_record_of_its_training(settings, tiny, tmp_path):
+    """A `train` source that records its checkpoint (the demo's shipped zoo) is fetched like a
+    local file: verified by sha256, cast to the architecture's dtype, and the training the file's
+    header records is kept in the model's provenance."""
+    from layercrit.training import TrainingRecipe
+    from layercrit.zoo import save_checkpoint
+
+    shipped = tmp_path / "zoo" / "m.safetensors"
+    shipped.parent.mkdir()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tiny.items()}
+    recipe = TrainingRecipe.from_config({"epochs": 40, "adversarial_norm": "linf", "adversarial_epsilon": 2}).to_dict()
+    training = {"model": "m", "seed": 1000, "recipe": recipe, "trained_sha256": "ab" * 32}
+    save_checkpoint(shipped, half, IMAGENET, training)
+    checkpoint = {"url": str(shipped), "sha256": sha256(shipped.read_bytes())}
+    source = {"kind": "train", "seed": 1000, "recipe": {"epochs": 40}, "checkpoint": checkpoint}
+    adversarial = {"norm": "linf", "epsilon": 2}
+    meta = fetch_tiny(settings, tmp_path, source, normalization=IMAGENET, adversarial=adversarial)
+    assert_same_tensors(tmp_path / "tiny.safetensors", {k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    assert meta["source"] == source and meta["files"][0]["recorded"] == training
+    assert meta["cast"] and set(meta["cast"].values()) == {"float16 -> float32"}
+
+    # a recipe, seed or budget edited after the training was recorded: not this file's model
+    edits = [{**source, "recipe": {"epochs": 10}}, {**source, "seed": 1}]
+    for edited, budget in [(edits[0], adversarial), (edits[1], adversarial), (source, {"norm": "linf", "epsilon": 4})]:
+        with pytest.raises(SourceError, match=r"recorded checkpoint .* was trained from .* but the zoo now trains it from .*training.retrain: true"):
+            fetch_tiny(settings, tmp_path, edited, adversarial=budget)
+
+    shipped.write_bytes(shipped.read_bytes()[:-4] + b"\0\0\0\0")  # the file changed since it was recorded
+    (tmp_path / "cache").rename(tmp_path / "old cache")
+    with pytest.raises(ChecksumError, match=r"sha256 mismatch.*no longer the one recorded: restore it.*training.retrain: true"):
+        fetch_tiny(settings, tmp_path, source)
+
+
+def test_a_model_to_be_trained_without_a_recorded_checkpoint_is_not_fetched(settings, tmp_path):
+    with pytest.raises(SourceError, match="'train' is not allowed"):
+        fetch_tiny(settings, tmp_path, {"kind": "train", "recipe": {"epochs": 1}})
+
+
 class _RunsACommand:
     """Pickles as a call of os.system: what a malicious checkpoint does (never loaded here)."""
 

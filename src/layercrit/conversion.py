@@ -34,6 +34,7 @@ checkpoints, is filled with 0 (it only matters for training with ``momentum=None
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -44,7 +45,7 @@ import torch
 
 from layercrit.downloads import SIDECAR_SUFFIX, SourceError, brief
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture
+from layercrit.zoo import CHECKPOINT_HEADER, build_architecture
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,28 @@ def _unsafe_globals(path: Path, error: BaseException) -> list[str]:
     except Exception:
         # Legacy (non-zip) files cannot be scanned; the unpickler's message names the first one.
         return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+
+
+def recorded_metadata(path: Path, *, model_id: str = "?") -> dict[str, Any] | None:
+    """What a checkpoint written by this workflow records about itself in its header (e.g. the
+    model, seed and recipe it was trained from), kept in the provenance of a model fetched from
+    it; None for any other file."""
+    path = Path(path)
+    if not _is_safetensors(path):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        content = (f.metadata() or {}).get(CHECKPOINT_HEADER)
+    if content is None:
+        return None
+    try:
+        return json.loads(content).get("metadata") or {}
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointReadError(
+            f"model {model_id!r}: {path} has a {CHECKPOINT_HEADER!r} header that is not this workflow's JSON ({brief(e)}); "
+            "the file is damaged or not a checkpoint written by layercrit"
+        ) from e
 
 
 def _is_safetensors(path: Path) -> bool:

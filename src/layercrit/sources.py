@@ -32,6 +32,10 @@ Source kinds
 ``{kind: pair, backbone: <spec>, head: <spec>}``
     Two files whose converted state_dicts are merged (e.g. a self-supervised backbone and its
     linear probe). A key produced by both is an error.
+``{kind: train, recipe: ..., checkpoint: {url: ..., sha256: ...}}``
+    A model the workflow trained once from that recipe, fetched from the checkpoint that training
+    recorded (fetched like ``url``; the file's own record of its training is kept). Studies
+    that retrain (config ``training.retrain``) train it instead.
 
 Every file spec may carry ``sha256`` (full hex digest, or a prefix of at least 8 hex digits) and
 the conversion fields of :mod:`layercrit.conversion`.
@@ -49,8 +53,16 @@ from urllib.parse import urlsplit
 
 import torch
 
-from layercrit.conversion import ConversionError, convert_state_dict, fit_to_architecture, listing, read_checkpoint
+from layercrit.conversion import (
+    ConversionError,
+    convert_state_dict,
+    fit_to_architecture,
+    listing,
+    read_checkpoint,
+    recorded_metadata,
+)
 from layercrit.downloads import (
+    ChecksumError,
     DownloadSettings,
     Remote,
     SourceError,
@@ -92,17 +104,31 @@ def fetch_model(
     model_id = str(model.get("id", "?"))
     settings = settings or DownloadSettings.from_env()
     cache_dir = Path(cache_dir)
-    check_source(model.get("source"), model_id)
-    parts = source_parts(model["source"])
+    source = fetched_source(model.get("source"))
+    check_source(source, model_id)
+    parts = source_parts(source)
 
     state_dict: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     files, conversions = [], []
     for role, spec in parts:
-        path, record = fetch_source_file(
-            spec, model_id=model_id, cache_dir=cache_dir, settings=settings, progress=progress, role=role
-        )
-        files.append(record)
+        try:
+            path, record = fetch_source_file(
+                spec, model_id=model_id, cache_dir=cache_dir, settings=settings, progress=progress, role=role
+            )
+        except ChecksumError as e:
+            if source is model["source"]:
+                raise
+            raise ChecksumError(
+                f"{e}. This is the checkpoint the zoo records for a training of model {model_id!r}, and the file is no "
+                "longer the one recorded: restore it (e.g. git checkout of the zoo's files), or train the model here "
+                "(config training.retrain: true) and record the new checkpoint and its sha256 in the zoo "
+                "(for the demo zoo: python tools/demo_zoo.py train)"
+            ) from e
+        recorded = recorded_metadata(path, model_id=model_id)
+        files.append(record if recorded is None else {**record, "recorded": recorded})
+        if source is not model["source"]:
+            check_recorded_training(model, recorded, path)
         checkpoint = read_checkpoint(path, spec.get("allowed_globals", ()), model_id=model_id)
         part_sd, conversion = convert_state_dict(checkpoint, spec, model_id=model_id, where=f"{role} file {path.name}")
         conversions.append({"role": role, **conversion})
@@ -146,6 +172,33 @@ def check_source(source: Any, model_id: str) -> None:
     problems = schema_problems({"source": source}, schema, f"model {model_id!r}")
     if problems:
         raise SourceError("\n".join(problems))
+
+
+def check_recorded_training(model: Mapping[str, Any], recorded: Mapping[str, Any] | None, path: Path) -> None:
+    """A checkpoint recorded for a `train` source must have been trained from the seed and recipe
+    the zoo gives now; otherwise it is another model than the zoo describes (a recipe edited
+    after the training was recorded) and is refused, naming both."""
+    from layercrit.training import recipe_of
+
+    source = model["source"]
+    wanted = {"seed": source.get("seed", 0), "recipe": recipe_of(source, model.get("adversarial")).to_dict()}
+    found = {key: (recorded or {}).get(key) for key in wanted}
+    if found != wanted:
+        what = "does not record what it was trained from" if recorded is None or found["recipe"] is None else f"was trained from {found}"
+        raise SourceError(
+            f"model {model.get('id', '?')!r}: its recorded checkpoint {source['checkpoint']['url']} ({path.name}) {what}, "
+            f"but the zoo now trains it from {wanted}: the file is not this recipe's model. Train it here (config "
+            "training.retrain: true) and record the new checkpoint (for the demo zoo: python tools/demo_zoo.py train), "
+            "or restore the recipe"
+        )
+
+
+def fetched_source(source: Any) -> Any:
+    """The source to download for a zoo source: itself, or for a model trained once by the
+    workflow the checkpoint that training recorded (a local or web file like ``url``)."""
+    if isinstance(source, Mapping) and source.get("kind") == "train" and "checkpoint" in source:
+        return {"kind": "url", **source["checkpoint"]}
+    return source
 
 
 def source_parts(source: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:

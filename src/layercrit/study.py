@@ -66,8 +66,6 @@ MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 TIMM_DEFAULT_CLASSES = 1000
 # The layer types reset unless reset.layers.types says otherwise: the paper's.
 DEFAULT_LAYER_TYPES = ("Conv2d", "Linear")
-# Source kinds whose checkpoints come with the weights the model had at initialization.
-KINDS_WITH_INIT_WEIGHTS = ("train",)
 
 
 class ConfigError(ValueError):
@@ -156,9 +154,13 @@ class Model:
     normalization: dict[str, Any] | None = None
     method: str = ""
 
-    @property
-    def has_init_weights(self) -> bool:
-        return self.source.get("kind") in KINDS_WITH_INIT_WEIGHTS
+
+
+def trains_here(source: dict[str, Any], retrain: bool) -> bool:
+    """Whether a study trains a model with this source (else it downloads it): a `train` source is
+    trained unless it records a checkpoint of that training and the study does not retrain
+    (config training.retrain). Only models trained here know their weights at initialization."""
+    return source.get("kind") == "train" and (retrain or "checkpoint" not in source)
 
 
 # Every figure a study can have, in the order of its targets; layercrit.figures.FIGURES draws
@@ -183,6 +185,7 @@ class Study:
     categories: list[dict[str, Any]]
     baseline: str | None
     selected_layers: dict[str, tuple[Layer, ...]] = field(default_factory=dict)
+    trained_models: tuple[str, ...] = ()  # the models this study trains (trains_here); others are downloaded
 
     @property
     def mode(self) -> str:
@@ -453,14 +456,23 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
             raise ConfigError(f"zoo.baseline: {zoo['baseline']!r} is not a model of the zoo; allowed: {list(models)}")
 
     check_data_source(config)
+    retrain = config.get("training", {}).get("retrain", False)
+    trained = tuple(m.id for m in models.values() if trains_here(m.source, retrain))
     mode = config["reset"]["mode"]  # one of RESET_MODES: the config schema says which
     if needs_initial_weights(mode):
-        lacking = [m.id for m in models.values() if not m.has_init_weights]
+        lacking = [m for m in models if m not in trained]
         if lacking:
+            recorded = [m for m in lacking if models[m].source.get("kind") == "train"]
+            hint = (
+                f"; {recorded} are fetched from their recorded checkpoints: set training.retrain: true to train them "
+                "here (one draw per CPU, see config/demo_training.yaml)"
+                if recorded
+                else ""
+            )
             raise ConfigError(
-                f"reset.mode: {mode!r} needs each model's weights at initialization, which these models do not "
-                f"have: {lacking}; use mode 'randomize' or 'zero', or restrict 'models' to trained-here models "
-                f"(source kinds {list(KINDS_WITH_INIT_WEIGHTS)})"
+                f"reset.mode: {mode!r} needs each model's weights at initialization, which only models trained in "
+                f"this study have; these are not: {lacking}. Use mode 'randomize' or 'zero', or restrict 'models' "
+                f"to models trained here{hint}"
             )
 
     selection = config["reset"].get("layers", {})
@@ -495,6 +507,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
         categories=categories,
         baseline=baseline,
         selected_layers=selected,
+        trained_models=trained,
     )
 
 

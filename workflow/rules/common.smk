@@ -78,6 +78,11 @@ def checked_study(study_config, zoo_path, zoo_key, what, problem):
     zoo_path = Path(zoo_path)
     try:
         zoo = validated(load_zoo(zoo_path, zoo_key), "../schemas/zoo.schema.yaml", what)
+        for model in zoo["models"]:
+            # a recorded checkpoint shipped with the workflow (the demo's) is found from any directory
+            recorded = model["source"].get("checkpoint")
+            if recorded and not re.match(r"^[a-z]+://", recorded["url"]):
+                recorded["url"] = workflow_path(recorded["url"])
         return build_study(study_config, zoo, zoo_path.parent)
     except ConfigError as error:
         raise WorkflowError(f"{problem}: {error}") from None
@@ -106,7 +111,9 @@ if STUDY.name == PUBLISHED_NAME:
         f"Invalid configuration: study name {PUBLISHED_NAME!r} is reserved for the authors' results; choose another"
     )
 MODEL_IDS = list(STUDY.models)
-TRAINED_MODELS = [m for m in MODEL_IDS if STUDY.models[m].source["kind"] == "train"]
+# Models trained here; the others are downloaded (or fetched from the checkpoint their training
+# recorded, unless training.retrain).
+TRAINED_MODELS = list(STUDY.trained_models)
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
 
 
@@ -120,6 +127,30 @@ wildcard_constraints:
 
 def model_checkpoint(wildcards):
     return f"{RESULTS}/models/{wildcards.model}.safetensors"
+
+
+def training_entry(model_id):
+    """A trained model's zoo entry as its training job's params: without the checkpoint a
+    training once recorded, which is its result, not an input (recording one retrains nothing).
+    """
+    entry = asdict(STUDY.models[model_id])
+    entry["source"] = {k: v for k, v in entry["source"].items() if k != "checkpoint"}
+    return entry
+
+
+def synthetic_split(split):
+    """What one split of the generated images is made from: the evaluation images never share a
+    seed with the training images, and each split is its own job (the demo with recorded
+    checkpoints needs no training images)."""
+    data = config["data"]
+    seed, count = {"train": (0, "train_images"), "eval": (1, "eval_images")}[split]
+    return {
+        "split": split,
+        "seed": data["seed"] + seed,
+        "n_images": data[count],
+        "n_classes": data["n_classes"],
+        "image_size": data["image_size"],
+    }
 
 
 def architecture_of(model_id):

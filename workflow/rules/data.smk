@@ -20,13 +20,14 @@ else:
 
     rule synthetic_data:
         output:
-            train=f"{RESULTS}/data/train.safetensors",
-            eval=f"{RESULTS}/data/eval.safetensors",
+            f"{RESULTS}/data/{{split}}.safetensors",
         log:
-            f"{RESULTS}/logs/data.log",
+            f"{RESULTS}/logs/data/{{split}}.log",
+        wildcard_constraints:
+            split="train|eval",
         conda:
             "../../envs/layercrit.yaml"
         params:
-            data=config["data"],
+            images=lambda wc: synthetic_split(wc.split),
         script:
             "../scripts/make_synthetic_data.py"

@@ -1,4 +1,6 @@
-# One canonical checkpoint per model: results/<study>/models/<model>.safetensors.
+# One canonical checkpoint per model: results/<study>/models/<model>.safetensors, trained here or
+# downloaded (a model trained once by the workflow, whose zoo entry records that checkpoint, is
+# downloaded and verified like any published model unless training.retrain).
 
 
 rule train_model:
@@ -17,7 +19,7 @@ rule train_model:
         "../../envs/layercrit.yaml"
     threads: config["training"]["threads"]
     params:
-        model=lambda wc: asdict(STUDY.models[wc.model]),
+        model=lambda wc: training_entry(wc.model),
         architecture=lambda wc: architecture_spec(wc.model),
     script:
         "../scripts/train_model.py"
@@ -30,11 +32,9 @@ rule download_model:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, DOWNLOADED_MODELS)) or "^$",
-    conda:
-        "../../envs/layercrit.yaml"
     params:
         model=lambda wc: asdict(STUDY.models[wc.model]),
         architecture=lambda wc: architecture_spec(wc.model),
         cache=config["downloads"],
-    script:
-        "../scripts/fetch_model.py"
+    run:
+        run_download(wildcards, output, params, log)

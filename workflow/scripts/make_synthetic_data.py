@@ -1,4 +1,4 @@
-"""Snakemake adapter: generate the demo study's train and evaluation images."""
+"""Snakemake adapter: generate one split (train or eval) of the demo study's images."""
 
 from layercrit.data import save_image_set
 from layercrit.joblog import script_log
@@ -6,14 +6,12 @@ from layercrit.synthetic import make_synthetic_images
 
 
 def main(sm) -> None:
-    data = sm.params.data
-    common = dict(n_classes=data["n_classes"], image_size=data["image_size"])
-    # Different seeds for the two splits: the evaluation images are never seen in training.
-    splits = {"train": (data["seed"], data["train_images"]), "eval": (data["seed"] + 1, data["eval_images"])}
-    for split, (seed, n) in splits.items():
-        images = make_synthetic_images(seed=seed, n_images=n, **common)
-        save_image_set(images, sm.output[split], {"kind": "synthetic", "split": split, "seed": seed, **common})
-        print(f"{split}: {n} images of {common['n_classes']} classes, seed {seed}", flush=True)
+    spec = dict(sm.params.images)
+    split = spec.pop("split")
+    images = make_synthetic_images(**spec)
+    common = {k: spec[k] for k in ("seed", "n_classes", "image_size")}
+    save_image_set(images, sm.output[0], {"kind": "synthetic", "split": split, **common})
+    print(f"{split}: {spec['n_images']} images of {spec['n_classes']} classes, seed {spec['seed']}", flush=True)
 
 
 with script_log(snakemake.log[0]):
