@@ -11,7 +11,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 LOCK := requirements/lock.txt
 UV := uv==0.13.9
 
-.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check config-docs
+.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check config-docs demo-zoo
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,12 @@ clean-demo:
 # docs/demo/ and its heatmap to docs/demo_heatmap.png, and rewrite the README's demo block.
 docs: install
 	$(PY) tools/demo_docs.py run
+
+# Retrain the demo zoo from its recipes (config/demo_training.yaml: tens of minutes on 2 cores),
+# ship the checkpoints to resources/demo_zoo/ and record their sha256 in config/zoo/demo.yaml;
+# then `make docs`. Commit the three together.
+demo-zoo: install
+	$(PY) tools/demo_zoo.py train
 
 # config/README.md from the schemas' descriptions (a test checks it is current).
 config-docs: install

@@ -61,8 +61,9 @@ def run_snakemake(
 
 
 def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), epochs: int = 1, **overrides) -> Path:
-    # one epoch without warm-up: the tests check the plumbing, not the training
-    """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path."""
+    """Write a tiny demo-like study (zoo + config) into ``workdir`` and return the config path:
+    its models trained here for one epoch without warm-up (the tests check the plumbing, not the
+    training), on 256 images, evaluated on 64."""
     from layercrit.study import relocatable_zoo
 
     zoo = relocatable_zoo(REPO / "config/zoo/demo.yaml")
@@ -74,6 +75,8 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config.update(study="tiny", zoo="zoo.yaml", device="cpu")
     config["data"].update(train_images=256, eval_images=64)
+    # trained here from the shortened recipes, not fetched from the demo's recorded checkpoints
+    config["training"]["retrain"] = True
     config["reset"]["seeds"] = list(seeds)
     for key, value in overrides.items():
         config[key] = value

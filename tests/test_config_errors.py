@@ -101,9 +101,23 @@ def test_reinit_needs_models_with_initial_weights(demo_arch):
 
     zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
     zoo["models"][0]["source"] = {"kind": "url", "url": "https://example.org/m.pth"}
-    config = {"study": "x", "reset": {"mode": "reinit", "seeds": [0]}}
-    with pytest.raises(ConfigError, match=r"'reinit' needs .* \['demo_baseline'\]"):
+    config = {"study": "x", "reset": {"mode": "reinit", "seeds": [0]}, "training": {"retrain": True}}
+    with pytest.raises(ConfigError, match=r"'reinit' needs .* \['demo_baseline'\]\. Use mode") as error:
         build_study(config, zoo, REPO / "config" / "zoo")
+    assert "training.retrain" not in str(error.value)  # retraining would not give a downloaded model its start
+
+
+def test_reinit_on_the_recorded_demo_zoo_names_retraining(demo_arch):
+    """The demo fetches checkpoints trained elsewhere, which come without their initial weights;
+    retraining them here gives those."""
+    from layercrit.study import ConfigError, build_study
+
+    zoo = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
+    config = {"study": "x", "reset": {"mode": "reinit", "seeds": [0]}}
+    with pytest.raises(ConfigError, match=r"'reinit' needs .*set training.retrain: true .*config/demo_training.yaml"):
+        build_study(config, zoo, REPO / "config" / "zoo")
+    study = build_study({**config, "training": {"retrain": True}}, zoo, REPO / "config" / "zoo")
+    assert study.trained_models == tuple(m["id"] for m in zoo["models"])
 
 
 def test_an_empty_zoo_file_is_named(workdir):

@@ -59,12 +59,14 @@ def run(dest, *args):
 def test_a_deployed_study_with_its_own_name_models_and_zoo_runs_end_to_end(tmp_path):
     dest = tmp_path / "my-project"
     deploy(dest, shipped_zoos=True)
-    # The user's own zoo: the shipped demo zoo, copied, with shorter training.
+    # The user's own zoo: the shipped demo zoo, copied, with shorter training, trained here.
     zoo = yaml.safe_load((dest / "config/zoo/demo.yaml").read_text())
     for model in zoo["models"]:
         model["source"]["recipe"].update(epochs=1, warmup_epochs=0)
     (dest / "config/zoo/mine.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
-    user_config(dest, study="my_study", zoo="config/zoo/mine.yaml", models=["demo_baseline", "demo_control"])
+    user_config(
+        dest, study="my_study", zoo="config/zoo/mine.yaml", models=["demo_baseline", "demo_control"], training={"retrain": True}
+    )
 
     proc = run(dest)
     assert "Using workflow specific profile profiles/default" in proc.stderr  # the copied profile applies
@@ -81,15 +83,21 @@ def test_a_deployed_study_with_its_own_name_models_and_zoo_runs_end_to_end(tmp_p
 def test_a_deployed_study_finds_the_shipped_zoo_and_layer_lists_in_the_workflow(tmp_path):
     dest = tmp_path / "my-project"
     deploy(dest, shipped_zoos=False)
-    # The shipped demo zoo by its path in the workflow; the control alone trains in seconds.
+    # The shipped demo zoo by its path in the workflow, its recorded checkpoint shipped there too.
     user_config(dest, study="shipped", zoo="config/zoo/demo.yaml", models=["demo_control"])
     assert not (dest / "config/zoo").exists() and not (dest / "config/architectures").exists()
+    assert not (dest / "resources").exists()
 
     dry = run(dest, "-n", "--quiet", "rules")
-    assert "train_model" in dry.stdout and "reset" in dry.stdout
+    assert "download_model" in dry.stdout and "train_model" not in dry.stdout and "reset" in dry.stdout
     run(dest, "aggregate")
     resets = pd.read_csv(dest / "results/shipped/tables/randomize/resets.csv")
     assert set(resets["model"]) == {"demo_control"} and set(resets["layer"]) == {"conv1", "fc"}
+    from layercrit.zoo import load_checkpoint
+
+    record = load_checkpoint(dest / "results/shipped/models/demo_control.safetensors").metadata
+    assert record["files"][0]["url"] == str(REPO / "resources/demo_zoo/demo_control.safetensors")
+    assert record["files"][0]["recorded"]["model"] == "demo_control"  # the record of its training travels with it
 
 
 def _readme_section():
@@ -111,7 +119,8 @@ def test_the_readmes_deployment_example_is_what_these_tests_run(tmp_path):
     deploy(dest, shipped_zoos=True)
     (dest / "config/config.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run(dest, "-n", "--quiet", "rules").stdout, flags=re.M))
-    assert jobs["reset"] == "4" and jobs["train_model"] == "2"  # 2 models x conv1, fc x seed 0
+    assert jobs["reset"] == "4" and jobs["download_model"] == "2"  # 2 models x conv1, fc x seed 0; the shipped checkpoints
+    assert "train_model" not in jobs
 
 
 def test_the_catalog_file_claims_only_what_runs():

@@ -74,3 +74,22 @@ def test_dry_run_of_a_study_mixing_resnet50_vit_and_convnext_plans_each_architec
     assert planned == expected
     assert len(expected) == 3 * (54 + 50 + 59)  # ResNet-50, ViT-S/16 (patch embedding, 12 × 4, head), ConvNeXt-T
     assert ("vit_small_augreg", "blocks.11.mlp.fc2", "2") in planned and ("convnext_tiny_fb", "stages.3.blocks.2.mlp.fc2", "0") in planned
+
+
+def planned_rules(workdir, *args, env=None):
+    proc = run_snakemake(workdir, *args, "-n", "--quiet", "rules", env=env)
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M) if rule != "total"}
+
+
+def test_the_demo_fetches_its_recorded_checkpoints_and_trains_only_when_told_to(workdir):
+    """The demo (default config) obtains its ten models from the checkpoints its zoo records,
+    needing no training images; config/demo_training.yaml after it trains them all here."""
+    env = poisoned_torch(workdir)
+    demo = planned_rules(workdir, env=env)
+    assert demo["download_model"] == 10 and "train_model" not in demo
+    assert demo["synthetic_data"] == 1 and demo["reset"] == 9 * 17 * 3 + 18 * 3
+    configs = [str(REPO / "config" / name) for name in ("demo.yaml", "demo_training.yaml")]
+    retrained = planned_rules(workdir, "--configfile", *configs, env=env)
+    assert retrained["train_model"] == 10 and "download_model" not in retrained
+    assert retrained["synthetic_data"] == 2  # training and evaluation images
+    assert (retrained["reset"], retrained["baseline"]) == (demo["reset"], demo["baseline"])

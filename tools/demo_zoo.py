@@ -1,0 +1,225 @@
+"""The demo's shipped zoo: checkpoints trained once by the workflow, recorded in the demo zoo.
+
+    python tools/demo_zoo.py train   # `make demo-zoo`: retrain the demo zoo (config/demo_training.yaml), then `ship`
+    python tools/demo_zoo.py ship    # ship the checkpoints of a finished retraining (results/demo_training/models/)
+    python tools/demo_zoo.py check   # the shipped files are what the zoo records, trained from its recipes (a test runs this)
+
+Why: training carries the last bits of a CPU's floating-point sums into every weight, so the
+same recipe gives another model on another CPU (docs/benchmarks.md, "Demo reproducibility").
+The demo therefore evaluates models trained once, here, by the workflow's own `train_model`
+rule and fetched through the verified path any published model takes (the zoo's
+`source.checkpoint`: file and sha256); what still varies between CPUs is evaluation arithmetic.
+
+Shipping stores each trained checkpoint's floating-point tensors as float16 (half the size: the
+ten models take ~10 MB instead of ~20 MB) in the workflow's checkpoint format, its header
+recording the model, architecture, seed and recipe it was trained from and the sha256 of the
+float32 file `train_model` wrote. The training history goes beside it (`<model>.training.json`),
+and `resources/demo_zoo/manifest.json` records, per model, both hashes and the clean top-1 of
+the float32 and float16 weights on the demo's evaluation images (what the rounding changed).
+Then the zoo's `sha256:` of each checkpoint is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "config" / "zoo" / "demo.yaml"
+CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo_training.yaml")
+SHIPPED = ROOT / "resources" / "demo_zoo"
+MANIFEST = SHIPPED / "manifest.json"
+STORED_DTYPE = "float16"
+
+
+def training_study() -> Any:
+    """The demo study as config/demo_training.yaml retrains it (every `train` model trained here)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from layercrit.study import load_study
+
+    config: dict[str, Any] = {}
+    for path in CONFIGS:  # merged as Snakemake merges several --configfile
+        update_config(config, yaml.safe_load(path.read_text()))
+    config["zoo"] = str(ZOO)
+    return load_study(config)
+
+
+def trained_from(study: Any, model_id: str) -> dict[str, Any]:
+    """What a model's shipped checkpoint must say it was trained from: model, architecture (as
+    the zoo builds it), seed and full recipe."""
+    from layercrit.study import architecture_identity
+    from layercrit.training import recipe_of
+
+    model = study.models[model_id]
+    return {
+        "model": model_id,
+        "architecture": model.architecture,
+        "architecture_identity": architecture_identity(study.architectures[model.architecture]),
+        "seed": model.source.get("seed", 0),
+        "recipe": recipe_of(model.source, model.adversarial).to_dict(),
+    }
+
+
+def shipped_path(model_id: str) -> Path:
+    return SHIPPED / f"{model_id}.safetensors"
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")),
+        platform.processor(),
+    )
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "host": platform.node()}
+
+
+def ship(results: Path) -> None:
+    """Round the retrained checkpoints under ``results`` (results/demo_training) to float16, write
+    them and their training histories to resources/demo_zoo/, the manifest, and the zoo's hashes."""
+    import torch
+
+    from layercrit.data import load_image_set
+    from layercrit.io import file_sha256, provenance, read_json, write_json
+    from layercrit.training import evaluate_accuracy
+    from layercrit.zoo import Checkpoint, load_checkpoint, load_model, save_checkpoint
+
+    study = training_study()
+    eval_set = load_image_set(results / "data" / "eval.safetensors")
+    here = machine()
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"stored_dtype": STORED_DTYPE, "models": {}}
+    zoo_text = ZOO.read_text()
+    for model_id in study.trained_models:
+        trained = results / "models" / f"{model_id}.safetensors"
+        history = read_json(results / "models" / f"{model_id}.training.json")
+        expected = trained_from(study, model_id)
+        if history.get("recipe") != expected["recipe"] or history.get("seed") != expected["seed"]:
+            sys.exit(f"{trained} was trained from {history.get('recipe')} (seed {history.get('seed')}), not from the zoo's "
+                     f"{expected['recipe']} (seed {expected['seed']}): retrain with `python tools/demo_zoo.py train`")
+        checkpoint = load_checkpoint(trained)
+        floats = {k: v for k, v in checkpoint.state_dict.items() if v.is_floating_point()}
+        too_large = [k for k, v in floats.items() if v.abs().max() > torch.finfo(torch.float16).max]
+        if too_large:
+            sys.exit(f"{trained}: {too_large} exceed float16's range; ship float32 instead")
+        stored = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+        rounding = max(float((v.to(torch.float16).float() - v).abs().max()) for v in floats.values())
+
+        arch = study.architectures[study.models[model_id].architecture]
+        norm = checkpoint.normalization
+        mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+        top1 = {
+            name: evaluate_accuracy(load_model(arch, Checkpoint(sd, norm, {})), eval_set, mean=mean, std=std)
+            for name, sd in (("float32", checkpoint.state_dict), ("float16", stored))
+        }
+        same_machine = history.get("host") == here["host"]
+        metadata = {
+            **checkpoint.metadata,
+            **expected,
+            "trained_sha256": file_sha256(trained),
+            "stored_dtype": STORED_DTYPE,
+            "training": {
+                "epochs": history["epoch"][-1],
+                "n_train": history["n_train"],
+                "final_train_accuracy": history["train_accuracy"][-1],
+                "total_seconds": round(history["total_seconds"], 1),
+                "created": history.get("created"),
+                "versions": history.get("versions"),
+                "machine": here if same_machine else {"host": history.get("host")},
+            },
+        }
+        out = shipped_path(model_id)
+        save_checkpoint(out, stored, norm, metadata)
+        shutil.copyfile(results / "models" / f"{model_id}.training.json", SHIPPED / f"{model_id}.training.json")
+        sha256 = file_sha256(out)
+        manifest["models"][model_id] = {
+            "file": out.name,
+            "sha256": sha256,
+            "trained_sha256": metadata["trained_sha256"],
+            "max_abs_rounding_error": rounding,
+            "top1_float32": top1["float32"],
+            "top1_float16": top1["float16"],
+            "size_bytes": out.stat().st_size,
+        }
+        zoo_text = record_hash(zoo_text, model_id, sha256)
+        print(f"{model_id}: {out.relative_to(ROOT)} {sha256[:12]}…, top-1 {top1['float32']:.1f} % (float32) -> "
+              f"{top1['float16']:.1f} % (float16), largest rounding {rounding:.2g}", flush=True)
+    write_json(MANIFEST, provenance(**manifest))
+    ZOO.write_text(zoo_text)
+    print(f"wrote {SHIPPED.relative_to(ROOT)}/ and the checkpoints' sha256 in {ZOO.relative_to(ROOT)}", flush=True)
+
+
+def record_hash(zoo_text: str, model_id: str, sha256: str) -> str:
+    """The zoo's text with the recorded checkpoint of ``model_id`` given ``sha256``."""
+    # quoted: YAML would read a digest of digits only (and one "e") as a number
+    pattern = re.compile(r'(checkpoint: \{url: [^,}]*/' + re.escape(model_id) + r'\.safetensors, sha256: )"[0-9a-f]{64}"')
+    text, count = pattern.subn(lambda m: f'{m.group(1)}"{sha256}"', zoo_text)
+    if count != 1:
+        sys.exit(f'{ZOO}: expected one `checkpoint: {{url: …/{model_id}.safetensors, sha256: "…"}}` line, found {count}')
+    return text
+
+
+def check() -> list[str]:
+    """Problems with the shipped zoo ([] if none): every `train` model of the demo zoo records a
+    checkpoint in resources/demo_zoo/ whose sha256 is the recorded one and whose header says it
+    was trained from the zoo's current recipe, seed and architecture."""
+    from layercrit.conversion import recorded_metadata
+    from layercrit.io import file_sha256
+
+    study = training_study()
+    problems = []
+    for model_id in study.trained_models:
+        source = study.models[model_id].source
+        if "checkpoint" not in source:
+            problems.append(f"{model_id}: the zoo records no checkpoint")
+            continue
+        path = ROOT / source["checkpoint"]["url"]  # as the workflow finds it from any directory
+        if path.resolve() != shipped_path(model_id).resolve() or not path.is_file():
+            problems.append(f"{model_id}: recorded checkpoint {path} is not the shipped {shipped_path(model_id)}")
+            continue
+        if file_sha256(path) != source["checkpoint"]["sha256"]:
+            problems.append(f"{model_id}: {path.name} does not have the sha256 the zoo records")
+        recorded = recorded_metadata(path) or {}
+        expected = trained_from(study, model_id)
+        for key, value in expected.items():
+            if recorded.get(key) != value:
+                problems.append(f"{model_id}: trained from {key} {recorded.get(key)!r}, the zoo now says {value!r}")
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["train", "ship", "check"])
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    results = ROOT / "results" / "demo_training"
+    if args.action == "train":
+        study = training_study()
+        targets = [str(results / "models" / f"{m}.safetensors") for m in study.trained_models]
+        command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(args.cores), "--configfile"]
+        command += [str(c) for c in CONFIGS] + targets
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
+        # the evaluation images too (measuring what rounding changes)
+        subprocess.run(command[: -len(targets)] + [str(results / "data" / "eval.safetensors")], check=True, cwd=ROOT)
+    if args.action in ("train", "ship"):
+        ship(results)
+    problems = check()
+    if problems:
+        sys.exit("the shipped demo zoo does not match config/zoo/demo.yaml:\n  " + "\n  ".join(problems))
+    print("the shipped demo zoo matches config/zoo/demo.yaml", flush=True)
+
+
+if __name__ == "__main__":
+    main()
