@@ -10,6 +10,7 @@ matched accuracy, not at matched epochs.
 
     python benchmarks/demo_training.py --out docs/demo_training.json            # all variants
     python benchmarks/demo_training.py --only baseline_e5 linf4_e10 --out /tmp/x.json
+    python benchmarks/demo_training.py --only baseline_e40_s1001 --add --out docs/demo_training.json
 
 Variants run two at a time (one torch thread each, as the demo's trainings do). Each result
 records the variant's recipe, history summary and wall time; nothing is cached between runs.
@@ -49,7 +50,7 @@ def _demo() -> tuple[Any, dict[str, Any]]:
 
 
 def variants(study: Any) -> dict[str, dict[str, Any]]:
-    """Named (model id, recipe overrides, architecture kwargs overrides) to train."""
+    """Named (model id, recipe overrides, architecture kwargs overrides, training seed) to train."""
     v: dict[str, dict[str, Any]] = {}
     # Criticality along the training length, standard and adversarial (L∞ 4/255, the demo's largest budget).
     for epochs in (5, 10, 20):
@@ -58,11 +59,18 @@ def variants(study: Any) -> dict[str, dict[str, Any]]:
     # The smaller budgets trained long enough to reach the baseline's accuracy range.
     v["linf1_e20"] = {"model": "demo_linf_1", "recipe": {"epochs": 20}}
     v["l2_0.25_e20"] = {"model": "demo_l2_0.25", "recipe": {"epochs": 20}}
-    # A stronger attack at the demo's length.
-    v["linf4_pgd3_e10"] = {"model": "demo_linf_4", "recipe": {"adversarial_steps": 3}}
-    # The frozen-random control as shipped, and on timm's default initialization (the old control).
-    v["control"] = {"model": "demo_control", "recipe": {}}
-    v["control_zero_init_last"] = {"model": "demo_control", "recipe": {}, "kwargs": {"zero_init_last": True}}
+    # A stronger attack at 10 epochs.
+    v["linf4_pgd3_e10"] = {"model": "demo_linf_4", "recipe": {"adversarial_steps": 3, "epochs": 10}}
+    # The frozen-random control at 10 epochs, and on timm's default initialization (the old control).
+    v["control"] = {"model": "demo_control", "recipe": {"epochs": 10}}
+    v["control_zero_init_last"] = {"model": "demo_control", "recipe": {"epochs": 10}, "kwargs": {"zero_init_last": True}}
+    # The zoo's recipes (40 epochs) under other training seeds (initialization and data order): how
+    # far one training of a recipe is from another, against the differences between recipes.
+    for seed in (1001, 1002):
+        v[f"baseline_e40_s{seed}"] = {"model": "demo_baseline", "recipe": {}, "seed": seed}
+    for seed in (1001, 1002):
+        v[f"linf2_e40_s{seed}"] = {"model": "demo_linf_2", "recipe": {}, "seed": seed}
+        v[f"l2_0.25_e40_s{seed}"] = {"model": "demo_l2_0.25", "recipe": {}, "seed": seed}
     return v
 
 
@@ -96,7 +104,7 @@ def run_variant(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     norm = model.normalization
     mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
     recipe = recipe_of(model.source, model.adversarial, spec["recipe"])
-    seed = model.source.get("seed", 0)
+    seed = spec.get("seed", model.source.get("seed", 0))
 
     start = time.perf_counter()
     net = build_architecture(arch, seed=seed).train()
@@ -109,6 +117,7 @@ def run_variant(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "model": model.id,
         "architecture_kwargs": arch.kwargs,
         "recipe": recipe.to_dict(),
+        "seed": seed,
         "top1": top1,
         "final_train_accuracy": history["train_accuracy"][-1],
         "train_seconds": train_seconds,
@@ -121,6 +130,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="variant names (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--add", action="store_true", help="keep the other variants of an existing --out record (same-named ones are replaced)")
     args = parser.parse_args()
     study, _ = _demo()
     todo = variants(study)
@@ -140,7 +150,10 @@ def main() -> None:
                 f"({r['train_seconds']:.0f} s)",
                 flush=True,
             )
-    results.sort(key=lambda r: list(todo).index(r["variant"]))
+    if args.add and args.out.exists():
+        results += [r for r in json.loads(args.out.read_text())["results"] if r["variant"] not in todo]
+    order = list(variants(study))
+    results.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"torch": torch.__version__, "config": str(CONFIG.relative_to(ROOT)), "results": results}, indent=1) + "\n"

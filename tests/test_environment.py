@@ -82,37 +82,46 @@ def _nudge(fresh, table, column, by, row=0):
     frame.to_csv(fresh / table, index=False)
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_a_run_equal_to_the_committed_one_passes(tmp_path, exact):
-    assert demo_docs.compare_tables(_fresh_copy(tmp_path), demo_docs.DOCS, exact) == []
+def test_a_run_equal_to_the_committed_one_passes(tmp_path):
+    assert demo_docs.compare_tables(_fresh_copy(tmp_path), demo_docs.DOCS) == []
 
 
-def test_on_the_committed_runs_cpu_any_difference_fails(tmp_path):
+def test_float_noise_passes_on_any_cpu(tmp_path):
+    fresh = _fresh_copy(tmp_path)  # what other kernels change in an evaluation: ~1e-5 points
+    for table, column in demo_docs.TOLERANCE:
+        if table != "layer profile":
+            _nudge(fresh, table, column, 1e-4, row=3)
+    assert demo_docs.compare_tables(fresh, demo_docs.DOCS) == []
+
+
+@pytest.mark.parametrize("table, column", [key for key in demo_docs.TOLERANCE if key[0] != "layer profile"])
+def test_any_number_moved_beyond_its_bound_fails(tmp_path, table, column):
     fresh = _fresh_copy(tmp_path)
-    _nudge(fresh, "summary.csv", "criticality_mean", 1e-9)
-    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=True)
-    assert len(problems) == 1 and problems[0].startswith("summary.csv:criticality_mean: 1 values differ")
+    _nudge(fresh, table, column, 1.5 * demo_docs.TOLERANCE[(table, column)], row=2)
+    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS)
+    assert any(p.startswith(f"{table}:{column}: differs by") for p in problems), problems
 
 
-def test_on_another_cpu_the_stable_numbers_must_stay_within_their_bounds(tmp_path):
+def test_a_shifted_layer_profile_fails_even_when_each_cell_stays_within_its_bound(tmp_path):
     fresh = _fresh_copy(tmp_path)
-    # One layer of one model may move a lot across CPUs (measured: 48 points) and is not compared;
-    # it moves the layer profile by an eighth of that (8 models in the figures), within its bound.
-    _nudge(fresh, "summary.csv", "criticality_mean", 40.0)
-    assert demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False) == []
-    bound = demo_docs.TOLERANCE[("models.csv", "mean_criticality")]
-    _nudge(fresh, "models.csv", "mean_criticality", 1.5 * bound)
-    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False)
-    assert len(problems) == 1 and problems[0].startswith("models.csv:mean_criticality: differs by")
-    _nudge(fresh, "summary.csv", "criticality_mean", 200.0, row=1)  # the layer profile moves too far
-    assert any(p.startswith("layer profile:criticality_mean") for p in demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False))
+    summary = pd.read_csv(fresh / "summary.csv")
+    summary.loc[summary["layer"] == "conv1", "criticality_mean"] += 0.09  # every model, just under 0.1
+    summary.to_csv(fresh / "summary.csv", index=False)
+    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS)
+    assert [p.split(":")[0] for p in problems] == ["layer profile"], problems
+
+
+def test_a_number_missing_on_one_side_fails(tmp_path):
+    fresh = _fresh_copy(tmp_path)
+    _nudge(fresh, "models.csv", "top1", float("nan"))
+    assert any(p.startswith("models.csv:top1") for p in demo_docs.compare_tables(fresh, demo_docs.DOCS))
 
 
 def test_a_run_with_other_rows_fails(tmp_path):
     fresh = _fresh_copy(tmp_path)
     models = pd.read_csv(fresh / "models.csv")
     models.iloc[1:].to_csv(fresh / "models.csv", index=False)
-    assert "models.csv: rows differ (['model'])" in demo_docs.compare_tables(fresh, demo_docs.DOCS, exact=False)
+    assert "models.csv: rows differ (['model'])" in demo_docs.compare_tables(fresh, demo_docs.DOCS)
 
 
 def test_config_readme_is_what_the_schemas_say():
@@ -135,3 +144,23 @@ def test_config_readme_follows_a_schema_change(tmp_path, monkeypatch):
     monkeypatch.setattr(config_docs, "SCHEMAS", tmp_path)
     text = config_docs.render()
     assert "images per batch" in text and text != config_docs.OUT.read_text()
+
+
+demo_zoo = load_tool("demo_zoo")
+
+
+def test_the_shipped_demo_zoo_is_what_its_zoo_records_and_was_trained_from_its_recipes():
+    assert demo_zoo.check() == []
+
+
+def test_a_recipe_edited_after_its_training_was_shipped_is_found(tmp_path, monkeypatch):
+    import yaml
+
+    from layercrit.study import relocatable_zoo
+
+    zoo = relocatable_zoo(demo_zoo.ZOO)
+    zoo["models"][1]["source"]["recipe"]["epochs"] = 39
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    monkeypatch.setattr(demo_zoo, "ZOO", tmp_path / "demo.yaml")
+    problems = demo_zoo.check()
+    assert len(problems) == 1 and problems[0].startswith(f"{zoo['models'][1]['id']}: trained from recipe"), problems
