@@ -44,15 +44,12 @@ METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", 
 
 
 def study(workdir: Path, models: list[str], seeds: list[int]) -> Path:
-    """The demo study, smaller: a few models, trained briefly (the training is not measured)."""
+    """The demo study, smaller: a few of its models (the shipped checkpoints: nothing is trained)."""
     zoo = relocatable_zoo(REPO / "config/zoo/demo.yaml")
     zoo["models"] = [m for m in zoo["models"] if m["id"] in models]
-    for m in zoo["models"]:
-        m["source"]["recipe"] = {**m["source"]["recipe"], "epochs": 1, "warmup_epochs": 0}
     (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config.update(study="bench", zoo="zoo.yaml", device="auto")
-    config["data"]["train_images"] = 1000
     config["reset"]["seeds"] = seeds
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return workdir / "config.yaml"
