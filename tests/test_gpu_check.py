@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, snakemake_env
 
 pytestmark = pytest.mark.slow
 CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
@@ -17,7 +17,7 @@ CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
 def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
     # Its tests step runs test files this suite runs anyway: here only that they exist (below).
     proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--steps", "study", "benchmark",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, env=snakemake_env())  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     record = json.loads((tmp_path / "gpu_check.json").read_text())
     assert "tests" not in record
@@ -32,7 +32,7 @@ def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_without_a_gpu_it_says_so_and_how_to_check_the_command(tmp_path):
-    proc = subprocess.run([*CHECK, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*CHECK, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, env=snakemake_env())
     assert proc.returncode == 2 and "torch sees no CUDA GPU" in proc.stderr and "--device cpu --quick" in proc.stderr
     assert not list(tmp_path.iterdir())
 
