@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layercrit.io import machine
 from layercrit.statistics import accuracy_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,28 +63,6 @@ TOLERANCE = {
     ("summary.csv", "criticality_std"): 0.1,
     ("layer profile", "criticality_mean"): 0.05,
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, str | int]:
-    """What decides the demo's floating-point results besides the code: CPU and torch's kernels."""
-    import torch
-
-    return {
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count() or 1,
-        "os": f"{platform.system()} {platform.release()}",
-    }
 
 
 def run_demo(workdir: Path, study: str, env: dict[str, str] | None = None) -> float:

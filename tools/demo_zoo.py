@@ -73,31 +73,19 @@ def shipped_path(model_id: str) -> Path:
     return SHIPPED / f"{model_id}.safetensors"
 
 
-def machine() -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    cpu = next(
-        (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "host": platform.node()}
-
-
 def ship(results: Path) -> None:
     """Round the retrained checkpoints under ``results`` (results/demo_training) to float16, write
     them and their training histories to resources/demo_zoo/, the manifest, and the zoo's hashes."""
     import torch
 
     from layercrit.data import load_image_set
-    from layercrit.io import file_sha256, provenance, read_json, write_json
+    from layercrit.io import file_sha256, machine, provenance, read_json, write_json
     from layercrit.training import evaluate_accuracy
     from layercrit.zoo import Checkpoint, load_checkpoint, load_model, save_checkpoint
 
     study = training_study()
     eval_set = load_image_set(results / "data" / "eval.safetensors")
-    here = machine()
+    here = {**machine(), "host": provenance()["host"]}
     SHIPPED.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"stored_dtype": STORED_DTYPE, "models": {}}
     zoo_text = ZOO.read_text()
@@ -114,7 +102,7 @@ def ship(results: Path) -> None:
         if too_large:
             sys.exit(f"{trained}: {too_large} exceed float16's range; ship float32 instead")
         stored = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
-        rounding = max(float((v.to(torch.float16).float() - v).abs().max()) for v in floats.values())
+        rounding = max(float((stored[k].float() - v).abs().max()) for k, v in floats.items())
 
         arch = study.architectures[study.models[model_id].architecture]
         norm = checkpoint.normalization

@@ -169,6 +169,24 @@ def package_versions_uncached() -> dict[str, str]:
     return versions
 
 
+def machine() -> dict[str, Any]:
+    """What decides a CPU run's floating-point results besides the code: the CPU's model name, the
+    instruction set torch's kernels use, the cores, the OS."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count() or 1,
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
     """Who made a result, where and when: host, versions, Slurm job id when under Slurm, plus ``extra``."""
     record: dict[str, Any] = {

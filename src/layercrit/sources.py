@@ -105,6 +105,7 @@ def fetch_model(
     settings = settings or DownloadSettings.from_env()
     cache_dir = Path(cache_dir)
     source = fetched_source(model.get("source"))
+    recorded_training = source is not model.get("source")  # a train source's recorded checkpoint
     check_source(source, model_id)
     parts = source_parts(source)
 
@@ -117,7 +118,7 @@ def fetch_model(
                 spec, model_id=model_id, cache_dir=cache_dir, settings=settings, progress=progress, role=role
             )
         except ChecksumError as e:
-            if source is model["source"]:
+            if not recorded_training:
                 raise
             raise ChecksumError(
                 f"{e}. This is the checkpoint the zoo records for a training of model {model_id!r}, and the file is no "
@@ -127,7 +128,7 @@ def fetch_model(
             ) from e
         recorded = recorded_metadata(path, model_id=model_id)
         files.append(record if recorded is None else {**record, "recorded": recorded})
-        if source is not model["source"]:
+        if recorded_training:
             check_recorded_training(model, recorded, path)
         checkpoint = read_checkpoint(path, spec.get("allowed_globals", ()), model_id=model_id)
         part_sd, conversion = convert_state_dict(checkpoint, spec, model_id=model_id, where=f"{role} file {path.name}")

@@ -155,7 +155,6 @@ class Model:
     method: str = ""
 
 
-
 def trains_here(source: dict[str, Any], retrain: bool) -> bool:
     """Whether a study trains a model with this source (else it downloads it): a `train` source is
     trained unless it records a checkpoint of that training and the study does not retrain
