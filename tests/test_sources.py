@@ -863,3 +863,20 @@ def test_functions_cannot_be_allowed(hosts, settings, tiny, tmp_path):
     hosts.serve(TINY_PATH, pickled(tiny))
     with pytest.raises(SourceError, match=r"'posix.system' is a builtin_function_or_method, not a class"):
         fetch_tiny(settings, tmp_path, {"kind": "url", "url": TINY_URL, "allowed_globals": ["posix.system"]})
+
+
+def test_checkpoints_needing_allowed_globals_load_in_parallel_threads(tmp_path):
+    """Download jobs run as threads of one process; torch's allowlist of pickled globals is
+    process-wide, so two loads at once must not take each other's allowed globals away."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from layercrit.conversion import read_checkpoint
+
+    path = tmp_path / "madry.ckpt"
+    path.write_bytes(pickled({"model": {"w": torch.zeros(64, 64)}, "args": argparse.Namespace(eps=0.5)}))
+
+    def load(_):
+        return read_checkpoint(path, ["argparse.Namespace"], model_id="madry")["args"].eps
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(load, range(200))) == [0.5] * 200

@@ -37,6 +37,7 @@ import importlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from layercrit.zoo import CHECKPOINT_HEADER, build_architecture
 
 log = logging.getLogger(__name__)
 
+_SAFE_GLOBALS_LOCK = threading.Lock()
 DEFAULT_STATE_KEYS = ("state_dict", "model_state_dict", "online_backbone", "model")
 DEFAULT_STRIP_PREFIX = ("module.",)
 
@@ -74,7 +76,11 @@ def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?
     names = _as_list(allowed_globals)
     allowed = [_import_dotted(name, model_id) for name in names]
     try:
-        with torch.serialization.safe_globals(allowed):
+        # safe_globals changes torch's one process-wide allowlist and, on exit, restores what it
+        # found: download jobs run as threads of one process, so without the lock one job's exit
+        # takes another's allowed globals away in the middle of its load (seen in the paper-scale
+        # rehearsal, two Madry checkpoints at once).
+        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         needed = _unsafe_globals(path, e)
