@@ -93,3 +93,14 @@ def test_the_demo_fetches_its_recorded_checkpoints_and_trains_only_when_told_to(
     assert retrained["train_model"] == 10 and "download_model" not in retrained
     assert retrained["synthetic_data"] == 2  # training and evaluation images
     assert (retrained["reset"], retrained["baseline"]) == (demo["reset"], demo["baseline"])
+
+
+def test_unlock_needs_no_cores_for_any_study(workdir):
+    """`snakemake --unlock` (the README's step after a crash) runs no job and gives no --cores:
+    rules whose threads follow the cores (evaluations on the CPU, ImageNet preparation) must not
+    make parsing fail."""
+    val = workdir / "val" / "n01440764"
+    val.mkdir(parents=True)
+    (val / "a.JPEG").touch()
+    for config in ("demo.yaml", "config.yaml"):
+        run_snakemake(workdir, "--unlock", "--configfile", str(REPO / "config" / config), "--config", f"imagenet_val={val.parent}")

@@ -198,12 +198,14 @@ class Study:
         return self.selected_layers[self.models[model_id].architecture]
 
     def reset_jobs(self) -> list[tuple[str, str, int]]:
-        """Every (model, layer, seed) evaluation of the study, in model, layer, seed order."""
+        """Every (model, layer, seed) evaluation of the study, in model, seed, layer order: the
+        order the workflow runs them in (one model's loaded state, one seed's fresh weights serve
+        consecutive jobs) and shards them by."""
         return [
             (model_id, layer.name, seed)
             for model_id in self.models
-            for layer in self.layers_of(model_id)
             for seed in self.seeds
+            for layer in self.layers_of(model_id)
         ]
 
     def reset_jobs_shard(self, shard: str) -> list[tuple[str, str, int]]:

@@ -2,12 +2,12 @@
 
 ``--scheduler by-priority`` (the default profile sets it). Snakemake's own schedulers solve a
 knapsack over every ready job in every round (``ilp``: a MILP in a subprocess; ``greedy``: an
-iterative heuristic that also weighs each job's input sizes), so a round costs time in proportion
-to the ready jobs: at the paper's 8,262 ready reset jobs 0.2 s (greedy) to 0.6 s (ilp) per job
-finished, more than an evaluation's overhead (docs/benchmarks.md). Here a round sorts the ready
-jobs by priority once and takes them in that order while the free resources allow; jobs that do
-not fit are skipped, so a small job may still fill what a large one leaves. Same priority: the
-order Snakemake lists them in.
+iterative heuristic that also weighs each job's input sizes), so a round costs time in
+proportion to the ready jobs: with the paper's 8,262 reset jobs ready, 0.11-0.23 s (greedy) to
+~0.6 s (ilp) per job finished, against 0.03-0.07 s with this one (docs/benchmarks.md, "Paper
+scale"). Here a round sorts the ready jobs by priority once and takes them in that order while
+the free resources allow; jobs that do not fit are skipped, so a small job may still fill what a
+large one leaves. Same priority: the order Snakemake lists them in.
 """
 
 from __future__ import annotations

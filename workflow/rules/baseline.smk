@@ -10,7 +10,7 @@ rule baseline:
         summary=f"{RESULTS}/baselines/{{model}}.json",
     log:
         f"{RESULTS}/logs/baselines/{{model}}.log",
-    threads: evaluation_threads
+    threads: EVALUATION_THREADS
     resources:
         gpu=GPU,
     params:

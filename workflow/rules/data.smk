@@ -9,7 +9,7 @@ if config["data"]["kind"] == "imagenet":
             f"{RESULTS}/logs/data.log",
         conda:
             "../../envs/layercrit.yaml"
-        threads: workflow.cores
+        threads: CORES
         params:
             root=config["imagenet_val"],
             data=config["data"],

@@ -16,8 +16,19 @@ EVALUATE_ON_CPU = workflow.is_main_process and (
 )
 
 
-def evaluation_threads(wildcards):
-    return workflow.cores if EVALUATE_ON_CPU else 1
+def _cores():
+    """--cores; 1 where a run executes no job and gives none (--unlock, --cleanup-metadata),
+    for which workflow.cores raises."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+CORES = _cores()
+# A number, not a function of the job: Snakemake inspects a function's signature for every job
+# of the DAG, which the paper's 8,262 reset jobs pay at every start.
+EVALUATION_THREADS = CORES if EVALUATE_ON_CPU else 1
 
 
 def check_local_device():
@@ -63,21 +74,62 @@ def require_granted_gpu(rule, output, resources):
 
 
 def reset_inputs(wildcards):
-    """The files one reset job reads, named as layercrit.evaluation.ResetInputs names them."""
+    """What Snakemake sees a reset job read: its model's baseline, summary and clean logits (and
+    the initial weights in mode reinit). The checkpoint and images it also reads are that
+    baseline's inputs, named by reset_files and checked against the sha256 the summary records
+    (layercrit.evaluation.verify_baseline_inputs): when one changes or is missing, the baseline
+    runs again and, through it, every reset of the model. (The logits are declared: Snakemake
+    re-makes a missing output only where a job needs it.) Few inputs matter at scale: each round
+    Snakemake collects the inputs of every ready job, 8,262 of them in a resumed paper study
+    (docs/benchmarks.md, "Snakemake's own cost per job").
+    """
     inputs = {
-        "checkpoint": model_checkpoint(wildcards),
-        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
         "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
-        "eval": f"{RESULTS}/data/eval.safetensors",
+        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
     }
     if needs_initial_weights(wildcards.mode):
         inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
     return inputs
 
 
+def reset_files(wildcards):
+    """The files a reset job evaluates beside reset_inputs, as layercrit.evaluation.ResetInputs
+    names them: the inputs of its model's baseline."""
+    return {
+        "checkpoint": model_checkpoint(wildcards),
+        "eval": f"{RESULTS}/data/eval.safetensors",
+    }
+
+
+def _reset_priorities():
+    """Model i of n (zoo order) gets priorities in (n - i, n - i + 1), falling in the study's job
+    order (STUDY.reset_jobs: within a model seed by seed): the range the models' integer ranks
+    gave before, so other rules' priorities (training's) keep their place among them."""
+    from collections import Counter
+
+    jobs = STUDY.reset_jobs()
+    per_model = Counter(model for model, _, _ in jobs)
+    priorities, position = {}, Counter()
+    for model, layer, seed in jobs:
+        position[model] += 1
+        rank = len(MODEL_IDS) - MODEL_IDS.index(model)
+        within = (per_model[model] + 1 - position[model]) / (per_model[model] + 1)
+        priorities[model, layer, str(seed)] = rank + within
+    return priorities
+
+
+RESET_PRIORITIES = _reset_priorities()
+
+
 def reset_priority(wildcards):
-    """Reset jobs run model by model, in zoo order (higher priority first)."""
-    return len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
+    """Reset jobs run in the study's order (STUDY.reset_jobs: model by model in zoo order, within
+    a model seed by seed): a model and its clean activations, and one seed's fresh weights, are
+    loaded once for many consecutive jobs. Jobs outside the study (another mode, a seed asked
+    for by path) come after their model's study jobs."""
+    rank = len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
+    return RESET_PRIORITIES.get(
+        (wildcards.model, wildcards.layer, wildcards.seed), rank
+    )
 
 
 def shard_results(wildcards):
@@ -119,7 +171,7 @@ def run_reset(wildcards, input, output, params, threads, resources, log):
         evaluate_reset(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
-            files=ResetInputs(**dict(input.items())),
+            files=ResetInputs(**dict(input.items()), **reset_files(wildcards)),
             layer=wildcards.layer,
             seed=int(wildcards.seed),
             mode=wildcards.mode,

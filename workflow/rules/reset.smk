@@ -14,10 +14,10 @@ rule reset:
         reset_result("{model}", "{layer}", "{seed}", "{mode}"),
     log:
         f"{RESULTS}/logs/resets/{{mode}}/{{model}}/{{layer}}/seed{{seed}}.log",
-    # One model's jobs before the next model's: what the process keeps loaded (the model, its
-    # clean activations) then serves many jobs instead of being rebuilt for interleaved ones.
+    # In the study's order (model by model, seed by seed): what the process keeps loaded (the
+    # model, its clean activations, a seed's fresh weights) then serves many jobs in a row.
     priority: job_priority(reset_priority)
-    threads: evaluation_threads
+    threads: EVALUATION_THREADS
     resources:
         gpu=GPU,
     params:
