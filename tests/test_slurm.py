@@ -405,3 +405,15 @@ def test_the_finish_step_never_evaluates_a_missing_result_on_its_own_device(allo
     proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--resources", "gpu=0", check=False)
     assert proc.returncode != 0 and not victim.exists()
     assert "reset needs a GPU (device: auto), but this run grants none" in proc.stdout + proc.stderr
+
+
+def test_shards_do_not_share_snakemakes_lock():
+    """Shards of one study run side by side in one directory: a shard that ends must not remove
+    the lock folder under another (FileNotFoundError .snakemake/locks/0.input.lock, seen in the
+    re-run above). Their outputs are disjoint, so the shards run without Snakemake's lock; the
+    prepare and finish steps, which run alone, keep it."""
+    proc = subprocess.run([str(LAUNCHER), "--allocations", "3", "--gpus", "0", "--cpus", "1", "--dry-run", "--",
+                           "--configfile", "config/demo.yaml"], capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+    steps = {re.search(r"--job-name=layercrit-(\w+)", line).group(1): line for line in proc.stdout.splitlines() if line.startswith("sbatch")}
+    assert "--nolock" in steps["shards"]
+    assert "--nolock" not in steps["prepare"] and "--nolock" not in steps["finish"]

@@ -109,9 +109,13 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
     gpus = settings.gpus
     return [
         Step("prepare", snakemake("", settings.cpus, gpus, "--until", "baseline"), gpus, settings.prepare_time),
+        # The shards run side by side in one directory, their outputs disjoint by construction
+        # (contiguous parts of the study's jobs); Snakemake's lock folder would be shared, and a
+        # shard that ends removes it under one that starts (FileNotFoundError: .snakemake/locks/
+        # 0.input.lock). So they do not lock; prepare and finish run alone and do.
         Step(
             "shards",
-            snakemake("shard", settings.cpus, gpus, "--config", *config, f'"shard=${{SLURM_ARRAY_TASK_ID}}/{n}"'),
+            snakemake("shard", settings.cpus, gpus, "--nolock", "--config", *config, f'"shard=${{SLURM_ARRAY_TASK_ID}}/{n}"'),
             gpus,
             settings.time,
             array=n,
