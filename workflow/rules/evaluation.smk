@@ -101,6 +101,11 @@ def reset_files(wildcards):
     }
 
 
+def model_rank(model_id):
+    """n for the zoo's first of n models, 1 for its last: reset jobs run model by model."""
+    return len(MODEL_IDS) - MODEL_IDS.index(model_id)
+
+
 def _reset_priorities():
     """Model i of n (zoo order) gets priorities in (n - i, n - i + 1), falling in the study's job
     order (STUDY.reset_jobs: within a model seed by seed): the range the models' integer ranks
@@ -112,9 +117,8 @@ def _reset_priorities():
     priorities, position = {}, Counter()
     for model, layer, seed in jobs:
         position[model] += 1
-        rank = len(MODEL_IDS) - MODEL_IDS.index(model)
         within = (per_model[model] + 1 - position[model]) / (per_model[model] + 1)
-        priorities[model, layer, str(seed)] = rank + within
+        priorities[model, layer, str(seed)] = model_rank(model) + within
     return priorities
 
 
@@ -126,10 +130,8 @@ def reset_priority(wildcards):
     a model seed by seed): a model and its clean activations, and one seed's fresh weights, are
     loaded once for many consecutive jobs. Jobs outside the study (another mode, a seed asked
     for by path) come after their model's study jobs."""
-    rank = len(MODEL_IDS) - MODEL_IDS.index(wildcards.model)
-    return RESET_PRIORITIES.get(
-        (wildcards.model, wildcards.layer, wildcards.seed), rank
-    )
+    key = (wildcards.model, wildcards.layer, wildcards.seed)
+    return RESET_PRIORITIES.get(key, model_rank(wildcards.model))
 
 
 def shard_results(wildcards):
