@@ -112,3 +112,41 @@ def test_a_checkpoint_in_the_earlier_header_layout_still_loads(tmp_path):
     loaded = load_checkpoint(tmp_path / "old.safetensors")
     assert loaded.normalization == {"mean": [0.1] * 3, "std": [0.3] * 3} and loaded.metadata == {"seed": 1}
     assert torch.equal(loaded.state_dict["w"], torch.ones(2))
+
+
+def test_a_checkpoint_re_saved_without_its_header_is_refused_not_evaluated_unnormalized(tmp_path):  # issue 21 D6
+    from safetensors.torch import load_file, save_file
+
+    from layercrit.zoo import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"w": torch.zeros(3)}, {"mean": [0.5] * 3, "std": [0.2] * 3})
+    assert load_checkpoint(path).normalization == {"mean": [0.5] * 3, "std": [0.2] * 3}
+    save_file(load_file(path), path)  # what a user's re-save does
+    with pytest.raises(DamagedFileError, match=rf"{path} is damaged .*lacks the 'layercrit' entry .*normalization.*--forcerun {path}"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_header_that_is_not_json_is_named(tmp_path):  # issue 21 D12
+    from safetensors.torch import save_file
+
+    from layercrit.zoo import load_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(3)}, path, {"layercrit": "{normalization: oops"})
+    with pytest.raises(DamagedFileError, match=rf"{path} is damaged .*'layercrit' header entry is not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_of_another_architecture_names_the_file_and_the_shapes(tmp_path, demo_arch):  # issue 21 D11
+    import dataclasses
+
+    from layercrit.zoo import build_architecture, load_checkpoint, load_model, save_checkpoint
+
+    other = dataclasses.replace(demo_arch, kwargs={**demo_arch.kwargs, "num_classes": 3})
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, build_architecture(other, seed=0).state_dict(), None)
+    with pytest.raises(ValueError, match=rf"checkpoint {path} does not fit architecture 'demo_resnet' .*2 tensors of other shapes: .*'fc.weight: \(3, \d+\) in the file, \(10, \d+\) in the model'.*--forcerun {path}"):
+        load_model(demo_arch, load_checkpoint(path))
+    save_checkpoint(path, build_architecture(demo_arch, seed=0).state_dict(), None)
+    assert load_model(demo_arch, load_checkpoint(path)) is not None

@@ -17,7 +17,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from layercrit.io import atomic_path, read_safetensors
+from layercrit.io import DamagedFileError, atomic_path, read_safetensors
 from layercrit.study import (
     Architecture,
     Layer,
@@ -106,6 +106,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     normalization: dict[str, Any] | None
     metadata: dict[str, Any]
+    path: str | None = None  # the file it was read from (named in errors)
 
 
 def save_checkpoint(
@@ -125,26 +126,58 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """A canonical checkpoint. Its header is required: it carries the model's input
+    normalization, and a file without it (re-saved by hand, or not written by this workflow)
+    would silently be evaluated on unnormalized images."""
     state_dict, header = read_safetensors(path, device=str(device))
-    if CHECKPOINT_HEADER in header:
-        content = json.loads(header[CHECKPOINT_HEADER])
-    else:  # written by earlier versions: one entry per field
-        content = {key: json.loads(header[key]) for key in ("normalization", "metadata") if key in header}
+    try:
+        if CHECKPOINT_HEADER in header:
+            content = json.loads(header[CHECKPOINT_HEADER])
+        elif "normalization" in header:  # written by earlier versions: one entry per field
+            content = {key: json.loads(header[key]) for key in ("normalization", "metadata") if key in header}
+        else:
+            raise DamagedFileError(
+                path,
+                f"its safetensors header lacks the {CHECKPOINT_HEADER!r} entry that records the model's input "
+                "normalization: it was re-saved or replaced, not written by this workflow. Own weights go into a "
+                "study as a model's source in the zoo (see 'A model of another architecture' in the README)",
+            )
+    except json.JSONDecodeError as e:
+        raise DamagedFileError(path, f"its {CHECKPOINT_HEADER!r} header entry is not valid JSON: {e}") from None
+    if not isinstance(content, dict):
+        raise DamagedFileError(path, f"its {CHECKPOINT_HEADER!r} header entry is not a JSON object")
     return Checkpoint(
         state_dict=state_dict,
         normalization=content.get("normalization"),
         metadata=content.get("metadata") or {},
+        path=str(path),
     )
 
 
 def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
     """Build ``arch`` and load the checkpoint strictly: every tensor must be there, with its shape."""
     model = build_architecture(arch, seed=0)
-    missing, unexpected = model.load_state_dict(checkpoint.state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint does not fit architecture {arch.id!r}: missing keys {missing}, unexpected keys {unexpected}"
+    expected = model.state_dict()
+    reshaped = [
+        f"{name}: {tuple(tensor.shape)} in the file, {tuple(expected[name].shape)} in the model"
+        for name, tensor in checkpoint.state_dict.items()
+        if name in expected and tensor.shape != expected[name].shape
+    ]
+    missing = [name for name in expected if name not in checkpoint.state_dict]
+    unexpected = [name for name in checkpoint.state_dict if name not in expected]
+    if reshaped or missing or unexpected:
+        where = f"{checkpoint.path} " if checkpoint.path else ""
+        problems = "; ".join(
+            f"{len(items)} {what}: {items[:3]}{' …' if len(items) > 3 else ''}"
+            for what, items in (("tensors of other shapes", reshaped), ("missing", missing), ("unexpected", unexpected))
+            if items
         )
+        fix = f" Check the model's `architecture` in the zoo, or make the file again: snakemake --forcerun {checkpoint.path}" if checkpoint.path else ""
+        raise ValueError(
+            f"checkpoint {where}does not fit architecture {arch.id!r} ({arch.library} {arch.name}, kwargs {arch.kwargs}): "
+            f"{problems}.{fix}"
+        )
+    model.load_state_dict(checkpoint.state_dict)
     return model.eval()
 
 
