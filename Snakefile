@@ -22,6 +22,7 @@ rule all:
     input:
         figure_targets(),
         replication_targets(),
+        figure_index_target(),
         table_targets(),
         # Listed so that a deleted result is made again (Snakemake leaves missing intermediate
         # files alone while the tables built from them are up to date).

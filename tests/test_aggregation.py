@@ -5,15 +5,17 @@ its model's baseline evaluated."""
 import pandas as pd
 import pytest
 
-from layercrit.aggregation import check_against_baselines, read_reset_results
+from layercrit.readback import check_against_baselines, read_reset_results
 from layercrit.io import write_json
 from layercrit.study import reset_result_identity, reset_result_path
 
-HASHES = {"checkpoint_sha256": "c" * 64, "eval_data_sha256": "e" * 64, "logits_sha256": "l" * 64}
+HASHES = {"checkpoint_sha256": "c" * 64, "eval_data_sha256": "e" * 64, "logits_sha256": "b" * 64}
 
 
 def result(model="m", layer="layer1.0.conv1", seed=0, mode="randomize", **extra):
-    return {"model": model, "layer": layer, "seed": seed, "mode": mode, "criticality": 1.0, **HASHES, **extra}
+    """A reset result as a reset job writes it (the keys its schema requires)."""
+    metrics = {"criticality": 1.0, "cosine": 0.99, "top1": 50.0, "top5": 80.0, "n_images": 64, "n_nonfinite": 0}
+    return {"model": model, "layer": layer, "seed": seed, "mode": mode, **metrics, "original_top1": 60.0, **HASHES, **extra}
 
 
 def test_result_paths_and_their_identity_round_trip():
@@ -35,7 +37,7 @@ def test_a_result_read_from_another_path_than_its_own_is_refused(tmp_path):
 
 def test_a_result_computed_from_other_inputs_than_the_baseline_is_refused():
     resets = pd.DataFrame([result(seed=0), result(seed=1, checkpoint_sha256="d" * 64)])
-    baselines = {"m": {"model": "m", **HASHES}}
+    baselines = {"m": {"model": "m", "top1": 60.0, "n_images": 64, **HASHES}}
     with pytest.raises(ValueError, match=r"1 reset result\(s\) of 'm' .*seed 1.* another checkpoint .*--forcerun b/m.json"):
         check_against_baselines(resets, baselines, {"m": "b/m.json"})
     check_against_baselines(resets.iloc[:1], baselines, {"m": "b/m.json"})  # the consistent one passes

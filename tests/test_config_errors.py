@@ -50,6 +50,9 @@ CONFIG_CASES = {
     "study is the working directory": (lambda c: c.update(study="."), ["'study'", "'.' does not match"]),
     "exclude pattern matching nothing": (lambda c: c["reset"].update(layers={"exclude": ["layer9.*"]}), ["reset.layers.exclude", "'layer9.*'", "matches no layer"]),
     "missing published zoo": (lambda c: c.update(published={"zoo": "gone.yaml"}), ["published.zoo: file 'gone.yaml' does not exist"]),
+    # issue 21 D7: JSON Schema counts 500.0 as an integer; torch and file names do not
+    "integer written as a float": (lambda c: c.update(batch_size=500.0), ["'batch_size'", "500.0 is not of type 'integer'"]),
+    "seeds written as floats": (lambda c: c["reset"].update(seeds=[0.0, 1.0]), ["'reset.seeds.0'", "0.0 is not of type 'integer'"]),
     "outputs and classes differ": (lambda c: c["data"].update(n_classes=8), ["architectures.demo_resnet: 10 outputs (kwargs.num_classes)", "8 classes (data.n_classes)", "num_classes to 8"]),
 }
 
@@ -196,3 +199,44 @@ def test_a_model_of_an_architecture_without_pretrained_config_must_give_its_norm
     model = {"id": "tv", "category": "baseline", "architecture": "tv_resnet18", "source": {"kind": "train", "recipe": {"epochs": 1}}}
     break_zoo(workdir, lambda z: z["architectures"].update(tv_resnet18=spec) or z["models"].append(model))
     assert_plan_fails(workdir, path, ["zoo.models.tv.normalization: not given", "torchvision resnet18", "or null for a model that takes raw"])
+
+
+def test_an_integer_given_as_a_float_on_the_command_line_is_refused(workdir):  # issue 21 D7
+    path = tiny_study(workdir)
+    proc = run_snakemake(workdir, "--configfile", str(path), "--config", "batch_size=1e3", "-n", check=False)
+    assert proc.returncode != 0 and "'batch_size': 1000.0 is not of type 'integer'" in proc.stdout + proc.stderr
+
+
+def test_a_key_given_twice_in_the_config_or_the_zoo_is_refused(workdir):  # issue 21 D10
+    path = tiny_study(workdir)
+    path.write_text(path.read_text() + "batch_size: 7\n" + "batch_size: 9\n")
+    assert_plan_fails(workdir, path, [f"{path}, line", "key 'batch_size' is given a second time", "remove one of them"])
+    path = tiny_study(workdir)
+    zoo = (workdir / "zoo.yaml").read_text()
+    (workdir / "zoo.yaml").write_text(zoo + "baseline: demo_control\n")
+    assert_plan_fails(workdir, path, ["zoo.yaml, line", "key 'baseline' is given a second time"])
+
+
+def edit_layer_list(workdir, edit):
+    """A copy of the demo's layer list, its rows edited by ``edit`` (list of row strings → list)."""
+    layers = workdir / "edited.tsv"
+    lines = (REPO / "config/architectures/demo_resnet.tsv").read_text().splitlines()
+    header = [l for l in lines[:3]]
+    layers.write_text("\n".join(header + edit(lines[3:])) + "\n")
+    break_zoo(workdir, lambda z: z["architectures"]["demo_resnet"].update(layers=str(layers)))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda rows: [r for r in rows if not r.startswith("layer1.0.conv2\t")],  # D8: a row removed
+        lambda rows: [r.replace("\tConv2d\t", "\tLinear\t") if r.startswith("layer1.0.conv2\t") else r for r in rows],  # D8
+        lambda rows: [r.replace("layer1.0.conv2", "layer1.0.conv_two") for r in rows],  # D9: a row renamed
+    ],
+    ids=["row removed", "type edited", "row renamed"],
+)
+def test_a_hand_edited_layer_list_stops_at_parse_time(workdir, edit):  # issue 21 D8, D9
+    path = tiny_study(workdir)
+    edit_layer_list(workdir, edit)
+    assert_plan_fails(workdir, path, ["edited.tsv' was edited after it was written", "reset.layers", "python -m layercrit.zoo layers"])
+    assert not (workdir / "results").exists()

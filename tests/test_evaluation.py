@@ -14,6 +14,10 @@ NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 @pytest.fixture
 def setup(tmp_path, demo_arch):
+    return _setup_with(tmp_path, demo_arch, EvalSettings(device="cpu", batch_size=16))
+
+
+def _setup_with(tmp_path, demo_arch, settings):
     g = torch.Generator().manual_seed(0)
     images = ImageSet(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (40,), generator=g))
     save_image_set(images, tmp_path / "eval.safetensors")
@@ -23,7 +27,6 @@ def setup(tmp_path, demo_arch):
             p.add_(0.2 * torch.randn(p.shape, generator=g))
     save_checkpoint(tmp_path / "m.safetensors", model.state_dict(), NORM, {"model": "m"})
     init = build_architecture(demo_arch, seed=4).state_dict()
-    settings = EvalSettings(device="cpu", batch_size=16)
     cache = EvaluationCache()
     evaluate_baseline(
         model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
@@ -189,3 +192,31 @@ def test_clean_outputs_that_are_not_finite_make_every_derived_number_nan(tmp_pat
     r = reset("conv1", "zero")
     assert (r["n_nonfinite"], r["n_nonfinite_clean"], r["n_nonfinite_reset"]) == (20, 20, 20)
     assert math.isnan(r["top1"]) and math.isnan(r["top5"]) and math.isnan(r["top1_agreement"])
+
+
+def test_the_batch_size_changes_criticality_only_by_rounding(tmp_path, demo_arch):
+    """What config batch_size's description promises (issue 21 D13: it once said results do not
+    depend on it; the outputs' last bits do, and so do their files' sha256)."""
+    criticality = {}
+    for batch_size in (7, 40):
+        setup_dir = tmp_path / f"b{batch_size}"
+        setup_dir.mkdir()
+        setup = _setup_with(setup_dir, demo_arch, EvalSettings(device="cpu", batch_size=batch_size))
+        criticality[batch_size] = [run_reset(setup, layer=layer)["criticality"] for layer in ("conv1", "layer2.0.conv2", "fc")]
+    gaps = [abs(a - b) for a, b in zip(criticality[7], criticality[40])]
+    assert max(gaps) < 1e-6, gaps
+    assert min(criticality[40]) > 0.01  # the resets change the outputs: the comparison is not of zeros
+
+
+def test_evaluation_labels_outside_the_models_classes_stop_the_baseline(tmp_path, demo_arch):  # issue 21 D16
+    for label in (99, -1):
+        images = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 2, label]))
+        save_image_set(images, tmp_path / "eval.safetensors")
+        save_checkpoint(tmp_path / "m.safetensors", build_architecture(demo_arch, seed=0).state_dict(), NORM)
+        with pytest.raises(ValueError, match=rf"eval.safetensors: 1 of 4 evaluation labels are not classes .*10 outputs.*\[{label}\]"):
+            evaluate_baseline(
+                model_id="m", arch=demo_arch, weights=tmp_path / "m.safetensors", eval_data=tmp_path / "eval.safetensors",
+                settings=EvalSettings(device="cpu"), logits_out=tmp_path / "b.safetensors", summary_out=tmp_path / "b.json",
+                cache=EvaluationCache(),
+            )  # fmt: skip
+        assert not (tmp_path / "b.json").exists()

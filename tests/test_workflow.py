@@ -105,7 +105,7 @@ def test_deleting_one_result_reruns_exactly_that_job_and_what_depends_on_it(stud
     jobs = planned_jobs(workdir, config)
     assert jobs.pop("reset") == 1
     assert jobs.pop("aggregate_tables") == 1
-    assert set(jobs) <= {"plot_figure", "correlation_table", "model_table", "all"}, jobs
+    assert set(jobs) <= {"plot_figure", "correlation_table", "model_table", "figure_index", "all"}, jobs
     run_snakemake(workdir, "--configfile", str(config), "--cores", "2")
     assert victim.exists()
     assert {f: f.stat().st_mtime_ns for f in before} == before

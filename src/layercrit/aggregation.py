@@ -8,72 +8,27 @@
 Means are taken with NaN kept (``skipna=False``): a non-finite evaluation must show up as NaN
 in the summary, never be quietly left out of an average.
 
-Before a result enters a table it must prove it belongs there: the model, layer, seed and mode
-it records must be those of the path it was read from, and the files it was computed from
-(sha256 of checkpoint, evaluation data and clean logits) must be those of its model's baseline.
+What enters a table has been read back and checked by ``layercrit.readback``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from layercrit.io import provenance, read_json, write_csv, write_json
+from layercrit.io import provenance, write_csv, write_json
 from layercrit.statistics import criticality_interval
-from layercrit.study import Study, reset_result_identity
+from layercrit.study import Study
 
 RESET_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel", "seed", "mode",
     "criticality", "criticality_se_images", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc",
     "original_top1", "n_images", "n_nonfinite", "n_nonfinite_clean", "n_nonfinite_reset", "precision", "device", "forward_s", "forward_from", "lease_wait_s", "wall_s", "created", "host",
 ]  # fmt: skip
-
-
-def read_reset_results(result_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per reset result file (the JSON written by ``evaluate_reset``), each checked to
-    record the model, layer, seed and mode of its path (a moved, copied or misplaced result must
-    not be counted as another one)."""
-    rows = []
-    for path in result_files:
-        result = read_json(path)
-        expected = reset_result_identity(path)
-        recorded = {key: result.get(key) for key in expected}
-        if recorded != expected:
-            raise ValueError(
-                f"{path} records {recorded} but its path says {expected}: it was not written there by its reset "
-                f"job. Delete it and run the workflow again to recompute it."
-            )
-        rows.append(result)
-    return pd.DataFrame(rows)
-
-
-def check_against_baselines(resets: pd.DataFrame, baselines: dict[str, dict], baseline_files: dict[str, str]) -> None:
-    """Every result must have been computed from the files its model's baseline evaluated
-    (the ``*_sha256`` fields both record); otherwise it compares a reset with another model.
-    ``baseline_files`` maps model ids to their baseline summaries (named in the message)."""
-    hashes = [c for c in resets.columns if c.endswith("_sha256")]
-    if not hashes:
-        raise ValueError(
-            "the reset results do not record the checkpoint, evaluation data and baseline logits they were "
-            "computed from (made by an older version of this workflow); recompute them: snakemake --forcerun baseline"
-        )
-    for model, rows in resets.groupby("model", sort=False):
-        baseline = baselines[model]
-        for column in hashes:
-            stale = rows[rows[column] != baseline.get(column)]
-            if len(stale):
-                first = stale.iloc[0]
-                raise ValueError(
-                    f"{len(stale)} reset result(s) of {model!r} (e.g. layer {first['layer']}, seed {first['seed']}) were "
-                    f"computed from another {column.removesuffix('_sha256')} than its current baseline "
-                    f"({first[column]!s:.16} vs {baseline.get(column)!s:.16}); recompute the model's results: "
-                    f"snakemake --forcerun {baseline_files[model]}"
-                )
 
 
 def reset_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
@@ -138,15 +93,6 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     for offset, (name, values) in enumerate(interval.items()):
         summary.insert(at + offset, f"criticality_{name}", values)
     return summary
-
-
-def read_baselines(baseline_files: Iterable[str | Path]) -> tuple[dict[str, dict], dict[str, str]]:
-    """Baseline summaries (clean top-1/top-5 per model) and their files, keyed by model id."""
-    summaries, files = {}, {}
-    for path in baseline_files:
-        summary = read_json(path)
-        summaries[summary["model"]], files[summary["model"]] = summary, str(path)
-    return summaries, files
 
 
 def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] | None) -> pd.DataFrame:

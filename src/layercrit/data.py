@@ -66,6 +66,34 @@ def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None 
         save_file({"images": image_set.images.contiguous(), "labels": image_set.labels.contiguous()}, tmp, header)
 
 
+def load_labels(path: str | Path) -> torch.Tensor:
+    """The labels of a stored image set, without reading its images."""
+    from safetensors import SafetensorError, safe_open
+
+    from layercrit.io import DamagedFileError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if "labels" not in f.keys():
+                raise DamagedFileError(path, f"it lacks the tensor 'labels'; it holds {sorted(f.keys())}")
+            return f.get_tensor("labels")
+    except SafetensorError as e:
+        raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
+
+
+def check_labels(labels: torch.Tensor, n_classes: int, path: str | Path) -> None:
+    """Labels must be classes of the model (0 … n_classes − 1): one outside would be scored as a
+    miss that no model could avoid, and would lower every accuracy without a word."""
+    outside = (labels < 0) | (labels >= n_classes)
+    if bool(outside.any()):
+        values = sorted({int(v) for v in labels[outside][:1000]})
+        raise ValueError(
+            f"{path}: {int(outside.sum())} of {len(labels)} evaluation labels are not classes of the model, which "
+            f"has {n_classes} outputs (labels 0 to {n_classes - 1}): {values[:10]}. The data and the models must "
+            f"have the same classes: check data.n_classes (or the image folder) and the architectures' num_classes"
+        )
+
+
 def load_image_set(path: str | Path) -> ImageSet:
     tensors, _ = read_safetensors(path)
     require_tensors(path, tensors, ("images", "labels"))

@@ -17,7 +17,6 @@ outputs of another model.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from layercrit.data import ImageSet, load_image_set
+from layercrit.data import ImageSet, check_labels, load_image_set
 from layercrit.devices import shared_pool
 from layercrit.forward import (
     CleanActivations,
@@ -51,7 +50,7 @@ from layercrit.io import (
     require_tensors,
     write_json,
 )
-from layercrit.metrics import OutputChangeAccumulator, topk_correct
+from layercrit.metrics import OutputChangeAccumulator, clean_accuracy
 from layercrit.reset import replacement_source, reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, load_checkpoint, load_model
@@ -206,11 +205,10 @@ def evaluate_baseline(
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
         logits = predict_logits(model, data, normalization, settings, device)
-        correct = topk_correct(logits, data.labels)
+        check_labels(data.labels, logits.shape[1], eval_data)
+        accuracy = clean_accuracy(logits, data.labels)
     n = len(data)
-    n_nonfinite = int((~torch.isfinite(logits)).any(dim=1).sum())
-    # An accuracy over outputs that are not numbers would look real (argmax of NaN is an index).
-    top1, top5 = (100.0 * correct[1] / n, 100.0 * correct[5] / n) if not n_nonfinite else (math.nan, math.nan)
+    top1, top5, n_nonfinite = accuracy["top1"], accuracy["top5"], accuracy["n_nonfinite"]
     gap = None if reported_top1 is None else reported_top1 - top1
     summary = {
         "model": model_id,
@@ -246,14 +244,22 @@ def evaluate_baseline(
     return summary
 
 
+def recompute_command(name: str, baseline_summary: str | Path, model: str) -> str:
+    """The command that brings a baseline and its model's reset results back in line with its
+    input ``name`` (of BASELINE_INPUTS): the evaluation data is every model's, so every baseline."""
+    if name == "eval_data":
+        return "snakemake --forcerun baseline  (the evaluation data is every model's: recomputes every baseline and reset result)"
+    return f"snakemake --forcerun {baseline_summary}  (recomputes the baseline and every reset result of {model!r})"
+
+
 def verify_baseline_inputs(
     baseline: dict[str, Any], baseline_summary: str | Path, files: dict[str, tuple[str | Path, str]]
 ) -> None:
     """Raise :class:`StaleBaselineError` unless each file (name → (path, sha256)) is the one the
     baseline recorded; the message names the changed file and the command that recomputes."""
     model = baseline.get("model", "?")
-    redo = f"snakemake --forcerun {baseline_summary}  (recomputes the baseline and every reset result of {model!r})"
     for name, (path, actual) in files.items():
+        redo = recompute_command(name, baseline_summary, model)
         recorded = baseline.get(f"{name}_sha256")
         if recorded is None:
             raise StaleBaselineError(

@@ -66,6 +66,17 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
 
 
+def clean_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
+    """A model's top-1/top-5 accuracy in percent and how many images have non-finite outputs;
+    with any, the accuracies are NaN: an argmax over NaN is an index and would look real."""
+    n_nonfinite = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if n_nonfinite:
+        return {"top1": math.nan, "top5": math.nan, "n_nonfinite": n_nonfinite}
+    correct = topk_correct(logits, labels)
+    n = logits.shape[0]
+    return {"top1": 100.0 * correct[1] / n, "top5": 100.0 * correct[5] / n, "n_nonfinite": 0}
+
+
 @dataclass
 class OutputChangeAccumulator:
     """Accumulates the metrics batch by batch; ``result()`` gives the means over all images.

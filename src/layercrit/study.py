@@ -20,6 +20,7 @@ import json
 import os
 import re
 import fnmatch
+import hashlib
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,35 @@ from typing import Any
 import yaml
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps
+    the last silently, so a config with ``batch_size`` twice would run with one of them unsaid."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in first_line:
+                raise ConfigError(
+                    f"{self.name}, line {key_node.start_mark.line + 1}: key {key!r} is given a second time (first on "
+                    f"line {first_line[key]}); YAML would silently keep only the last: remove one of them"
+                )
+            first_line.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file (config or zoo); a key given twice, or YAML that does not parse, is a
+    :class:`ConfigError` naming the file, the line and the key."""
+    with open(path) as f:
+        try:
+            return yaml.load(f, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -136,9 +166,17 @@ class LayerListHeader:
 
     architecture: dict[str, Any]
     input: dict[str, Any]
+    rows_sha256: str | None = None  # of the rows as written (layer_rows_sha256): an edit shows
 
 
 _HEADER_PREFIX = "# layercrit layer list: "
+
+
+def layer_rows_sha256(layers: tuple[Layer, ...] | list[Layer]) -> str:
+    """sha256 of a layer list's rows (name, type, shape in order): the header records it, so a
+    row removed, renamed or retyped by hand is found at parse time, not at job time."""
+    rows = "\n".join(f"{l.name}\t{l.type}\t{'x'.join(map(str, l.shape))}" for l in layers)
+    return hashlib.sha256(rows.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -226,14 +264,23 @@ class Study:
 
     @property
     def figures(self) -> tuple[str, ...]:
-        """The figures (of ``FIGURE_NAMES``, in its order) this study's zoo supports: the
-        difference heatmap needs a baseline model and another figure model to compare with it,
-        criticality vs ε adversarially trained figure models."""
-        supported = {
-            "difference_heatmap": bool(self.baseline) and sum(m.in_figures for m in self.models.values()) > 1,
-            "criticality_vs_epsilon": self.has_adversarial_models,
-        }
-        return tuple(name for name in FIGURE_NAMES if supported.get(name, True))
+        """The figures (of ``FIGURE_NAMES``, in its order) this study's zoo supports (the others:
+        ``figures_left_out``)."""
+        return tuple(name for name in FIGURE_NAMES if name not in self.figures_left_out)
+
+    @property
+    def figures_left_out(self) -> dict[str, str]:
+        """The figures this study cannot have, each with the reason: the difference heatmap needs
+        a baseline model and another figure model to compare with it, criticality vs ε
+        adversarially trained figure models."""
+        reasons = {}
+        if not self.baseline:
+            reasons["difference_heatmap"] = "the study has no baseline model (the zoo's `baseline`, if it is among config `models`)"
+        elif sum(m.in_figures for m in self.models.values()) < 2:
+            reasons["difference_heatmap"] = "no figure model besides the baseline to compare with it"
+        if not self.has_adversarial_models:
+            reasons["criticality_vs_epsilon"] = "no adversarially trained model (zoo `adversarial`) among the figure models"
+        return reasons
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -282,13 +329,15 @@ def read_layer_list_header(path: str | Path) -> LayerListHeader | None:
     if not first.startswith(_HEADER_PREFIX):
         return None
     content = json.loads(first[len(_HEADER_PREFIX) :])
-    return LayerListHeader(content["architecture"], content.get("input", {}))
+    return LayerListHeader(content["architecture"], content.get("input", {}), content.get("rows_sha256"))
 
 
 def write_layer_table(layers: list[Layer] | tuple[Layer, ...], path: str | Path, header: LayerListHeader) -> None:
     from layercrit.io import write_text
 
-    content = json.dumps({"architecture": header.architecture, "input": header.input}, sort_keys=True)
+    content = json.dumps(
+        {"architecture": header.architecture, "input": header.input, "rows_sha256": layer_rows_sha256(layers)}, sort_keys=True
+    )
     lines = [
         _HEADER_PREFIX + content,
         "# written by python -m layercrit.zoo layers; the workflow checks this header against its zoo entry",
@@ -313,6 +362,14 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
             f"architectures.{arch_id} (models {users}): the layer list {str(layer_file)!r} {found}, but the zoo builds "
             f"{expected}; its layers may not be this model's. Write it for this entry with: {redo}"
         )
+    if header.rows_sha256 != layer_rows_sha256(arch.layers):
+        found = "records no digest of its rows (written by an older version)" if header.rows_sha256 is None else "was edited after it was written"
+        raise ConfigError(
+            f"architectures.{arch_id} (models {users}): the layer list {str(layer_file)!r} {found}: a row removed, "
+            f"renamed or retyped would skip a layer, fail its jobs or mislabel it in the tables. It must list every "
+            f"layer as the model has it; choose the layers to reset with reset.layers (types, include, exclude) in "
+            f"the config. Write it again with: {redo}"
+        )
     return arch
 
 
@@ -335,8 +392,7 @@ def load_zoo(path: str | Path, key: str = "zoo") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}: file {str(path)!r} does not exist; set {key!r} to a zoo YAML such as config/zoo/paper.yaml")
-    with open(path) as f:
-        zoo = yaml.safe_load(f)
+    zoo = read_yaml(path)
     if not isinstance(zoo, dict):
         raise ConfigError(
             f"{key}: {str(path)!r} holds {'nothing' if zoo is None else type(zoo).__name__ + ' ' + repr(zoo)[:60]}, "
@@ -574,11 +630,21 @@ def load_study(config: dict[str, Any]) -> Study:
     return build_study(config, load_zoo(zoo_path), zoo_path.parent)
 
 
-def schema_problems(data: Any, schema: dict[str, Any], what: str) -> list[str]:
-    """What is wrong with ``data`` under ``schema``, one line per problem (none: it is valid)."""
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator of ``schema``, where ``integer`` means an int: JSON Schema counts
+    500.0 (or 1e3 from ``--config``) as an integer, but a batch size, seed or count given as a
+    float fails later in torch or in a file name (``seed0.0.json``)."""
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    base = jsonschema.validators.validator_for(schema)
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=strict)(schema)
+
+
+def schema_problems(data: Any, schema: dict[str, Any] | Any, what: str) -> list[str]:
+    """What is wrong with ``data`` under ``schema`` (a schema, or its ``schema_validator``), one
+    line per problem (none: it is valid)."""
+    validator = schema_validator(schema) if isinstance(schema, dict) else schema
     lines = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         key = ".".join(map(str, error.absolute_path)) or "(top level)"

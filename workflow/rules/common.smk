@@ -35,6 +35,7 @@ from layercrit.study import (
     load_schema,
     load_zoo,
     needs_initial_weights,
+    read_yaml,
     reset_result_path,
     schema_problems,
 )
@@ -60,14 +61,19 @@ if "study" not in config:
 
 
 def validated(data, schema, what):
-    """Validate with Snakemake (which also fills in defaults); on failure say briefly what is wrong."""
+    """Validate with Snakemake, which also fills in defaults, then with the same schema's strict
+    validator (an integer is an int: 500.0 is not); on failure say briefly what is wrong.
+    """
+    name = Path(schema).name.removesuffix(".schema.yaml")
     try:
         validate(data, schema)
     except WorkflowError:
-        name = Path(schema).name.removesuffix(".schema.yaml")
         problems = schema_problems(data, load_schema(name), what)
         summary = "\n".join(problems) or f"{what} does not match {schema}"
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
+    problems = schema_problems(data, load_schema(name), what)
+    if problems:
+        raise WorkflowError(f"Invalid {what}:\n" + "\n".join(problems))
     return data
 
 
@@ -88,6 +94,17 @@ def checked_study(study_config, zoo_path, zoo_key, what, problem):
         raise WorkflowError(f"{problem}: {error}") from None
 
 
+def check_config_files():
+    """Snakemake reads config files with PyYAML, which keeps the last of a key given twice: read
+    each again, refusing that."""
+    for path in workflow.configfiles:
+        try:
+            read_yaml(path)
+        except ConfigError as error:
+            raise WorkflowError(f"Invalid config file: {error}") from None
+
+
+check_config_files()
 validated(config, "../schemas/config.schema.yaml", "config")
 # Resolved once here; job scripts read the same config.
 config["zoo"] = workflow_path(config["zoo"])
@@ -126,14 +143,28 @@ wildcard_constraints:
 
 
 def model_checkpoint(wildcards):
-    return f"{RESULTS}/models/{wildcards.model}.safetensors"
+    """A model's canonical checkpoint (``wildcards`` or the model id)."""
+    model = wildcards if isinstance(wildcards, str) else wildcards.model
+    return f"{RESULTS}/models/{model}.safetensors"
+
+
+# The fields of a zoo entry that make its checkpoint. The others (display name, category,
+# method, reported top-1, in_figures) only label it in tables and figures: as params of the
+# download and training jobs, renaming a model would re-make it and re-run all its evaluations.
+CHECKPOINT_FIELDS = ("id", "architecture", "source", "adversarial", "normalization")
+
+
+def checkpoint_entry(model_id):
+    """A model's zoo entry as its download job's params: the fields that make its checkpoint."""
+    entry = asdict(STUDY.models[model_id])
+    return {key: entry[key] for key in CHECKPOINT_FIELDS}
 
 
 def training_entry(model_id):
     """A trained model's zoo entry as its training job's params: without the checkpoint a
     training once recorded, which is its result, not an input (recording one retrains nothing).
     """
-    entry = asdict(STUDY.models[model_id])
+    entry = checkpoint_entry(model_id)
     entry["source"] = {k: v for k, v in entry["source"].items() if k != "checkpoint"}
     return entry
 

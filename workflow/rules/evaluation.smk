@@ -92,13 +92,22 @@ def reset_inputs(wildcards):
     return inputs
 
 
+def baseline_files(model):
+    """What a model's baseline evaluates and writes, by layercrit.evaluation.BASELINE_INPUTS's
+    names: the files its summary records the sha256 of, which reset jobs and the tables check.
+    """
+    return {
+        "checkpoint": model_checkpoint(model),
+        "eval_data": f"{RESULTS}/data/eval.safetensors",
+        "logits": f"{RESULTS}/baselines/{model}.logits.safetensors",
+    }
+
+
 def reset_files(wildcards):
     """The files a reset job evaluates beside reset_inputs, as layercrit.evaluation.ResetInputs
     names them: the inputs of its model's baseline."""
-    return {
-        "checkpoint": model_checkpoint(wildcards),
-        "eval": f"{RESULTS}/data/eval.safetensors",
-    }
+    files = baseline_files(wildcards.model)
+    return {"checkpoint": files["checkpoint"], "eval": files["eval_data"]}
 
 
 def model_rank(model_id):

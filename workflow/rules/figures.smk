@@ -61,7 +61,25 @@ rule model_table:
         "../scripts/model_table.py"
 
 
+rule figure_index:
+    input:
+        figure_targets(),
+        replication_targets(),
+    output:
+        index=figure_index_target(),
+    log:
+        f"{RESULTS}/logs/figures/{MODE}/index.log",
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        made=figures_made(),
+        left_out=figures_left_out(),
+    script:
+        "../scripts/figure_index.py"
+
+
 rule figures:
     input:
         figure_targets(),
         replication_targets(),
+        figure_index_target(),

@@ -25,11 +25,30 @@ def figure_targets(study=None, mode=MODE):
 SHARED_WITH_PUBLISHED = [m for m in STUDY.models if m in PUBLISHED.models]
 
 
-def replication_targets(required=False):
-    """The comparison with the published results (table, per-layer table, figure), when this
-    study re-randomizes models that the published results hold and `published.compare` is on.
-    With ``required`` (the `replication` target), say why there is nothing to compare.
-    """
+def figure_index_target():
+    """The index of the study's figures: which it has, why not the others (and figures of an
+    earlier run that it no longer makes moved to outdated/: layercrit.figures.index)."""
+    return f"{RESULTS}/figures/{MODE}/index.json"
+
+
+def figures_made():
+    """The figures this study draws into figures/<mode>/, by name."""
+    return [*STUDY.figures, "model_table"] + (
+        ["replication"] if replication_targets() else []
+    )
+
+
+def figures_left_out():
+    """Each figure the study does not draw, with the reason."""
+    left_out = dict(STUDY.figures_left_out)
+    reasons = replication_reasons()
+    if reasons:
+        left_out["replication"] = "; ".join(reasons)
+    return left_out
+
+
+def replication_reasons():
+    """Why this study is not compared with the published results (none: it is)."""
     reasons = []
     if not config["published"]["compare"]:
         reasons.append("published.compare is false")
@@ -39,6 +58,15 @@ def replication_targets(required=False):
         reasons.append(
             f"no model id of zoo {config['zoo']!r} is in the published zoo {config['published']['zoo']!r}"
         )
+    return reasons
+
+
+def replication_targets(required=False):
+    """The comparison with the published results (table, per-layer table, figure), when this
+    study re-randomizes models that the published results hold and `published.compare` is on.
+    With ``required`` (the `replication` target), say why there is nothing to compare.
+    """
+    reasons = replication_reasons()
     if reasons:
         if required:
             raise WorkflowError(

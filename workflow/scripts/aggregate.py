@@ -1,21 +1,16 @@
-"""Snakemake adapter: collect every reset result into the tidy tables."""
+"""Snakemake adapter: collect every reset result, checked against its baseline and the files on disk, into the tidy tables."""
 
-from layercrit.aggregation import (
-    check_against_baselines,
-    read_baselines,
-    read_reset_results,
-    result_origins,
-    study_tables,
-    write_tables,
-)
+from layercrit.aggregation import result_origins, study_tables, write_tables
 from layercrit.joblog import script_log
+from layercrit.readback import check_against_baselines, check_baseline_files, read_baselines, read_reset_results
 from layercrit.study import load_study
 
 
 def main(sm) -> None:
     study = load_study(sm.config)
-    results = read_reset_results(sm.input.resets)
     baselines, baseline_files = read_baselines(sm.input.baselines)
+    check_baseline_files(baselines, baseline_files, sm.params.baseline_inputs)
+    results = read_reset_results(sm.input.resets)
     check_against_baselines(results, baselines, baseline_files)
     tables = study_tables(study, results, baselines)
     write_tables(tables, sm.output, config=sm.config, **result_origins(tables.resets))

@@ -1,0 +1,172 @@
+"""Reading a study's results back for its tables: every file must prove it is what the workflow wrote.
+
+The tables are where every result meets every other, so a hand-edited, foreign or stale number
+must stop there, with its path and the command that makes it again, instead of becoming part of
+a mean. A file is accepted if
+
+- it matches its schema (``workflow/schemas/reset_result.schema.yaml``, ``baseline.schema.yaml``):
+  keys, types and ranges (a criticality lies in [0, 100], a cosine of softmax outputs in [0, 1]);
+- it agrees with itself: a result's criticality is 100 × (1 − its cosine);
+- it is what its path says: the model, layer, seed and mode a result records are its path's;
+- it belongs to its model's baseline: computed from the checkpoint, evaluation data and clean
+  logits the baseline recorded (sha256), on as many images, against the same clean accuracy;
+- the baseline belongs to the files now on disk: their sha256 is what it recorded, and its
+  accuracy is what its logits give on the evaluation labels (which must be classes of the model).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from layercrit.evaluation import BASELINE_INPUTS, recompute_command
+from layercrit.io import DamagedFileError, file_sha256, read_json
+from layercrit.metrics import clean_accuracy, criticality
+from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
+
+# A recomputed float against one read back from JSON (written with repr: exact, so this only
+# allows for a recomputation in another order).
+TOLERANCE = 1e-9
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(name: str) -> Any:
+    return schema_validator(load_schema(name))
+
+
+def _checked_json(path: str | Path, schema: str, what: str) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DamagedFileError(path, f"it holds a JSON {type(data).__name__}, not a {what}")
+    problems = schema_problems(data, _validator(schema), what)
+    if problems:
+        raise DamagedFileError(path, "; ".join(problems))
+    return data
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal up to TOLERANCE, NaN equal to NaN (a non-finite evaluation is NaN on both sides)."""
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=0.0, abs_tol=TOLERANCE)
+
+
+def read_reset_result(path: str | Path) -> dict[str, Any]:
+    """One reset result, checked against its schema, itself and its path."""
+    result = _checked_json(path, "reset_result", "reset result")
+    expected = reset_result_identity(path)
+    recorded = {key: result[key] for key in expected}
+    if recorded != expected:
+        raise ValueError(
+            f"{path} records {recorded} but its path says {expected}: it was not written there by its reset "
+            f"job. Delete it and run the workflow again to recompute it."
+        )
+    if not _same(result["criticality"], criticality(result["cosine"])):
+        raise DamagedFileError(
+            path,
+            f"its criticality {result['criticality']!r} is not 100 × (1 − its cosine {result['cosine']!r}) "
+            f"= {criticality(result['cosine'])!r}",
+        )
+    if result["n_nonfinite"] > result["n_images"]:
+        raise DamagedFileError(path, f"it counts {result['n_nonfinite']} non-finite images of {result['n_images']}")
+    return result
+
+
+def read_reset_results(result_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per reset result file, each checked (``read_reset_result``)."""
+    return pd.DataFrame([read_reset_result(path) for path in result_files])
+
+
+def read_baselines(baseline_files: Iterable[str | Path]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Baseline summaries (clean top-1/top-5 per model), schema-checked, and their files, keyed by model id."""
+    summaries, files = {}, {}
+    for path in baseline_files:
+        summary = _checked_json(path, "baseline", "baseline summary")
+        summaries[summary["model"]], files[summary["model"]] = summary, str(path)
+    return summaries, files
+
+
+def check_against_baselines(resets: pd.DataFrame, baselines: dict[str, dict], baseline_files: dict[str, str]) -> None:
+    """Every result must have been computed from the files its model's baseline evaluated (the
+    ``*_sha256`` fields both record), on as many images and against the same clean top-1;
+    otherwise it compares a reset with another model. ``baseline_files`` maps model ids to their
+    baseline summaries (named in the message: recomputing one recomputes its model's results)."""
+    hashes = [c for c in resets.columns if c.endswith("_sha256")]
+    if not hashes:
+        raise ValueError(
+            "the reset results do not record the checkpoint, evaluation data and baseline logits they were "
+            "computed from (made by an older version of this workflow); recompute them: snakemake --forcerun baseline"
+        )
+    for model, rows in resets.groupby("model", sort=False):
+        baseline = baselines[model]
+        for column in hashes:
+            stale = rows[rows[column] != baseline.get(column)]
+            if len(stale):
+                first = stale.iloc[0]
+                raise ValueError(
+                    f"{len(stale)} reset result(s) of {model!r} (e.g. layer {first['layer']}, seed {first['seed']}) were "
+                    f"computed from another {column.removesuffix('_sha256')} than its current baseline "
+                    f"({first[column]!s:.16} vs {baseline.get(column)!s:.16}); recompute the model's results: "
+                    f"snakemake --forcerun {baseline_files[model]}"
+                )
+        for column, key in (("original_top1", "top1"), ("n_images", "n_images")):
+            if column not in rows:
+                continue
+            differs = rows[[not _same(float(v), float(baseline[key])) for v in rows[column]]]
+            if len(differs):
+                first = differs.iloc[0]
+                raise ValueError(
+                    f"{len(differs)} reset result(s) of {model!r} (e.g. layer {first['layer']}, seed {first['seed']}) "
+                    f"record {column} {first[column]!r}, but the baseline {baseline_files[model]} says {key} "
+                    f"{baseline[key]!r}: one of them was edited or written by another run. Recompute the model: "
+                    f"snakemake --forcerun {baseline_files[model]}"
+                )
+
+
+def check_baseline_files(
+    baselines: dict[str, dict], baseline_files: dict[str, str], files: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Each baseline against the files on disk: ``files`` maps a model to the paths of its
+    ``BASELINE_INPUTS``. Their sha256 must be what the baseline recorded (a file replaced with its
+    old modification time is invisible to Snakemake), and its accuracy what its logits give."""
+    from layercrit.data import check_labels, load_labels
+    from layercrit.io import read_safetensors, require_tensors
+
+    paths = sorted({str(p) for model in baselines for p in files[model].values()})
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
+        digests = dict(zip(paths, pool.map(file_sha256, paths)))
+    changed: dict[tuple[str, str], list[str]] = {}
+    for model, baseline in baselines.items():
+        for name in BASELINE_INPUTS:
+            path = str(files[model][name])
+            if digests[path] != baseline[f"{name}_sha256"]:
+                changed.setdefault((name, path), []).append(model)
+    if changed:
+        (name, path), models = next(iter(changed.items()))
+        redo = recompute_command(name, baseline_files[models[0]], models[0])
+        raise ValueError(
+            f"{path} is not the {name.replace('_', ' ')} that the baseline(s) of {models} evaluated (its sha256 "
+            f"differs from the one they recorded): it was replaced after they ran, so their results are not "
+            f"this file's. Recompute: {redo}"
+        )
+    labels = {}
+    for model, baseline in baselines.items():
+        eval_path, logits_path = str(files[model]["eval_data"]), str(files[model]["logits"])
+        if eval_path not in labels:
+            labels[eval_path] = load_labels(eval_path)
+        tensors, _ = read_safetensors(logits_path)
+        require_tensors(logits_path, tensors, ("logits",))
+        logits = tensors["logits"]
+        check_labels(labels[eval_path], logits.shape[1], eval_path)
+        measured = clean_accuracy(logits, labels[eval_path])
+        wrong = {k: (baseline[k], v) for k, v in measured.items() if not _same(float(baseline[k]), float(v))}
+        if wrong:
+            raise DamagedFileError(
+                baseline_files[model],
+                f"it records {', '.join(f'{k} {r!r}' for k, (r, _) in wrong.items())}, but its logits {logits_path} "
+                f"give {', '.join(f'{k} {v!r}' for k, (_, v) in wrong.items())} on {eval_path}",
+            )
