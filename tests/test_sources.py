@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from collections.abc import Callable
 import dataclasses
 from dataclasses import dataclass, field
@@ -880,3 +881,24 @@ def test_checkpoints_needing_allowed_globals_load_in_parallel_threads(tmp_path):
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(load, range(200))) == [0.5] * 200
+
+
+def test_a_local_file_saved_over_is_copied_again_and_the_log_says_why(settings, tiny, tmp_path, caplog):  # issue 22
+    own = tmp_path / "ckpt" / "mine.pth"
+    own.parent.mkdir()
+    own.write_bytes(pickled(tiny))
+    first = fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own)})["files"][0]
+    retrained = {k: v + 1 if v.is_floating_point() else v for k, v in tiny.items()}
+    own.write_bytes(pickled(retrained))  # the user retrains and saves over the file
+    with caplog.at_level("WARNING", logger="layercrit.downloads"):
+        second = fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own)})["files"][0]
+    assert second["cache_hit"] is False and second["sha256"] == sha256(pickled(retrained)) != first["sha256"]
+    assert_same_tensors(tmp_path / "tiny.safetensors", retrained)
+    assert f"{own} has changed since it was cached (sha256 {first['sha256']} then" in caplog.text
+    assert fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own)})["files"][0]["cache_hit"] is True
+    # the cache deleted: the file is copied again, no recorded hash stands in its way
+    shutil.rmtree(tmp_path / "cache")
+    assert fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own)})["files"][0]["sha256"] == second["sha256"]
+    # a sha256 the zoo pins is enforced, and the message names the fix
+    with pytest.raises(ChecksumError, match=rf"sha256 mismatch for {own}: .*set the model's `sha256:` in the zoo to {second['sha256']}"):
+        fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own), "sha256": first["sha256"]})

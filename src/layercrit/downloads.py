@@ -15,8 +15,11 @@ downloaded to a hidden temporary name, checked (Content-Length, HTML-instead-of-
 sha256) and only then renamed into place, so a killed or truncated download never looks complete;
 the next run starts it over. Transient failures (connection errors, truncated bodies, HTTP
 408/429/5xx) are retried with exponential backoff; other errors (404, permission, Drive quota) are
-not. A local file (``file:///path`` or a plain path) is copied into the cache and verified exactly
-like a download.
+not. A local file (``file:///path`` or a plain path) is copied into the cache, and checked against
+the zoo's ``sha256`` where it gives one; it is the user's own and changes (a model retrained and
+saved over the last), so its first hash pins nothing: a cached copy that is no longer the file's
+is replaced, and the log says so (the workflow also makes local files inputs of the download job,
+so a changed file re-makes the checkpoint and what depends on it).
 
 Later runs trust a cached file only if it still matches its recorded sha256 (no network then).
 A file that does not match is moved aside to ``<file>.bad-<hash8>`` and downloaded again, and the
@@ -65,6 +68,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from layercrit.io import file_sha256, write_json
+from layercrit.source_specs import local_file
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +304,6 @@ def _expected(sha256: str | None) -> str | None:
     return str(sha256).lower() if sha256 else None
 
 
-def local_file(url: str) -> Path | None:
-    """The file a ``file://`` URL or a plain path names (relative to the working directory), or
-    None for a web address."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    return Path(url) if not parts.scheme else None
-
-
 def _url_cache_path(url: str) -> Path:
     local = local_file(url)
     if local is not None:  # cached under local/<absolute path>
@@ -362,11 +357,11 @@ def fetch_file(
 
 
 def _ensure_file(remote: Remote, *, model_id: str, settings: DownloadSettings, progress: bool) -> tuple[Path, dict[str, Any]]:
-    dest = remote.dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sidecar_path = dest.with_name(dest.name + SIDECAR_SUFFIX)
-    # Concurrent jobs fetching the same file wait for each other instead of racing.
-    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+    source = local_file(remote.url)
+    if source is not None:
+        return _ensure_local_copy(remote, source, model_id=model_id, settings=settings)
+    dest, sidecar_path = remote.dest, _sidecar_path(remote.dest)
+    with _cache_lock(dest):
         sidecar = _read_sidecar(sidecar_path)
         pinned = sidecar.get("sha256") if sidecar else None
         if dest.is_file():
@@ -419,13 +414,67 @@ def _ensure_file(remote: Remote, *, model_id: str, settings: DownloadSettings, p
         failed = _failed_reference(actual, expected, origin, pinned, sidecar_path)
         if failed is not None:
             bad = _move_aside(tmp, actual, dest)
+            fix = (
+                f"If the file at this address was replaced on purpose, delete {sidecar_path} to accept the new one "
+                f"(or pin its sha256 in the zoo)"
+                if failed[1].startswith("recorded")
+                else "Check the zoo's sha256 and the address"
+            )
             raise ChecksumError(
                 f"model {model_id!r}: sha256 mismatch for {url}: expected {failed[0]} ({failed[1]}), "
-                f"got {actual}; the downloaded file was moved aside to {bad}"
+                f"got {actual}; the downloaded file was moved aside to {bad}. {fix}"
             )
         sidecar = _write_sidecar(sidecar_path, tmp, remote, settings, actual, info)
         os.replace(tmp, dest)
         log.info("model %s: downloaded %s (sha256 %s)", model_id, url, actual)
+        return dest, _record(remote, sidecar, cache_hit=False)
+
+
+def _sidecar_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + SIDECAR_SUFFIX)
+
+
+def _cache_lock(dest: Path) -> FileLock:
+    """The lock of one cached file: concurrent jobs fetching it wait for each other instead of racing."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(dest.with_name(dest.name + ".lock")))
+
+
+def _ensure_local_copy(remote: Remote, source: Path, *, model_id: str, settings: DownloadSettings) -> tuple[Path, dict[str, Any]]:
+    """The cached copy of a local file, current with the file. A local file is the user's own and
+    changes (a retrained model saved over the last one), so unlike a download its first hash
+    pins nothing: a copy whose sha256 is not the file's is replaced, and the log says so. Only a
+    sha256 the zoo gives is enforced."""
+    if not source.is_file():
+        raise EntryNotFound(f"model {model_id!r}: {source}: no such file")
+    actual = file_sha256(source)
+    if remote.expected and not actual.startswith(remote.expected):
+        raise ChecksumError(
+            f"model {model_id!r}: sha256 mismatch for {source}: it has {actual}, but the zoo expects {remote.expected} "
+            f"({remote.expected_origin}). If you changed the file on purpose, set the model's `sha256:` in the zoo "
+            f"to {actual} (or remove it); otherwise restore the file"
+        )
+    dest, sidecar_path = remote.dest, _sidecar_path(remote.dest)
+    with _cache_lock(dest):
+        sidecar = _read_sidecar(sidecar_path)
+        cached = sidecar.get("sha256") if sidecar else None
+        if cached == actual and dest.is_file() and file_sha256(dest) == actual:
+            return dest, _record(remote, sidecar, cache_hit=True)
+        if cached and cached != actual:
+            log.warning(
+                "model %s: %s has changed since it was cached (sha256 %s then, %s now): copying it again",
+                model_id, source, cached, actual,
+            )  # fmt: skip
+        tmp = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(source, tmp)
+        copied = file_sha256(tmp)
+        if copied != actual:
+            tmp.unlink(missing_ok=True)
+            raise DownloadError(f"model {model_id!r}: {source} changed while it was being copied; run again once it is written")
+        info = {"replaced_sha256": cached} if cached and cached != actual else {}
+        sidecar = _write_sidecar(sidecar_path, tmp, remote, settings, actual, info)
+        os.replace(tmp, dest)
+        log.info("model %s: copied %s (sha256 %s)", model_id, source, actual)
         return dest, _record(remote, sidecar, cache_hit=False)
 
 

@@ -74,12 +74,12 @@ from layercrit.downloads import (
     version,
 )
 from layercrit.io import provenance
+from layercrit.source_specs import fetched_source, source_parts
 from layercrit.study import Architecture, load_schema, schema_problems
 from layercrit.zoo import save_checkpoint
 
 log = logging.getLogger(__name__)
 
-PAIR_ROLES = ("backbone", "head")
 # The zoo schema's definition of a model fetch_model can fetch (every kind but `train`).
 FETCHED_MODEL = "fetched_model"
 
@@ -192,21 +192,6 @@ def check_recorded_training(model: Mapping[str, Any], recorded: Mapping[str, Any
             "training.retrain: true) and record the new checkpoint (for the demo zoo: python tools/demo_zoo.py train), "
             "or restore the recipe"
         )
-
-
-def fetched_source(source: Any) -> Any:
-    """The source to download for a zoo source: itself, or for a model trained once by the
-    workflow the checkpoint that training recorded (a local or web file like ``url``)."""
-    if isinstance(source, Mapping) and source.get("kind") == "train" and "checkpoint" in source:
-        return {"kind": "url", **source["checkpoint"]}
-    return source
-
-
-def source_parts(source: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The (role, file spec) pairs of a (valid) source: one ``weights`` file, or a pair's two files."""
-    if source["kind"] == "pair":
-        return [(role, dict(source[role])) for role in PAIR_ROLES]
-    return [("weights", dict(source))]
 
 
 def fetch_source_file(

@@ -40,6 +40,8 @@ from layercrit.study import (
     schema_problems,
 )
 
+from layercrit.source_specs import local_source_files
+
 put_on_subprocess_path(_SRC)
 
 
@@ -158,6 +160,13 @@ def checkpoint_entry(model_id):
     """A model's zoo entry as its download job's params: the fields that make its checkpoint."""
     entry = asdict(STUDY.models[model_id])
     return {key: entry[key] for key in CHECKPOINT_FIELDS}
+
+
+def local_model_files(wildcards):
+    """A downloaded model's source files on this machine (file:// or a path): inputs of its
+    download, so that a file saved over (a model retrained) re-makes its checkpoint and all that
+    depends on it. Web files are not: their cached copy is verified by sha256 instead."""
+    return local_source_files(STUDY.models[wildcards.model].source)
 
 
 def training_entry(model_id):

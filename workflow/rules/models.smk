@@ -26,6 +26,8 @@ rule train_model:
 
 
 rule download_model:
+    input:
+        local_model_files,
     output:
         checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
     log:
