@@ -99,3 +99,14 @@ def write_layer_list(workdir: Path, arch_id: str, spec: dict) -> Path:
     zoo.write_text(yaml.safe_dump({"architectures": {arch_id: spec}}))
     out, _ = write_layers(zoo, arch_id)
     return out
+
+
+def standin_imagenet(root: Path, classes: int = 1000, per_class: int = 10) -> Path:
+    """An ImageNet-shaped validation folder of empty files, for runs that read no image (dry
+    runs, --unlock): as many class folders and images as the parse-time counts ask for."""
+    for c in range(classes):
+        folder = root / f"n{c:08d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            (folder / f"ILSVRC2012_val_{c * per_class + i + 1:08d}.JPEG").touch()
+    return root

@@ -5,7 +5,7 @@ import time
 
 import yaml
 
-from conftest import REPO, run_snakemake, write_layer_list
+from conftest import REPO, run_snakemake, standin_imagenet, write_layer_list
 
 
 def poisoned_torch(workdir):
@@ -52,11 +52,9 @@ def test_dry_run_of_51_models_54_layers_3_seeds_lists_every_job_without_torch(wo
 
 def test_dry_run_of_a_study_mixing_resnet50_vit_and_convnext_plans_each_architectures_layers_without_torch(workdir):
     """config/beyond_resnet.yaml: one job per (model, layer of its own architecture, seed)."""
-    val = workdir / "val" / "n01440764"  # a stand-in ImageNet folder: planning reads no image
-    val.mkdir(parents=True)
-    (val / "a.JPEG").touch()
+    val = standin_imagenet(workdir / "val")  # planning reads no image
     config = yaml.safe_load((REPO / "config/beyond_resnet.yaml").read_text())
-    config.update(zoo=str(REPO / config["zoo"]), imagenet_val=str(val.parent))
+    config.update(zoo=str(REPO / config["zoo"]), imagenet_val=str(val))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "-n", env=poisoned_torch(workdir))
     planned = set(re.findall(r"output: results/beyond_resnet/resets/randomize/([^/]+)/([^/]+)/seed(\d)\.json", proc.stdout))
@@ -99,8 +97,6 @@ def test_unlock_needs_no_cores_for_any_study(workdir):
     """`snakemake --unlock` (the README's step after a crash) runs no job and gives no --cores:
     rules whose threads follow the cores (evaluations on the CPU, ImageNet preparation) must not
     make parsing fail."""
-    val = workdir / "val" / "n01440764"
-    val.mkdir(parents=True)
-    (val / "a.JPEG").touch()
+    val = standin_imagenet(workdir / "val")
     for config in ("demo.yaml", "config.yaml"):
-        run_snakemake(workdir, "--unlock", "--configfile", str(REPO / "config" / config), "--config", f"imagenet_val={val.parent}")
+        run_snakemake(workdir, "--unlock", "--configfile", str(REPO / "config" / config), "--config", f"imagenet_val={val}")

@@ -461,8 +461,10 @@ def prepare_validation_set(
     expected_classes: int | None = 1000,
     resize: int = 256,
     crop: int = 224,
+    kind: str = "imagenet_val",
 ) -> dict[str, Any]:
-    """Decode the paper's subset of the validation set and store it as one ``ImageSet`` file.
+    """Decode the paper's subset of the validation set and store it as one ``ImageSet`` file
+    (or, ``kind="image_folder"`` with ``expected_classes=None``, a subset of any class-folder tree).
 
     The i-th stored image is ``paper_subset_indices(...)[i]`` of the ImageFolder order. Layout and
     subset problems are raised (``ImageNetLayoutError``) before anything is decoded. Returns a
@@ -490,7 +492,7 @@ def prepare_validation_set(
     out = Path(out)
     files = [p.relative_to(listing.root).as_posix() for p in paths]
     metadata: dict[str, Any] = {
-        "kind": "imagenet_val",
+        "kind": kind,
         "root": str(listing.root.absolute()),
         "layout": listing.layout,
         "labels_file": str(listing.labels_file.absolute()) if listing.labels_file else None,

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from layercrit.image_folders import IMAGE_EXTENSIONS, FolderCount, count_images
+
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
 
@@ -442,7 +444,7 @@ def data_image_side(config: dict[str, Any]) -> tuple[int | None, str]:
     data = config.get("data", {})
     if data.get("kind") == "synthetic":
         return data.get("image_size", 32), "data.image_size"
-    if data.get("kind") == "imagenet":
+    if data.get("kind") in ("imagenet", "folder"):
         return data.get("crop", 224), "data.crop"
     return None, ""
 
@@ -515,6 +517,12 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     check_data_source(config)
     retrain = config.get("training", {}).get("retrain", False)
     trained = tuple(m.id for m in models.values() if trains_here(m.source, retrain))
+    if trained and config.get("data", {}).get("kind", "synthetic") != "synthetic":
+        raise ConfigError(
+            f"models {list(trained)} train here (zoo source kind train), which needs the generated training images "
+            f"of data.kind synthetic, but this study's data is {config['data']['kind']!r}: give them as recorded or "
+            "own checkpoints (source kind url, …), or set training.retrain: false where the zoo records checkpoints"
+        )
     mode = config["reset"]["mode"]  # one of RESET_MODES: the config schema says which
     if needs_initial_weights(mode):
         lacking = [m for m in models if m not in trained]
@@ -574,12 +582,19 @@ IMAGENET_LAYOUTS = (
 )
 
 
-def check_data_source(config: dict[str, Any]) -> None:
-    """Stop before any job when an ImageNet study has no usable validation folder.
+OWN_FOLDER_HINT = "for your own images use data.kind: folder with data.root (README, 'Your own images')"
 
-    Only cheap checks here (this runs at every parse); the data rule checks every file.
+
+def check_data_source(config: dict[str, Any]) -> None:
+    """Stop before any job when the study's image folder cannot give its evaluation images:
+    missing, empty, other classes than ImageNet's, fewer images than the subset asks for.
+
+    Only counts here (no decoding; this runs at every parse); the data rule checks every file.
     """
-    if config.get("data", {}).get("kind") != "imagenet":
+    data = config.get("data", {})
+    if data.get("kind") == "folder":
+        check_own_folder(data)
+    if data.get("kind") != "imagenet":
         return
     root = config.get("imagenet_val")
     if not root:
@@ -593,6 +608,44 @@ def check_data_source(config: dict[str, Any]) -> None:
     with os.scandir(path) as entries:
         if next(entries, None) is None:
             raise ConfigError(f"imagenet_val: {root!r} is empty. Accepted: {IMAGENET_LAYOUTS}")
+    found = count_images(path)
+    expected = data.get("expected_classes")
+    if found.classes and expected is not None and len(found.classes) != expected:
+        raise ConfigError(
+            f"imagenet_val: {root!r} has {len(found.classes)} class folders, but ImageNet-1k has {expected} "
+            f"(data.expected_classes); {OWN_FOLDER_HINT}"
+        )
+    check_subset_size(data, found, f"imagenet_val {root!r}")
+
+
+def check_subset_size(data: dict[str, Any], found: FolderCount, where: str) -> None:
+    """The subset must not ask for more images than the folder holds."""
+    wanted = data.get("subset_size")
+    if wanted is not None and wanted > found.n_images:
+        raise ConfigError(
+            f"data.subset_size: {wanted} images asked for, but {where} holds {found.n_images}; "
+            f"set data.subset_size to at most {found.n_images}, or to null for every image"
+        )
+
+
+def check_own_folder(data: dict[str, Any]) -> None:
+    """An own image folder (data.kind folder) must hold class subfolders, each with images."""
+    root = Path(data["root"]).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data.root: {str(root)!r} is not a directory; set it to a folder with one subfolder per class")
+    found = count_images(root)
+    if not found.classes:
+        raise ConfigError(
+            f"data.root: {str(root)!r} has no subfolders; it needs one per class (<root>/<class>/<image>), "
+            f"as torchvision's ImageFolder reads it ({found.top_level_images} images lie directly in it)"
+        )
+    if found.empty_classes:
+        raise ConfigError(
+            f"data.root: {len(found.empty_classes)} of the {len(found.classes)} subfolders of {str(root)!r} hold no "
+            f"images ({', '.join(IMAGE_EXTENSIONS)}): {found.empty_classes[:5]}. Every subfolder is a class: "
+            "remove the stray folders or add their images"
+        )
+    check_subset_size(data, found, f"data.root {str(root)!r}")
 
 
 def data_class_count(config: dict[str, Any]) -> tuple[int | None, str]:
@@ -602,6 +655,8 @@ def data_class_count(config: dict[str, Any]) -> tuple[int | None, str]:
         return data.get("n_classes", 10), "data.n_classes"
     if data.get("kind") == "imagenet":
         return data.get("expected_classes"), "data.expected_classes"
+    if data.get("kind") == "folder" and Path(data["root"]).expanduser().is_dir():
+        return len(count_images(data["root"]).classes), f"the class folders of data.root {data['root']!r}"
     return None, ""
 
 

@@ -16,6 +16,21 @@ if config["data"]["kind"] == "imagenet":
         script:
             "../scripts/prepare_imagenet.py"
 
+elif config["data"]["kind"] == "folder":
+
+    rule image_folder:
+        output:
+            eval=f"{RESULTS}/data/eval.safetensors",
+        log:
+            f"{RESULTS}/logs/data.log",
+        conda:
+            "../../envs/layercrit.yaml"
+        threads: CORES
+        params:
+            data=config["data"],
+        script:
+            "../scripts/prepare_folder.py"
+
 else:
 
     rule synthetic_data:
