@@ -226,8 +226,8 @@ def _model(model_id: str, adversarial: dict | None = None, in_figures: bool = Tr
 
 
 def test_which_figures_a_study_has():
-    def study(baseline, *models):
-        return Study("s", {}, {}, {m.id: m for m in models}, [], baseline)
+    def study(baseline, *models, seeds=(0, 1)):
+        return Study("s", {"reset": {"seeds": list(seeds)}}, {}, {m.id: m for m in models}, [], baseline)
 
     always = ("criticality_heatmap", "criticality_vs_accuracy", "seed_std_heatmap")
     adversarial = {"norm": "l2", "epsilon": 1.0}
@@ -237,6 +237,17 @@ def test_which_figures_a_study_has():
     assert study(None, _model("a"), _model("e", adversarial)).figures == (*always, "criticality_vs_epsilon")
     assert study(None, _model("a"), _model("e", adversarial, in_figures=False)).figures == always
     assert study("a", _model("a"), _model("e", adversarial)).figures == tuple(FIGURE_NAMES)
+    # one seed: no spread to draw (issue 22: it was drawn all hatched), and the reason is given
+    one_seed = study("a", _model("a"), _model("e", adversarial), seeds=[0])
+    assert "seed_std_heatmap" not in one_seed.figures and "one seed" in one_seed.figures_left_out["seed_std_heatmap"]
+    assert "baseline" in study(None, _model("a"), _model("b")).figures_left_out["difference_heatmap"]
+
+
+def test_a_zoo_without_adversarial_models_gets_no_w_o_adversarial_correlation(demo):  # issue 22
+    _, models = demo
+    clean = models[models.category != "adversarial"]
+    corr = statistics.accuracy_correlations(clean)
+    assert list(corr["subset"]) == ["all"]
 
 
 def test_rank_correlation_is_scipys_where_defined_and_nan_elsewhere():

@@ -900,5 +900,5 @@ def test_a_local_file_saved_over_is_copied_again_and_the_log_says_why(settings, 
     shutil.rmtree(tmp_path / "cache")
     assert fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own)})["files"][0]["sha256"] == second["sha256"]
     # a sha256 the zoo pins is enforced, and the message names the fix
-    with pytest.raises(ChecksumError, match=rf"sha256 mismatch for {own}: .*set the model's `sha256:` in the zoo to {second['sha256']}"):
+    with pytest.raises(ChecksumError, match=rf"sha256 mismatch for {own}: .*update the zoo's sha256 to {second['sha256']}"):
         fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own), "sha256": first["sha256"]})

@@ -450,9 +450,9 @@ def _ensure_local_copy(remote: Remote, source: Path, *, model_id: str, settings:
     actual = file_sha256(source)
     if remote.expected and not actual.startswith(remote.expected):
         raise ChecksumError(
-            f"model {model_id!r}: sha256 mismatch for {source}: it has {actual}, but the zoo expects {remote.expected} "
-            f"({remote.expected_origin}). If you changed the file on purpose, set the model's `sha256:` in the zoo "
-            f"to {actual} (or remove it); otherwise restore the file"
+            f"model {model_id!r}: sha256 mismatch for {source}: expected {remote.expected} ({remote.expected_origin}), "
+            f"got {actual}. If you changed the file on purpose, update {remote.expected_origin} to {actual} (or "
+            "remove it); otherwise restore the file"
         )
     dest, sidecar_path = remote.dest, _sidecar_path(remote.dest)
     with _cache_lock(dest):

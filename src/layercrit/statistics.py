@@ -158,7 +158,8 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
 
     One block of rows per source the table has (``accuracy_sources``): ``reported`` (the zoo's
     ImageNet top-1, the paper's correlation, first) and ``measured`` (on the evaluation set).
-    Each block has the subsets ``all`` and ``without_adversarial`` (see ``adversarial_mask``).
+    Each block has the subset ``all`` and, where some figure models are adversarially trained,
+    ``without_adversarial`` (see ``adversarial_mask``; without any it would repeat ``all``).
     Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
     a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
     named in ``dropped`` with the reason, never silently.
@@ -166,7 +167,9 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     m = figure_models(models)
     accuracies = top1_by_source(m)
     y = numeric_column(m, "mean_criticality")
-    subsets = {"all": pd.Series(True, index=m.index), "without_adversarial": ~adversarial_mask(m)}
+    subsets = {"all": pd.Series(True, index=m.index)}
+    if adversarial_mask(m).any():
+        subsets["without_adversarial"] = ~adversarial_mask(m)
     out = []
     for source in accuracy_sources(m):
         x = accuracies[source]

@@ -274,7 +274,7 @@ class Study:
     def figures_left_out(self) -> dict[str, str]:
         """The figures this study cannot have, each with the reason: the difference heatmap needs
         a baseline model and another figure model to compare with it, criticality vs ε
-        adversarially trained figure models."""
+        adversarially trained figure models, the seed-std heatmap two seeds or more."""
         reasons = {}
         if not self.baseline:
             reasons["difference_heatmap"] = "the study has no baseline model (the zoo's `baseline`, if it is among config `models`)"
@@ -282,6 +282,8 @@ class Study:
             reasons["difference_heatmap"] = "no figure model besides the baseline to compare with it"
         if not self.has_adversarial_models:
             reasons["criticality_vs_epsilon"] = "no adversarially trained model (zoo `adversarial`) among the figure models"
+        if len(self.seeds) < 2:
+            reasons["seed_std_heatmap"] = "one seed (reset.seeds): there is no spread across seeds to show"
         return reasons
 
 
