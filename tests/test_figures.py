@@ -862,3 +862,18 @@ def test_every_figure_draws_a_mixed_study_and_tables_without_the_new_columns(tmp
     for name in FIGURE_NAMES:
         _assert_written(figures.draw(name, summary, models, study, tmp_path / f"mixed_{name}"))
         _assert_written(figures.draw(name, old_summary, old_models, study, tmp_path / f"old_{name}"))
+
+
+def test_a_mixed_zoo_gets_a_correlation_per_architecture_and_says_the_pooled_one_is_pooled(tmp_path, monkeypatch):  # issue 22
+    _, models = fabricate_mixed()
+    corr = statistics.accuracy_correlations(models)
+    archs = list(dict.fromkeys(statistics.figure_models(models)["architecture"]))
+    assert len(archs) > 1
+    assert [f"architecture {a}" for a in archs] == [s for s in corr["subset"] if s.startswith("architecture ")]
+    for arch in archs:
+        row = corr.set_index("subset").loc[f"architecture {arch}"]
+        assert row["n"] == (statistics.figure_models(models)["architecture"] == arch).sum()
+    from layercrit.figures.scatter import _correlation_text
+
+    text = _correlation_text(corr)
+    assert f"all models, pooled over {len(archs)} architectures" in text and f"{archs[0]} only" in text

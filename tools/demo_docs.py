@@ -230,11 +230,17 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             f"{m.display_name} ({m.architecture}, {m.n_layers} layers): top-1 {m.top1:.1f} %, mean criticality "
             f"{m.mean_criticality:.1f} %; its most critical layers: {top}."
         )
-    correlation = accuracy_correlations(models).set_index(["accuracy", "subset"]).loc[("measured", "all")]
-    out.append(
-        f"Mean criticality vs measured top-1 over the {correlation.n} models: "
-        f"Spearman ρ = {correlation.spearman_r:.2f} (p = {correlation.spearman_p:.2g})."
+    correlations = accuracy_correlations(models).set_index(["accuracy", "subset"]).loc["measured"]
+    pooled, per_architecture = correlations.loc["all"], correlations[correlations.index.str.startswith("architecture ")]
+    text = (
+        f"Mean criticality vs measured top-1 over the {pooled.n} models"
+        + (f" (pooled over {len(per_architecture)} architectures)" if len(per_architecture) else "")
+        + f": Spearman ρ = {pooled.spearman_r:.2f} (p = {pooled.spearman_p:.2g})"
     )
+    for subset, row in per_architecture.iterrows():
+        if row.n >= 3:  # fewer: no correlation to give
+            text += f"; over the {row.n} {subset.removeprefix('architecture ')} models: ρ = {row.spearman_r:.2f} (p = {row.spearman_p:.2g})"
+    out.append(text + ".")
     control = models[~models["in_figures"]]
     for m in control.itertuples(index=False):
         out.append(f"{m.display_name} (not in the figures): top-1 {m.top1:.1f} %, mean criticality {m.mean_criticality:.1f} %.")

@@ -160,6 +160,8 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     ImageNet top-1, the paper's correlation, first) and ``measured`` (on the evaluation set).
     Each block has the subset ``all`` and, where some figure models are adversarially trained,
     ``without_adversarial`` (see ``adversarial_mask``; without any it would repeat ``all``).
+    Where the figure models are of several architectures, ``all`` pools them (mean criticalities
+    over different layer lists) and one subset ``architecture <id>`` per architecture follows.
     Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
     a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
     named in ``dropped`` with the reason, never silently.
@@ -170,6 +172,9 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     subsets = {"all": pd.Series(True, index=m.index)}
     if adversarial_mask(m).any():
         subsets["without_adversarial"] = ~adversarial_mask(m)
+    if "architecture" in m and m["architecture"].nunique() > 1:
+        for arch in dict.fromkeys(m["architecture"]):
+            subsets[f"architecture {arch}"] = m["architecture"] == arch
     out = []
     for source in accuracy_sources(m):
         x = accuracies[source]

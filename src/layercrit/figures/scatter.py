@@ -191,16 +191,18 @@ def _fmt_p(p: float) -> str:
 
 def _correlation_text(corr: pd.DataFrame) -> str:
     """The correlations as lines, one heading per accuracy source (the plotted one first)."""
-    names = {"all": "all models", "without_adversarial": "w/o adversarial"}
+    per_architecture = corr["subset"].str.startswith("architecture ").any()
+    pooled = f"all models, pooled over {corr['subset'].str.startswith('architecture ').sum() // corr['accuracy'].nunique()} architectures"
+    names = {"all": pooled if per_architecture else "all models", "without_adversarial": "w/o adversarial"}
     lines = []
     for k, (source, block) in enumerate(corr.groupby("accuracy", sort=False)):
         notes = (["x axis"] if k == 0 else []) + (["as in the paper"] if source == "reported" else [])
-        lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ":")
+        lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ", Spearman ρ and Kendall τ:")
         lines += [
-            f"    {names[r.subset]} (n={r.n}"
+            f"    {names.get(r.subset, r.subset.replace('architecture ', '') + ' only')} (n={r.n}"
             + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
-            + f"): Spearman ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
-            f"Kendall τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
+            + f"): ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
+            f"τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
             for r in block.itertuples(index=False)
         ]
     return "\n".join(lines)
