@@ -8,6 +8,8 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 
 # The environment is the lock file's: exact versions with their sha256 (Linux x86-64, CPython
 # 3.11, where this project runs; elsewhere `pip install -e ".[test]"` takes pyproject's ranges).
+# Without pip's cache: torch's CUDA wheels would otherwise stay on disk twice (~3 GB more; a CI
+# run once failed with "No space left on device" while installing).
 LOCK := requirements/lock.txt
 UV := uv==0.13.9
 
@@ -18,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-cache-dir --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $@
