@@ -165,7 +165,8 @@ def checkpoint_entry(model_id):
 def local_model_files(wildcards):
     """A downloaded model's source files on this machine (file:// or a path): inputs of its
     download, so that a file saved over (a model retrained) re-makes its checkpoint and all that
-    depends on it. Web files are not: their cached copy is verified by sha256 instead."""
+    depends on it. Web files are not: their cached copy is verified by sha256 instead.
+    """
     return local_source_files(STUDY.models[wildcards.model].source)
 
 
