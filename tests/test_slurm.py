@@ -16,16 +16,19 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake, tiny_study
+from conftest import REPO, run_snakemake, snakemake_env, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -320,15 +323,22 @@ LAUNCHER = Path(sys.executable).parent / "layercrit-slurm"
 METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "recovered_acc", "n_nonfinite"]
 
 
-def _launch(workdir: Path, partition: str) -> subprocess.CompletedProcess:
-    """The one documented command, as a user on the login node runs it (two allocations)."""
-    command = [
-        str(LAUNCHER), "--allocations", "2", "--gpus", "1", "--cpus", "1", "--mem", f"{TEST_MEM_MB}M",
+def _launch_command(partition: str, allocations: int = 2) -> list[str]:
+    """The one documented command, as a user on the login node runs it."""
+    return [
+        str(LAUNCHER), "--allocations", str(allocations), "--gpus", "1", "--cpus", "1", "--mem", f"{TEST_MEM_MB}M",
         "--partition", partition, "--time", "00:10:00", "--prepare-time", "00:10:00", "--finish-time", "00:10:00",
         "--wait", "--", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF")}
-    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _launch_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF")}
+
+
+def _launch(workdir: Path, partition: str, allocations: int = 2) -> subprocess.CompletedProcess:
+    """Run the launcher (two allocations unless told) until every allocation has ended; it must succeed."""
+    proc = subprocess.run(_launch_command(partition, allocations), cwd=workdir, capture_output=True, text=True, timeout=600, env=_launch_env())
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs/slurm").glob("*.out")))
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs}"
     return proc
@@ -407,13 +417,230 @@ def test_the_finish_step_never_evaluates_a_missing_result_on_its_own_device(allo
     assert "reset needs a GPU (device: auto), but this run grants none" in proc.stdout + proc.stderr
 
 
+def test_a_failed_and_a_cancelled_shard_fail_the_command_and_the_same_command_resumes(allocations_run, tmp_path):
+    """With --wait, the exit status and the last lines say which allocation did not complete, in
+    what state, where its log is, and the command that resumes; that command then computes exactly
+    what is missing. (Before, the command exited 0: `sbatch --wait` on the finish step, cancelled
+    because a shard failed, returns 0.) Three shards of two reset jobs each, in model, seed, layer
+    order: the second fails (the folder of its seed-0 `fc` result is a file: Snakemake stops), the
+    third is cancelled before it starts."""
+    workdir = tmp_path / "study"
+    shutil.copytree(allocations_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake", "logs"))
+    original = _reset_records(workdir)
+    shutil.rmtree(_results(workdir) / "resets")
+    blocker = _results(workdir) / "resets/randomize" / MODEL / "fc"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the results of layer fc go")
+    command = _launch_command(allocations_run["partition"], allocations=3)
+    launcher = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_launch_env())
+    try:
+        shown, array = [], None
+        for line in launcher.stdout:
+            shown.append(line)
+            if match := re.match(r"shards: Slurm job (\d+)", line):
+                array = match[1]
+                subprocess.run(["scancel", f"{array}_3"], check=True)
+                break
+        out, err = launcher.communicate(timeout=600)
+    finally:
+        launcher.kill()
+    output = "".join(shown) + out + err
+    assert array and launcher.returncode == 1, output
+    last = err.strip().splitlines()
+    failed = next(line for line in last if f"shards (Slurm job {array}_2)" in line)
+    assert f"FAILED (NonZeroExitCode, exit code 1:0); log logs/slurm/shards-{array}_2.out" in failed, output
+    assert f"{MODEL}/fc" in (workdir / f"logs/slurm/shards-{array}_2.out").read_text()  # Snakemake's error
+    cancelled = next(line for line in last if f"shards (Slurm job {array}_3)" in line)
+    # slurmctld forgets a task cancelled while pending at once, and this cluster keeps no accounting
+    assert re.search(r": (CANCELLED|UNKNOWN)\b.*; it never started \(no log\)$", cancelled), output
+    assert re.search(r"finish \(Slurm job \d+\): CANCELLED \(DependencyNeverSatisfied, a step before it did not complete\)", err), output
+    assert f"{array}_1)" not in err  # the first shard completed
+    assert last[-1] == "  " + shlex.join(["layercrit-slurm", *command[1:]])
+    kept = _reset_records(workdir)
+    first_shard = {f"resets/randomize/{MODEL}/{layer}/seed0.json" for layer in LAYERS[:2]}
+    assert first_shard <= kept.keys() and f"resets/randomize/{MODEL}/fc/seed0.json" not in kept
+
+    blocker.unlink()
+    _launch(workdir, allocations_run["partition"], allocations=3)
+    after = _reset_records(workdir)
+    assert after.keys() == original.keys()
+    assert {path: after[path] for path in kept} == kept  # made once, not again
+    for path in after.keys() - kept.keys():  # the missing ones, as the first run made them
+        assert {k: after[path][k] for k in METRICS} == {k: original[path][k] for k in METRICS}, path
+        assert after[path]["slurm_job_id"] not in {record["slurm_job_id"] for record in kept.values()}
+
+
+# Without the test cluster: the sbatch commands a launch plans (--dry-run), the checks before it
+# submits, and how it reads Slurm's answers (fake Slurm commands).
+
+
+def _planned(*options: str, snakemake: Sequence[str] = ("--configfile", "config/demo.yaml"), check: bool = True):
+    """The sbatch command line of each step (by name), for the demo study; or the failed launch."""
+    proc = subprocess.run([str(LAUNCHER), *options, "--cpus", "1", "--dry-run", "--", *snakemake],
+                          capture_output=True, text=True, cwd=REPO, env=snakemake_env())  # fmt: skip
+    if not check:
+        return proc
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {re.search(r"--job-name=layercrit-(\w+)", line).group(1): line for line in proc.stdout.splitlines() if line.startswith("sbatch")}
+
+
 def test_shards_do_not_share_snakemakes_lock():
     """Shards of one study run side by side in one directory: a shard that ends must not remove
     the lock folder under another (FileNotFoundError .snakemake/locks/0.input.lock, seen in the
     re-run above). Their outputs are disjoint, so the shards run without Snakemake's lock; the
     prepare and finish steps, which run alone, keep it."""
-    proc = subprocess.run([str(LAUNCHER), "--allocations", "3", "--gpus", "0", "--cpus", "1", "--dry-run", "--",
-                           "--configfile", "config/demo.yaml"], capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
-    steps = {re.search(r"--job-name=layercrit-(\w+)", line).group(1): line for line in proc.stdout.splitlines() if line.startswith("sbatch")}
+    steps = _planned("--allocations", "3")
     assert "--nolock" in steps["shards"]
     assert "--nolock" not in steps["prepare"] and "--nolock" not in steps["finish"]
+
+
+def _fake_commands(directory: Path, **scripts: str) -> dict[str, str]:
+    """An environment in which Slurm's commands are the given shell scripts (their bodies)."""
+    directory.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (directory / name).write_text(f"#!/bin/sh\n{body}\n")
+        (directory / name).chmod(0o755)
+    env = snakemake_env()
+    return {**env, "PATH": f"{directory}{os.pathsep}{env['PATH']}"}
+
+
+def _launch_tiny_study(workdir: Path, allocations: int, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [str(LAUNCHER), "--allocations", str(allocations), "--cpus", "1", "--", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env)
+
+
+def test_more_allocations_than_reset_jobs_are_refused_before_anything_is_submitted(tmp_path):
+    """Each allocation runs a part of the reset jobs, at least one: with more allocations than
+    jobs a shard fails in its allocation. The launcher counts the jobs of the study the steps will
+    run (the Snakemake options after '--') and refuses before the first sbatch."""
+    _study(tmp_path)  # 3 layers x 2 seeds: 6 reset jobs
+    env = _fake_commands(tmp_path / "bin", sbatch=f'echo "$@" >>{tmp_path}/sbatch.log; echo 100')
+    proc = _launch_tiny_study(tmp_path, 7, env)
+    assert proc.returncode != 0 and not (tmp_path / "sbatch.log").exists(), proc.stdout + proc.stderr
+    assert "--allocations 7 is more than the study's 6 reset jobs" in proc.stderr and "--allocations 6 or fewer" in proc.stderr
+    proc = _launch_tiny_study(tmp_path, 6, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    submitted = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert len(submitted) == 3 and "--array=1-6" in submitted[1]
+
+
+def test_a_refused_submission_cancels_the_steps_submitted_before_it(tmp_path):
+    """Half a chain would run prepare alone, and hold Snakemake's lock when the same command runs
+    again: when sbatch refuses a step, the steps before it are cancelled."""
+    _study(tmp_path)
+    env = _fake_commands(
+        tmp_path / "bin",
+        sbatch='case "$*" in *--array=*) echo "sbatch: error: Invalid generic resource (gres) specification" >&2; exit 1;; esac; echo 100',
+        scancel=f'echo "$@" >>{tmp_path}/scancel.log',
+    )
+    proc = _launch_tiny_study(tmp_path, 2, env)
+    assert proc.returncode == 1 and "sbatch failed for shards" in proc.stderr, proc.stdout + proc.stderr
+    assert (tmp_path / "scancel.log").read_text() == "100\n"
+
+
+def test_gpus_by_type_or_gres_are_the_evaluations_gpus_and_the_finish_step_gets_none():
+    """A GPU type (--gpu-model, sbatch --gpus=<type>:<n>) or a gres request (--gres) instead of a
+    bare count, under the names of Snakemake's Slurm executor; the evaluations of the prepare and
+    shard steps may use as many GPUs as that asks for (--resources gpu=N); the finish step asks
+    for none. GPUs through --sbatch-arg are refused: they would reach the finish step too, and
+    the evaluations would not know of them."""
+    for options, request, count in (
+        (("--gres", "gpu:a100:2"), "--gres=gpu:a100:2", 2),
+        (("--gres", "gpu,tmpdisk:100"), "--gres=gpu,tmpdisk:100", 1),
+        (("--gpus", "2", "--gpu-model", "a100"), "--gpus=a100:2", 2),
+        ((), "--gpus=1", 1),
+    ):
+        steps = _planned(*options)
+        for step in ("prepare", "shards"):
+            assert request in steps[step] and f"--resources gpu={count} " in steps[step], (options, steps[step])
+            assert len(re.findall(r"--(gpus|gres)=", steps[step])) == 1, steps[step]
+        assert "--gpus=" not in steps["finish"] and "--gres=" not in steps["finish"] and "--resources gpu=0" in steps["finish"]
+    for options, message in (
+        (("--gres", "gpu:a100:1", "--gpus", "1"), "--gres gpu:a100:1 already asks for GPUs"),
+        (("--sbatch-arg=--gres=gpu:a100:1",), "layercrit-slurm sets --gres itself; use --gpus, --gpu-model or --gres"),
+        (("--shards-sbatch-arg=-G2",), "layercrit-slurm sets -G itself"),
+    ):
+        proc = _planned(*options, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (options, proc.stderr)
+
+
+def test_sbatch_options_per_step_and_the_clusters_default_memory():
+    """Options for one step only (--prepare-/--shards-/--finish-sbatch-arg) beside those for
+    every step; no --mem unless given, so that the cluster's default memory applies (a fixed
+    64G was refused on partitions of smaller nodes)."""
+    steps = _planned("--sbatch-arg=--qos=high", "--shards-sbatch-arg=--constraint=a100", "--finish-sbatch-arg=--qos=cpu")
+    assert all("--qos=high" in line and "--mem" not in line for line in steps.values())
+    assert [name for name, line in steps.items() if "--constraint=a100" in line] == ["shards"]
+    assert [name for name, line in steps.items() if "--qos=cpu" in line] == ["finish"]
+    assert all("--mem=3G" in line for line in _planned("--mem", "3G").values())
+
+
+def test_a_cpu_study_asks_for_no_gpus_and_a_gpu_study_cannot_go_without():
+    """--gpus 0 is for studies on CPUs (device: cpu); with device auto or cuda every evaluation
+    would refuse in its allocation for want of a GPU, so the launcher refuses first."""
+    steps = _planned("--gpus", "0", snakemake=("--configfile", "config/demo.yaml", "--config", "device=cpu"))
+    assert not any(re.search(r"--(gpus|gres)=", line) for line in steps.values())
+    assert "--resources gpu=0" in steps["shards"] and "--resources gpu=0" in steps["prepare"]
+    proc = _planned("--gpus", "0", check=False)  # the demo: device auto
+    assert proc.returncode != 0 and "set device: cpu for a study on CPUs" in proc.stderr, proc.stderr
+
+
+def test_requeue_puts_a_step_back_in_the_queue_when_slurm_signals_its_time_limit(tmp_path):
+    """--requeue: sbatch --requeue (preemption, node failure) and a signal before the time limit,
+    on which the step requeues itself, at most MAX_REQUEUES times; it then runs again and computes
+    what is missing. Tried here with a fake scontrol: the batch shell requeues its job and still
+    waits for Snakemake (its status is the step's)."""
+    from layercrit.slurm import MAX_REQUEUES, REQUEUE_SIGNAL_S, _requeueing
+
+    assert all("--requeue" in line and f"--signal=B:USR1@{REQUEUE_SIGNAL_S}" in line for line in _planned("--requeue").values())
+    env = _fake_commands(tmp_path / "bin", scontrol=f'echo "$@" >>{tmp_path}/scontrol.log')
+    step = tmp_path / "step.sh"  # stands for Snakemake
+    step.write_text(f"touch {tmp_path}/started; sleep 1; exit 3\n")
+    for restarts, requeued in ((0, "requeue 42\n"), (MAX_REQUEUES, "")):
+        (tmp_path / "started").unlink(missing_ok=True)
+        (tmp_path / "scontrol.log").write_text("")
+        batch = subprocess.Popen(["bash", "-c", _requeueing(f"sh {step}")], env={**env, "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": str(restarts)})
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        batch.send_signal(signal.SIGUSR1)
+        assert batch.wait(timeout=10) == 3
+        assert (tmp_path / "scontrol.log").read_text() == requeued, restarts
+
+
+def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_waiting(tmp_path, monkeypatch, capsys):
+    """What the test cluster cannot show: a job slurmctld has forgotten (MinJobAge) is read from
+    accounting (sacct, which real clusters have), and a job left pending on a dependency that can
+    never be satisfied is cancelled, so that the wait ends; the report names each allocation that
+    did not complete with its state and log."""
+    from layercrit import slurm
+
+    env = _fake_commands(
+        tmp_path / "bin",
+        # scontrol --oneliner show job <id>
+        scontrol=f"""case $4 in
+            11) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;;
+            12) echo "JobId=13 ArrayJobId=12 ArrayTaskId=1 JobState=COMPLETED Reason=None ExitCode=0:0"
+                echo "JobId=12 ArrayJobId=12 ArrayTaskId=2 JobState=OUT_OF_MEMORY Reason=OutOfMemory ExitCode=0:125";;
+            14) state=PENDING; [ -e {tmp_path}/scancel.log ] && state=CANCELLED
+                echo "JobId=14 JobName=layercrit-finish JobState=$state Reason=DependencyNeverSatisfied Dependency=afterok:12_*(failed) ExitCode=0:0";;
+            esac""",
+        sacct='echo "11|COMPLETED|0:0"',
+        scancel=f'echo "$@" >>{tmp_path}/scancel.log',
+    )
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setattr(slurm, "FIRST_POLL_S", 0.01)
+    steps = [slurm.Step("prepare", "", 1, ""), slurm.Step("shards", "", 1, "", array=2), slurm.Step("finish", "", 0, "")]
+    allocations = slurm.wait_for(list(zip(steps, ["11", "12", "14"])))
+    assert [(a.job, a.state) for a in allocations] == [("11", "COMPLETED"), ("12_1", "COMPLETED"), ("12_2", "OUT_OF_MEMORY"), ("14", "CANCELLED")]
+    assert (tmp_path / "scancel.log").read_text() == "14\n"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/shards-12_2.out").write_text("killed\n")
+    capsys.readouterr()
+    assert slurm.report(allocations, tmp_path / "logs", "layercrit-slurm --allocations 2 -- --configfile c.yaml") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1:3] == [
+        f"  shards (Slurm job 12_2): OUT_OF_MEMORY (OutOfMemory, exit code 0:125); log {tmp_path}/logs/shards-12_2.out",
+        "  finish (Slurm job 14): CANCELLED (DependencyNeverSatisfied, a step before it did not complete); it never started (no log)",
+    ]
+    assert lines[-1] == "  layercrit-slurm --allocations 2 -- --configfile c.yaml"
