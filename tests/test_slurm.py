@@ -644,3 +644,18 @@ def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_wait
         "  finish (Slurm job 14): CANCELLED (DependencyNeverSatisfied, a step before it did not complete); it never started (no log)",
     ]
     assert lines[-1] == "  layercrit-slurm --allocations 2 -- --configfile c.yaml"
+
+
+def test_forcing_options_go_to_the_step_that_makes_what_they_force():  # issue 21 C2
+    """--forcerun <baseline> after `--` once went to every step: prepare recomputed the baseline,
+    every shard holding the model's jobs again, and the finish step (no GPU) failed on it."""
+    baseline = "results/demo/baselines/demo_baseline.json"
+    result = "results/demo/resets/randomize/demo_baseline/fc/seed0.json"
+    steps = _planned(snakemake=("--configfile", "config/demo.yaml", "--forcerun", baseline, result, "plot_figure", "--printshellcmds"))
+    assert f"--forcerun {baseline}" in steps["prepare"] and baseline not in steps["shards"] + steps["finish"]
+    assert f"--forcerun {result}" in steps["shards"] and result not in steps["prepare"] + steps["finish"]
+    assert "--forcerun plot_figure" in steps["finish"] and "plot_figure" not in steps["prepare"] + steps["shards"]
+    assert all("--printshellcmds" in line for line in steps.values())  # the other options go to every step
+    steps = _planned(snakemake=("--configfile", "config/demo.yaml", "-F"))
+    assert "--forceall" in steps["prepare"] and "--forceall" not in steps["shards"] + steps["finish"]
+    assert " -F" not in steps["shards"] + steps["finish"]

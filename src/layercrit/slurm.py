@@ -216,6 +216,48 @@ def _requeueing(command: str) -> str:
     )
 
 
+# Snakemake's options that force jobs to run again. Given to every step, `--forcerun <baseline>`
+# would recompute the baseline in prepare, again in every shard that holds the model's jobs, and
+# fail the finish step (it evaluates nothing); so each step gets the forcing that is its own:
+# rules (and files) up to the baselines go to prepare (their results then re-run through the
+# newer baselines, by modification time, in the shards), reset results to the shards, tables and
+# figures to finish.
+FORCE_OPTIONS = {"--forcerun": True, "-R": True, "--forceall": False, "-F": False, "--force": False, "-f": False}
+PREPARE_RULES = ("synthetic_data", "imagenet_subset", "image_folder", "train_model", "download_model", "baseline")
+PREPARE_OUTPUTS = ("data", "models", "baselines")  # results/<study>/<these>/...
+SHARD_RULES, SHARD_OUTPUTS = ("reset",), ("resets",)
+
+
+def split_forcing(args: Sequence[str]) -> tuple[list[str], list[str], bool]:
+    """The user's Snakemake options without the forcing ones, the targets of --forcerun/-R, and
+    whether --forceall/-F/--force/-f (everything: the prepare step's, from whose newer outputs
+    everything after runs again) was given. As argparse reads them: --forcerun takes the words up
+    to the next option."""
+    rest, targets, everything = [], [], False
+    taking = False
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in FORCE_OPTIONS and (eq == "" or FORCE_OPTIONS[name]):
+            taking = FORCE_OPTIONS[name] and not eq
+            everything |= not FORCE_OPTIONS[name]
+            targets += [value] if eq else []
+        elif taking and not arg.startswith("-"):
+            targets.append(arg)
+        else:
+            taking = False
+            rest.append(arg)
+    return rest, targets, everything
+
+
+def forcing_step(target: str) -> str:
+    """Which step a --forcerun target (a rule name or an output path) belongs to."""
+    parts = Path(target).parts
+    kind = parts[2] if len(parts) > 2 and parts[0] == "results" else None
+    if target in PREPARE_RULES or kind in PREPARE_OUTPUTS:
+        return "prepare"
+    return "shards" if target in SHARD_RULES or kind in SHARD_OUTPUTS else "finish"
+
+
 def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = sys.executable) -> list[Step]:
     """The three steps for a study given by ``snakemake_args`` (Snakemake options, no targets)."""
     if settings.allocations < 1 or settings.cpus < 1:
@@ -224,14 +266,18 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
         check_sbatch_args(getattr(settings, option), "--" + option.replace("_args", "_arg").replace("_", "-"))
     options = snakemake_options(snakemake_args)
     gpus, request = gpu_request(settings)
-    user = shlex.join(snakemake_args)
+    rest, forced, force_all = split_forcing(snakemake_args)
+    user = shlex.join(rest)
     # The last --config replaces earlier ones: repeat the user's entries beside the shard.
     config = [shlex.quote(entry) for entry in options.config or []]
     n = settings.allocations
 
     def snakemake(target: str, cores: int, gpus: int, *extra: str) -> str:
         # the local executor and the workflow profile (profiles/default), whatever the environment says
-        parts = [shlex.quote(python), "-m", "snakemake", target, f"--cores {cores}", f"--resources gpu={gpus}", user, *extra]
+        step = {"": "prepare" if "--until" in extra else "finish", "shard": "shards"}[target]
+        own = [t for t in forced if forcing_step(t) == step]
+        forcing = (["--forceall"] if force_all and step == "prepare" else []) + (["--forcerun", *map(shlex.quote, own)] if own else [])
+        parts = [shlex.quote(python), "-m", "snakemake", target, f"--cores {cores}", f"--resources gpu={gpus}", user, *forcing, *extra]
         run = " ".join(part for part in parts if part)
         return "unset SNAKEMAKE_PROFILE; " + (_requeueing(run) if settings.requeue else "exec " + run)
 
