@@ -409,7 +409,7 @@ def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, m
     title = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f")).axes[0]
     text = title.get_title(loc="left")
     assert text.index("vs reported ImageNet top-1 (x axis; as in the paper)") < text.index("vs measured top-1 on the evaluation set")
-    assert text.count("Spearman ρ") == 4
+    assert text.count("Spearman ρ") == 2 and text.count("ρ = ") == 4  # named once per accuracy, a value per subset
 
 
 def test_correlations_drop_models_without_a_reported_accuracy_and_say_so(demo):
@@ -603,7 +603,7 @@ VIT_ROWS = ["vit_adv", "vit_a"]
         ("stages.1.blocks.0.conv_dw", "Conv2d", "7x7", "[1.0] conv_dw:7x7"),
         ("stages.1.blocks.0.norm", "LayerNorm2d", "", "[1.0] norm (LN)"),
         ("stages.1.blocks.0.mlp.fc1", "Linear", "", "[1.0] mlp.fc1"),
-        ("stages.2.downsample.1", "Conv2d", "2x2", "[2] downsample.1:2x2"),
+        ("stages.2.downsample.1", "Conv2d", "2x2", "[2] downsample conv1:2x2"),
         ("stages.2.blocks.4", "ConvNeXtBlock", "", "[2.4] ConvNeXtBlock"),  # the block's own parameters
         ("head.fc", "Linear", "", "[Head] fc"),
         ("head.norm", "LayerNorm2d", "", "[Head] norm (LN)"),
@@ -612,6 +612,18 @@ VIT_ROWS = ["vit_adv", "vit_a"]
         ("model.blocks.3.attn.proj", "Linear", "", "[3] attn.proj"),
         ("features.0", "Conv2d", "3x3", "features.0:3x3"),
         ("norm", "LayerNorm", "", "norm (LN)"),
+        # torchvision (issue 22: they read "[0] 0:3x3", "[1.0] 0:3x3", the stem untagged)
+        ("features.0.0", "Conv2d", "3x3", "[Stem] stem.0:3x3"),  # MobileNetV3, EfficientNet, ConvNeXt
+        ("features.1.block.0.0", "Conv2d", "3x3", "[1] block.0 conv0:3x3"),  # MobileNetV3
+        ("features.1.block.0.1", "BatchNorm2d", "", "[1] block.0 bn1 (BN)"),
+        ("features.1.0.block.1.fc1", "Conv2d", "1x1", "[1.0] block.1.fc1:1x1"),  # EfficientNet's SE
+        ("features.8.0", "Conv2d", "1x1", "[8] conv0:1x1"),
+        ("trunk_output.block4.block4-11.f.b.0", "Conv2d", "3x3", "[4.11] f.b conv0:3x3"),  # RegNet
+        ("conv_proj", "Conv2d", "16x16", "[Stem] proj:16x16"),  # ViT
+        ("encoder.layers.encoder_layer_3.mlp.3", "Linear", "", "[3] mlp linear3"),
+        ("heads.head", "Linear", "", "[Head] head"),
+        ("stage3.1.branch2.5", "Conv2d", "1x1", "[3.1] branch2 conv5:1x1"),  # ShuffleNetV2
+        ("features.denseblock2.denselayer7.conv1", "Conv2d", "1x1", "[2.7] conv1:1x1"),  # DenseNet
     ],
 )
 def test_layer_label(layer, typ, kernel, expected):
@@ -877,3 +889,15 @@ def test_a_mixed_zoo_gets_a_correlation_per_architecture_and_says_the_pooled_one
 
     text = _correlation_text(corr)
     assert f"all models, pooled over {len(archs)} architectures" in text and f"{archs[0]} only" in text
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "vit_b_16", "convnext_tiny", "swin_t", "shufflenet_v2_x0_5"])
+def test_labels_of_torchvisions_models_are_distinct_and_short(name):  # issue 22
+    import torchvision
+
+    from layercrit.zoo import enumerate_layers
+
+    layers = [l for l in enumerate_layers(torchvision.models.get_model(name, weights=None)) if l.type in ("Conv2d", "Linear")]
+    labels = [figures.layer_label(layer.name, layer.type, layer.kernel) for layer in layers]
+    assert len(set(labels)) == len(labels), [x for x in labels if labels.count(x) > 1]
+    assert max(map(len, labels)) <= 24

@@ -102,6 +102,39 @@ def norm_kind(layer_type: str) -> str:
     return "norm" if "norm" in kind else ""
 
 
+# torchvision's containers, renamed to timm's so that one labelling serves both: a ViT's
+# encoder layers and patch projection, a RegNet's stages and blocks, the stem that MobileNet,
+# EfficientNet and ConvNeXt keep as the first of their ``features``.
+_TORCHVISION_NAMES = (
+    (re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^encoder\.ln$"), "norm"),
+    (re.compile(r"^conv_proj$"), "patch_embed.proj"),
+    (re.compile(r"^heads\.head$"), "head"),
+    (re.compile(r"^trunk_output\.block(\d+)\.block\d+-(\d+)\."), r"stages.\1.blocks.\2."),
+    (re.compile(r"^features\.0\.(\d+)$"), r"stem.\1"),
+    (re.compile(r"^stage(\d+)\."), r"stages.\1."),  # ShuffleNetV2
+    (re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\."), r"stages.\1.blocks.\2."),  # DenseNet
+)
+# A module that is a member of a Sequential is named by its index alone ("block.0.0"): its kind
+# is put before the index ("block.0 conv0"), which stays (two Linear layers of one MLP).
+_KIND_NAMES = {"Conv2d": "conv", "Linear": "linear"}
+
+
+def _torchvision_to_timm(core: str) -> str:
+    for pattern, replacement in _TORCHVISION_NAMES:
+        core = pattern.sub(replacement, core)
+    return core
+
+
+def _member_kind(rest: str, layer_type: str, kind: str) -> str:
+    """``rest`` with a trailing Sequential index named by the layer's kind (conv0, linear3, bn1)."""
+    container, _, index = rest.rpartition(".")
+    if not index.isdigit():
+        return rest
+    what = kind.lower() if kind else _KIND_NAMES.get(layer_type, layer_type.lower())
+    return f"{container} {what}{index}" if container else f"{what}{index}"
+
+
 def _split_position(core: str) -> tuple[list[str], str]:
     """Leading block indices of a module name and the rest: ``stages.1.blocks.0.conv_dw`` →
     (["1", "0"], "conv_dw"); ``blocks.3.attn.qkv`` → (["3"], "attn.qkv"); nested Sequential
@@ -111,6 +144,8 @@ def _split_position(core: str) -> tuple[list[str], str]:
     position: list[str] = []
     i = 0
     while i < len(parts) - 1:
+        if parts[i] == "block":  # torchvision's Sequential inside a block: a role, not a position
+            break
         if parts[i].isdigit() and position:
             position.append(parts[i])
             i += 1
@@ -137,7 +172,7 @@ def layer_label(layer: str, layer_type: str, kernel: str) -> str:
     the column labels' height is set by the longest, and distinct within a layer list.
     """
     name = cell_text(layer)
-    core = name[len("model.") :] if name.startswith("model.") else name
+    core = _torchvision_to_timm(name[len("model.") :] if name.startswith("model.") else name)
     kind = norm_kind(layer_type)
     mark = f" ({kind})" if kind else ""
     kernel = cell_text(kernel)
@@ -155,7 +190,7 @@ def layer_label(layer: str, layer_type: str, kernel: str) -> str:
     if position and container in _BLOCK_CONTAINERS and index.isdigit():  # a whole block (its own
         position, rest = [*position, index], cell_text(layer_type) or container  # parameters)
     if position:
-        return f"[{'.'.join(position)}] {rest}{suffix}{mark}"
+        return f"[{'.'.join(position)}] {_member_kind(rest, cell_text(layer_type), kind)}{suffix}{mark}"
     first, _, tail = core.partition(".")
     tag = "Stem" if first in _STEM_MODULES else "Head" if first in _HEAD_MODULES else ""
     if not tag:
