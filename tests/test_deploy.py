@@ -100,32 +100,43 @@ def test_a_deployed_study_finds_the_shipped_zoo_and_layer_lists_in_the_workflow(
     assert record["files"][0]["recorded"]["model"] == "demo_control"  # the record of its training travels with it
 
 
-def _readme_section():
-    text = (REPO / "README.md").read_text()
-    return text[text.index("## Use it in your own project") : text.index("## Configuration")]
-
-
-def test_the_readmes_deployment_example_is_what_these_tests_run(tmp_path):
-    import re
-    import tomllib
-
-    section = _readme_section()
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert f"version {version}, tag `v{version}`" in section and section.count(f"v{version}") >= 3
-    snakefile = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert snakefile == MODULE_SNAKEFILE.format(snakefile="/home/me/workflows/layercrit/Snakefile")
-    # The example config plans the study it describes, in a deployed project.
-    dest = tmp_path / "my-study"
-    deploy(dest, shipped_zoos=True)
-    (dest / "config/config.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run(dest, "-n", "--quiet", "rules").stdout, flags=re.M))
-    assert jobs["reset"] == "4" and jobs["download_model"] == "2"  # 2 models x conv1, fc x seed 0; the shipped checkpoints
-    assert "train_model" not in jobs
-
-
 def test_the_catalog_file_claims_only_what_runs():
     catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
     # run: evaluation jobs use Snakemake's own environment: no conda or container deployment alone works
     assert not any(catalog["software-stack-deployment"].values())
     assert catalog["report"] is True  # snakemake --report: tests/test_workflow.py builds one
     assert "--configfile config/config.yaml" in catalog["mandatory-flags"]["flags"]
+
+
+def readme_block(after: str, language: str) -> str:
+    """The first fenced block of ``language`` in the README after the line containing ``after``."""
+    text = (REPO / "README.md").read_text()
+    rest = text[text.index(after):]
+    start = rest.index(f"```{language}\n") + len(language) + 4
+    return rest[start : rest.index("\n```", start)]
+
+
+def test_the_readmes_deploy_commands_work_as_written(tmp_path):  # issue 22 item 6
+    """The README's deploy block, run by bash with HOME where the clone is (its first line, the
+    clone and install, is this checkout), then its example config: a project that plans."""
+    import os
+    import re
+    import time
+
+    home = tmp_path / "home"
+    (home / "workflows").mkdir(parents=True)
+    (home / "workflows/layercrit").symlink_to(REPO)
+    block = readme_block("Deploying is three commands", "bash").splitlines()
+    assert block[0].startswith("git clone <this repository> ~/workflows/layercrit && make -C ~/workflows/layercrit install")
+    heredoc = "\n".join(block[block.index("cat > my-study/workflow/Snakefile <<EOF") + 1 : block.index("EOF")]) + "\n"
+    assert heredoc == MODULE_SNAKEFILE.format(snakefile="$HOME/workflows/layercrit/Snakefile")  # what the tests above run
+    started = time.monotonic()
+    subprocess.run(["bash", "-euc", "\n".join(block[1:])], cwd=tmp_path, env={**os.environ, "HOME": str(home)}, check=True)
+    assert time.monotonic() - started < 60  # seconds, not minutes: nothing but config/ and profiles/ is copied
+    project = tmp_path / "my-study"
+    assert (project / "workflow/Snakefile").read_text().count(f'"{home}/workflows/layercrit/Snakefile"') == 1
+    assert not (project / ".venv").exists() and (project / "profiles/default/config.yaml").exists()
+    (project / "config/config.yaml").write_text(readme_block("Then edit `my-study/config/config.yaml`", "yaml"))
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run(project, "-n", "--quiet", "rules").stdout, flags=re.M))
+    assert jobs["reset"] == "4" and jobs["download_model"] == "2"  # 2 models x conv1, fc x seed 0; the shipped checkpoints
+    assert "train_model" not in jobs
