@@ -204,6 +204,8 @@ def _correlation_text(corr: pd.DataFrame) -> str:
             + f"): ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
             f"τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
             for r in block.itertuples(index=False)
+            # an architecture's own line only where it can have a correlation (3 models or more)
+            if not (r.subset.startswith("architecture ") and r.n < 3)
         ]
     return "\n".join(lines)
 
