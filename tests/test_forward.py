@@ -94,16 +94,38 @@ def test_every_parameter_and_layer_belongs_to_one_segment(demo_arch, name):
 
 def test_segment_names_follow_the_modules(demo_arch):
     segments = chain_segments(build_architecture(demo_arch, seed=0))
+    assert [s.name for s in segments] == ["conv1", "bn1", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "fc"]
     assert segments[segment_holding(segments, "layer2.0.downsample.0")].name == "layer2.0"
-    assert segments[segment_holding(segments, "fc")].name == "head"
     vit = chain_segments(build_architecture(architecture("vit", demo_arch), seed=0))
-    assert [s.name for s in vit] == ["embed", "blocks.0", "blocks.1", "blocks.2", "head"]
-    assert vit[segment_holding(vit, "cls_token")].name == "embed" and vit[segment_holding(vit, "norm")].name == "head"
+    blocks = ["blocks.0", "blocks.1", "blocks.2"]
+    assert [s.name for s in vit] == ["patch_embed.proj", "cls_token..pos_embed", *blocks, "norm", "head"]
     convnext = chain_segments(build_architecture(architecture("convnext_atto", demo_arch), seed=0))
     # stage 0 keeps the stem's resolution and width: no downsample
-    assert [s.name for s in convnext][:4] == ["stem", "stages.0.blocks.0", "stages.1.downsample", "stages.1.blocks.0"]
+    assert [s.name for s in convnext][:5] == ["stem.0", "stem.1", "stages.0.blocks.0", "stages.1.downsample", "stages.1.blocks.0"]
     assert convnext[segment_holding(convnext, "stages.2.downsample.1")].name == "stages.2.downsample"
     assert [s.name for s in convnext][-1] == "head" and convnext[segment_holding(convnext, "head.fc")].name == "head"
+
+
+def per_family_chain_segment(name: str, layer: str) -> str:
+    """The segment that the per-family splitters the graph's cuts replace (resnet_chain, vit_chain,
+    convnext_chain of commit 327dfd8) put ``layer`` in."""
+    parts = layer.split(".")
+    if parts[0] in ("layer1", "layer2", "layer3", "layer4", "blocks"):
+        return ".".join(parts[:2])
+    if parts[0] == "stages":
+        return ".".join(parts[:4] if parts[2] == "blocks" else parts[:3])
+    stem = {"conv1", "bn1", "stem", "patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre" if "vit" in name else "stem"}
+    return "stem" if parts[0] in stem else "head"
+
+
+@pytest.mark.parametrize("name", ["demo_resnet", "resnet50", *TINY])
+def test_the_graph_cuts_are_those_of_the_per_family_chains_or_finer(demo_arch, name):
+    """Each segment lies within one segment of the chain it replaces: a reset evaluation starts
+    where the chain started it or later (ResNet: also after the stem convolution and after the
+    global pooling; ViT: after the patch projection and before the final norm)."""
+    segments = chain_segments(build_architecture(architecture(name, demo_arch), seed=0))
+    for s in segments:
+        assert len({per_family_chain_segment(name, layer) for layer in s.modules}) == 1, (s.name, s.modules)
 
 
 @pytest.mark.parametrize("name", ["demo_resnet", "resnet50", *TINY])
@@ -116,8 +138,9 @@ def test_the_chained_segments_reproduce_the_forward_bitwise(demo_arch, name):
     assert activations.exact and len(activations.kept) == len(activations.segments) - 1
 
 
-def unsupported_models(demo_arch) -> dict[str, torch.nn.Module]:
-    """Models chain_segments must run in full: no splitter, or one that does not know them."""
+def unusual_models(demo_arch) -> dict[str, torch.nn.Module]:
+    """Models the per-family splitters did not know (no splitter, or one they refused); split in
+    their traced graph now."""
     import timm
     from timm.models.convnext import ConvNeXt
 
@@ -126,7 +149,6 @@ def unsupported_models(demo_arch) -> dict[str, torch.nn.Module]:
             return super().forward_features(x)
 
     models = {
-        "sequential": torch.nn.Sequential(torch.nn.Linear(2, 2)),
         "mobilenet": timm.create_model("mobilenetv3_small_050", num_classes=10),
         # deit's distilled ViT: its own _pos_embed (a distillation token) and forward_head
         "deit_distilled": timm.create_model("deit_tiny_distilled_patch16_224", **{**VIT, "depth": 1}),
@@ -136,14 +158,22 @@ def unsupported_models(demo_arch) -> dict[str, torch.nn.Module]:
         models[f"{name}_checkpointing"] = build_architecture(architecture(name, demo_arch), seed=0)
         models[f"{name}_checkpointing"].set_grad_checkpointing(True)
     extra = build_architecture(architecture("vit", demo_arch), seed=0)
-    extra.register_parameter("extra_token", torch.nn.Parameter(torch.zeros(1, 1, 48)))  # in no segment
+    extra.register_parameter("extra_token", torch.nn.Parameter(torch.zeros(1, 1, 48)))  # that forward does not use
     models["vit_extra_parameter"] = extra
-    return models
+    return {name: model.eval() for name, model in models.items()}
 
 
-def test_models_the_splitters_do_not_know_run_in_full(demo_arch):
-    for name, model in unsupported_models(demo_arch).items():
-        assert chain_segments(model) is None, name
+def test_models_the_per_family_splitters_did_not_know_are_split_bitwise(demo_arch):
+    images, settings = random_images(8), EvalSettings(device="cpu", batch_size=4)
+    for name, model in unusual_models(demo_arch).items():
+        clean = predict_logits(model, images, NORM, settings, "cpu")
+        activations = CleanActivations(chain_segments(model), 64 * 2**20)
+        activations.record(images, NORM, settings, "cpu", clean)
+        assert activations.exact and len(activations.kept) == len(activations.segments) - 1 > 2, name
+        unused = {"extra_token"} if name == "vit_extra_parameter" else set()
+        for tensor in tensor_names(model):  # a tensor the forward does not use is in no segment
+            assert sum(s.holds(tensor) for s in activations.segments) == (tensor not in unused), (name, tensor)
+    assert chain_segments(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None  # one layer: nothing to resume from
 
 
 @pytest.mark.parametrize("mode", ["randomize", "zero"])
@@ -224,17 +254,22 @@ def test_reset_results_with_and_without_reuse_are_identical(study_files, demo_ar
 
 @pytest.mark.parametrize("name", ["vit", "convnext_atto"])
 def test_a_reset_job_of_a_vit_or_convnext_resumes_with_the_same_results(tmp_path, demo_arch, name):
-    """Through evaluate_reset (the workflow's call site): the same metrics, from the layer's segment."""
-    tmp, arch = tmp_path, architecture(name, demo_arch)
-    save_image_set(random_images(), tmp / "eval.safetensors")
-    save_checkpoint(tmp / "m.safetensors", trained_like_model(arch).state_dict(), NORM, {"model": "m"})
+    arch = architecture(name, demo_arch)
+    layers = {"vit": {"blocks.2.mlp.fc1": "blocks.2", "head": "head", "patch_embed.proj": "input"},
+              "convnext_atto": {"stages.3.downsample.1": "stages.3.downsample", "head.fc": "head", "stem.0": "input"}}[name]  # fmt: skip
+    reset_jobs_resume_with_the_same_results(tmp_path, arch, trained_like_model(arch), random_images(), layers)
+
+
+def reset_jobs_resume_with_the_same_results(tmp, arch: Architecture, model, images: ImageSet, starts: dict[str, str]) -> None:
+    """Through evaluate_reset (the workflow's call site): each layer's reset job gives the same
+    metrics with reuse as without, the full pass from the images, the reused one from ``starts[layer]``."""
+    save_image_set(images, tmp / "eval.safetensors")
+    save_checkpoint(tmp / "m.safetensors", model.state_dict(), NORM, {"model": "m"})
     full, reuse = EvalSettings(device="cpu", batch_size=BATCH), EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
     evaluate_baseline(model_id="m", arch=arch, weights=tmp / "m.safetensors", eval_data=tmp / "eval.safetensors",
                       settings=full, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
     cache = EvaluationCache()
-    layers = {"vit": {"blocks.2.mlp.fc1": "blocks.2", "head": "head", "patch_embed.proj": "input"},
-              "convnext_atto": {"stages.3.downsample.1": "stages.3.downsample", "head.fc": "head", "stem.0": "input"}}[name]  # fmt: skip
-    for layer, start in layers.items():
+    for layer, start in starts.items():
         a = evaluate(tmp, arch, EvaluationCache(), full, layer, 1, "a.json")
         b = evaluate(tmp, arch, cache, reuse, layer, 1, "b.json")
         assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}, layer
@@ -275,4 +310,4 @@ def test_activations_are_recorded_again_when_an_input_file_is_remade(study_files
     stat = (tmp / "eval.safetensors").stat()
     os.utime(tmp / "eval.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # re-made images
     r = evaluate(tmp, demo_arch, cache, settings, "fc", 0, "r.json")
-    assert cache.activations["cpu"][1] is not first and r["forward_from"] == "head"
+    assert cache.activations["cpu"][1] is not first and r["forward_from"] == "fc"

@@ -4,13 +4,14 @@ The settings of a forward pass (device, precision, batch size), the input batche
 the device), and the forward pass itself: in full, or from the clean model's recorded
 activations, so that a reset evaluation recomputes only what follows the reset layer.
 
-Resetting a layer changes nothing before it, so the input of the block that holds the layer is
-the same as in the clean model. ``chain_segments`` splits the forward of the models whose forward
-is a chain (timm's ResNet, VisionTransformer and ConvNeXt: a stem or embedding, one segment per
-residual block, a head; see ``chain_architectures``) and returns None for any other model, which
-is then always run in full. ``CleanActivations`` runs the clean model once, keeps the inputs of
-as many segments as fit in a memory budget (deepest first: they are the smallest and skip the
-most work), and a reset evaluation then starts from the segment that holds the reset layer.
+Resetting a layer changes nothing computed before the layer is first used, so where one value
+carries the rest of the forward pass (between two blocks) the reset model's pass can resume from
+the clean model's value. ``chain_segments`` cuts the forward of any model torch.fx can trace into
+such a chain (``layercrit.graph``: a stem, one segment per block, a head) and returns None for a
+model it cannot trace, which is then always run in full (the log says why). ``CleanActivations``
+runs the clean model once, keeps the inputs of as many segments as fit in a memory budget
+(deepest first: they are the smallest and skip the most work), and a reset evaluation then starts
+from the kept input nearest before the layer's segment.
 
 The result must be the full forward pass, bit for bit. The recording pass therefore also
 computes the chain's logits and compares them with the baseline job's logits: only when they are
@@ -21,16 +22,16 @@ used; otherwise every evaluation of that model falls back to the full forward pa
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from layercrit.data import ImageSet, to_model_input
+from layercrit.graph import Segment, graph_segments
 
 log = logging.getLogger(__name__)
 
@@ -111,135 +112,15 @@ def free_memory(device: str) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(frozen=True)
-class Segment:
-    name: str
-    modules: tuple[str, ...]  # module-name prefixes whose parameters this segment uses
-    run: Callable[[torch.Tensor], torch.Tensor]
-
-    def holds(self, layer: str) -> bool:
-        return any(layer == m or layer.startswith(m + ".") for m in self.modules)
-
-
-def _replaces(obj: object, cls: type, methods: tuple[str, ...]) -> bool:
-    """Whether ``obj``'s class overrides any of ``cls``'s ``methods``: a subclass that does runs a
-    forward pass a splitter written for ``cls`` does not know, so it is not split."""
-    return any(getattr(type(obj), m) is not getattr(cls, m) for m in methods)
-
-
-def resnet_chain(model: torch.nn.Module) -> list[Segment] | None:
-    """timm ``ResNet``: mirrors ``forward_features`` (conv1, bn1, act1, maxpool, then every block
-    of layer1..layer4) and ``forward_head``."""
-    from timm.models.resnet import ResNet
-
-    if getattr(model, "grad_checkpointing", False) or _replaces(model, ResNet, ("forward", "forward_features")):
-        return None
-
-    def stem(x: torch.Tensor) -> torch.Tensor:
-        return model.maxpool(model.act1(model.bn1(model.conv1(x))))
-
-    segments = [Segment("stem", ("conv1", "bn1", "act1", "maxpool"), stem)]
-    for stage in ("layer1", "layer2", "layer3", "layer4"):
-        for i, block in enumerate(getattr(model, stage)):
-            segments.append(Segment(f"{stage}.{i}", (f"{stage}.{i}",), block))
-    segments.append(Segment("head", ("global_pool", "fc"), model.forward_head))
-    return segments
-
-
-def vit_chain(model: torch.nn.Module) -> list[Segment] | None:
-    """timm ``VisionTransformer``: mirrors ``forward_features`` without a mask (patch_embed,
-    _pos_embed, patch_drop, norm_pre; every block of ``blocks``; norm) and ``forward_head``.
-
-    The embedding segment holds the model's own tokens and position embedding (``cls_token``,
-    ``reg_token``, ``pos_embed``); ``forward_head`` holds pooling, attention pooling included.
-    """
-    from timm.models.vision_transformer import VisionTransformer
-
-    methods = ("forward", "forward_features", "_pos_embed", "forward_head", "pool")
-    if getattr(model, "grad_checkpointing", False) or _replaces(model, VisionTransformer, methods):
-        return None
-
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-
-    def head(x: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.norm(x))
-
-    tokens = ("patch_embed", "cls_token", "reg_token", "pos_embed", "pos_drop", "patch_drop", "norm_pre")
-    segments = [Segment("embed", tokens, embed)]
-    segments += [Segment(f"blocks.{i}", (f"blocks.{i}",), block) for i, block in enumerate(model.blocks)]
-    segments.append(Segment("head", ("norm", "attn_pool", "fc_norm", "head_drop", "head"), head))
-    return segments
-
-
-def convnext_chain(model: torch.nn.Module) -> list[Segment] | None:
-    """timm ``ConvNeXt``: mirrors ``forward_features`` (stem; each stage as its downsample, when
-    it has one, then every block, which is ``ConvNeXtStage.forward``; norm_pre) and ``forward_head``."""
-    from timm.models.convnext import ConvNeXt, ConvNeXtStage
-
-    if _replaces(model, ConvNeXt, ("forward", "forward_features", "forward_head")):
-        return None
-    segments = [Segment("stem", ("stem",), model.stem)]
-    for i, stage in enumerate(model.stages):
-        known = isinstance(stage, ConvNeXtStage) and not _replaces(stage, ConvNeXtStage, ("forward",))
-        if not known or getattr(stage, "grad_checkpointing", False):
-            return None
-        if not isinstance(stage.downsample, torch.nn.Identity):  # an Identity would store its input twice
-            segments.append(Segment(f"stages.{i}.downsample", (f"stages.{i}.downsample",), stage.downsample))
-        segments += [Segment(f"stages.{i}.blocks.{j}", (f"stages.{i}.blocks.{j}",), b) for j, b in enumerate(stage.blocks)]
-
-    def head(x: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.norm_pre(x))
-
-    segments.append(Segment("head", ("norm_pre", "head"), head))
-    return segments
-
-
-Splitter = Callable[[torch.nn.Module], list[Segment] | None]
-
-
-@functools.cache
-def chain_architectures() -> tuple[tuple[type, Splitter], ...]:
-    """The model classes whose forward is split into a chain, each with its splitter.
-
-    A splitter re-states one class's forward pass segment by segment, so it is only right for the
-    code it was written against (timm 1.0.31, checked bit for bit in tests/test_forward.py);
-    keeping each one a small function next to its class makes another architecture one function
-    and one line here. Imported on first use: timm is slow to import.
-    """
-    from timm.models.convnext import ConvNeXt
-    from timm.models.resnet import ResNet
-    from timm.models.vision_transformer import VisionTransformer
-
-    return ((ResNet, resnet_chain), (VisionTransformer, vit_chain), (ConvNeXt, convnext_chain))
-
-
 def chain_segments(model: torch.nn.Module) -> list[Segment] | None:
-    """``model``'s forward as a chain of segments, or None (full forward pass) for a model whose
-    forward no splitter in ``chain_architectures`` mirrors.
-
-    A chain is also refused when some parameter or buffer of the model is in no segment or in
-    more than one: then the splitter does not know the model, and resuming after a reset of that
-    layer could miss the reset.
-    """
-    for cls, split in chain_architectures():
-        if isinstance(model, cls):
-            segments = split(model)
-            break
-    else:
-        return None
-    if segments is not None and not _each_tensor_in_one_segment(model, segments):
-        log.warning("%s: a segment chain that does not hold every parameter once; full forward passes", type(model).__name__)
-        return None
-    return segments
-
-
-def _each_tensor_in_one_segment(model: torch.nn.Module, segments: Sequence[Segment]) -> bool:
-    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-    return all(sum(s.holds(n) for s in segments) == 1 for n in names)
+    """``model``'s forward as a chain of segments cut in its torch.fx graph
+    (``layercrit.graph.graph_segments``), or None (full forward passes, said in the log) for a
+    model whose forward torch.fx cannot trace or that has no point to resume from."""
+    return graph_segments(model)
 
 
 def segment_holding(segments: Sequence[Segment], layer: str) -> int | None:
+    """The first segment that uses ``layer``: a resumed pass must start there to see its reset."""
     return next((k for k, s in enumerate(segments) if s.holds(layer)), None)
 
 
@@ -253,7 +134,7 @@ class CleanActivations:
     """Inputs of a model's segments on every evaluation batch, recorded from the clean model.
 
     ``record`` is called once per model (and device, precision, batch size); ``resume`` then
-    yields the logits of the (possibly reset) model from the segment that holds ``layer``.
+    yields the logits of the (possibly reset) model from the segment ``start_for(layer)``.
     """
 
     def __init__(self, segments: list[Segment] | None, budget_bytes: int):
@@ -276,14 +157,23 @@ class CleanActivations:
         chosen: list[int] | None = None
         outputs = []
         for x in batches:
-            inputs = {}
+            n, inputs, witness = len(x), {}, {}
             for k, segment in enumerate(self.segments):
-                if k:  # the first segment's input is the image batch itself
+                # the first segment's input is the image batch itself; a tuple is not kept
+                if k and isinstance(x, torch.Tensor) and x.dim():
                     inputs[k] = x
+                    if chosen is None:
+                        witness[k] = x[:1].clone()
                 x = segment.run(x)
             outputs.append(x.float())
             if chosen is None:
-                per_image = {k: v.nelement() * v.element_size() / len(v) for k, v in inputs.items()}
+                # a segment that wrote into its input (in place) would later resume from other values
+                if changed := [self.segments[k].name for k, w in witness.items() if not torch.equal(inputs[k][:1], w)]:
+                    log.warning("segments %s change their input in place: not reusing activations", ", ".join(changed))
+                    self.kept, self.exact = {}, False
+                    return
+                # a view (a ViT's class token, x[:, 0]) keeps all of its storage: count that
+                per_image = {k: v.untyped_storage().nbytes() / n for k, v in inputs.items()}
                 chosen = self._choose(per_image, len(clean_logits))
                 self.kept = {k: [] for k in chosen}
             for k in chosen:
@@ -305,9 +195,13 @@ class CleanActivations:
         return sorted(chosen)
 
     def start_for(self, layer: str) -> int | None:
-        """Index of the segment to start from for ``layer``, or None (full forward)."""
+        """Index of the segment to start from for ``layer``, or None (full forward): the nearest
+        kept input at or before the layer's segment (the segments in between do not use the layer,
+        so they recompute what they computed clean)."""
         k = segment_holding(self.segments, layer)
-        return k if self.exact and k in self.kept else None
+        if not self.exact or k is None:
+            return None
+        return max((j for j in self.kept if j <= k), default=None)
 
     def resume(self, start: int, settings: EvalSettings, device: str) -> torch.Tensor:
         """Logits (float32, N×C), running the segments from ``start`` on the recorded inputs."""
@@ -316,7 +210,8 @@ class CleanActivations:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nelement() * t.element_size() for ts in self.kept.values() for t in ts)
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for ts in self.kept.values() for t in ts}
+        return sum(storages.values())
 
 
 @dataclass
