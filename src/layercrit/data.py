@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from layercrit.io import atomic_path, read_safetensors, require_tensors
+from layercrit.io import atomic_path, read_safetensors
 
 
 @dataclass(frozen=True)
@@ -68,17 +68,7 @@ def save_image_set(image_set: ImageSet, path: str | Path, metadata: dict | None 
 
 def load_labels(path: str | Path) -> torch.Tensor:
     """The labels of a stored image set, without reading its images."""
-    from safetensors import SafetensorError, safe_open
-
-    from layercrit.io import DamagedFileError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            if "labels" not in f.keys():
-                raise DamagedFileError(path, f"it lacks the tensor 'labels'; it holds {sorted(f.keys())}")
-            return f.get_tensor("labels")
-    except SafetensorError as e:
-        raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
+    return read_safetensors(path, names=("labels",))[0]["labels"]
 
 
 def check_labels(labels: torch.Tensor, n_classes: int, path: str | Path) -> None:
@@ -95,6 +85,5 @@ def check_labels(labels: torch.Tensor, n_classes: int, path: str | Path) -> None
 
 
 def load_image_set(path: str | Path) -> ImageSet:
-    tensors, _ = read_safetensors(path)
-    require_tensors(path, tensors, ("images", "labels"))
+    tensors, _ = read_safetensors(path, names=("images", "labels"))
     return ImageSet(tensors["images"], tensors["labels"])

@@ -47,7 +47,6 @@ from layercrit.io import (
     provenance,
     read_json,
     read_safetensors,
-    require_tensors,
     write_json,
 )
 from layercrit.metrics import OutputChangeAccumulator, clean_accuracy
@@ -147,9 +146,7 @@ class EvaluationCache:
 
     def baseline_logits(self, path: str | Path, device: str) -> torch.Tensor:
         def build() -> torch.Tensor:
-            tensors, _ = read_safetensors(path, device=device)
-            require_tensors(path, tensors, ("logits",))
-            return tensors["logits"]
+            return read_safetensors(path, device=device, names=("logits",))[0]["logits"]
 
         return self.logits.get(_file_key(path, device), build)
 

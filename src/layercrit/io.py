@@ -111,21 +111,22 @@ def read_json(path: str | Path) -> Any:
         raise DamagedFileError(path, f"not valid JSON: {e}") from None
 
 
-def read_safetensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors and header metadata of a safetensors output; :class:`DamagedFileError` if unreadable."""
+def read_safetensors(
+    path: str | Path, device: str = "cpu", names: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and header metadata of a safetensors output: all its tensors, or only ``names``,
+    each of which it must hold. :class:`DamagedFileError` if unreadable or one is missing."""
     from safetensors import SafetensorError, safe_open
 
     try:  # one opening of the file for header and tensors
         with safe_open(str(path), framework="pt", device=device) as f:
-            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
+            held = list(f.keys())
+            missing = [n for n in names or () if n not in held]
+            if missing:
+                raise DamagedFileError(path, f"it lacks the tensor(s) {missing}; it holds {sorted(held)}")
+            return {name: f.get_tensor(name) for name in names or held}, f.metadata() or {}
     except SafetensorError as e:
         raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
-
-
-def require_tensors(path: str | Path, tensors: dict[str, Any], names: tuple[str, ...]) -> None:
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise DamagedFileError(path, f"it lacks the tensor(s) {missing}; it holds {sorted(tensors)}")
 
 
 def file_identity(path: str | Path) -> tuple:

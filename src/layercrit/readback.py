@@ -134,7 +134,7 @@ def check_baseline_files(
     ``BASELINE_INPUTS``. Their sha256 must be what the baseline recorded (a file replaced with its
     old modification time is invisible to Snakemake), and its accuracy what its logits give."""
     from layercrit.data import check_labels, load_labels
-    from layercrit.io import read_safetensors, require_tensors
+    from layercrit.io import read_safetensors
 
     paths = sorted({str(p) for model in baselines for p in files[model].values()})
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
@@ -158,9 +158,7 @@ def check_baseline_files(
         eval_path, logits_path = str(files[model]["eval_data"]), str(files[model]["logits"])
         if eval_path not in labels:
             labels[eval_path] = load_labels(eval_path)
-        tensors, _ = read_safetensors(logits_path)
-        require_tensors(logits_path, tensors, ("logits",))
-        logits = tensors["logits"]
+        logits = read_safetensors(logits_path, names=("logits",))[0]["logits"]
         check_labels(labels[eval_path], logits.shape[1], eval_path)
         measured = clean_accuracy(logits, labels[eval_path])
         wrong = {k: (baseline[k], v) for k, v in measured.items() if not _same(float(baseline[k]), float(v))}
