@@ -46,7 +46,7 @@ import torch
 
 from layercrit.downloads import SIDECAR_SUFFIX, SourceError, brief
 from layercrit.study import Architecture
-from layercrit.zoo import CHECKPOINT_HEADER, build_architecture
+from layercrit.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +196,11 @@ def fit_to_architecture(
             if name[: -len("num_batches_tracked")] + "running_mean" in state:
                 state[name] = torch.zeros((), dtype=ref.dtype)
                 filled.append(name)
-    missing = [k for k in reference if k not in state]
-    unexpected = sorted(k for k in state if k not in reference)
+    missing, unexpected, reshaped = state_dict_mismatch(state, reference)
+    unexpected = sorted(unexpected)
     tolerated = [k for k in unexpected if k in lenient_keys]
     unexpected = [k for k in unexpected if k not in lenient_keys]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs architecture {tuple(ref.shape)}"
-        for k, ref in reference.items()
-        if k in state and state[k].shape != ref.shape
-    ]
+    shapes = [f"{k}: checkpoint {ours} vs architecture {theirs}" for k, ours, theirs in reshaped]
     if missing or unexpected or shapes:
         problems = []
         if missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,17 +155,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     )
 
 
+def state_dict_mismatch(
+    state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """What keeps ``state`` from loading strictly into a model whose state dict is ``reference``:
+    the keys it lacks (reference order), those the model does not have (state order), and the
+    tensors of other shapes (name, shape in ``state``, shape in ``reference``)."""
+    missing = [name for name in reference if name not in state]
+    unexpected = [name for name in state if name not in reference]
+    reshaped = [
+        (name, tuple(state[name].shape), tuple(ref.shape))
+        for name, ref in reference.items()
+        if name in state and state[name].shape != ref.shape
+    ]
+    return missing, unexpected, reshaped
+
+
 def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
     """Build ``arch`` and load the checkpoint strictly: every tensor must be there, with its shape."""
     model = build_architecture(arch, seed=0)
-    expected = model.state_dict()
-    reshaped = [
-        f"{name}: {tuple(tensor.shape)} in the file, {tuple(expected[name].shape)} in the model"
-        for name, tensor in checkpoint.state_dict.items()
-        if name in expected and tensor.shape != expected[name].shape
-    ]
-    missing = [name for name in expected if name not in checkpoint.state_dict]
-    unexpected = [name for name in checkpoint.state_dict if name not in expected]
+    missing, unexpected, shapes = state_dict_mismatch(checkpoint.state_dict, model.state_dict())
+    reshaped = [f"{name}: {ours} in the file, {theirs} in the model" for name, ours, theirs in shapes]
     if reshaped or missing or unexpected:
         where = f"{checkpoint.path} " if checkpoint.path else ""
         problems = "; ".join(
