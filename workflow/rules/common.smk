@@ -66,16 +66,16 @@ def validated(data, schema, what):
     """Validate with Snakemake, which also fills in defaults, then with the same schema's strict
     validator (an integer is an int: 500.0 is not); on failure say briefly what is wrong.
     """
-    name = Path(schema).name.removesuffix(".schema.yaml")
     try:
         validate(data, schema)
+        failed = False
     except WorkflowError:
-        problems = schema_problems(data, load_schema(name), what)
+        failed = True
+    name = Path(schema).name.removesuffix(".schema.yaml")
+    problems = schema_problems(data, load_schema(name), what)
+    if failed or problems:
         summary = "\n".join(problems) or f"{what} does not match {schema}"
         raise WorkflowError(f"Invalid {what}:\n{summary}") from None
-    problems = schema_problems(data, load_schema(name), what)
-    if problems:
-        raise WorkflowError(f"Invalid {what}:\n" + "\n".join(problems))
     return data
 
 

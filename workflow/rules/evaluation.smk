@@ -85,7 +85,7 @@ def reset_inputs(wildcards):
     """
     inputs = {
         "baseline": f"{RESULTS}/baselines/{wildcards.model}.json",
-        "logits": f"{RESULTS}/baselines/{wildcards.model}.logits.safetensors",
+        "logits": baseline_files(wildcards.model)["logits"],
     }
     if needs_initial_weights(wildcards.mode):
         inputs["init"] = f"{RESULTS}/models/{wildcards.model}.init.safetensors"
