@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def layers_to_time(model: torch.nn.Module, max_layers: int | None) -> list[str]:
     layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     if max_layers is None or len(layers) <= max_layers:
         return layers
-    return [layers[round(i * (len(layers) - 1) / (max_layers - 1))] for i in range(max_layers)]
+    return [layers[round(i * (len(layers) - 1) / max(max_layers - 1, 1))] for i in range(max_layers)]  # 1: the first
 
 
 def segment_flops(segments, size: int) -> list[int]:
@@ -198,6 +199,24 @@ def markdown(record: dict) -> str:
     return "\n".join(rows)
 
 
+def start(parser: argparse.ArgumentParser, benchmark: str, table: Callable[[dict], str]) -> tuple[argparse.Namespace, dict] | None:
+    """The command line of a CPU reuse benchmark (``parser`` plus --out and --markdown): with
+    --markdown, print ``table`` of that record and return None; else set torch's threads and
+    return the arguments and the record's provenance, to which the runs are added."""
+    parser.add_argument("--out", type=Path, default=Path(f"{benchmark}.json"))
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
+    args = parser.parse_args()
+    if args.markdown:
+        print(table(json.loads(args.markdown.read_text())))
+        return None
+    torch.set_num_threads(args.threads)
+    record = provenance(
+        benchmark=benchmark, machine=machine(), device="cpu", precision="fp32",
+        settings={k: v for k, v in vars(args).items() if k not in ("out", "markdown")},
+    )  # fmt: skip
+    return args, record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
@@ -210,18 +229,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="measure everything this many times (a shared machine is noisy)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (the workflow's CPU jobs use every core)")
     parser.add_argument("--activation-cache-mb", type=int, default=8192)
-    parser.add_argument("--out", type=Path, default=Path("activation_reuse.json"))
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = start(parser, "activation_reuse", markdown)
+    if started is None:
         return
-
-    torch.set_num_threads(args.threads)
-    record = provenance(
-        benchmark="activation_reuse", machine=machine(), device="cpu", precision="fp32",
-        settings={k: v for k, v in vars(args).items() if k not in ("out", "markdown")}, runs=[],
-    )  # fmt: skip
+    args, record = started
+    record["runs"] = []
     for k in range(args.runs):
         run = {"load_before": load(), "architectures": []}
         for name in args.only:

@@ -42,13 +42,12 @@ import torch
 
 from layercrit.data import ImageSet
 from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, chain_segments, free_memory, predict_logits
-from layercrit.io import provenance
 from layercrit.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
 
 sys.path.insert(0, str(Path(__file__).parent))
-from activation_reuse import IMAGENET, layers_to_time, load, machine, segment_flops  # noqa: E402
+from activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,19 +204,11 @@ def main() -> None:
     )
     parser.add_argument("--activation-cache-mb", type=int, default=8192)
     parser.add_argument("--chains-rev", default="327dfd8", help="git revision whose per-family splitters to time alongside")
-    parser.add_argument("--out", type=Path, default=Path("graph_reuse.json"))
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = start(parser, "graph_reuse", markdown)
+    if started is None:
         return
-
-    torch.set_num_threads(args.threads)
+    args, record = started
     chains = per_family_chains(args.chains_rev) if args.chains_rev else None
-    record = provenance(
-        benchmark="graph_reuse", machine=machine(), device="cpu", precision="fp32",
-        settings={k: v for k, v in vars(args).items() if k not in ("out", "markdown")},
-    )  # fmt: skip
     run = {"load_before": load(), "architectures": []}
     for name in args.only:
         run["architectures"].append(result := measure(name, CASES[name], args, chains))
