@@ -325,13 +325,6 @@ def sbatch_command(step: Step, settings: SlurmSettings, dependency: str | None) 
     return command + list(step.sbatch_args) + [f"--wrap={step.command}"]
 
 
-def _workflow_path(path: str | Path, workdir: Path, root: Path) -> Path:
-    """As the workflow's ``workflow_path`` (workflow/rules/common.smk) finds a file the config
-    names: relative to the working directory if it is there, else to the workflow's checkout."""
-    given = workdir / path
-    return given if given.exists() or not (root / path).exists() else root / path
-
-
 def study_config(options: argparse.Namespace) -> dict[str, Any]:
     """The config the steps' Snakemake will have: the user's --configfile and --config merged by
     Snakemake's own code, over the default study where they name none (the Snakefile's
@@ -341,15 +334,15 @@ def study_config(options: argparse.Namespace) -> dict[str, Any]:
     from snakemake.settings.types import ConfigSettings
     from snakemake.utils import update_config, validate
 
-    from layercrit.study import SCHEMA_DIR
+    from layercrit.study import SCHEMA_DIR, workflow_file
 
     workdir = Path(options.directory or ".")
     root = Path(options.snakefile).resolve().parent if options.snakefile else SCHEMA_DIR.parents[1]
     given = ConfigSettings(config=parse_config(options.config), configfiles=options.configfile).overwrite_config
-    config = {} if "study" in given else load_configfile(_workflow_path("config/demo.yaml", workdir, root))
+    config = {} if "study" in given else load_configfile(workflow_file("config/demo.yaml", root, workdir))
     update_config(config, given)
     validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
-    config["zoo"] = str(_workflow_path(config["zoo"], workdir, root))
+    config["zoo"] = workflow_file(config["zoo"], root, workdir)
     return config
 
 

@@ -61,6 +61,17 @@ def read_yaml(path: str | Path) -> Any:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
 
 
+def workflow_file(path: str | Path, root: str | Path, workdir: str | Path = ".") -> str:
+    """A path from the config: as given (relative to ``workdir``, the directory Snakemake runs
+    in) if it exists there, else relative to the workflow's checkout ``root``, so that shipped
+    zoos are found from any directory."""
+    given = Path(workdir) / path
+    if given.exists():
+        return str(given)
+    shipped = Path(root) / path
+    return str(shipped) if shipped.exists() else str(given)
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """A schema of ``workflow/schemas/`` (``name``: ``config`` or ``zoo``), as data."""
     with open(SCHEMA_DIR / f"{name}.schema.yaml") as f:

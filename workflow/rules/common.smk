@@ -38,6 +38,7 @@ from layercrit.study import (
     read_yaml,
     reset_result_path,
     schema_problems,
+    workflow_file,
 )
 
 from layercrit.source_specs import local_source_files
@@ -49,11 +50,7 @@ def workflow_path(path):
     """A path from the config: as given (relative to the working directory) if it exists there,
     else relative to the workflow's directory, so shipped zoos are found from any directory.
     """
-    given = Path(path)
-    if given.is_absolute() or given.exists():
-        return str(given)
-    shipped = WORKFLOW_ROOT / given
-    return str(shipped) if shipped.exists() else str(given)
+    return workflow_file(path, WORKFLOW_ROOT)
 
 
 if "study" not in config:
