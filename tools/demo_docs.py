@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from layercrit.io import machine
-from layercrit.statistics import accuracy_correlations
+from layercrit.statistics import ARCHITECTURE_SUBSET, accuracy_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "demo"
@@ -231,7 +231,7 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             f"{m.mean_criticality:.1f} %; its most critical layers: {top}."
         )
     correlations = accuracy_correlations(models).set_index(["accuracy", "subset"]).loc["measured"]
-    pooled, per_architecture = correlations.loc["all"], correlations[correlations.index.str.startswith("architecture ")]
+    pooled, per_architecture = correlations.loc["all"], correlations[correlations.index.str.startswith(ARCHITECTURE_SUBSET)]
     text = (
         f"Mean criticality vs measured top-1 over the {pooled.n} models"
         + (f" (pooled over {len(per_architecture)} architectures)" if len(per_architecture) else "")
@@ -239,7 +239,7 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     )
     for subset, row in per_architecture.iterrows():
         if row.n >= 3:  # fewer: no correlation to give
-            text += f"; over the {row.n} {subset.removeprefix('architecture ')} models: ρ = {row.spearman_r:.2f} (p = {row.spearman_p:.2g})"
+            text += f"; over the {row.n} {subset.removeprefix(ARCHITECTURE_SUBSET)} models: ρ = {row.spearman_r:.2f} (p = {row.spearman_p:.2g})"
     out.append(text + ".")
     control = models[~models["in_figures"]]
     for m in control.itertuples(index=False):

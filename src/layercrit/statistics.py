@@ -148,6 +148,8 @@ def _correlation_row(subset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any
     }  # fmt: skip
 
 
+# The prefix of a correlation subset of one architecture's models ("architecture resnet50").
+ARCHITECTURE_SUBSET = "architecture "
 CORRELATION_COLUMNS = [
     "accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped",
 ]  # fmt: skip
@@ -174,7 +176,7 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
         subsets["without_adversarial"] = ~adversarial_mask(m)
     if "architecture" in m and m["architecture"].nunique() > 1:
         for arch in dict.fromkeys(m["architecture"]):
-            subsets[f"architecture {arch}"] = m["architecture"] == arch
+            subsets[ARCHITECTURE_SUBSET + arch] = m["architecture"] == arch
     out = []
     for source in accuracy_sources(m):
         x = accuracies[source]

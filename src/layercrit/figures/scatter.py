@@ -27,7 +27,7 @@ from layercrit.figures.common import (
     ordered_models,
 )
 from layercrit.replication import agreement
-from layercrit.statistics import accuracy_correlations, cell_text, figure_models, headline_top1, numeric_column
+from layercrit.statistics import ARCHITECTURE_SUBSET, accuracy_correlations, cell_text, figure_models, headline_top1, numeric_column
 
 _NORM_STYLE = {
     # Circles for both: marker area encodes accuracy, and a square of the same size has more area.
@@ -191,21 +191,21 @@ def _fmt_p(p: float) -> str:
 
 def _correlation_text(corr: pd.DataFrame) -> str:
     """The correlations as lines, one heading per accuracy source (the plotted one first)."""
-    per_architecture = corr["subset"].str.startswith("architecture ").any()
-    pooled = f"all models, pooled over {corr['subset'].str.startswith('architecture ').sum() // corr['accuracy'].nunique()} architectures"
-    names = {"all": pooled if per_architecture else "all models", "without_adversarial": "w/o adversarial"}
+    architectures = corr.loc[corr["subset"].str.startswith(ARCHITECTURE_SUBSET), "subset"].nunique()
+    pooled = f"all models, pooled over {architectures} architectures" if architectures else "all models"
+    names = {"all": pooled, "without_adversarial": "w/o adversarial"}
     lines = []
     for k, (source, block) in enumerate(corr.groupby("accuracy", sort=False)):
         notes = (["x axis"] if k == 0 else []) + (["as in the paper"] if source == "reported" else [])
         lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ", Spearman ρ and Kendall τ:")
         lines += [
-            f"    {names.get(r.subset, r.subset.replace('architecture ', '') + ' only')} (n={r.n}"
+            f"    {names.get(r.subset, r.subset.removeprefix(ARCHITECTURE_SUBSET) + ' only')} (n={r.n}"
             + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
             + f"): ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
             f"τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
             for r in block.itertuples(index=False)
             # an architecture's own line only where it can have a correlation (3 models or more)
-            if not (r.subset.startswith("architecture ") and r.n < 3)
+            if not (r.subset.startswith(ARCHITECTURE_SUBSET) and r.n < 3)
         ]
     return "\n".join(lines)
 
