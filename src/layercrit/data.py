@@ -11,11 +11,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
 from layercrit.io import atomic_path, read_safetensors
+from layercrit.pipelines import STUDY_INTERPOLATION
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,17 @@ def check_labels(labels: torch.Tensor, n_classes: int, path: str | Path) -> None
             f"has {n_classes} outputs (labels 0 to {n_classes - 1}): {values[:10]}. The data and the models must "
             f"have the same classes: check data.n_classes (or the image folder) and the architectures' num_classes"
         )
+
+
+def image_set_pipeline(path: str | Path) -> dict[str, Any] | None:
+    """The input pipeline (resize, crop, interpolation) a stored image set was prepared with, from
+    its metadata; None for generated images, which had none. Files prepared before the
+    interpolation was recorded were all bilinear."""
+    _, header = read_safetensors(path, names=("labels",))  # the header, with the smallest tensor
+    metadata = json.loads(header.get("metadata", "{}"))
+    if "resize" not in metadata:
+        return None
+    return {"resize": metadata["resize"], "crop": metadata["crop"], "interpolation": metadata.get("interpolation", STUDY_INTERPOLATION)}
 
 
 def load_image_set(path: str | Path) -> ImageSet:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from layercrit.data import ImageSet, check_labels, load_image_set
+from layercrit.data import ImageSet, check_labels, image_set_pipeline, load_image_set
 from layercrit.devices import shared_pool
 from layercrit.forward import (
     CleanActivations,
@@ -219,6 +219,7 @@ def evaluate_baseline(
         "nonfinite_outputs": bool(n_nonfinite),
         "checkpoint_sha256": cache.sha256(weights),
         "eval_data_sha256": cache.sha256(eval_data),
+        "eval_pipeline": image_set_pipeline(eval_data),
         **provenance(
             device=device_description(device),
             precision=settings.precision,

@@ -11,7 +11,8 @@ DataLoader; the tests check it against a real DataLoader.
 
 Each image is decoded once (``Resize(256)``, ``CenterCrop(224)``, kept as uint8) and the subset
 is stored as one ``ImageSet`` file, in subset order, so that every evaluation job reads the
-same tensor and decodes nothing.
+same tensor and decodes nothing. With per-model input pipelines (``layercrit.pipelines``) the
+same subset is stored once per pipeline, each file resized and cropped as its pipeline says.
 
 Accepted layouts of the validation folder:
 
@@ -46,6 +47,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 
 from layercrit.data import ImageSet, save_image_set
 from layercrit.io import atomic_path, provenance
+from layercrit.pipelines import STUDY_INTERPOLATION, InputPipeline
 
 KAGGLE_LABELS = "LOC_val_solution.csv"
 DEVKIT_LABELS = "ILSVRC2012_validation_ground_truth.txt"
@@ -347,14 +349,17 @@ def paper_subset_indices(n_total: int, n_subset: int | None = 10_000, seed: int 
 
 
 @functools.lru_cache(maxsize=4)
-def _transform(resize: int, crop: int) -> transforms.Compose:
+def _transform(resize: int, crop: int, interpolation: str = STUDY_INTERPOLATION) -> transforms.Compose:
     # The authors' transforms (Resize on PIL: bilinear, antialiased), minus ToTensor's /255,
     # which the model input transform applies later (uint8 / 255 is bitwise what ToTensor gives).
-    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
+    # timm's evaluation transform is the same Resize and CenterCrop with its own size and filter.
+    resize_step = transforms.Resize(resize, interpolation=transforms.InterpolationMode(interpolation))
+    return transforms.Compose([resize_step, transforms.CenterCrop(crop), transforms.PILToTensor()])
 
 
-def preprocess(path: str | Path, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """One image as uint8 3×crop×crop: RGB, shorter side resized to ``resize``, center crop."""
+def preprocess(path: str | Path, resize: int = 256, crop: int = 224, interpolation: str = STUDY_INTERPOLATION) -> torch.Tensor:
+    """One image as uint8 3×crop×crop: RGB, shorter side resized to ``resize`` with
+    ``interpolation`` (a name of ``layercrit.pipelines.INTERPOLATIONS``), center crop."""
     try:
         # ImageFolder's pil_loader: open, convert to RGB (grayscale, CMYK, palette → RGB).
         with Image.open(path) as img:
@@ -364,13 +369,13 @@ def preprocess(path: str | Path, resize: int = 256, crop: int = 224) -> torch.Te
             f"Cannot decode image {path}: {type(e).__name__}: {e}. The file is corrupt, truncated or not an image; "
             "restore it from the original archive (deleting it would change which images the subset picks)."
         ) from e
-    return _transform(resize, crop)(rgb)
+    return _transform(resize, crop, interpolation)(rgb)
 
 
-def _decode_chunk(paths: list[str], resize: int, crop: int) -> np.ndarray:
+def _decode_chunk(paths: list[str], resize: int, crop: int, interpolation: str) -> np.ndarray:
     # numpy, not torch, across the process boundary: torch would pass tensors through shared
     # memory file descriptors, which a long run with many chunks does not need.
-    return torch.stack([preprocess(p, resize, crop) for p in paths]).numpy()
+    return torch.stack([preprocess(p, resize, crop, interpolation) for p in paths]).numpy()
 
 
 def _worker_init() -> None:
@@ -391,6 +396,7 @@ def decode_images(
     *,
     resize: int = 256,
     crop: int = 224,
+    interpolation: str = STUDY_INTERPOLATION,
     workers: int | None = None,
     progress: bool = True,
     chunk_size: int = 32,
@@ -410,7 +416,7 @@ def decode_images(
     try:
         if workers <= 1 or n <= 1:
             for i, p in enumerate(paths):
-                images[i] = preprocess(p, resize, crop)
+                images[i] = preprocess(p, resize, crop, interpolation)
                 bar.update(1)
             return images
         starts = iter(range(0, n, chunk_size))
@@ -420,7 +426,7 @@ def decode_images(
                 while True:
                     while len(pending) < 2 * workers and (start := next(starts, None)) is not None:
                         chunk = [str(p) for p in paths[start : start + chunk_size]]
-                        pending[pool.submit(_decode_chunk, chunk, resize, crop)] = start
+                        pending[pool.submit(_decode_chunk, chunk, resize, crop, interpolation)] = start
                     if not pending:
                         break
                     done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -461,6 +467,7 @@ def prepare_validation_set(
     expected_classes: int | None = 1000,
     resize: int = 256,
     crop: int = 224,
+    interpolation: str = STUDY_INTERPOLATION,
     kind: str = "imagenet_val",
 ) -> dict[str, Any]:
     """Decode the paper's subset of the validation set and store it as one ``ImageSet`` file
@@ -486,7 +493,7 @@ def prepare_validation_set(
     labels = torch.tensor([listing.labels[i] for i in indices], dtype=torch.int64)
 
     t1 = time.perf_counter()
-    images = decode_images(paths, resize=resize, crop=crop, workers=workers, progress=progress)
+    images = decode_images(paths, resize=resize, crop=crop, interpolation=interpolation, workers=workers, progress=progress)
     decode_seconds = time.perf_counter() - t1
 
     out = Path(out)
@@ -503,6 +510,7 @@ def prepare_validation_set(
         "order": "ImageFolder order" if n_subset is None else "first n_subset of the seeded shuffled DataLoader",
         "resize": resize,
         "crop": crop,
+        "interpolation": interpolation,
         "classes": listing.classes,
         "files": files,
         "files_sidecar": None,
@@ -531,6 +539,28 @@ def prepare_validation_set(
         "seconds": round(time.perf_counter() - t0, 3),
         "files_sidecar": str(sidecar) if metadata["files_sidecar"] else None,
     }
+
+
+def prepare_pipeline_images(
+    data: dict[str, Any], out: str | Path, pipeline: InputPipeline, *, imagenet_val: str | None, workers: int | None = None
+) -> dict[str, Any]:
+    """The study's evaluation images (config ``data``: kind imagenet, its folder ``imagenet_val``,
+    or folder) prepared with one model's input ``pipeline``; every pipeline's file holds the
+    same images, labels and order (the subset depends on the folder and subset settings only)."""
+    if data["kind"] == "imagenet":
+        source = {"root": imagenet_val, "labels_file": data["labels_file"], "expected_classes": data["expected_classes"]}
+    else:
+        source = {"root": data["root"], "expected_classes": None, "kind": "image_folder"}
+    return prepare_validation_set(
+        **source,
+        out=out,
+        n_subset=data["subset_size"],
+        seed=data["subset_seed"],
+        workers=workers,
+        resize=pipeline.resize,
+        crop=pipeline.crop,
+        interpolation=pipeline.interpolation,
+    )
 
 
 def sidecar_path(out: str | Path) -> Path:

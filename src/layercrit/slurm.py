@@ -223,7 +223,7 @@ def _requeueing(command: str) -> str:
 # newer baselines, by modification time, in the shards), reset results to the shards, tables and
 # figures to finish.
 FORCE_OPTIONS = {"--forcerun": True, "-R": True, "--forceall": False, "-F": False, "--force": False, "-f": False}
-PREPARE_RULES = ("synthetic_data", "imagenet_subset", "image_folder", "train_model", "download_model", "baseline")
+PREPARE_RULES = ("synthetic_data", "imagenet_subset", "image_folder", "pipeline_images", "train_model", "download_model", "baseline")
 PREPARE_OUTPUTS = ("data", "models", "baselines")  # results/<study>/<these>/...
 SHARD_RULES, SHARD_OUTPUTS = ("reset",), ("resets",)
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from layercrit.image_folders import IMAGE_EXTENSIONS, FolderCount, count_images
+from layercrit.pipelines import PER_MODEL, STUDY, InputPipeline, PipelineError, model_pipeline, study_pipeline
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
@@ -236,6 +237,8 @@ class Study:
     baseline: str | None
     selected_layers: dict[str, tuple[Layer, ...]] = field(default_factory=dict)
     trained_models: tuple[str, ...] = ()  # the models this study trains (trains_here); others are downloaded
+    # each model's input pipeline where the images are read from files (none for generated images)
+    pipelines: dict[str, InputPipeline] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -244,6 +247,18 @@ class Study:
     @property
     def seeds(self) -> list[int]:
         return list(self.config["reset"]["seeds"])
+
+    @property
+    def per_model_pipelines(self) -> bool:
+        """Whether each model's images are prepared as its own pipeline says (data.pipeline per_model)."""
+        return self.config.get("data", {}).get("pipeline", STUDY) == PER_MODEL
+
+    def eval_data(self, model_id: str) -> str:
+        """The evaluation images of ``model_id``, relative to results/<study>/: the study's one
+        file, or with per-model pipelines its pipeline's (models that share one share the file)."""
+        if self.per_model_pipelines:
+            return f"data/eval-{self.pipelines[model_id].name}.safetensors"
+        return "data/eval.safetensors"
 
     def layers_of(self, model_id: str) -> tuple[Layer, ...]:
         return self.selected_layers[self.models[model_id].architecture]
@@ -457,9 +472,30 @@ def data_image_side(config: dict[str, Any]) -> tuple[int | None, str]:
     data = config.get("data", {})
     if data.get("kind") == "synthetic":
         return data.get("image_size", 32), "data.image_size"
-    if data.get("kind") in ("imagenet", "folder"):
+    if data.get("kind") in ("imagenet", "folder") and data.get("pipeline", STUDY) == STUDY:
         return data.get("crop", 224), "data.crop"
-    return None, ""
+    return None, ""  # none, or each model's own (input_pipelines checks those)
+
+
+def input_pipelines(config: dict[str, Any], zoo: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> dict[str, InputPipeline]:
+    """Each model's input pipeline (layercrit.pipelines): the study's one, or with data.pipeline
+    per_model its zoo entry's ``input``, else its architecture's pretrained config. None where the
+    images are generated (data.kind synthetic: the schema allows only study there)."""
+    data = config.get("data", {})
+    if data.get("kind") not in ("imagenet", "folder"):
+        return {}
+    try:
+        if data.get("pipeline", STUDY) == STUDY:
+            shared = study_pipeline({"resize": 256, "crop": 224, **data})  # the schema's defaults, for unvalidated configs
+            shared.check("data.resize, data.crop")
+            return dict.fromkeys(models, shared)
+        given = {entry["id"]: entry.get("input") for entry in zoo["models"]}
+        return {
+            m.id: model_pipeline(m.id, given[m.id], architectures[m.architecture].input, m.architecture)
+            for m in models.values()
+        }
+    except PipelineError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_input_size(config: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> None:
@@ -576,6 +612,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                 )
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)
+    pipelines = input_pipelines(config, zoo, models, used_architectures)
 
     return Study(
         name=config["study"],
@@ -586,6 +623,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
         baseline=baseline,
         selected_layers=selected,
         trained_models=trained,
+        pipelines=pipelines,
     )
 
 

@@ -4,7 +4,7 @@
 rule baseline:
     input:
         checkpoint=model_checkpoint,
-        eval=f"{RESULTS}/data/eval.safetensors",
+        eval=baseline_eval_data,
     output:
         logits=f"{RESULTS}/baselines/{{model}}.logits.safetensors",
         summary=f"{RESULTS}/baselines/{{model}}.json",

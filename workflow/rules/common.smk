@@ -191,6 +191,23 @@ def synthetic_split(split):
     }
 
 
+# The study's input pipelines by name: with data.pipeline per_model, one evaluation-data file each.
+PIPELINES = {pipeline.name: pipeline for pipeline in STUDY.pipelines.values()}
+
+
+def data_params():
+    """The data settings as the preparing job's params: without `pipeline`, so that images
+    prepared before the key existed (what `study` does) stay current; with per_model also
+    without resize and crop, which each file's pipeline sets instead."""
+    unused = {"pipeline"} | ({"resize", "crop"} if STUDY.per_model_pipelines else set())
+    return {key: value for key, value in config["data"].items() if key not in unused}
+
+
+def pipeline_params(wildcards):
+    """The input pipeline of one evaluation-data file (data.pipeline per_model), as its params."""
+    return asdict(PIPELINES[wildcards.pipeline])
+
+
 def architecture_of(model_id):
     return STUDY.architectures[STUDY.models[model_id].architecture]
 

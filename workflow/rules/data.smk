@@ -1,6 +1,26 @@
-# The evaluation images, prepared once as uint8 so that no evaluation job decodes images.
+# The evaluation images, prepared once as uint8 so that no evaluation job decodes images: once
+# per study, or with data.pipeline per_model once per distinct input pipeline of its models.
 
-if config["data"]["kind"] == "imagenet":
+if STUDY.per_model_pipelines:
+
+    rule pipeline_images:
+        output:
+            eval=f"{RESULTS}/data/eval-{{pipeline}}.safetensors",
+        log:
+            f"{RESULTS}/logs/data/eval-{{pipeline}}.log",
+        wildcard_constraints:
+            pipeline="|".join(map(re.escape, PIPELINES)),
+        conda:
+            "../../envs/layercrit.yaml"
+        threads: CORES
+        params:
+            root=config["imagenet_val"],
+            data=data_params(),
+            pipeline=pipeline_params,
+        script:
+            "../scripts/prepare_pipeline.py"
+
+elif config["data"]["kind"] == "imagenet":
 
     rule imagenet_subset:
         output:
@@ -12,7 +32,7 @@ if config["data"]["kind"] == "imagenet":
         threads: CORES
         params:
             root=config["imagenet_val"],
-            data=config["data"],
+            data=data_params(),
         script:
             "../scripts/prepare_imagenet.py"
 
@@ -27,7 +47,7 @@ elif config["data"]["kind"] == "folder":
             "../../envs/layercrit.yaml"
         threads: CORES
         params:
-            data=config["data"],
+            data=data_params(),
         script:
             "../scripts/prepare_folder.py"
 

@@ -98,9 +98,14 @@ def baseline_files(model):
     """
     return {
         "checkpoint": model_checkpoint(model),
-        "eval_data": f"{RESULTS}/data/eval.safetensors",
+        "eval_data": f"{RESULTS}/{STUDY.eval_data(model)}",
         "logits": f"{RESULTS}/baselines/{model}.logits.safetensors",
     }
+
+
+def baseline_eval_data(wildcards):
+    """The evaluation images a model's baseline reads: the study's, or its input pipeline's."""
+    return baseline_files(wildcards.model)["eval_data"]
 
 
 def reset_files(wildcards):
