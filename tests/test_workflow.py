@@ -273,3 +273,26 @@ def test_a_checkpoint_changed_after_its_baseline_fails_loudly_until_the_baseline
     assert forced["train_model"] == 1 and forced["baseline"] == 1 and forced["reset"] == len(LAYERS) * len(SEEDS)
     run_snakemake(workdir, "--configfile", str(config), "--cores", "2", "--forcerun", str(checkpoint.relative_to(workdir)))
     assert checkpoint.read_bytes() == original  # training is deterministic: the model it was
+
+
+def test_switching_the_seed_scheme_recomputes_the_randomize_results_and_the_default_changes_nothing(study):
+    """Results made before seed schemes existed are the default scheme's: naming it plans nothing;
+    the authors' scheme stands for other fresh models and re-runs every reset (params changed)."""
+    workdir, config = study
+    cfg = yaml.safe_load(config.read_text())
+    for scheme, expected in (("independent", None), ("authors", len(MODELS) * len(LAYERS) * len(SEEDS))):
+        cfg["reset"]["seed_scheme"] = scheme
+        path = workdir / f"config_{scheme}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert planned_jobs(workdir, path).get("reset") == expected, scheme
+
+
+def test_a_table_that_mixes_seed_schemes_is_refused():
+    from layercrit.readback import check_seed_scheme
+
+    resets = pd.DataFrame({"model": ["a", "a", "a"], "layer": ["x", "y", "z"], "seed": [0, 0, 0],
+                           "mode": ["randomize"] * 3, "seed_scheme": ["authors", None, "authors"]})  # fmt: skip
+    check_seed_scheme(resets.iloc[[0, 2]], "authors")
+    check_seed_scheme(resets.iloc[[1]], "independent")  # a result from before the schemes: independent
+    with pytest.raises(ValueError, match=r"1 randomize result\(s\) \(e.g. a y seed 0\) were drawn under seed scheme 'independent'"):
+        check_seed_scheme(resets, "authors")

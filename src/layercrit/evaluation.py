@@ -52,7 +52,8 @@ from layercrit.io import (
 from layercrit.metrics import OutputChangeAccumulator, clean_accuracy
 from layercrit.reset import replacement_source, reset_layer
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture, load_checkpoint, load_model
+from layercrit.seed_schemes import fresh_model, unverified_versions
+from layercrit.zoo import load_checkpoint, load_model
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,11 @@ class EvaluationCache:
 
         return self.models.get(_file_key(path, device), build)
 
-    def fresh_state(self, arch: Architecture, seed: int) -> dict[str, torch.Tensor]:
-        """State dict of a freshly initialized ``arch`` under ``seed`` (kept on the CPU)."""
-        key = (arch.id, arch.library, arch.name, repr(sorted(arch.kwargs.items())), seed)
-        return self.fresh.get(key, lambda: build_architecture(arch, seed=seed).state_dict())
+    def fresh_state(self, arch: Architecture, seed: int, scheme: str = "independent") -> dict[str, torch.Tensor]:
+        """State dict of the freshly initialized ``arch`` that ``seed`` stands for under seed
+        scheme ``scheme`` (layercrit.seed_schemes; kept on the CPU)."""
+        key = (arch.library, arch.name, repr(sorted(arch.kwargs.items())), seed, scheme)
+        return self.fresh.get(key, lambda: fresh_model(arch, seed, scheme).state_dict())
 
     def init_state(self, path: str | Path) -> dict[str, torch.Tensor]:
         return self.fresh.get(_file_key(path), lambda: load_checkpoint(path).state_dict)
@@ -312,17 +314,28 @@ def evaluate_reset(
     mode: str,
     settings: EvalSettings,
     out: str | Path,
+    seed_scheme: str = "independent",
+    fresh_arch: Architecture | None = None,
     cache: EvaluationCache = DEFAULT_CACHE,
 ) -> dict[str, Any]:
     """One reset job: ``measure_reset`` of ``layer`` (``mode``, ``seed``) on verified inputs.
 
+    In mode randomize the layer's new values come from the fresh model ``seed`` stands for
+    under ``seed_scheme``, built as ``fresh_arch`` (default ``arch``; layercrit.seed_schemes).
     Writes one JSON result (metrics + provenance) atomically to ``out`` and returns it. The
     model in the cache is restored bitwise afterwards, also when the evaluation fails.
     """
     started = time.perf_counter()
+    draws = mode == "randomize"
+    if draws and seed_scheme == "authors" and (differ := unverified_versions()):
+        log.warning(
+            "seed scheme authors: %s differ from the versions its draws were checked against the authors' code with; "
+            "the fresh models may not be the authors' trials (the per-trial replication shows it)",
+            ", ".join(f"{p} {have} (checked: {want})" for p, (have, want) in differ.items()),
+        )
     source = replacement_source(
         mode,
-        fresh_state=lambda: cache.fresh_state(arch, seed),
+        fresh_state=lambda: cache.fresh_state(fresh_arch or arch, seed, seed_scheme),
         initial_state=(lambda: cache.init_state(files.init)) if files.init is not None else None,
     )
     baseline = read_json(files.baseline)
@@ -348,6 +361,7 @@ def evaluate_reset(
         "layer": layer,
         "seed": seed,
         "mode": mode,
+        **({"seed_scheme": seed_scheme} if draws else {}),
         **change.result(baseline["top1"]),
         "original_top1": baseline["top1"],
         **{f"{name}_sha256": sha for name, (_, sha) in verified.items()},

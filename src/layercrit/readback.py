@@ -127,6 +127,24 @@ def check_against_baselines(resets: pd.DataFrame, baselines: dict[str, dict], ba
                 )
 
 
+def check_seed_scheme(resets: pd.DataFrame, scheme: str) -> None:
+    """Every randomize result must have drawn its fresh model under the study's seed scheme
+    (reset.seed_scheme; a result that records none predates the schemes: ``independent``):
+    a table that mixed schemes would mix trials that pair with the published ones and draws
+    that do not."""
+    if resets.empty:
+        return
+    recorded = resets.get("seed_scheme", pd.Series(None, index=resets.index)).fillna("independent")
+    other = resets[(resets["mode"] == "randomize") & (recorded != scheme)]
+    if len(other):
+        first = other.iloc[0]
+        raise ValueError(
+            f"{len(other)} randomize result(s) (e.g. {first['model']} {first['layer']} seed {first['seed']}) were drawn "
+            f"under seed scheme {recorded[first.name]!r}, but the study says reset.seed_scheme: {scheme!r}. "
+            "Recompute them: snakemake --forcerun reset (or set reset.seed_scheme back)"
+        )
+
+
 def check_baseline_files(
     baselines: dict[str, dict], baseline_files: dict[str, str], files: Mapping[str, Mapping[str, str]]
 ) -> None:

@@ -87,3 +87,59 @@ def replication_by_model(points: pd.DataFrame, models: pd.DataFrame) -> pd.DataF
     table = table.sort_values("mean_abs_difference", ascending=False, kind="stable", na_position="last")
     table.insert(1, "disagreement_rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
+
+
+# Per trial (reset.seed_scheme authors, where seed t is the authors' trial t): the residual of
+# each (model, layer, trial) is float noise when the draws are theirs, while two different draws
+# of one layer differ by points.
+TRIAL_COLUMNS = ["model", "layer", "layer_index", "seed", "criticality_own", "criticality_published", "residual"]
+
+
+def trial_points(own_resets: pd.DataFrame, published_resets: pd.DataFrame) -> pd.DataFrame:
+    """(model, layer, trial) triples present in both reset tables, own order; ``residual`` =
+    own − published criticality of the same trial."""
+    keys = ["model", "layer", "seed"]
+    own = own_resets[keys + ["layer_index", "criticality"]]
+    theirs = published_resets[keys + ["criticality"]]
+    points = own.merge(theirs, on=keys, how="inner", suffixes=("_own", "_published"), validate="one_to_one")
+    points["residual"] = points["criticality_own"] - points["criticality_published"]
+    return points[TRIAL_COLUMNS].reset_index(drop=True)
+
+
+def seed_to_seed_spread(published_resets: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
+    """|criticality of trial i − trial j| of the published results, over every pair of trials of
+    each (model, layer) in ``pairs`` (the compared ones): how far apart two draws of a layer are."""
+    compared = published_resets.merge(pairs[["model", "layer"]].drop_duplicates(), on=["model", "layer"])
+    both = compared.merge(compared, on=["model", "layer"], suffixes=("_i", "_j"))
+    both = both[both["seed_i"] < both["seed_j"]]
+    return (both["criticality_i"] - both["criticality_j"]).abs().rename("seed_to_seed").reset_index(drop=True)
+
+
+def trials_by_model(points: pd.DataFrame, models: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per compared model, largest |residual| first: how many trials were compared, the
+    median and largest |residual| (and where), how many exceed ``tolerance`` and whether any
+    does (``beyond_tolerance``); a NaN residual counts as beyond (an undefined comparison)."""
+    info = models.set_index("model")
+    rows = []
+    for model, sub in points.groupby("model", sort=False):
+        size = sub["residual"].abs()
+        worst = size.idxmax() if size.notna().any() else None
+        beyond = int((size.isna() | (size > tolerance)).sum())
+        rows.append(
+            {
+                "model": model,
+                "display_name": info.at[model, "display_name"] if model in info.index else model,
+                "category": info.at[model, "category"] if model in info.index else "",
+                "n_compared": len(sub),
+                "median_abs_residual": float(size.median()),
+                "max_abs_residual": float(size.max()),
+                "max_residual_layer": sub.at[worst, "layer"] if worst is not None else "",
+                "max_residual_trial": int(sub.at[worst, "seed"]) if worst is not None else -1,
+                "n_beyond_tolerance": beyond,
+                "beyond_tolerance": beyond > 0,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values("max_abs_residual", ascending=False, kind="stable", na_position="first").reset_index(drop=True)

@@ -81,6 +81,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 # The reset modes: the config schema's list is the one list (layercrit.reset says what each does).
 RESET_MODES: tuple[str, ...] = tuple(load_schema("config")["properties"]["reset"]["properties"]["mode"]["enum"])
+# How a randomize reset's seed names its fresh model (layercrit.seed_schemes).
+SEED_SCHEMES: tuple[str, ...] = tuple(load_schema("config")["properties"]["reset"]["properties"]["seed_scheme"]["enum"])
 
 
 def needs_initial_weights(mode: str) -> bool:
@@ -91,7 +93,10 @@ def needs_initial_weights(mode: str) -> bool:
 # The authors' released results as a study (with the published zoo; the workflow's PUBLISHED,
 # its tables: aggregation.published_tables): they re-randomized each layer of every model in three
 # trials, ``trial`` 0, 1, 2 of their results file, which are its seeds.
-PUBLISHED_STUDY = {"study": "published", "reset": {"mode": "randomize", "seeds": [0, 1, 2]}}
+PUBLISHED_STUDY = {
+    "study": "published",
+    "reset": {"mode": "randomize", "seeds": [0, 1, 2], "seed_scheme": "authors"},
+}
 # Where one reset result lives under results/<study>/ (every field a single path component).
 RESET_RESULT = "resets/{mode}/{model}/{layer}/seed{seed}.json"
 # ... and its inverse, derived from it: each field one path component, the seed a number.
@@ -205,6 +210,8 @@ class Model:
     in_figures: bool = True
     normalization: dict[str, Any] | None = None
     method: str = ""
+    # what the authors' code built this model with, where not its architecture (seed scheme authors)
+    authors_constructor: Architecture | None = None
 
 
 def trains_here(source: dict[str, Any], retrain: bool) -> bool:
@@ -247,6 +254,18 @@ class Study:
     @property
     def seeds(self) -> list[int]:
         return list(self.config["reset"]["seeds"])
+
+    @property
+    def seed_scheme(self) -> str:
+        return self.config["reset"]["seed_scheme"]
+
+    def fresh_architecture(self, model_id: str) -> Architecture:
+        """What a randomize reset of ``model_id`` draws its fresh model from: the model's own
+        architecture, or under seed scheme ``authors`` the constructor the authors' code used."""
+        model = self.models[model_id]
+        if self.seed_scheme == "authors" and model.authors_constructor is not None:
+            return model.authors_constructor
+        return self.architectures[model.architecture]
 
     @property
     def per_model_pipelines(self) -> bool:
@@ -548,6 +567,11 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
             in_figures=entry.get("in_figures", True),
             normalization=model_normalization(entry, architectures[entry["architecture"]]),
             method=entry.get("method", ""),
+            authors_constructor=(
+                architecture_from_spec(f"{mid} (authors' constructor)", entry["authors_constructor"], ())
+                if "authors_constructor" in entry
+                else None
+            ),
         )
 
     wanted = config.get("models")

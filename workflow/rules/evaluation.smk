@@ -48,13 +48,20 @@ onstart:
 # What the evaluation rules' results depend on, as their params: changing one re-runs them
 # (Snakemake's params trigger). activation_cache_mb is not among them: reuse is bit-identical.
 EVALUATION = {k: config[k] for k in ("device", "precision", "batch_size")}
+# A reset's also depend on the seed scheme. The default adds nothing, so that results made
+# before there were schemes stay current; switching to `authors` re-runs the resets.
+RESET_EVALUATION = EVALUATION | (
+    {"seed_scheme": STUDY.seed_scheme}
+    if STUDY.seed_scheme != "independent" and STUDY.mode == "randomize"
+    else {}
+)
 
 
 def eval_settings(params, threads):
     from layercrit.forward import EvalSettings
 
     return EvalSettings(
-        **params.evaluation,
+        **{k: params.evaluation[k] for k in EVALUATION},
         activation_cache_mb=config["activation_cache_mb"],
         cpu_threads=threads,
     )
@@ -193,4 +200,6 @@ def run_reset(wildcards, input, output, params, threads, resources, log):
             mode=wildcards.mode,
             settings=eval_settings(params, threads),
             out=output[0],
+            seed_scheme=STUDY.seed_scheme,
+            fresh_arch=STUDY.fresh_architecture(wildcards.model),
         )

@@ -25,6 +25,31 @@ rule compare_with_published:
         "../scripts/replication.py"
 
 
+# With reset.seed_scheme authors a seed is the authors' trial: compare trial by trial.
+rule compare_trials_with_published:
+    input:
+        own=f"{RESULTS}/tables/randomize/resets.csv",
+        models=f"{RESULTS}/tables/randomize/models.csv",
+        published=f"results/{PUBLISHED_NAME}/tables/randomize/resets.csv",
+    output:
+        table=f"{RESULTS}/tables/randomize/replication_trials.csv",
+        points=f"{RESULTS}/tables/randomize/replication_trials_layers.csv",
+        png=report(
+            f"{RESULTS}/figures/randomize/replication_trials.png",
+            caption="../report/replication_trials.rst",
+            category="Replication",
+        ),
+        pdf=f"{RESULTS}/figures/randomize/replication_trials.pdf",
+    log:
+        f"{RESULTS}/logs/figures/randomize/replication_trials.log",
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        tolerance=config["published"]["trial_tolerance"],
+    script:
+        "../scripts/replication_trials.py"
+
+
 rule replication:
     input:
         # a function: only asking for this target is an error when there is nothing to compare

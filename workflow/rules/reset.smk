@@ -21,7 +21,7 @@ rule reset:
     resources:
         gpu=GPU,
     params:
-        evaluation=EVALUATION,
+        evaluation=RESET_EVALUATION,
     run:
         run_reset(wildcards, input, output, params, threads, resources, log)
 

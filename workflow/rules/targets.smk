@@ -33,9 +33,11 @@ def figure_index_target():
 
 def figures_made():
     """The figures this study draws into figures/<mode>/, by name."""
-    return [*STUDY.figures, "model_table"] + (
-        ["replication"] if replication_targets() else []
-    )
+    return [*STUDY.figures, "model_table"] + [
+        name
+        for name in ("replication", "replication_trials")
+        if replication_targets(name)
+    ]
 
 
 def figures_left_out():
@@ -43,7 +45,11 @@ def figures_left_out():
     left_out = dict(STUDY.figures_left_out)
     reasons = replication_reasons()
     if reasons:
-        left_out["replication"] = "; ".join(reasons)
+        left_out["replication"] = left_out["replication_trials"] = "; ".join(reasons)
+    elif STUDY.seed_scheme != "authors":
+        left_out["replication_trials"] = (
+            f"reset.seed_scheme is {STUDY.seed_scheme!r}: its seeds are not the authors' trials"
+        )
     return left_out
 
 
@@ -61,10 +67,11 @@ def replication_reasons():
     return reasons
 
 
-def replication_targets(required=False):
+def replication_targets(name=None, required=False):
     """The comparison with the published results (table, per-layer table, figure), when this
-    study re-randomizes models that the published results hold and `published.compare` is on.
-    With ``required`` (the `replication` target), say why there is nothing to compare.
+    study re-randomizes models that the published results hold and `published.compare` is on;
+    with reset.seed_scheme authors also trial by trial (`replication_trials`). ``name`` picks one
+    of the two. With ``required`` (the `replication` target), say why there is nothing to compare.
     """
     reasons = replication_reasons()
     if reasons:
@@ -73,12 +80,19 @@ def replication_targets(required=False):
                 "Nothing to compare with the published results: " + "; ".join(reasons)
             )
         return []
-    root = f"{RESULTS}/tables/randomize"
+    names = ["replication"] + (
+        ["replication_trials"] if STUDY.seed_scheme == "authors" else []
+    )
     return [
-        f"{root}/replication.csv",
-        f"{root}/replication_layers.csv",
-        f"{RESULTS}/figures/randomize/replication.png",
-        f"{RESULTS}/figures/randomize/replication.pdf",
+        path
+        for figure in names
+        if name in (None, figure)
+        for path in (
+            f"{RESULTS}/tables/randomize/{figure}.csv",
+            f"{RESULTS}/tables/randomize/{figure}_layers.csv",
+            f"{RESULTS}/figures/randomize/{figure}.png",
+            f"{RESULTS}/figures/randomize/{figure}.pdf",
+        )
     ]
 
 

@@ -2,7 +2,13 @@
 
 from layercrit.aggregation import result_origins, study_tables, write_tables
 from layercrit.joblog import script_log
-from layercrit.readback import check_against_baselines, check_baseline_files, read_baselines, read_reset_results
+from layercrit.readback import (
+    check_against_baselines,
+    check_baseline_files,
+    check_seed_scheme,
+    read_baselines,
+    read_reset_results,
+)
 from layercrit.study import load_study
 
 
@@ -12,6 +18,7 @@ def main(sm) -> None:
     check_baseline_files(baselines, baseline_files, sm.params.baseline_inputs)
     results = read_reset_results(sm.input.resets)
     check_against_baselines(results, baselines, baseline_files)
+    check_seed_scheme(results, study.seed_scheme)
     tables = study_tables(study, results, baselines)
     write_tables(tables, sm.output, config=sm.config, **result_origins(tables.resets))
     print(

@@ -48,7 +48,12 @@ from layercrit.figures.heatmaps import (
     paper_layer_label,
     seed_std_heatmap,
 )
-from layercrit.figures.scatter import criticality_vs_accuracy, criticality_vs_epsilon, replication_figure
+from layercrit.figures.scatter import (
+    criticality_vs_accuracy,
+    criticality_vs_epsilon,
+    replication_figure,
+    trial_replication_figure,
+)
 from layercrit.figures.table import model_overview, model_overview_table
 
 __all__ = [
@@ -73,6 +78,7 @@ __all__ = [
     "paper_layer_label",
     "replication_figure",
     "save_figure",
+    "trial_replication_figure",
     "seed_std_heatmap",
 ]
 

@@ -340,3 +340,72 @@ def replication_figure(
         right.grid(axis="x", color="#e5e5e5", linewidth=0.5)
         right.set_axisbelow(True)
     return common.save_figure(fig, out_base)
+
+
+def trial_replication_figure(
+    points: pd.DataFrame,
+    spread: pd.Series,
+    by_model: pd.DataFrame,
+    tolerance: float,
+    out_base: str | Path,
+) -> list[Path]:
+    """Per-trial replication (seed scheme authors): left, the distribution of |own − published|
+    over every (model, layer, trial) beside that of two published trials of one layer (the
+    seed-to-seed spread), on a log axis with the tolerance marked; right, each model's largest
+    |residual|, the models beyond the tolerance in red and named in the title.
+
+    Inputs are ``replication.trial_points``, ``replication.seed_to_seed_spread`` and
+    ``replication.trials_by_model``.
+    """
+    floor = 1e-7  # |Δ| at or below it (exact zeros included) is drawn in the first bin
+    residual = points["residual"].abs().to_numpy(float)
+    finite = residual[np.isfinite(residual)]
+    spread_values = spread.to_numpy(float)
+    spread_values = spread_values[np.isfinite(spread_values)]
+    top = max(100.0, float(np.max(finite, initial=0)), float(np.max(spread_values, initial=0)))
+    bins = np.logspace(math.log10(floor), math.log10(top), 57)
+    beyond = by_model[by_model["beyond_tolerance"]]
+    with figure_style():
+        fig = Figure(figsize=(10.5, max(4.2, 1.0 + 0.17 * len(by_model))), layout="constrained")
+        left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
+        for values, label, color in (
+            (spread_values, f"two published trials of a layer ({len(spread_values)} pairs)", "#9e9e9e"),
+            (finite, f"this run − published, same trial ({len(finite)})", "#1f77b4"),
+        ):
+            if len(values):
+                left.hist(np.clip(values, floor, None), bins=bins, weights=np.full(len(values), 1 / len(values)),
+                          color=color, alpha=0.6, label=label)  # fmt: skip
+        left.axvline(tolerance, color="#d62728", linestyle="--", linewidth=0.9, label=f"tolerance {tolerance:g}")
+        left.set_xscale("log")
+        left.set_xlabel(f"|difference in criticality| [% points] (≤ {floor:g} drawn at {floor:g})")
+        left.set_ylabel("Fraction of comparisons")
+        n_nan = int(np.isnan(residual).sum())
+        left.set_title(
+            f"{len(points)} (model, layer, trial) comparisons: median |Δ| = {np.median(finite) if len(finite) else float('nan'):.1e}"
+            + (f", {n_nan} undefined (NaN)" if n_nan else ""),
+            loc="left",
+        )
+        left.legend(loc="upper left", frameon=False, fontsize=7)
+        left.grid(color="#e5e5e5", linewidth=0.5)
+        left.set_axisbelow(True)
+
+        bars = by_model.iloc[::-1]  # barh draws bottom-up: largest residual on top
+        ypos = np.arange(len(bars))
+        largest = np.clip(bars["max_abs_residual"].to_numpy(float), floor, None)
+        colors = np.where(bars["beyond_tolerance"], "#d62728", "#1f77b4")
+        right.barh(ypos, np.nan_to_num(largest, nan=top), left=floor, color=colors.tolist(), height=0.7)
+        right.set_yticks(ypos, bars["display_name"].astype(str).tolist())
+        right.axvline(tolerance, color="#d62728", linestyle="--", linewidth=0.9)
+        right.set_xscale("log")
+        right.set_xlim(floor, top * 1.5)
+        right.set_ylim(-0.6, len(bars) - 0.4)
+        right.set_xlabel("Largest |this run − published| over layers and trials [% points]")
+        named = ", ".join(beyond["display_name"].astype(str).head(4)) + (" …" if len(beyond) > 4 else "")
+        right.set_title(
+            f"{len(beyond)} of {len(by_model)} models beyond the tolerance" + (f": {named}" if len(beyond) else ""),
+            loc="left",
+            color="#d62728" if len(beyond) else "black",
+        )
+        right.grid(axis="x", color="#e5e5e5", linewidth=0.5)
+        right.set_axisbelow(True)
+    return common.save_figure(fig, out_base)
