@@ -296,6 +296,17 @@ def test_the_verified_versions_are_the_locked_ones():
         assert re.search(rf"^{package}=={re.escape(version)}(\+\w+)? ", lock, flags=re.M), (package, version)
 
 
+def test_versions_other_than_the_verified_ones_are_named(monkeypatch):
+    """The installed versions are the checked ones; another one is named with both versions (what
+    a reset job under the authors' scheme logs)."""
+    import layercrit.seed_schemes as schemes
+    from importlib.metadata import version
+
+    assert schemes.unverified_versions() == {}
+    monkeypatch.setitem(schemes.VERIFIED_VERSIONS, "timm", "0.9.2")
+    assert schemes.unverified_versions() == {"timm": (version("timm").split("+")[0], "0.9.2")}
+
+
 def test_a_dry_run_of_the_paper_config_with_the_authors_scheme_plans_the_same_8262_reset_jobs(workdir):
     """The scheme changes which fresh model a seed stands for, not the jobs."""
     val = standin_imagenet(workdir / "val")
