@@ -48,7 +48,7 @@ def test_evaluation_data_replaced_with_its_old_mtime_never_mixes_models_in_the_t
     assert failed.returncode != 0
     job_log = (results / "logs/resets/randomize/demo_cutout/fc/seed0.log").read_text()
     assert "eval.safetensors has changed since the baseline" in job_log
-    assert "snakemake --forcerun baseline  (the evaluation data is every model's" in job_log
+    assert "snakemake --forcerun baseline  (the evaluation data is shared between models" in job_log
 
     # Recomputing only that model's baseline (the advice before issue 21) must not give tables
     # that mix models evaluated on 64 and on 32 images: the tables check every baseline's files.

@@ -524,6 +524,24 @@ def test_more_allocations_than_reset_jobs_are_refused_before_anything_is_submitt
     assert len(submitted) == 3 and "--array=1-6" in submitted[1]
 
 
+def test_a_config_the_steps_would_refuse_is_refused_before_anything_is_submitted(tmp_path):
+    """An integer written as a float, or a key given twice, fails every step on its node after it
+    queued: the launcher reads the config as the steps do and refuses at once, naming the key."""
+    config = _study(tmp_path)
+    env = _fake_commands(tmp_path / "bin", sbatch=f'echo "$@" >>{tmp_path}/sbatch.log; echo 100')
+    original = config.read_text()
+    as_float = yaml.safe_load(original) | {"batch_size": 500.0}
+    cases = {
+        "batch_size: 500.0": ("config key 'batch_size': 500.0 is not of type 'integer'", yaml.safe_dump(as_float)),
+        "device twice": ("key 'device' is given a second time", original + "device: cpu\n"),
+    }
+    for name, (message, text) in cases.items():
+        config.write_text(text)
+        proc = _launch_tiny_study(tmp_path, 2, env)
+        assert proc.returncode != 0 and not (tmp_path / "sbatch.log").exists(), (name, proc.stdout + proc.stderr)
+        assert "layercrit-slurm: nothing submitted" in proc.stderr and message in proc.stderr, (name, proc.stderr)
+
+
 def test_a_refused_submission_cancels_the_steps_submitted_before_it(tmp_path):
     """Half a chain would run prepare alone, and hold Snakemake's lock when the same command runs
     again: when sbatch refuses a step, the steps before it are cancelled."""

@@ -246,9 +246,10 @@ def evaluate_baseline(
 
 def recompute_command(name: str, baseline_summary: str | Path, model: str) -> str:
     """The command that brings a baseline and its model's reset results back in line with its
-    input ``name`` (of BASELINE_INPUTS): the evaluation data is every model's, so every baseline."""
+    input ``name`` (of BASELINE_INPUTS): the evaluation data is shared between models (every
+    model's, or with per-model pipelines those of one pipeline), so every baseline."""
     if name == "eval_data":
-        return "snakemake --forcerun baseline  (the evaluation data is every model's: recomputes every baseline and reset result)"
+        return "snakemake --forcerun baseline  (the evaluation data is shared between models: recomputes every baseline and reset result)"
     return f"snakemake --forcerun {baseline_summary}  (recomputes the baseline and every reset result of {model!r})"
 
 

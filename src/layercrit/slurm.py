@@ -334,13 +334,20 @@ def study_config(options: argparse.Namespace) -> dict[str, Any]:
     from snakemake.settings.types import ConfigSettings
     from snakemake.utils import update_config, validate
 
-    from layercrit.study import SCHEMA_DIR, workflow_file
+    from layercrit.study import SCHEMA_DIR, ConfigError, load_schema, read_yaml, schema_problems, workflow_file
 
     workdir = Path(options.directory or ".")
     root = Path(options.snakefile).resolve().parent if options.snakefile else SCHEMA_DIR.parents[1]
+    for path in options.configfile or []:
+        if Path(path).is_file():
+            read_yaml(path)  # a key given twice is refused, as the steps would (common.smk)
     given = ConfigSettings(config=parse_config(options.config), configfiles=options.configfile).overwrite_config
     config = {} if "study" in given else load_configfile(workflow_file("config/demo.yaml", root, workdir))
     update_config(config, given)
+    # the steps' own check (common.smk validated): the schema, where an integer is an int
+    problems = schema_problems(config, load_schema("config"), "config")
+    if problems:
+        raise ConfigError("Invalid config:\n" + "\n".join(problems))
     validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
     config["zoo"] = workflow_file(config["zoo"], root, workdir)
     return config
@@ -350,10 +357,13 @@ def check_study(settings: SlurmSettings, snakemake_args: Sequence[str], gpus: in
     """Before anything is submitted: refuse what the shards would only find out in their
     allocations. More allocations than reset jobs leaves a shard without any (it fails); GPUs
     that the study's evaluations need but the allocations lack make every evaluation refuse."""
-    from layercrit.study import load_study
+    from layercrit.study import ConfigError, load_study
 
     try:
         config = study_config(snakemake_options(snakemake_args))
+    except ConfigError as error:  # the steps would fail on it in their allocations, after queueing
+        raise SystemExit(f"layercrit-slurm: nothing submitted: {error}") from None
+    try:
         jobs = len(load_study(config).reset_jobs())
     except Exception as error:  # noqa: BLE001 - any reason: the steps check the config on the nodes
         # e.g. data only the compute nodes see (imagenet_val): not a reason to refuse here
