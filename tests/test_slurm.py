@@ -631,7 +631,7 @@ def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_wait
     accounting (sacct, which real clusters have), and a job left pending on a dependency that can
     never be satisfied is cancelled, so that the wait ends; the report names each allocation that
     did not complete with its state and log."""
-    from layercrit import slurm
+    from layercrit import slurm, slurm_jobs
 
     env = _fake_commands(
         tmp_path / "bin",
@@ -647,15 +647,15 @@ def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_wait
         scancel=f'echo "$@" >>{tmp_path}/scancel.log',
     )
     monkeypatch.setenv("PATH", env["PATH"])
-    monkeypatch.setattr(slurm, "FIRST_POLL_S", 0.01)
+    monkeypatch.setattr(slurm_jobs, "FIRST_POLL_S", 0.01)
     steps = [slurm.Step("prepare", "", 1, ""), slurm.Step("shards", "", 1, "", array=2), slurm.Step("finish", "", 0, "")]
-    allocations = slurm.wait_for(list(zip(steps, ["11", "12", "14"])))
+    allocations = slurm_jobs.wait_for(list(zip(steps, ["11", "12", "14"])))
     assert [(a.job, a.state) for a in allocations] == [("11", "COMPLETED"), ("12_1", "COMPLETED"), ("12_2", "OUT_OF_MEMORY"), ("14", "CANCELLED")]
     assert (tmp_path / "scancel.log").read_text() == "14\n"
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs/shards-12_2.out").write_text("killed\n")
     capsys.readouterr()
-    assert slurm.report(allocations, tmp_path / "logs", "layercrit-slurm --allocations 2 -- --configfile c.yaml") == 1
+    assert slurm_jobs.report(allocations, tmp_path / "logs", "layercrit-slurm --allocations 2 -- --configfile c.yaml") == 1
     lines = capsys.readouterr().err.splitlines()
     assert lines[1:3] == [
         f"  shards (Slurm job 12_2): OUT_OF_MEMORY (OutOfMemory, exit code 0:125); log {tmp_path}/logs/shards-12_2.out",
