@@ -24,10 +24,9 @@ they drew.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 import torch
 
+from layercrit.io import package_versions
 from layercrit.study import Architecture, SEED_SCHEMES
 from layercrit.zoo import build_architecture
 
@@ -59,13 +58,7 @@ def fresh_model(arch: Architecture, seed: int, scheme: str = "independent") -> t
 
 
 def unverified_versions() -> dict[str, tuple[str | None, str]]:
-    """Installed versions that differ from ``VERIFIED_VERSIONS``: {package: (installed, verified)}."""
-    differ = {}
-    for package, verified in VERIFIED_VERSIONS.items():
-        try:
-            installed = version(package).split("+")[0]
-        except PackageNotFoundError:
-            installed = None
-        if installed != verified:
-            differ[package] = (installed, verified)
-    return differ
+    """Installed versions that differ from ``VERIFIED_VERSIONS``: {package: (installed, verified)}
+    (the versions every result's provenance records, looked up once per process)."""
+    installed = {package: v.split("+")[0] for package, v in package_versions().items()}
+    return {p: (installed.get(p), v) for p, v in VERIFIED_VERSIONS.items() if installed.get(p) != v}
