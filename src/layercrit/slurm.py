@@ -301,23 +301,18 @@ def study_config(options: argparse.Namespace) -> dict[str, Any]:
     from snakemake.cli import parse_config
     from snakemake.common.configfile import load_configfile
     from snakemake.settings.types import ConfigSettings
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import update_config
 
-    from layercrit.study import SCHEMA_DIR, ConfigError, load_schema, read_yaml, schema_problems, workflow_file
+    from layercrit.study import SCHEMA_DIR, check_config_files, validated, workflow_file
 
     workdir = Path(options.directory or ".")
     root = Path(options.snakefile).resolve().parent if options.snakefile else SCHEMA_DIR.parents[1]
-    for path in options.configfile or []:
-        if Path(path).is_file():
-            read_yaml(path)  # a key given twice is refused, as the steps would (common.smk)
+    # the steps' own checks (common.smk): a key given twice, then the schema (an integer is an int)
+    check_config_files(p for p in options.configfile or [] if Path(p).is_file())
     given = ConfigSettings(config=parse_config(options.config), configfiles=options.configfile).overwrite_config
     config = {} if "study" in given else load_configfile(workflow_file("config/demo.yaml", root, workdir))
     update_config(config, given)
-    # the steps' own check (common.smk validated): the schema, where an integer is an int
-    problems = schema_problems(config, load_schema("config"), "config")
-    if problems:
-        raise ConfigError("Invalid config:\n" + "\n".join(problems))
-    validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
+    validated(config, "config", "config")
     config["zoo"] = workflow_file(config["zoo"], root, workdir)
     return config
 

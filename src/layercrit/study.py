@@ -21,6 +21,7 @@ import os
 import re
 import fnmatch
 import hashlib
+from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -758,6 +759,33 @@ def load_study(config: dict[str, Any]) -> Study:
     """The Study of a (schema-validated) Snakemake config, zoo file included."""
     zoo_path = Path(config["zoo"])
     return build_study(config, load_zoo(zoo_path), zoo_path.parent)
+
+
+def validated(data: Any, name: str, what: str) -> Any:
+    """``data`` checked against schema ``name`` (``config`` or ``zoo``) as the workflow checks it:
+    by Snakemake's validate, which also fills in the defaults, then by the same schema's strict
+    validator (an integer is an int: 500.0 is not). A :class:`ConfigError` says briefly what is
+    wrong (``what`` names the data). The workflow and layercrit-slurm's submission check use it."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    schema = SCHEMA_DIR / f"{name}.schema.yaml"
+    try:
+        validate(data, str(schema))
+        failed = False
+    except WorkflowError:
+        failed = True
+    problems = schema_problems(data, load_schema(name), what)
+    if failed or problems:
+        raise ConfigError(f"Invalid {what}:\n" + ("\n".join(problems) or f"{what} does not match {schema}"))
+    return data
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Snakemake reads config files with PyYAML, which keeps the last of a key given twice: read
+    each again with ``read_yaml``, which refuses that (:class:`ConfigError`)."""
+    for path in paths:
+        read_yaml(path)
 
 
 def schema_validator(schema: dict[str, Any]) -> Any:

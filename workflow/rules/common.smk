@@ -6,7 +6,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.20")
 
@@ -32,12 +32,11 @@ from layercrit.study import (
     RESET_MODES,
     ConfigError,
     build_study,
-    load_schema,
+    check_config_files,
     load_zoo,
     needs_initial_weights,
-    read_yaml,
     reset_result_path,
-    schema_problems,
+    validated,
     workflow_file,
 )
 
@@ -59,21 +58,13 @@ if "study" not in config:
     configfile: workflow_path("config/demo.yaml")
 
 
-def validated(data, schema, what):
-    """Validate with Snakemake, which also fills in defaults, then with the same schema's strict
-    validator (an integer is an int: 500.0 is not); on failure say briefly what is wrong.
-    """
+def validated_or_stop(data, schema_name, what):
+    """layercrit.study.validated (Snakemake's validate, defaults filled in, then the strict
+    schema check), its ConfigError as a WorkflowError."""
     try:
-        validate(data, schema)
-        failed = False
-    except WorkflowError:
-        failed = True
-    name = Path(schema).name.removesuffix(".schema.yaml")
-    problems = schema_problems(data, load_schema(name), what)
-    if failed or problems:
-        summary = "\n".join(problems) or f"{what} does not match {schema}"
-        raise WorkflowError(f"Invalid {what}:\n{summary}") from None
-    return data
+        return validated(data, schema_name, what)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def checked_study(study_config, zoo_path, zoo_key, what, problem):
@@ -82,7 +73,7 @@ def checked_study(study_config, zoo_path, zoo_key, what, problem):
     """
     zoo_path = Path(zoo_path)
     try:
-        zoo = validated(load_zoo(zoo_path, zoo_key), "../schemas/zoo.schema.yaml", what)
+        zoo = validated_or_stop(load_zoo(zoo_path, zoo_key), "zoo", what)
         for model in zoo["models"]:
             # a recorded checkpoint shipped with the workflow (the demo's) is found from any directory
             recorded = model["source"].get("checkpoint")
@@ -93,18 +84,11 @@ def checked_study(study_config, zoo_path, zoo_key, what, problem):
         raise WorkflowError(f"{problem}: {error}") from None
 
 
-def check_config_files():
-    """Snakemake reads config files with PyYAML, which keeps the last of a key given twice: read
-    each again, refusing that."""
-    for path in workflow.configfiles:
-        try:
-            read_yaml(path)
-        except ConfigError as error:
-            raise WorkflowError(f"Invalid config file: {error}") from None
-
-
-check_config_files()
-validated(config, "../schemas/config.schema.yaml", "config")
+try:
+    check_config_files(workflow.configfiles)  # a key given twice
+except ConfigError as error:
+    raise WorkflowError(f"Invalid config file: {error}") from None
+validated_or_stop(config, "config", "config")
 # Resolved once here; job scripts read the same config.
 config["zoo"] = workflow_path(config["zoo"])
 config["published"]["zoo"] = workflow_path(config["published"]["zoo"])
