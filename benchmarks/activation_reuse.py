@@ -1,6 +1,6 @@
 """Benchmark: a reset job's forward pass in full vs from the clean model's recorded activations.
 
-For each architecture whose forward ``layercrit.forward.chain_segments`` splits (timm ResNet,
+For each architecture whose forward ``layercrit.graph.graph_segments`` splits (timm ResNet,
 VisionTransformer, ConvNeXt), this times the reset evaluation of layers the way a reset job runs
 it: ``CleanActivations.record`` once on the clean model (checked bit for bit against the
 baseline logits), then for each layer, inside ``reset_layer(..., "randomize")``, one
@@ -41,10 +41,10 @@ from layercrit.forward import (
     CleanActivations,
     EvalSettings,
     ForwardPass,
-    chain_segments,
     free_memory,
     predict_logits,
 )
+from layercrit.graph import graph_segments
 from layercrit.io import provenance
 from layercrit.reset import reset_layer
 from layercrit.study import Architecture
@@ -130,9 +130,9 @@ def measure(name: str, case: Case, args: argparse.Namespace) -> dict:
     arch = case.architecture(name)
     model = build_architecture(arch, seed=0)
     fresh = build_architecture(arch, seed=1).state_dict()
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     if segments is None:
-        return {"architecture": name, "error": "chain_segments returned None"}
+        return {"architecture": name, "error": "graph_segments returned None"}
     predict_logits(model, data, IMAGENET, settings, "cpu")  # warm-up: first calls allocate and pick kernels
     load_before = load()
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Benchmark: activation reuse from the traced graph's segments (``layercrit.graph``), per family.
 
-For each model, the way a reset job runs it: ``chain_segments`` (the model's torch.fx graph cut
+For each model, the way a reset job runs it: ``graph_segments`` (the model's torch.fx graph cut
 between blocks), ``CleanActivations.record`` once on the clean model (checked bit for bit against
 the baseline logits, every segment input kept), then for each timed layer, inside
 ``reset_layer(..., "randomize")``, one ``ForwardPass`` from the images and one from the recorded
@@ -41,7 +41,8 @@ from typing import NamedTuple
 import torch
 
 from layercrit.data import ImageSet
-from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, chain_segments, free_memory, predict_logits
+from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, free_memory, predict_logits
+from layercrit.graph import graph_segments
 from layercrit.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
@@ -125,7 +126,7 @@ def measure(name: str, case: Case, args: argparse.Namespace, chains: Callable | 
     model = build_architecture(arch, seed=0)
     fresh = build_architecture(arch, seed=1).state_dict()
     started = time.perf_counter()
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     split_s = time.perf_counter() - started
     if segments is None:
         return {"architecture": name, "family": case.family, "library": case.library, "error": "no segments (see the log)"}

@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import CleanActivations, EvalSettings, chain_segments, predict_logits, segment_holding
+from layercrit.forward import CleanActivations, EvalSettings, predict_logits, segment_holding
+from layercrit.graph import graph_segments
 from layercrit.reset import reset_layer
 from layercrit.study import Architecture, read_layer_table
 from layercrit.zoo import build_architecture, save_checkpoint
@@ -29,7 +30,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# Tiny chain models (32×32 input) in the configurations chain_segments is checked against here.
+# Tiny chain models (32×32 input) in the configurations graph_segments is checked against here.
 VIT = {"img_size": 32, "patch_size": 4, "embed_dim": 48, "num_heads": 2, "num_classes": 10}
 CONVNEXT = {"depths": (1, 1, 2, 1), "dims": (16, 32, 48, 64), "num_classes": 10}
 TINY = {
@@ -85,7 +86,7 @@ def tensor_names(model: torch.nn.Module) -> list[str]:
 def test_every_parameter_and_layer_belongs_to_one_segment(demo_arch, name):
     arch = architecture(name, demo_arch)
     model = build_architecture(arch, seed=0)
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     layers = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
     for layer in [*tensor_names(model), *layers, *(layer.name for layer in arch.layers)]:
         holders = [s.name for s in segments if s.holds(layer)]
@@ -93,13 +94,13 @@ def test_every_parameter_and_layer_belongs_to_one_segment(demo_arch, name):
 
 
 def test_segment_names_follow_the_modules(demo_arch):
-    segments = chain_segments(build_architecture(demo_arch, seed=0))
+    segments = graph_segments(build_architecture(demo_arch, seed=0))
     assert [s.name for s in segments] == ["conv1", "bn1", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "fc"]
     assert segments[segment_holding(segments, "layer2.0.downsample.0")].name == "layer2.0"
-    vit = chain_segments(build_architecture(architecture("vit", demo_arch), seed=0))
+    vit = graph_segments(build_architecture(architecture("vit", demo_arch), seed=0))
     blocks = ["blocks.0", "blocks.1", "blocks.2"]
     assert [s.name for s in vit] == ["patch_embed.proj", "cls_token..pos_embed", *blocks, "norm", "head"]
-    convnext = chain_segments(build_architecture(architecture("convnext_atto", demo_arch), seed=0))
+    convnext = graph_segments(build_architecture(architecture("convnext_atto", demo_arch), seed=0))
     # stage 0 keeps the stem's resolution and width: no downsample
     assert [s.name for s in convnext][:5] == ["stem.0", "stem.1", "stages.0.blocks.0", "stages.1.downsample", "stages.1.blocks.0"]
     assert convnext[segment_holding(convnext, "stages.2.downsample.1")].name == "stages.2.downsample"
@@ -123,7 +124,7 @@ def test_the_graph_cuts_are_those_of_the_per_family_chains_or_finer(demo_arch, n
     """Each segment lies within one segment of the chain it replaces: a reset evaluation starts
     where the chain started it or later (ResNet: also after the stem convolution and after the
     global pooling; ViT: after the patch projection and before the final norm)."""
-    segments = chain_segments(build_architecture(architecture(name, demo_arch), seed=0))
+    segments = graph_segments(build_architecture(architecture(name, demo_arch), seed=0))
     for s in segments:
         assert len({per_family_chain_segment(name, layer) for layer in s.modules}) == 1, (s.name, s.modules)
 
@@ -133,7 +134,7 @@ def test_the_chained_segments_reproduce_the_forward_bitwise(demo_arch, name):
     model, images = trained_like_model(architecture(name, demo_arch)), random_images(40 if name != "resnet50" else 8)
     settings = EvalSettings(device="cpu", batch_size=BATCH)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    activations = CleanActivations(chain_segments(model), 64 * 2**20)
+    activations = CleanActivations(graph_segments(model), 64 * 2**20)
     activations.record(images, NORM, settings, "cpu", clean)
     assert activations.exact and len(activations.kept) == len(activations.segments) - 1
 
@@ -167,13 +168,13 @@ def test_models_the_per_family_splitters_did_not_know_are_split_bitwise(demo_arc
     images, settings = random_images(8), EvalSettings(device="cpu", batch_size=4)
     for name, model in unusual_models(demo_arch).items():
         clean = predict_logits(model, images, NORM, settings, "cpu")
-        activations = CleanActivations(chain_segments(model), 64 * 2**20)
+        activations = CleanActivations(graph_segments(model), 64 * 2**20)
         activations.record(images, NORM, settings, "cpu", clean)
         assert activations.exact and len(activations.kept) == len(activations.segments) - 1 > 2, name
         unused = {"extra_token"} if name == "vit_extra_parameter" else set()
         for tensor in tensor_names(model):  # a tensor the forward does not use is in no segment
             assert sum(s.holds(tensor) for s in activations.segments) == (tensor not in unused), (name, tensor)
-    assert chain_segments(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None  # one layer: nothing to resume from
+    assert graph_segments(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None  # one layer: nothing to resume from
 
 
 @pytest.mark.parametrize("mode", ["randomize", "zero"])
@@ -183,7 +184,7 @@ def test_resumed_forward_equals_the_full_forward_bitwise_for_every_layer(demo_ar
     model, images = trained_like_model(arch), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    activations = CleanActivations(chain_segments(model), 64 * 2**20)
+    activations = CleanActivations(graph_segments(model), 64 * 2**20)
     activations.record(images, NORM, settings, "cpu", clean)
     assert activations.exact
     fresh = build_architecture(arch, seed=11).state_dict()
@@ -205,7 +206,7 @@ def test_budget_keeps_the_deepest_segments_first(trained_like):
     model, images = trained_like
     settings = EvalSettings(device="cpu", batch_size=BATCH)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     head_input = 512 * 4 * N_IMAGES  # 512 features × 1×1 × float32 per image
     small = CleanActivations(segments, head_input)
     small.record(images, NORM, settings, "cpu", clean)
@@ -241,7 +242,7 @@ def test_reset_results_with_and_without_reuse_are_identical(study_files, demo_ar
     evaluate_baseline(model_id="m", arch=demo_arch, weights=tmp / "m.safetensors", eval_data=tmp / "eval.safetensors",
                       settings=full, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
     cache = EvaluationCache()
-    segments = chain_segments(build_architecture(demo_arch, seed=0))
+    segments = graph_segments(build_architecture(demo_arch, seed=0))
     for layer in demo_arch.layers:
         a = evaluate(tmp, demo_arch, EvaluationCache(), full, layer.name, 1, "a.json")
         b = evaluate(tmp, demo_arch, cache, reuse, layer.name, 1, "b.json")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from layercrit.data import ImageSet
-from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, chain_segments, predict_logits, segment_holding
+from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, predict_logits, segment_holding
+from layercrit.graph import graph_segments
 from layercrit.graph import Segment
 from layercrit.reset import reset_layer
 from layercrit.study import Architecture
@@ -76,7 +77,7 @@ def test_reset_evaluations_from_the_graph_segments_equal_the_full_pass_bitwise(n
     model, images = trained_like(arch), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=256)
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    activations = CleanActivations(chain_segments(model), 256 * 2**20)
+    activations = CleanActivations(graph_segments(model), 256 * 2**20)
     activations.record(images, NORM, settings, "cpu", clean)
     assert activations.exact and torch.isfinite(clean).all()
     assert len(activations.kept) == len(activations.segments) - 1 >= 5  # every segment input is a tensor, kept
@@ -104,7 +105,7 @@ def test_the_segments_use_the_models_own_tensors_and_hold_each_layer_once(name):
     tracing leaves the model as it was (the tracer stores tensor constants on it)."""
     model = build_architecture(FAMILIES[name], seed=0)
     attributes = set(vars(model))
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     assert set(vars(model)) == attributes
     owner = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
     used = []
@@ -123,7 +124,7 @@ def test_a_reset_job_of_a_family_no_splitter_knew_resumes_with_the_same_results(
     """Through evaluate_reset (the workflow's call site): the same metrics, from the layer's segment."""
     arch = FAMILIES["mobilenetv3"]
     model = trained_like(arch)
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     held = {layer: segment_holding(segments, layer) for layer in stem_middle_head(model)}
     starts = {layer: segments[k].name if k else "input" for layer, k in held.items()}  # the stem: from the images
     assert list(starts.values())[0] == "input" and "input" not in list(starts.values())[1:]
@@ -148,13 +149,13 @@ def test_a_model_torch_fx_cannot_trace_runs_the_full_pass_and_the_log_says_why(c
     model, images = DataDependent().eval(), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
     with caplog.at_level(logging.WARNING, logger="layercrit.graph"):
-        assert chain_segments(model) is None and chain_segments(DataDependent()) is None
+        assert graph_segments(model) is None and graph_segments(DataDependent()) is None
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1, warnings  # once per architecture
     assert "DataDependent" in warnings[0] and "torch.fx cannot trace" in warnings[0] and "TraceError" in warnings[0]
     assert "full forward pass" in warnings[0]
     clean = predict_logits(model, images, NORM, settings, "cpu")
-    activations = CleanActivations(chain_segments(model), 64 * 2**20)
+    activations = CleanActivations(graph_segments(model), 64 * 2**20)
     activations.record(images, NORM, settings, "cpu", clean)
     forward = ForwardPass(model, images, NORM, settings, "cpu", activations, activations.start_for("conv2"))
     assert torch.equal(forward(), clean) and forward.starts_at == "input"
@@ -178,7 +179,7 @@ class InPlaceAfterConv(torch.nn.Module):
 def test_no_segment_starts_with_writing_into_its_input():
     model, images = InPlaceAfterConv().eval(), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH)
-    segments = chain_segments(model)
+    segments = graph_segments(model)
     assert [s.name for s in segments] == ["conv1..shift", "conv2", "fc"]
     clean = predict_logits(model, images, NORM, settings, "cpu")
     activations = CleanActivations(segments, 64 * 2**20)

@@ -34,12 +34,12 @@ from layercrit.forward import (
     CleanActivations,
     EvalSettings,
     ForwardPass,
-    chain_segments,
     device_description,
     free_memory,
     predict_logits,
     use_cpu_threads,
 )
+from layercrit.graph import graph_segments
 from layercrit.io import (
     atomic_path,
     file_identity,
@@ -176,7 +176,7 @@ class EvaluationCache:
             return held[1]
         self.activations.pop(device, None)  # free the previous model's first
         budget = min(settings.activation_cache_mb * 2**20, free_memory(device) // 2)
-        activations = CleanActivations(chain_segments(model), budget)
+        activations = CleanActivations(graph_segments(model), budget)
         activations.record(data, normalization, settings, device, clean_logits)
         self.activations[device] = (key, activations)
         return activations

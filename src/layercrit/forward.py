@@ -6,8 +6,8 @@ activations, so that a reset evaluation recomputes only what follows the reset l
 
 Resetting a layer changes nothing computed before the layer is first used, so where one value
 carries the rest of the forward pass (between two blocks) the reset model's pass can resume from
-the clean model's value. ``chain_segments`` cuts the forward of any model torch.fx can trace into
-such a chain (``layercrit.graph``: a stem, one segment per block, a head) and returns None for a
+the clean model's value. ``layercrit.graph.graph_segments`` cuts the forward of any model
+torch.fx can trace into such a chain (a stem, one segment per block, a head) and returns None for a
 model it cannot trace, which is then always run in full (the log says why). ``CleanActivations``
 runs the clean model once, keeps the inputs of as many segments as fit in a memory budget
 (deepest first: they are the smallest and skip the most work), and a reset evaluation then starts
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from layercrit.data import ImageSet, to_model_input
-from layercrit.graph import Segment, graph_segments
+from layercrit.graph import Segment
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,6 @@ def free_memory(device: str) -> int:
     if device.startswith("cuda"):
         return torch.cuda.mem_get_info(torch.device(device))[0]
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def chain_segments(model: torch.nn.Module) -> list[Segment] | None:
-    """``model``'s forward as a chain of segments cut in its torch.fx graph
-    (``layercrit.graph.graph_segments``), or None (full forward passes, said in the log) for a
-    model whose forward torch.fx cannot trace or that has no point to resume from."""
-    return graph_segments(model)
 
 
 def segment_holding(segments: Sequence[Segment], layer: str) -> int | None:
