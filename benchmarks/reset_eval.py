@@ -97,7 +97,7 @@ def reuse_timings(args: argparse.Namespace, tmp: Path, full: EvalSettings, full_
         seconds, res = reset_once(tmp, settings, cache, args.layer, seed)
         times.append(seconds)
     out |= {"per_eval_s": statistics.median(times), "forward_from": res["forward_from"],
-            "activation_bytes": next(iter(cache.activations.values()))[1].nbytes}  # fmt: skip
+            "activation_bytes": cache.held_activations(res["device"].split()[0]).nbytes}  # fmt: skip
     if args.sweep:
         per_layer = {}
         for layer in [n for n, m in build_architecture(RESNET50, seed=0).named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:

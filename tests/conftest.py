@@ -85,6 +85,19 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module's in-process evaluations: its models are so small that
+    each op takes microseconds, and on a shared 2-core machine two threads waiting for each other
+    make a forward pass ~50× slower. (Use: pytestmark = pytest.mark.usefixtures("one_torch_thread").)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

@@ -140,3 +140,19 @@ def test_the_readmes_deploy_commands_work_as_written(tmp_path):  # issue 22 item
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run(project, "-n", "--quiet", "rules").stdout, flags=re.M))
     assert jobs["reset"] == "4" and jobs["download_model"] == "2"  # 2 models x conv1, fc x seed 0; the shipped checkpoints
     assert "train_model" not in jobs
+
+
+def test_a_deployed_study_asking_for_a_gpu_this_machine_lacks_stops_before_its_first_job(tmp_path):
+    """Issue 30 N1: the check before the first job (the workflow's onstart, which Snakemake does
+    not carry through `module`/`use rule *`) runs in a deployed project as in a clone."""
+    dest = tmp_path / "my-project"
+    deploy(dest, shipped_zoos=False)
+    user_config(dest, study="on_gpu", zoo="config/zoo/demo.yaml", models=["demo_control"])
+    config = yaml.safe_load((dest / "config/config.yaml").read_text())
+    (dest / "config/config.yaml").write_text(yaml.safe_dump({**config, "device": "cuda"}, sort_keys=False))
+    cmd = [SNAKEMAKE, "--cores", "2"]
+    env = snakemake_env(CUDA_VISIBLE_DEVICES="")  # no GPU, also on a machine that has one
+    proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert "Invalid configuration: device: 'cuda' needs GPU 0, but this machine has 0 GPU(s) visible" in proc.stderr
+    assert not (dest / "results/on_gpu").exists()  # not even the data jobs ran

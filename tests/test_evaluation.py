@@ -67,7 +67,7 @@ def test_reset_result_records_metrics_and_provenance(setup):
 
 def test_reset_is_reproducible_and_independent_of_job_order(setup):
     first = run_reset(setup, "layer3.0.conv1", 1, out="a.json")
-    run_reset(setup, "fc", 2, out="b.json")
+    run_reset(setup, "fc", 2, out="f.json")
     run_reset(setup, "conv1", 0, out="c.json")
     again = run_reset(setup, "layer3.0.conv1", 1, out="d.json")
     assert again["cosine"] == first["cosine"] and again["top1"] == first["top1"]
@@ -155,6 +155,18 @@ def test_a_baseline_that_records_no_inputs_is_refused(setup):
     (tmp / "b.json").write_text(json.dumps(summary))
     with pytest.raises(StaleBaselineError, match="does not record which eval_data it evaluated"):
         run_reset(setup, out="x.json")
+
+
+@pytest.mark.parametrize("edit", [{"top1": 99.0}, {"n_images": 60}])
+def test_a_baseline_summary_edited_by_hand_is_refused_before_a_reset_copies_it(setup, edit):  # issue 30 L5
+    from layercrit.evaluation import StaleBaselineError
+
+    tmp = setup[0]
+    baseline = json.loads((tmp / "b.json").read_text())
+    (tmp / "b.json").write_text(json.dumps({**baseline, **edit}))
+    with pytest.raises(StaleBaselineError, match=r"b\.json says top-1 .* but the clean logits it records give top-1 .*snakemake --forcerun .*b\.json"):
+        run_reset(setup)
+    assert not (tmp / "r.json").exists()
 
 
 def test_clean_outputs_that_are_not_finite_make_every_derived_number_nan(tmp_path, demo_arch, caplog):

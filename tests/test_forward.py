@@ -20,14 +20,7 @@ NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 N_IMAGES, BATCH = 40, 16  # the last batch is smaller
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these models are so small that each op is a few microseconds, and on a
-    shared 2-core machine two threads waiting for each other make a forward pass ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Tiny chain models (32×32 input) in the configurations graph_segments is checked against here.
@@ -245,12 +238,12 @@ def test_reset_results_with_and_without_reuse_are_identical(study_files, demo_ar
     segments = graph_segments(build_architecture(demo_arch, seed=0))
     for layer in demo_arch.layers:
         a = evaluate(tmp, demo_arch, EvaluationCache(), full, layer.name, 1, "a.json")
-        b = evaluate(tmp, demo_arch, cache, reuse, layer.name, 1, "b.json")
+        b = evaluate(tmp, demo_arch, cache, reuse, layer.name, 1, "reused.json")
         assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}, layer.name
         assert a["forward_from"] == "input"
         held = segment_holding(segments, layer.name)
         expected = segments[held].name if held else "input"  # the stem starts from the images
-        assert b["forward_from"] == expected == json.loads((tmp / "b.json").read_text())["forward_from"]
+        assert b["forward_from"] == expected == json.loads((tmp / "reused.json").read_text())["forward_from"]
 
 
 @pytest.mark.parametrize("name", ["vit", "convnext_atto"])
@@ -272,7 +265,7 @@ def reset_jobs_resume_with_the_same_results(tmp, arch: Architecture, model, imag
     cache = EvaluationCache()
     for layer, start in starts.items():
         a = evaluate(tmp, arch, EvaluationCache(), full, layer, 1, "a.json")
-        b = evaluate(tmp, arch, cache, reuse, layer, 1, "b.json")
+        b = evaluate(tmp, arch, cache, reuse, layer, 1, "reused.json")
         assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}, layer
         assert (a["forward_from"], b["forward_from"]) == ("input", start), layer
 
@@ -305,10 +298,10 @@ def test_activations_are_recorded_again_when_an_input_file_is_remade(study_files
                       settings=settings, logits_out=tmp / "b.safetensors", summary_out=tmp / "b.json")  # fmt: skip
     cache = EvaluationCache()
     evaluate(tmp, demo_arch, cache, settings, "fc", 0, "r.json")
-    first = cache.activations["cpu"][1]
+    first = cache.held_activations("cpu")
     evaluate(tmp, demo_arch, cache, settings, "layer4.0.conv1", 0, "r.json")
-    assert cache.activations["cpu"][1] is first  # same model, same files: reused
+    assert cache.held_activations("cpu") is first  # same model, same files: reused
     stat = (tmp / "eval.safetensors").stat()
     os.utime(tmp / "eval.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # re-made images
     r = evaluate(tmp, demo_arch, cache, settings, "fc", 0, "r.json")
-    assert cache.activations["cpu"][1] is not first and r["forward_from"] == "fc"
+    assert cache.held_activations("cpu") is not first and r["forward_from"] == "fc"

@@ -17,9 +17,10 @@ outputs of another model.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, check_labels, image_set_pipeline, load_image_set
-from layercrit.devices import shared_pool
+from layercrit.devices import DevicePool, shared_pool
 from layercrit.forward import (
     CleanActivations,
     EvalSettings,
@@ -106,42 +107,89 @@ class StaleBaselineError(RuntimeError):
 BASELINE_INPUTS = ("checkpoint", "eval_data", "logits")
 
 
-class EvaluationCache:
-    """What a long-lived process keeps loaded between jobs: images, models, fresh weights, logits."""
+@dataclass
+class HeldActivations:
+    """One model's clean activations on a device, with the model object their segments call: a
+    model evicted from the cache and built again is another object, and a reset of it would not
+    reach segments made on the old one (they would compute the clean model's outputs)."""
 
-    def __init__(self, max_models: int = 4, max_fresh: int = 6):
+    model: torch.nn.Module
+    key: tuple
+    activations: CleanActivations
+
+
+class DeviceCache:
+    """What one device keeps between jobs: the images of its input pipelines, the models it ran
+    last with their clean outputs, and one model's clean activations."""
+
+    def __init__(self, max_models: int):
         self.images = _LRU(2)
         self.models = _LRU(max_models)
-        self.fresh = _LRU(max_fresh)
         self.logits = _LRU(max_models)
-        self.hashes = _LRU(4 * max_models)
-        # one model's activations per device: reset jobs run model by model, and each device
-        # (GPU) is held by one job at a time, which records or uses them under its lease
-        self.activations: dict[str, tuple[tuple, CleanActivations]] = {}
+        self.activations: HeldActivations | None = None
+
+
+class EvaluationCache:
+    """What a long-lived process keeps loaded between jobs. Per device (``DeviceCache``): each
+    job holds its device alone, so what a device holds is used by one job at a time, and the
+    caches grow with the devices in use instead of evicting each other's entries. Shared: the
+    image files read once on the host (copied to each device from there), fresh weights (on the
+    CPU), file hashes. ``loads`` counts what was read or built (reported by the side-by-side
+    benchmark and checked by the tests)."""
+
+    def __init__(self, max_models: int = 2, max_fresh: int = 6):
+        self.max_models = max_models
+        self.host_images = _LRU(2)
+        self.fresh = _LRU(max_fresh)
+        self.hashes = _LRU(16)
+        self._devices: dict[str, DeviceCache] = {}
+        self._lock = threading.Lock()
+        self.loads: Counter[str] = Counter()
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.loads[what] += 1
+
+    def device(self, device: str) -> DeviceCache:
+        with self._lock:
+            if device not in self._devices:
+                self._devices[device] = DeviceCache(self.max_models)
+            return self._devices[device]
 
     def image_set(self, path: str | Path, device: str) -> ImageSet:
+        def read() -> ImageSet:
+            self._count("image_file_reads")
+            return load_image_set(path)
+
         def build() -> ImageSet:
-            data = load_image_set(path)
+            data = self.host_images.get(_file_key(path), read)
+            self._count("image_copies")
             pin = device.startswith("cuda")
             return ImageSet(data.images.to(device, non_blocking=pin), data.labels.to(device))
 
-        return self.images.get(_file_key(path, device), build)
+        return self.device(device).images.get(_file_key(path), build)
 
     def model(self, arch: Architecture, path: str | Path, device: str) -> tuple[torch.nn.Module, dict | None]:
         def build():
+            self._count("model_builds")
             ckpt = load_checkpoint(path)
             model = load_model(arch, ckpt).to(device)
             if device.startswith("cuda"):
                 model = model.to(memory_format=torch.channels_last)
             return model, ckpt.normalization
 
-        return self.models.get(_file_key(path, device), build)
+        return self.device(device).models.get(_file_key(path), build)
 
     def fresh_state(self, arch: Architecture, seed: int, scheme: str = "independent") -> dict[str, torch.Tensor]:
         """State dict of the freshly initialized ``arch`` that ``seed`` stands for under seed
         scheme ``scheme`` (layercrit.seed_schemes; kept on the CPU)."""
+
+        def build() -> dict[str, torch.Tensor]:
+            self._count("fresh_builds")
+            return fresh_model(arch, seed, scheme).state_dict()
+
         key = (arch.library, arch.name, repr(sorted(arch.kwargs.items())), seed, scheme)
-        return self.fresh.get(key, lambda: fresh_model(arch, seed, scheme).state_dict())
+        return self.fresh.get(key, build)
 
     def init_state(self, path: str | Path) -> dict[str, torch.Tensor]:
         return self.fresh.get(_file_key(path), lambda: load_checkpoint(path).state_dict)
@@ -150,11 +198,16 @@ class EvaluationCache:
         def build() -> torch.Tensor:
             return read_safetensors(path, device=device, names=("logits",))[0]["logits"]
 
-        return self.logits.get(_file_key(path, device), build)
+        return self.device(device).logits.get(_file_key(path), build)
 
     def sha256(self, path: str | Path) -> str:
         """sha256 of a file, computed once per version of the file (see ``_file_key``)."""
         return self.hashes.get(_file_key(path), lambda: file_sha256(path))
+
+    def held_activations(self, device: str) -> CleanActivations | None:
+        """The clean activations ``device`` holds now, if any."""
+        held = self.device(device).activations
+        return held.activations if held else None
 
     def clean_activations(
         self,
@@ -165,20 +218,29 @@ class EvaluationCache:
         settings: EvalSettings,
         device: str,
         clean_logits: torch.Tensor,
+        model_id: str = "?",
     ) -> CleanActivations:
         """The clean model's segment inputs on every batch (recorded on first use, checked against
         the baseline logits). Call with the clean model, under the lease of ``device``."""
 
         # the files they derive from (weights, images, baseline logits): a re-made one invalidates them
         key = (*(_file_key(f) for f in files), settings)
-        held = self.activations.get(device)
-        if held is not None and held[0] == key:
-            return held[1]
-        self.activations.pop(device, None)  # free the previous model's first
-        budget = min(settings.activation_cache_mb * 2**20, free_memory(device) // 2)
+        cached = self.device(device)
+        held = cached.activations
+        if held is not None and held.model is model and held.key == key:
+            return held.activations
+        cached.activations = None  # free the previous model's first
+        free = free_memory(device)
+        budget = min(settings.activation_cache_mb * 2**20, free // 2)
         activations = CleanActivations(graph_segments(model), budget)
         activations.record(data, normalization, settings, device, clean_logits)
-        self.activations[device] = (key, activations)
+        log.info(
+            "%s on %s: activation budget %.0f MiB (activation_cache_mb %d, half of %.0f MiB free), %d of %d "
+            "segment inputs kept (%.0f MiB)",
+            model_id, device, budget / 2**20, settings.activation_cache_mb, free / 2**20, len(activations.kept),
+            max(len(activations.segments) - 1, 0), activations.nbytes / 2**20,
+        )  # fmt: skip
+        cached.activations = HeldActivations(model, key, activations)
         return activations
 
 
@@ -196,10 +258,12 @@ def evaluate_baseline(
     summary_out: str | Path,
     reported_top1: float | None = None,
     cache: EvaluationCache = DEFAULT_CACHE,
+    devices: DevicePool | None = None,
 ) -> dict[str, Any]:
-    """Clean logits of a model on the evaluation images, and its top-1/top-5 accuracy."""
+    """Clean logits of a model on the evaluation images, and its top-1/top-5 accuracy. It runs
+    on a device of ``devices`` (default: every one the ``device`` setting names)."""
     started = time.perf_counter()
-    with shared_pool(settings.device).lease() as device:
+    with (devices or shared_pool(settings.device)).lease() as device:
         use_cpu_threads(settings, device)
         data = cache.image_set(eval_data, device)
         model, normalization = cache.model(arch, weights, device)
@@ -237,6 +301,7 @@ def evaluate_baseline(
         )  # fmt: skip
     elif summary["suspect_loading"]:
         log.warning("%s: top-1 %.2f is %.2f points below the reported %.2f", model_id, top1, gap, reported_top1)
+    log.info("baseline of %s on %s: top-1 %.2f on %d images (%.1f s)", model_id, summary["device"], top1, n, summary["wall_s"])
     with atomic_path(logits_out) as tmp:
         save_file({"logits": logits.cpu().contiguous()}, tmp)
         summary["logits_sha256"] = file_sha256(tmp)
@@ -273,6 +338,24 @@ def verify_baseline_inputs(
                 f"the baseline evaluated {recorded[:16]}…): its clean outputs no longer belong to these inputs. "
                 f"Recompute it: {redo}"
             )
+
+
+def check_baseline_summary(
+    baseline: dict[str, Any], baseline_summary: str | Path, clean_logits: torch.Tensor, labels: torch.Tensor
+) -> None:
+    """Raise :class:`StaleBaselineError` unless the summary's top-1 and image count are those of
+    the clean logits beside it: every reset result copies the top-1 (``original_top1``, and
+    ``recovered_acc`` from it), so a summary edited by hand would spread into all of them."""
+    measured = clean_accuracy(clean_logits, labels)["top1"]
+    recorded = baseline.get("top1")
+    both_nan = isinstance(recorded, float) and math.isnan(recorded) and math.isnan(measured)  # non-finite logits
+    if not (recorded == measured or both_nan) or baseline.get("n_images") != len(labels):
+        model = baseline.get("model", "?")
+        raise StaleBaselineError(
+            f"{baseline_summary} says top-1 {recorded} on {baseline.get('n_images')} images, but the clean logits it "
+            f"records give top-1 {measured} on {len(labels)} images: the summary was edited or does not belong to "
+            f"them. Recompute it: {recompute_command('logits', baseline_summary, model)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -318,8 +401,10 @@ def evaluate_reset(
     seed_scheme: str = "independent",
     fresh_arch: Architecture | None = None,
     cache: EvaluationCache = DEFAULT_CACHE,
+    devices: DevicePool | None = None,
 ) -> dict[str, Any]:
-    """One reset job: ``measure_reset`` of ``layer`` (``mode``, ``seed``) on verified inputs.
+    """One reset job: ``measure_reset`` of ``layer`` (``mode``, ``seed``) on verified inputs, on
+    a device of ``devices`` (default: every one the ``device`` setting names).
 
     In mode randomize the layer's new values come from the fresh model ``seed`` stands for
     under ``seed_scheme``, built as ``fresh_arch`` (default ``arch``; layercrit.seed_schemes).
@@ -344,7 +429,7 @@ def evaluate_reset(
     verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
     verify_baseline_inputs(baseline, files.baseline, verified)
     waiting = time.perf_counter()
-    with shared_pool(settings.device).lease() as device:
+    with (devices or shared_pool(settings.device)).lease() as device:
         lease_wait_s = time.perf_counter() - waiting
         use_cpu_threads(settings, device)
         data = cache.image_set(files.eval, device)
@@ -352,9 +437,12 @@ def evaluate_reset(
         clean = cache.baseline_logits(files.logits, device)
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
+        check_baseline_summary(baseline, files.baseline, clean, data.labels)
         forward = ForwardPass(model, data, normalization, settings, device)
         if settings.activation_cache_mb > 0:
-            activations = cache.clean_activations(tuple(paths.values()), model, data, normalization, settings, device, clean)
+            activations = cache.clean_activations(
+                tuple(paths.values()), model, data, normalization, settings, device, clean, model_id
+            )
             forward.activations, forward.start = activations, activations.start_for(layer)
         change = measure_reset(model, layer, mode, source, clean, data.labels, forward)
     result = {
@@ -381,5 +469,10 @@ def evaluate_reset(
             "%s %s seed %d: %d images with non-finite outputs (%d clean, %d after the reset): the metrics are NaN",
             model_id, layer, seed, result["n_nonfinite"], result["n_nonfinite_clean"], result["n_nonfinite_reset"],
         )  # fmt: skip
+    log.info(
+        "%s %s seed %d (%s) on %s: criticality %.4f; forward from %s in %.2f s, %.2f s waiting for a device",
+        model_id, layer, seed, mode, result["device"], result["criticality"], forward.starts_at, forward.seconds,
+        lease_wait_s,
+    )  # fmt: skip
     write_json(out, result)
     return result

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from layercrit.concurrency import module_calls
 from layercrit.data import ImageSet, to_model_input
 from layercrit.graph import Segment
 
@@ -73,10 +74,19 @@ def numerics(precision: str, device: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def evaluating(settings: EvalSettings, device: str) -> Iterator[None]:
+    """A forward pass: no gradients, the arithmetic of the settings, and no torch.fx trace in this
+    process meanwhile (``layercrit.concurrency``)."""
+    with module_calls(), torch.inference_mode(), numerics(settings.precision, device):
+        yield
+
+
 def use_cpu_threads(settings: EvalSettings, device: str) -> None:
     """Give torch the job's threads on the CPU (a process-wide setting: call it under the device
-    lease, where the CPU is one slot and one evaluation runs at a time)."""
-    if device == "cpu" and settings.cpu_threads:
+    lease, where the CPU is one slot and one evaluation runs at a time; emulated GPUs, ``cpu:i``,
+    each take the one thread of a GPU job)."""
+    if device.partition(":")[0] == "cpu" and settings.cpu_threads:
         torch.set_num_threads(settings.cpu_threads)
 
 
@@ -95,20 +105,25 @@ def predict_logits(
     model: torch.nn.Module, data: ImageSet, normalization: dict | None, settings: EvalSettings, device: str
 ) -> torch.Tensor:
     """Logits (float32, N×C) of ``model`` on every image, in batches, without gradients."""
-    with torch.inference_mode(), numerics(settings.precision, device):
+    with evaluating(settings, device):
         return torch.cat([model(x).float() for x in model_inputs(data, normalization, settings, device)])
 
 
 def device_description(device: str) -> str:
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = f"{torch.get_num_threads()} threads"
+    return f"{device} (emulated GPU, {threads})" if device.startswith("cpu:") else f"cpu ({threads})"
 
 
 def free_memory(device: str) -> int:
-    """Bytes free on the device (GPU memory, or the machine's available RAM)."""
+    """Bytes free on the device: GPU memory that neither another process nor a live tensor holds
+    (memory PyTorch keeps reserved after tensors are freed counts as free: it is reused), or the
+    machine's available RAM."""
     if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(torch.device(device))[0]
+        index = torch.device(device)
+        cached = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
+        return torch.cuda.mem_get_info(index)[0] + cached
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -143,7 +158,7 @@ class CleanActivations:
         that the chained segments reproduce ``clean_logits`` exactly."""
         if not self.segments or self.budget_bytes <= 0:
             return
-        with torch.inference_mode(), numerics(settings.precision, device):
+        with evaluating(settings, device):
             self._record(model_inputs(data, normalization, settings, device), clean_logits)
 
     def _record(self, batches: Iterator[torch.Tensor], clean_logits: torch.Tensor) -> None:
@@ -198,7 +213,7 @@ class CleanActivations:
 
     def resume(self, start: int, settings: EvalSettings, device: str) -> torch.Tensor:
         """Logits (float32, N×C), running the segments from ``start`` on the recorded inputs."""
-        with torch.inference_mode(), numerics(settings.precision, device):
+        with evaluating(settings, device):
             return torch.cat([_chain(self.segments, start, x).float() for x in self.kept[start]])
 
     @property

@@ -65,6 +65,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 
+from layercrit.concurrency import tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -349,7 +351,8 @@ def graph_segments(model: torch.nn.Module) -> list[Segment] | None:
     forward pass, said in the log) where it cannot be traced or has no cut."""
     attributes = set(vars(model))
     try:
-        graph = trace(model)
+        with tracing():  # torch.fx patches every module's calls while it traces: alone in the process
+            graph = trace(model)
     except Exception as e:  # tracing runs the model's own Python: anything can fail there
         _warn_once(model, f"torch.fx cannot trace its forward ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
         return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from layercrit.concurrency import global_rng
 from layercrit.io import package_versions
 from layercrit.study import Architecture, SEED_SCHEMES
 from layercrit.zoo import build_architecture
@@ -49,8 +50,7 @@ def fresh_model(arch: Architecture, seed: int, scheme: str = "independent") -> t
         raise ValueError(f"unknown seed scheme {scheme!r}; allowed: {', '.join(SEED_SCHEMES)}")
     if seed < 0:
         raise ValueError(f"seed scheme authors: trial {seed} is not a trial (0, 1, 2, ...)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(AUTHORS_GLOBAL_SEED)
+    with global_rng(AUTHORS_GLOBAL_SEED):  # one stream for all of them: no other thread draws between
         # the model under test and the fresh models of the trials before this one
         for _ in range(seed + 1):
             build_architecture(arch)

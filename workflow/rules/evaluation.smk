@@ -1,11 +1,19 @@
 # The evaluation jobs (rules in baseline.smk, reset.smk): where and how they run (device,
 # threads, GPU grants, settings), what a reset job reads, and the jobs' bodies. They are `run:`
 # jobs executed as threads of the Snakemake process: see reset.smk.
-from layercrit.devices import gpus_visible, missing_device
+import os
+from collections import Counter
+
+from snakemake.logging import logger
+
+from layercrit.devices import EMULATED_GPUS, gpus_visible, missing_device, shared_pool
 
 # Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
 # `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
 GPU = 0 if config["device"] == "cpu" else 1
+# The GPUs Snakemake grants this run (--resources gpu=N; None: not limited). The evaluation
+# threads of this process share the first N visible GPUs (layercrit.devices).
+GRANTED_GPUS = getattr(workflow.global_resources.get("gpu"), "value", None)
 # On the CPU an evaluation uses every core (torch's intra-op threads) and says so with its
 # `threads`: Snakemake then neither starts a training on cores it uses nor parks a second
 # evaluation on a core to wait for the CPU. `device: auto` counts as the CPU where this machine
@@ -14,6 +22,8 @@ GPU = 0 if config["device"] == "cpu" else 1
 EVALUATE_ON_CPU = workflow.is_main_process and (
     config["device"] == "cpu" or (config["device"] == "auto" and gpus_visible() == 0)
 )
+# The CPUs this process may use: more torch threads than that only thrash.
+USABLE_CPUS = len(os.sched_getaffinity(0))
 
 
 def _cores():
@@ -28,21 +38,101 @@ def _cores():
 CORES = _cores()
 # A number, not a function of the job: Snakemake inspects a function's signature for every job
 # of the DAG, which the paper's 8,262 reset jobs pay at every start.
-EVALUATION_THREADS = CORES if EVALUATE_ON_CPU else 1
+EVALUATION_THREADS = min(CORES, USABLE_CPUS) if EVALUATE_ON_CPU else 1
+EVALUATION_RULES = ("baseline", "reset")
+# Set by layercrit-slurm for its finish step, which makes tables and figures only: an evaluation
+# there would run on another device than the study's others (and without a GPU).
+NO_EVALUATIONS = os.environ.get("LAYERCRIT_EVALUATIONS") == "none"
 
 
-def check_local_device():
-    """A local run that asks for a GPU this machine lacks would prepare the data and train, then
-    fail every evaluation: stop before the first job. Only local runs: the executor is known here
-    (onstart), and a cluster's login node may have no GPU while its compute nodes do."""
-    if workflow.local_exec and not workflow.touch:
-        problem = missing_device(config["device"], gpus_visible())
-        if problem:
-            raise WorkflowError(f"Invalid configuration: {problem}")
+def is_evaluation(rule_name):
+    """Whether a rule evaluates models (also as a module's rule renamed `use rule * ... as x_*`)."""
+    return rule_name.rpartition("_")[2] in EVALUATION_RULES
 
 
-onstart:
-    check_local_device()
+def evaluations_need_a_gpu():
+    """Whether evaluations on this machine run on a GPU: `device: cuda…`, or `auto` with one visible."""
+    return config["device"].startswith("cuda") or (
+        config["device"] == "auto" and gpus_visible() > 0
+    )
+
+
+def evaluation_refusal(granted_gpus):
+    """Why an evaluation may not run in this run, given the GPUs granted to it, or None."""
+    if NO_EVALUATIONS:
+        return (
+            "this step evaluates nothing (LAYERCRIT_EVALUATIONS=none: the finish step of layercrit-slurm, which "
+            "makes tables and figures without GPUs). Compute it where the GPUs are: run the same layercrit-slurm "
+            "command again"
+        )
+    if (
+        GPU
+        and granted_gpus is not None
+        and granted_gpus < GPU
+        and evaluations_need_a_gpu()
+    ):
+        return (
+            f"it needs a GPU (device: {config['device']}, {gpus_visible()} GPU(s) here), but this run grants none "
+            "(--resources gpu=0). Grant the run its GPUs (--resources gpu=N), or evaluate on the CPU (device: cpu)"
+        )
+    return None
+
+
+def check_before_first_job():
+    """A local run that cannot evaluate what it has to stops before its first job, instead of
+    preparing the data and training first and then failing every evaluation; and says where a
+    grant does not fit this machine. Only local runs: the executor is known here (onstart), and
+    a cluster's login node may have no GPU while its compute nodes do."""
+    if not workflow.local_exec or workflow.touch:
+        return
+    problem = missing_device(config["device"], gpus_visible())
+    if problem:
+        raise WorkflowError(f"Invalid configuration: {problem}")
+    pending = Counter(
+        job.rule.name
+        for job in workflow.dag.needrun_jobs()
+        if is_evaluation(job.rule.name)
+    )
+    refusal = evaluation_refusal(GRANTED_GPUS) if pending else None
+    if refusal:
+        jobs = " and ".join(f"{n} {rule} job(s)" for rule, n in sorted(pending.items()))
+        raise WorkflowError(f"This run has {jobs} to evaluate, but {refusal}")
+    for warning in grant_warnings():
+        logger.warning(f"Warning: {warning}")
+
+
+def grant_warnings():
+    """Where the run's grants do not fit this machine (said, not refused: the run works)."""
+    visible, warnings = gpus_visible(), []
+    if GPU and GRANTED_GPUS and GRANTED_GPUS > visible:
+        where = (
+            f"{visible} GPU(s) visible: at most {visible} evaluation(s) run side by side"
+            if visible
+            else "no GPU here: evaluations run on the CPU, one at a time"
+        )
+        warnings.append(f"--resources gpu={GRANTED_GPUS}, but {where}")
+    if EVALUATE_ON_CPU and CORES > USABLE_CPUS:
+        warnings.append(
+            f"--cores {CORES}, but this process may use {USABLE_CPUS} CPUs: evaluations use {USABLE_CPUS} threads"
+        )
+    if os.environ.get(EMULATED_GPUS):
+        warnings.append(
+            f"{EMULATED_GPUS}={os.environ[EMULATED_GPUS]}: GPUs are emulated by CPU devices (tests only)"
+        )
+    return warnings
+
+
+def _before_first_job(log):
+    check_before_first_job()
+
+
+if workflow.modifier.is_main_snakefile():
+    workflow.onstart(_before_first_job)
+else:
+    # Used as a module, Snakemake keeps only the main Snakefile's onstart: run ours before the
+    # project's (one the project defines after `use rule * from layercrit` replaces both).
+    _project_onstart = workflow._onstart
+    workflow._onstart = lambda log: (_before_first_job(log), _project_onstart(log))
 
 
 # What the evaluation rules' results depend on, as their params: changing one re-runs them
@@ -67,17 +157,20 @@ def eval_settings(params, threads):
     )
 
 
-def require_granted_gpu(rule, output, resources):
-    """Snakemake caps a job's `gpu=1` to what `--resources gpu=0` allows instead of refusing it.
-    An evaluation that asked for a GPU and was granted none must not run on whatever device is
-    there (the finish step of layercrit-slurm, which makes only tables and figures, says gpu=0).
+def require_evaluation_allowed(rule, output, resources):
+    """An evaluation job that may not run here fails before it evaluates (see evaluation_refusal;
+    Snakemake caps a job's `gpu=1` to what `--resources gpu=0` allows instead of refusing it).
     """
-    if GPU and resources.get("gpu", GPU) < GPU:
+    refusal = evaluation_refusal(resources.get("gpu", GPU))
+    if refusal:
         raise WorkflowError(
-            f"{rule} needs a GPU (device: {config['device']}), but this run grants none (--resources gpu=0, as "
-            f"in the finish step of layercrit-slurm): {output} is missing or out of date. Compute it where "
-            "the GPUs are: run the same layercrit-slurm command again, or snakemake with GPUs"
+            f"{rule}: {output} is missing or out of date, but {refusal}"
         )
+
+
+def evaluation_devices():
+    """The devices this process's evaluation threads share (layercrit.devices)."""
+    return shared_pool(config["device"], GRANTED_GPUS)
 
 
 def reset_inputs(wildcards):
@@ -131,8 +224,6 @@ def _reset_priorities():
     """Model i of n (zoo order) gets priorities in (n - i, n - i + 1), falling in the study's job
     order (STUDY.reset_jobs: within a model seed by seed): the range the models' integer ranks
     gave before, so other rules' priorities (training's) keep their place among them."""
-    from collections import Counter
-
     jobs = STUDY.reset_jobs()
     per_model = Counter(model for model, _, _ in jobs)
     priorities, position = {}, Counter()
@@ -170,7 +261,7 @@ def run_baseline(wildcards, input, output, params, threads, resources, log):
     from layercrit.evaluation import evaluate_baseline
     from layercrit.joblog import job_log
 
-    require_granted_gpu("baseline", output.summary, resources)
+    require_evaluation_allowed("baseline", output.summary, resources)
     with job_log(log[0]):
         evaluate_baseline(
             model_id=wildcards.model,
@@ -181,6 +272,7 @@ def run_baseline(wildcards, input, output, params, threads, resources, log):
             logits_out=output.logits,
             summary_out=output.summary,
             reported_top1=STUDY.models[wildcards.model].reported_top1,
+            devices=evaluation_devices(),
         )
 
 
@@ -189,7 +281,7 @@ def run_reset(wildcards, input, output, params, threads, resources, log):
     from layercrit.evaluation import ResetInputs, evaluate_reset
     from layercrit.joblog import job_log
 
-    require_granted_gpu("reset", output[0], resources)
+    require_evaluation_allowed("reset", output[0], resources)
     with job_log(log[0]):
         evaluate_reset(
             model_id=wildcards.model,
@@ -202,4 +294,5 @@ def run_reset(wildcards, input, output, params, threads, resources, log):
             out=output[0],
             seed_scheme=STUDY.seed_scheme,
             fresh_arch=STUDY.fresh_architecture(wildcards.model),
+            devices=evaluation_devices(),
         )
