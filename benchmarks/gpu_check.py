@@ -17,6 +17,9 @@ bring it along as wheels and put them on PYTHONPATH; every step runs with this i
 3. ``benchmark``: benchmarks/reset_eval.py on ResNet-50 at 224 with 10,000 generated images,
    authors'-style against this project's evaluation, full forward and with activation reuse,
    every precision, and the per-layer sweep.
+4. ``side_by_side``: benchmarks/side_by_side.py on every visible GPU at once (reset jobs as
+   threads, one per GPU): bitwise the serial results, image reads and model builds per job, and
+   the activation budget each GPU gave each model (with ``--device cpu``: 2 emulated GPUs).
 
 Writes ``gpu_check.json`` (everything, with the GPU model) and ``gpu_check.md`` (the tables that
 docs/benchmarks.md points to) into ``--out``; exits non-zero if a step failed or a tolerance was
@@ -59,17 +62,17 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-def run(command: list[str], cwd: Path = REPO, timeout: float = 3600) -> tuple[int, str, float]:
+def run(command: list[str], cwd: Path = REPO, timeout: float = 3600, extra_env: dict | None = None) -> tuple[int, str, float]:
     print("$", " ".join(command), flush=True)
     started = time.monotonic()
-    proc = subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     print(output[-3000:], flush=True)
     return proc.returncode, output, time.monotonic() - started
 
 
 # The test files whose GPU paths the check runs (test_gpu.py runs only where there is a GPU).
-TEST_FILES = ("tests/test_gpu.py", "tests/test_evaluation.py", "tests/test_forward.py", "tests/test_devices.py")
+TEST_FILES = ("tests/test_gpu.py", "tests/test_evaluation.py", "tests/test_forward.py", "tests/test_devices.py", "tests/test_concurrency.py")
 
 
 def check_tests() -> dict:
@@ -148,6 +151,18 @@ def check_benchmark(device: str, precisions: list[str], quick: bool, base: Path)
     return {"ok": True, "seconds": round(seconds, 1), **json.loads(out.read_text())}
 
 
+def check_side_by_side(device: str, quick: bool, base: Path) -> dict:
+    out = base / "side_by_side.json"
+    command = [sys.executable, str(REPO / "benchmarks/side_by_side.py"), "--images", "64" if quick else "2000",
+               "--activation-cache-mb", "64" if quick else "20000", "--out", str(out)]  # fmt: skip
+    emulated = None if device.startswith("cuda") else {"LAYERCRIT_EMULATED_GPUS": "2"}
+    rc, output, seconds = run(command, extra_env=emulated)
+    if rc:
+        return {"ok": False, "error": "side_by_side.py failed", "log": output[-3000:]}
+    record = json.loads(out.read_text())
+    return {"ok": record["bitwise"], "seconds": round(seconds, 1), **record}
+
+
 def markdown(record: dict) -> str:
     lines = [f"# GPU check: {record['machine']['gpu'] or record['machine']['device']}", "",
              f"`{record['command']}` on {record['created']}; versions: "
@@ -175,6 +190,12 @@ def markdown(record: dict) -> str:
         if bench.get("speedup_fp32"):
             lines += ["", f"Authors'-style / ours (fp32, full forward): {bench['speedup_fp32']:.1f}×"]
         lines.append("")
+    side = record.get("side_by_side", {})
+    if "bitwise" in side:
+        lines += [f"Side by side on {side['devices']} device(s), {side['jobs']} reset jobs: bitwise the serial results: "
+                  f"{'yes' if side['bitwise'] else 'NO'}; per job {side['per_job']['load_image_set']:.2f} image-file reads, "
+                  f"{side['per_job']['load_model']:.2f} model builds. Activation budgets:", ""]  # fmt: skip
+        lines += [f"- {line}" for line in side["budgets"]] + [""]
     return "\n".join(lines)
 
 
@@ -182,7 +203,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu to try the plumbing without a GPU")
     parser.add_argument("--precision", nargs="+", default=["fp32", "torch_default", "tf32", "bf16"])
-    parser.add_argument("--steps", nargs="+", default=["tests", "study", "benchmark"], choices=["tests", "study", "benchmark"])
+    steps = ["tests", "study", "benchmark", "side_by_side"]
+    parser.add_argument("--steps", nargs="+", default=steps, choices=steps)
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes on a CPU): checks the command, not the GPU")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()
@@ -205,6 +227,8 @@ def main() -> int:
             record["study"] = check_study(args.device, args.precision, args.quick, Path(tmp) / "study")
         if "benchmark" in args.steps:
             record["benchmark"] = check_benchmark(args.device, args.precision, args.quick, Path(tmp))
+        if "side_by_side" in args.steps:
+            record["side_by_side"] = check_side_by_side(args.device, args.quick, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (args.out / "gpu_check.md").write_text(markdown(record))

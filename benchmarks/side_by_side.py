@@ -10,14 +10,18 @@ compared with the serial one (one thread, a fresh cache, the full forward pass):
 whether all metrics are equal.
 
     LAYERCRIT_EMULATED_GPUS=4 python benchmarks/side_by_side.py --out side_by_side.json
+    python benchmarks/side_by_side.py --images 2000    # on the GPUs of this machine (the GPU check)
 
-Models: perturbed random initializations of the demo ResNet (``--models``), random uint8 images.
+The serial reference runs on the first device, so on GPUs too "bitwise" compares like with like.
+The activation budget each device gave each model is reported (``budgets``, from the log): from
+the second model on a GPU it must not shrink by what PyTorch keeps reserved. Models: perturbed random initializations of the demo ResNet (``--models``), random uint8 images.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import queue
 import threading
@@ -53,6 +57,18 @@ class Counted:
         with self.lock:
             self.calls += 1
         return self.wrapped(*args, **kwargs)
+
+
+class BudgetLines(logging.Handler):
+    """The activation budget lines the evaluation logs, one per model and device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "activation budget" in record.getMessage():
+            self.lines.append(record.getMessage())
 
 
 def make_study(tmp: Path, models: int, images: int) -> dict[str, ResetInputs]:
@@ -109,10 +125,13 @@ def main() -> None:
     parser.add_argument("--activation-cache-mb", type=int, default=64)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    devices = int(os.environ.get("LAYERCRIT_EMULATED_GPUS") or 0)
+    devices = int(os.environ.get("LAYERCRIT_EMULATED_GPUS") or 0) or torch.cuda.device_count()
     if devices < 1:
-        raise SystemExit("set LAYERCRIT_EMULATED_GPUS=N: the number of devices side by side")
+        raise SystemExit("no GPU here: set LAYERCRIT_EMULATED_GPUS=N to run N emulated ones side by side")
     torch.set_num_threads(1)
+    budgets = BudgetLines()
+    logging.getLogger("layercrit.evaluation").addHandler(budgets)
+    logging.getLogger("layercrit.evaluation").setLevel(logging.INFO)
     with TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         files = make_study(tmp, args.models, args.images)
@@ -125,7 +144,8 @@ def main() -> None:
         counts = {c.name: c.calls for c in counters}
         for c in counters:
             setattr(evaluation, c.name, c.wrapped)
-        serial = run_jobs(jobs, files, EvalSettings(device="cpu", batch_size=500, cpu_threads=1), EvaluationCache(), 1, tmp)
+        serial_settings = EvalSettings(device="cuda:0", batch_size=500, cpu_threads=1)  # emulated: cpu:0
+        serial = run_jobs(jobs, files, serial_settings, EvaluationCache(), 1, tmp)
     ok = [k for k in jobs if k in side["results"]]
     differ = [k for k in ok if any(side["results"][k][m] != serial["results"][k][m] for m in METRICS)]
     zeros = [k for k in ok if side["results"][k]["criticality"] == 0]
@@ -134,6 +154,7 @@ def main() -> None:
         "per_job": {name: n / len(jobs) for name, n in counts.items()}, "counts": counts,
         "failed": len(side["errors"]), "first_errors": side["errors"][:3], "differ_from_serial": len(differ),
         "zero_criticality": len(zeros), "bitwise": not side["errors"] and not differ, "wall_s": wall,
+        "budgets": budgets.lines, "device": side["results"][ok[0]]["device"] if ok else None,
         **provenance(),
     }  # fmt: skip
     print(json.dumps({k: v for k, v in record.items() if k not in ("versions",)}, indent=2))

@@ -16,7 +16,7 @@ CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
 
 def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
     # Its tests step runs test files this suite runs anyway: here only that they exist (below).
-    proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--steps", "study", "benchmark",
+    proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--steps", "study", "benchmark", "side_by_side",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, env=snakemake_env())  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     record = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -26,8 +26,11 @@ def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
     assert comparisons["cpu_fp32"]["max_abs_diff"] == 0.0  # the same device and precision: identical
     bench = record["benchmark"]
     assert {"ours_fp32", "ours_fp32_reuse", "ours_bf16", "authors_style_fp32"} <= set(bench) and bench["images"] == 16
+    side = record["side_by_side"]  # 2 emulated GPUs on the CPU
+    assert side["ok"] and side["devices"] == 2 and side["per_job"]["load_image_set"] < 0.1
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| cpu_bf16 |" in table and "Authors'-style / ours" in table
+    assert "Side by side on 2 device(s), 20 reset jobs: bitwise the serial results: yes" in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
