@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layercrit.slurm_forcing import forcing_step, split_forcing
 from layercrit.slurm_jobs import report, wait_for
 
 # Snakemake's own options that this module sets for every step; given by the user they would be
@@ -183,48 +184,6 @@ def _requeueing(command: str) -> str:
         f"trap '{requeue}' USR1; {command} & pid=$!; wait $pid; status=$?; "
         "while kill -0 $pid 2>/dev/null; do wait $pid; status=$?; done; exit $status"
     )
-
-
-# Snakemake's options that force jobs to run again. Given to every step, `--forcerun <baseline>`
-# would recompute the baseline in prepare, again in every shard that holds the model's jobs, and
-# fail the finish step (it evaluates nothing); so each step gets the forcing that is its own:
-# rules (and files) up to the baselines go to prepare (their results then re-run through the
-# newer baselines, by modification time, in the shards), reset results to the shards, tables and
-# figures to finish.
-FORCE_OPTIONS = {"--forcerun": True, "-R": True, "--forceall": False, "-F": False, "--force": False, "-f": False}
-PREPARE_RULES = ("synthetic_data", "imagenet_subset", "image_folder", "pipeline_images", "train_model", "download_model", "baseline")
-PREPARE_OUTPUTS = ("data", "models", "baselines")  # results/<study>/<these>/...
-SHARD_RULES, SHARD_OUTPUTS = ("reset",), ("resets",)
-
-
-def split_forcing(args: Sequence[str]) -> tuple[list[str], list[str], bool]:
-    """The user's Snakemake options without the forcing ones, the targets of --forcerun/-R, and
-    whether --forceall/-F/--force/-f (everything: the prepare step's, from whose newer outputs
-    everything after runs again) was given. As argparse reads them: --forcerun takes the words up
-    to the next option."""
-    rest, targets, everything = [], [], False
-    taking = False
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if name in FORCE_OPTIONS and (eq == "" or FORCE_OPTIONS[name]):
-            taking = FORCE_OPTIONS[name] and not eq
-            everything |= not FORCE_OPTIONS[name]
-            targets += [value] if eq else []
-        elif taking and not arg.startswith("-"):
-            targets.append(arg)
-        else:
-            taking = False
-            rest.append(arg)
-    return rest, targets, everything
-
-
-def forcing_step(target: str) -> str:
-    """Which step a --forcerun target (a rule name or an output path) belongs to."""
-    parts = Path(target).parts
-    kind = parts[2] if len(parts) > 2 and parts[0] == "results" else None
-    if target in PREPARE_RULES or kind in PREPARE_OUTPUTS:
-        return "prepare"
-    return "shards" if target in SHARD_RULES or kind in SHARD_OUTPUTS else "finish"
 
 
 def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = sys.executable) -> list[Step]:
