@@ -677,3 +677,22 @@ def test_forcing_options_go_to_the_step_that_makes_what_they_force():  # issue 2
     steps = _planned(snakemake=("--configfile", "config/demo.yaml", "-F"))
     assert "--forceall" in steps["prepare"] and "--forceall" not in steps["shards"] + steps["finish"]
     assert " -F" not in steps["shards"] + steps["finish"]
+
+
+def test_the_finish_steps_snakemake_runs_with_evaluations_none(tmp_path):
+    """The finish step has no GPU and must never evaluate: its Snakemake gets
+    LAYERCRIT_EVALUATIONS=none (the evaluation jobs refuse there), the other steps' do not; with
+    --requeue too (Snakemake then runs as a child of the batch shell). Each step's command runs
+    here with a stand-in for Python that writes down what it sees."""
+    from layercrit.slurm import SlurmSettings, plan
+
+    assert "export LAYERCRIT_EVALUATIONS=none; " in _planned()["finish"]
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "${{LAYERCRIT_EVALUATIONS:-unset}}" >>{tmp_path}/seen\n')
+    python.chmod(0o755)
+    for requeue in (False, True):
+        for step in plan(SlurmSettings(requeue=requeue), ["--configfile", "config/demo.yaml"], python=str(python)):
+            (tmp_path / "seen").unlink(missing_ok=True)
+            subprocess.run(["bash", "-c", step.command], check=True, env={**os.environ, "LAYERCRIT_EVALUATIONS": ""})
+            expected = "none" if step.name == "finish" else "unset"
+            assert (tmp_path / "seen").read_text() == f"{expected}\n", (step.name, requeue)

@@ -69,6 +69,10 @@ REQUEUE_SIGNAL_S = 120
 # longer than its time limit would otherwise come back forever.
 MAX_REQUEUES = 5
 
+# The finish step's Snakemake runs with this in its environment: the evaluation jobs refuse to
+# run there (the step has no GPU; a missing result is never made on another device).
+FINISH_ENVIRONMENT = "LAYERCRIT_EVALUATIONS=none"
+
 
 @dataclass(frozen=True)
 class SlurmSettings:
@@ -207,7 +211,8 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
         forcing = (["--forceall"] if force_all and step == "prepare" else []) + (["--forcerun", *map(shlex.quote, own)] if own else [])
         parts = [shlex.quote(python), "-m", "snakemake", target, f"--cores {cores}", f"--resources gpu={gpus}", user, *forcing, *extra]
         run = " ".join(part for part in parts if part)
-        return "unset SNAKEMAKE_PROFILE; " + (_requeueing(run) if settings.requeue else "exec " + run)
+        environment = f"export {FINISH_ENVIRONMENT}; " if step == "finish" else ""
+        return "unset SNAKEMAKE_PROFILE; " + environment + (_requeueing(run) if settings.requeue else "exec " + run)
 
     def args(step: tuple[str, ...]) -> tuple[str, ...]:
         return settings.sbatch_args + step
