@@ -870,6 +870,18 @@ def test_the_wait_cancels_and_reports_a_job_that_can_never_start(short_partition
     ) in err, err
 
 
+def test_without_requeue_slurms_default_requeues_a_step_whose_node_fails(allocations_run):
+    """Issue 30 C8: the README said a step that loses its node ends as NODE_FAIL without
+    --requeue. Slurm's default (JobRequeue=1) makes every batch job requeueable: the launcher's
+    steps, submitted without --requeue, show Requeue=1. (On this cluster a job whose node was set
+    DOWN came back PENDING with Restarts=1.) The README says so now."""
+    resets = _reset_records(allocations_run["workdir"])
+    job = _slurm_job(next(iter(resets.values()))["slurm_job_id"])
+    assert job["Requeue"] == "1", job
+    scaling = (REPO / "README.md").read_text().split("## Scaling")[1].split("\n## ")[0]
+    assert "JobRequeue" in scaling and "ends as\n    `PREEMPTED`, `NODE_FAIL`" not in scaling
+
+
 def test_after_a_damaged_result_the_last_line_forces_it_and_finishes_the_study(allocations_run, tmp_path):
     """Issue 30 C8: a truncated result is newer than what it was made from, so the same command
     makes nothing again and the finish step fails on it again; the last line said to run the same
