@@ -336,6 +336,22 @@ def _launch_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_CONF")}
 
 
+def _path_without(directory: Path, *commands: str) -> str:
+    """$PATH with ``commands`` gone: each folder of it that holds one is replaced by a folder of
+    links to everything else in it."""
+    folders = []
+    for folder in map(Path, os.environ["PATH"].split(os.pathsep)):
+        if any((folder / command).exists() for command in commands):
+            mirror = directory / f"{len(folders)}-{folder.name}"
+            mirror.mkdir(parents=True)
+            for entry in folder.iterdir():
+                if entry.name not in commands:
+                    (mirror / entry.name).symlink_to(entry)
+            folder = mirror
+        folders.append(str(folder))
+    return os.pathsep.join(folders)
+
+
 def _launch(workdir: Path, partition: str, allocations: int = 2) -> subprocess.CompletedProcess:
     """Run the launcher (two allocations unless told) until every allocation has ended; it must succeed."""
     proc = subprocess.run(_launch_command(partition, allocations), cwd=workdir, capture_output=True, text=True, timeout=600, env=_launch_env())
@@ -423,7 +439,9 @@ def test_a_failed_and_a_cancelled_shard_fail_the_command_and_the_same_command_re
     what is missing. (Before, the command exited 0: `sbatch --wait` on the finish step, cancelled
     because a shard failed, returns 0.) Three shards of two reset jobs each, in model, seed, layer
     order: the second fails (the folder of its seed-0 `fc` result is a file: Snakemake stops), the
-    third is cancelled before it starts."""
+    third is cancelled before it starts. The launcher runs where Slurm's accounting command `sacct`
+    is not installed (issue 30 C6: the wait crashed with FileNotFoundError there, when slurmctld
+    had forgotten the cancelled task)."""
     workdir = tmp_path / "study"
     shutil.copytree(allocations_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake", "logs"))
     original = _reset_records(workdir)
@@ -432,7 +450,8 @@ def test_a_failed_and_a_cancelled_shard_fail_the_command_and_the_same_command_re
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the results of layer fc go")
     command = _launch_command(allocations_run["partition"], allocations=3)
-    launcher = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_launch_env())
+    env = {**_launch_env(), "PATH": _path_without(tmp_path / "bin", "sacct")}
+    launcher = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         shown, array = [], None
         for line in launcher.stdout:
@@ -453,6 +472,7 @@ def test_a_failed_and_a_cancelled_shard_fail_the_command_and_the_same_command_re
     cancelled = next(line for line in last if f"shards (Slurm job {array}_3)" in line)
     # slurmctld forgets a task cancelled while pending at once, and this cluster keeps no accounting
     assert re.search(r": (CANCELLED|UNKNOWN)\b.*; it never started \(no log\)$", cancelled), output
+    assert "UNKNOWN" not in cancelled or "sacct is not installed here" in cancelled, cancelled
     assert re.search(r"finish \(Slurm job \d+\): CANCELLED \(DependencyNeverSatisfied, a step before it did not complete\)", err), output
     assert f"{array}_1)" not in err  # the first shard completed
     assert last[-1] == "  " + shlex.join(["layercrit-slurm", *command[1:]])
@@ -655,7 +675,8 @@ def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_wait
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs/shards-12_2.out").write_text("killed\n")
     capsys.readouterr()
-    assert slurm_jobs.report(allocations, tmp_path / "logs", "layercrit-slurm --allocations 2 -- --configfile c.yaml") == 1
+    resume = ["layercrit-slurm", "--allocations", "2", "--", "--configfile", "c.yaml"]
+    assert slurm_jobs.report(allocations, tmp_path / "logs", resume) == 1
     lines = capsys.readouterr().err.splitlines()
     assert lines[1:3] == [
         f"  shards (Slurm job 12_2): OUT_OF_MEMORY (OutOfMemory, exit code 0:125); log {tmp_path}/logs/shards-12_2.out",
@@ -677,3 +698,354 @@ def test_forcing_options_go_to_the_step_that_makes_what_they_force():  # issue 2
     steps = _planned(snakemake=("--configfile", "config/demo.yaml", "-F"))
     assert "--forceall" in steps["prepare"] and "--forceall" not in steps["shards"] + steps["finish"]
     assert " -F" not in steps["shards"] + steps["finish"]
+
+
+# ----------------------------------------------------------------------------------------------
+# layercrit-slurm under faults (issues 29 C5, 30 C6-C8): a second launch, a request that can never
+# start, a controller that does not answer, no sacct, a launcher stopped while it submits or waits.
+
+
+@pytest.fixture(scope="module")
+def short_partition(slurm_cluster):
+    """A second partition on the test node whose MaxTime is 5 minutes (made with scontrol for the module)."""
+    name = "layercrit-short"
+    subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)  # a leftover of a killed run
+    subprocess.run(["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=00:05:00", "State=UP"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)
+
+
+def _jobs_from(workdir: Path) -> list[str]:
+    """The job ids (an array's once) that squeue lists as submitted from ``workdir``."""
+    out = subprocess.run(["squeue", "--noheader", "--format=%F|%Z"], capture_output=True, text=True, check=True).stdout
+    return sorted({job for job, _, cwd in (line.partition("|") for line in out.splitlines()) if cwd == str(workdir)}, key=int)
+
+
+def _cancel_jobs_from(workdir: Path) -> None:
+    if jobs := _jobs_from(workdir):
+        subprocess.run(["scancel", *jobs], check=True)
+
+
+def _with(command: list[str], *options: str, without: Sequence[str] = ()) -> list[str]:
+    """A launcher command with ``options`` added and ``without`` left out (the launcher's own, before '--')."""
+    split = command.index("--")
+    return [arg for arg in command[:split] if arg not in without] + list(options) + command[split:]
+
+
+def _held_chain_command(partition: str) -> list[str]:
+    """The documented command with its prepare step held back an hour: the chain stays queued and
+    nothing of it runs, for the tests that only need it in the queue (they cancel it)."""
+    return _with(_launch_command(partition), "--prepare-sbatch-arg=--begin=now+3600")
+
+
+def _read_until(stream, pattern: str, shown: list[str]) -> re.Match:
+    for line in stream:
+        shown.append(line)
+        if match := re.match(pattern, line):
+            return match
+    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(shown)}")
+
+
+def test_the_same_command_again_finds_the_chain_in_the_queue_and_sigterm_says_what_is_left(slurm_cluster, tmp_path):
+    """Issue 29 C5: run again while the first chain is queued, the same command submitted a
+    second full chain. Now it names the chain it found (its steps' comment: study and directory)
+    and submits nothing. Issue 30 C8: SIGTERM while waiting exited 143 without a word; now it says
+    what is still queued or running and how to watch it, then exits 143."""
+    _study(tmp_path)
+    command = _held_chain_command(slurm_cluster)
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_launch_env())
+    try:
+        shown: list[str] = []
+        prepare = _read_until(first.stdout, r"prepare: Slurm job (\d+)", shown)[1]
+        shards = _read_until(first.stdout, r"shards: Slurm job (\d+)", shown)[1]
+        finish = _read_until(first.stdout, r"finish: Slurm job (\d+)", shown)[1]
+        again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_launch_env())
+        assert again.returncode == 1 and "sbatch" not in again.stdout, again.stdout + again.stderr
+        assert _jobs_from(tmp_path) == [prepare, shards, finish]  # no second chain
+        assert f"study 'tiny' in {tmp_path} already has a chain queued or running: prepare (Slurm job {prepare}): PENDING" in again.stderr
+        assert f"squeue --jobs={prepare},{shards},{finish}" in again.stderr and f"scancel {prepare} {shards} {finish}" in again.stderr
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+        _cancel_jobs_from(tmp_path)
+    assert first.returncode == 143, "".join(shown) + out + err
+    assert "stopped waiting: stopped by SIGTERM" in err and "4 of 4 allocations had not ended" in err, err
+    assert f"Watch them with: squeue --jobs={prepare},{shards},{finish}" in err, err
+    assert err.strip().splitlines()[-1] == "  " + shlex.join(["layercrit-slurm", *command[1:]])
+
+
+def test_ctrl_c_while_submitting_cancels_what_was_submitted(slurm_cluster, tmp_path):
+    """Issue 30 C8: Ctrl-C during submission left half a chain running. Here the shards' sbatch
+    is interrupted after Slurm took the job, before the launcher read its id: the launcher finds
+    it in the queue by its launch's mark and cancels it with the prepare step."""
+    _study(tmp_path)
+    sbatch = shutil.which("sbatch")
+    submitted = tmp_path / "shards-submitted"
+    env = _fake_commands(tmp_path / "bin", sbatch=f'case "$*" in *--array=*) {sbatch} "$@" >/dev/null; touch {submitted}; exec sleep 60;; esac; exec {sbatch} "$@"')
+    env = {**_launch_env(), "PATH": env["PATH"]}
+    command = _with(_held_chain_command(slurm_cluster), without=["--wait"])
+    launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not submitted.exists() and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.1)
+        in_queue = _jobs_from(tmp_path)
+        launcher.send_signal(signal.SIGINT)
+        out, err = launcher.communicate(timeout=60)
+        left = _jobs_from(tmp_path)
+    finally:
+        launcher.kill()
+        _cancel_jobs_from(tmp_path)
+    assert len(in_queue) == 2, (in_queue, out, err)  # prepare and the shards, before the Ctrl-C
+    prepare, shards = in_queue
+    assert launcher.returncode == 130 and left == [], (left, out, err)
+    assert "stopped by Ctrl-C while submitting" in err, err
+    assert f"Cancelled what was submitted: prepare (Slurm job {prepare}), shards (Slurm job {shards}, its sbatch interrupted)." in err, err
+
+
+def test_a_step_its_partition_cannot_run_is_refused_before_anything_is_submitted(slurm_cluster, short_partition, tmp_path):
+    """Issue 30 C7: a finish step whose --time exceeds its partition's MaxTime was accepted by
+    Slurm and stayed PENDING (PartitionTimeLimit); --wait then waited for good. The launcher reads
+    the partitions' limits first (scontrol show partition) and says what to give instead."""
+    _study(tmp_path)
+    command = _with(_held_chain_command(slurm_cluster), "--finish-partition", short_partition, without=["--wait"])
+    try:
+        proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_launch_env())
+        submitted = _jobs_from(tmp_path)
+    finally:
+        _cancel_jobs_from(tmp_path)
+    assert proc.returncode == 1 and submitted == [], proc.stdout + proc.stderr
+    assert (
+        f"the finish step asks for --finish-time 00:10:00, more than its partition allows: {short_partition} (MaxTime 00:05:00)"
+        in proc.stderr
+    ), proc.stderr
+    assert "Give --finish-time 00:05:00 or less, or another partition (--finish-partition)" in proc.stderr
+
+
+def _bounded(seconds: int):
+    """Fail instead of hanging: an AssertionError in this thread after ``seconds``."""
+
+    def expired(signum, frame):
+        raise AssertionError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    return previous
+
+
+def _unbounded(previous) -> None:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_wait_cancels_and_reports_a_job_that_can_never_start(short_partition, tmp_path, monkeypatch, capsys):
+    """Issue 30 C7: where the limits could not be read before (or changed after submitting), a job
+    PENDING with a reason Slurm keeps until the job is changed (here PartitionTimeLimit, on the
+    real cluster) is cancelled by the wait, which then ends with a report saying what to change."""
+    from layercrit import slurm, slurm_jobs
+
+    monkeypatch.setattr(slurm_jobs, "FIRST_POLL_S", 0.2)
+    monkeypatch.setattr(slurm_jobs, "NEVER_STARTS_AFTER_S", 3)  # (90 s: Slurm's scheduler may take a minute)
+    job = subprocess.run(
+        ["sbatch", "--parsable", f"--partition={short_partition}", "--time=00:10:00", f"--mem={TEST_MEM_MB}M",
+         f"--output={tmp_path}/never.out", "--wrap=true"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout.strip()  # fmt: skip
+    previous = _bounded(60)
+    try:
+        allocations = slurm_jobs.wait_for([(slurm.Step("finish", "", 0, "00:10:00"), job)])
+    finally:
+        _unbounded(previous)
+        subprocess.run(["scancel", job], capture_output=True)
+    assert [(a.job, a.state, a.reason) for a in allocations] == [(job, "CANCELLED", "PartitionTimeLimit")]
+    capsys.readouterr()
+    assert slurm_jobs.report(allocations, tmp_path / "logs", ["layercrit-slurm", "--finish-time", "00:10:00"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"finish (Slurm job {job}): CANCELLED (PartitionTimeLimit, cancelled, it could never start: its time limit exceeds "
+        "its partition's MaxTime (scontrol show partition): give a shorter --finish-time or another partition (--finish-partition))"
+    ) in err, err
+
+
+def test_without_requeue_slurms_default_requeues_a_step_whose_node_fails(allocations_run):
+    """Issue 30 C8: the README said a step that loses its node ends as NODE_FAIL without
+    --requeue. Slurm's default (JobRequeue=1) makes every batch job requeueable: the launcher's
+    steps, submitted without --requeue, show Requeue=1. (On this cluster a job whose node was set
+    DOWN came back PENDING with Restarts=1.) The README says so now."""
+    resets = _reset_records(allocations_run["workdir"])
+    job = _slurm_job(next(iter(resets.values()))["slurm_job_id"])
+    assert job["Requeue"] == "1", job
+    scaling = (REPO / "README.md").read_text().split("## Scaling")[1].split("\n## ")[0]
+    assert "JobRequeue" in scaling and "ends as\n    `PREEMPTED`, `NODE_FAIL`" not in scaling
+
+
+def test_after_a_damaged_result_the_last_line_forces_it_and_finishes_the_study(allocations_run, tmp_path):
+    """Issue 30 C8: a truncated result is newer than what it was made from, so the same command
+    makes nothing again and the finish step fails on it again; the last line said to run the same
+    command. It now adds what the workflow said to make again (`-- ... --forcerun <path>`), and
+    that command finishes the study, the result as it was."""
+    workdir = tmp_path / "study"
+    shutil.copytree(allocations_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake", "logs"))
+    original = _reset_records(workdir)
+    victim = sorted(original)[1]
+    path = _results(workdir) / victim
+    path.write_bytes(path.read_bytes()[:40])
+    command = _launch_command(allocations_run["partition"])
+    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600, env=_launch_env())
+    assert proc.returncode == 1 and re.search(r"finish \(Slurm job \d+\): FAILED", proc.stderr), proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "  " + shlex.join(["layercrit-slurm", *command[1:], "--forcerun", f"results/tiny/{victim}"]), proc.stderr
+    again = shlex.split(last)
+    proc = subprocess.run([str(LAUNCHER), *again[1:]], cwd=workdir, capture_output=True, text=True, timeout=600, env=_launch_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = _reset_records(workdir)
+    assert {k: after[victim][k] for k in METRICS} == {k: original[victim][k] for k in METRICS}
+    assert (_results(workdir) / "tables/randomize/summary.csv").stat().st_mtime > path.stat().st_mtime - 1
+
+
+# ... and what of it needs no cluster: Slurm's time format, the checks of a plan, how the wait
+# reads Slurm's answers and the lines it ends with (fake Slurm commands).
+
+
+def test_slurm_times_are_read_as_sbatch_reads_them():
+    from layercrit.slurm_cluster import slurm_seconds, slurm_time
+
+    cases = {"90": 5400, "2:30": 180, "01:02:03": 3780, "1-12": 129600, "1-0:30": 88200, "2-01:00:05": 176460,
+             "0": None, "UNLIMITED": None, "INFINITE": None}  # fmt: skip
+    assert {text: slurm_seconds(text) for text in cases} == cases  # (seconds round up to a minute)
+    for bad in ("4h", "1:2:3:4", "-5", ""):
+        with pytest.raises(ValueError):
+            slurm_seconds(bad)
+    assert [slurm_time(s) for s in (120, 3780, 176460)] == ["00:02:00", "01:03:00", "2-01:01:00"]
+
+
+def test_requeue_with_a_time_limit_within_its_signal_is_refused():
+    """Issue 30 C8: --requeue signals a step 120 s before its time limit; with --time 120 s or
+    less the signal comes as it starts, and it requeued itself at once, on every start (5 times,
+    then TIMEOUT: 15 minutes for nothing). Refused, as is a time limit sbatch would not take, and
+    a --time through --sbatch-arg (the limits checked are the launcher's own)."""
+    for options, message in (
+        (("--requeue", "--finish-time", "2"), "--requeue with --finish-time 2: the step is signalled 120 s before its time limit"),
+        (("--requeue", "--time", "00:01:30"), "Give --time longer than 00:02:00"),
+        (("--prepare-time", "2h"), "--prepare-time 2h: '2h' is not a Slurm time"),
+        (("--shards-sbatch-arg=--time=1:00:00",), "layercrit-slurm sets --time itself; use --time, --prepare-time or --finish-time"),
+    ):
+        proc = _planned(*options, check=False)
+        assert proc.returncode == 1 and message in proc.stderr and "sbatch" not in proc.stdout, (options, proc.stderr)
+    assert all("--requeue" in line for line in _planned("--requeue", "--time", "00:02:01", "--finish-time", "3").values())
+
+
+def test_the_finish_steps_snakemake_runs_with_evaluations_none(tmp_path):
+    """The finish step has no GPU and must never evaluate: its Snakemake gets
+    LAYERCRIT_EVALUATIONS=none (the evaluation jobs refuse there), the other steps' do not; with
+    --requeue too (Snakemake then runs as a child of the batch shell). Each step's command runs
+    here with a stand-in for Python that writes down what it sees."""
+    from layercrit.slurm import SlurmSettings, plan
+
+    assert "export LAYERCRIT_EVALUATIONS=none; " in _planned()["finish"]
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "${{LAYERCRIT_EVALUATIONS:-unset}}" >>{tmp_path}/seen\n')
+    python.chmod(0o755)
+    for requeue in (False, True):
+        for step in plan(SlurmSettings(requeue=requeue), ["--configfile", "config/demo.yaml"], python=str(python)):
+            (tmp_path / "seen").unlink(missing_ok=True)
+            subprocess.run(["bash", "-c", step.command], check=True, env={**os.environ, "LAYERCRIT_EVALUATIONS": ""})
+            expected = "none" if step.name == "finish" else "unset"
+            assert (tmp_path / "seen").read_text() == f"{expected}\n", (step.name, requeue)
+
+
+def test_the_wait_needs_no_sacct(tmp_path, monkeypatch):
+    """Issue 30 C6: where `sacct` is not installed, the wait crashed (FileNotFoundError) as soon
+    as slurmctld no longer knew a job, gave no report, and left the jobs unwatched. It now reads
+    what slurmctld says (scontrol) and names a job it has forgotten as UNKNOWN, saying why."""
+    from layercrit import slurm, slurm_jobs
+
+    env = _fake_commands(
+        tmp_path / "bin",
+        scontrol="""case $4 in
+            11) echo "JobId=11 JobState=COMPLETED Reason=None ExitCode=0:0";;
+            12) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;;
+            esac""",
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # Slurm's scontrol only: no sacct
+    assert shutil.which("sacct") is None and env
+    monkeypatch.setattr(slurm_jobs, "FIRST_POLL_S", 0.01)
+    steps = [slurm.Step("prepare", "", 1, ""), slurm.Step("shards", "", 1, "", array=1)]
+    allocations = slurm_jobs.wait_for(list(zip(steps, ["11", "12"])))
+    assert [(a.job, a.state) for a in allocations] == [("11", "COMPLETED"), ("12_1", "UNKNOWN")]
+    assert allocations[1].reason == "gone from slurmctld, and no accounting to ask (sacct is not installed here (not on PATH))"
+
+
+def test_a_controller_that_does_not_answer_ends_the_wait_with_a_report(tmp_path, monkeypatch, capsys):
+    """Issue 30 C7: a controller that stayed unreachable meant a silent, endless wait. The wait
+    says so at once, asks again for UNREACHABLE_LIMIT_S, then ends with what it saw last, how to
+    watch the jobs, and the command to run once they have ended."""
+    from layercrit import slurm, slurm_jobs
+
+    env = _fake_commands(
+        tmp_path / "bin",
+        scontrol=f"""[ -e {tmp_path}/down ] && {{ echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1; }}
+            touch {tmp_path}/down; echo "JobId=$4 JobState=RUNNING Reason=None ExitCode=0:0\"""",
+    )
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setattr(slurm_jobs, "FIRST_POLL_S", 0.01)
+    monkeypatch.setattr(slurm_jobs, "UNREACHABLE_LIMIT_S", 0.5)
+    submitted = [(slurm.Step("prepare", "", 1, ""), "11")]
+    seen: dict = {}
+    previous = _bounded(30)
+    try:
+        with pytest.raises(slurm_jobs.StoppedWaiting) as stopped:
+            slurm_jobs.wait_for(submitted, seen)
+    finally:
+        _unbounded(previous)
+    err = capsys.readouterr().err
+    assert "slurmctld does not answer (slurm_load_jobs error: Unable to contact slurm controller (connect failure))" in err
+    assert str(stopped.value).startswith("slurmctld has not answered for 00:00:00")  # 0.5 s, as Slurm writes times
+    assert slurm_jobs.report(slurm_jobs.last_seen(submitted, seen), tmp_path, ["layercrit-slurm"], stopped=str(stopped.value)) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("layercrit-slurm: stopped waiting: slurmctld has not answered") and "1 of 1 allocations had not ended" in lines[0]
+    assert lines[1:] == [
+        "  prepare (Slurm job 11): RUNNING; no log yet",
+        "Watch them with: squeue --jobs=11   (stop them with: scancel 11)",
+        "Once they have ended, the same command computes only what is still missing:",
+        "  layercrit-slurm",
+    ]
+
+
+def test_the_last_line_forces_what_the_workflow_says_to_make_again(tmp_path):
+    """Issue 30 C8: where a failed job's log (named in the step's log, as Snakemake names it) holds
+    the workflow's advice `snakemake --forcerun <path>` (a damaged result), the last line adds
+    `--forcerun <path>` to the Snakemake options, after a '--' where the command had none."""
+    from layercrit.io import DamagedFileError
+    from layercrit.slurm_jobs import forcerun_advice, resume_command
+
+    damaged = "results/s/resets/randomize/m/fc/seed0.json"
+    job_log = tmp_path / "results/s/logs/tables/randomize.log"
+    job_log.parent.mkdir(parents=True)
+    job_log.write_text(f"Traceback (most recent call last):\nlayercrit.io.DamagedFileError: {DamagedFileError(damaged, 'truncated')}\n")
+    step_log = tmp_path / "finish-14.out"
+    step_log.write_text(
+        "Error in rule aggregate_tables:\n    jobid: 3\n"
+        "    log: results/s/logs/tables/randomize.log (check log file(s) for error details)\n"
+    )
+    assert forcerun_advice([step_log], tmp_path) == [damaged]
+    assert resume_command(["layercrit-slurm", "--wait"], [damaged]) == f"layercrit-slurm --wait -- --forcerun {damaged}"
+    assert resume_command(["layercrit-slurm", "--", "--configfile", "c y.yaml"], []) == "layercrit-slurm -- --configfile 'c y.yaml'"
+
+
+def test_a_chains_comment_is_read_back_whatever_its_directory_is_called(tmp_path, monkeypatch):
+    """The comment that marks a chain (study, directory, launch) comes back from squeue as it was
+    written, also for a directory with spaces, ':' or '|' in its name."""
+    from layercrit.slurm_cluster import chain_comment, queued_chain_jobs
+
+    workdir = tmp_path / "a b:c|d"
+    comment = chain_comment("tiny", workdir, "abc123")
+    assert " " not in comment
+    env = _fake_commands(tmp_path / "bin", squeue=f"echo '7|7_[1-2]|layercrit-shards|PENDING|Dependency|{comment}'")
+    monkeypatch.setenv("PATH", env["PATH"])
+    [job] = queued_chain_jobs(["prepare", "shards", "finish"])
+    assert (job.array_job, job.job, job.name, job.state, job.reason) == ("7", "7_[1-2]", "layercrit-shards", "PENDING", "Dependency")
+    assert (job.study, job.workdir, job.launch) == ("tiny", str(workdir), "abc123")

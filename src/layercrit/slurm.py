@@ -25,9 +25,16 @@ command run again computes exactly what is missing (a deleted result, a new seed
 cancelled or preempted allocation left undone). The parts run concurrently in one working
 directory: their outputs are disjoint, and they run without Snakemake's lock (see ``plan``).
 
+Before it submits anything it refuses what the steps would only find out on the nodes, or never
+(``layercrit.slurm_checks``), among them a chain of the same study already queued or running in
+the same directory: each step carries the study, the directory and its launch in its comment,
+read back with squeue (``layercrit.slurm_cluster``). Stopped while submitting (Ctrl-C, SIGTERM),
+it cancels what it had submitted.
+
 With ``--wait`` the command stays until every allocation has ended and exits 0 only if all of
 them completed; otherwise it names each step or array task that did not complete, with its Slurm
-state and log, and exits 1 (``layercrit.slurm_jobs``).
+state and log, and the command that finishes the study, and exits 1 (``layercrit.slurm_jobs``).
+Stopped while waiting, it says what is still queued or running and how to follow it.
 """
 
 from __future__ import annotations
@@ -35,14 +42,19 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from layercrit.slurm_jobs import report, wait_for
+from layercrit.slurm_checks import check_no_chain_queued, check_partition_limits, check_study, snakemake_workdir
+from layercrit.slurm_cluster import ask_slurm, chain_comment, queued_chain_jobs, slurm_seconds, slurm_time
+from layercrit.slurm_forcing import forcing_step, split_forcing
+from layercrit.slurm_jobs import UNREACHABLE_LIMIT_S, Allocation, StoppedWaiting, last_seen, report, wait_for
 
 # Snakemake's own options that this module sets for every step; given by the user they would be
 # overridden or contradict the plan (the executor must be the local one inside an allocation).
@@ -51,13 +63,17 @@ MANAGED_OPTIONS = ("cores", "jobs", "resources", "executor", "until", "profile",
 # sbatch options this module sets itself. Given again through --*sbatch-arg they would contradict
 # the plan: GPUs, because the evaluations are granted as many devices as the allocation asks for
 # (and sbatch refuses --gres=gpu:... beside --gpus); the others would break the chain of steps,
-# the job ids it reads or where the logs are that its report names.
+# the job ids it reads or where the logs are that its report names; the time limits are checked
+# against the partitions' (and --requeue's signal) before submitting, and the job names and comment
+# are how a chain already in the queue is recognised.
 OWN_SBATCH_OPTIONS = {
     **dict.fromkeys(("--gpus", "-G", "--gres", "--gpus-per-node", "--gpus-per-task", "--gpus-per-socket"), "--gpus, --gpu-model or --gres"),
     **dict.fromkeys(("--array", "-a"), "--allocations"),
     **dict.fromkeys(("--dependency", "-d", "--kill-on-invalid-dep", "--parsable", "--wrap"), "nothing: the launcher chains the steps"),
     **dict.fromkeys(("--wait", "-W"), "layercrit-slurm --wait"),
     **dict.fromkeys(("--output", "-o", "--error", "-e"), "--log-dir"),
+    **dict.fromkeys(("--time", "-t"), "--time, --prepare-time or --finish-time"),
+    **dict.fromkeys(("--job-name", "-J", "--comment"), "nothing: they mark the launcher's chain in the queue"),
 }
 
 # --requeue: Slurm signals the batch shell this long before the time limit, which then puts the
@@ -67,6 +83,11 @@ REQUEUE_SIGNAL_S = 120
 # ... at most this many times per step (SLURM_RESTART_COUNT counts them): a step with one job
 # longer than its time limit would otherwise come back forever.
 MAX_REQUEUES = 5
+
+# The finish step's Snakemake runs with this in its environment: the evaluation jobs refuse to
+# run there (the step has no GPU; a missing result is never made on another device).
+FINISH_ENVIRONMENT = "LAYERCRIT_EVALUATIONS=none"
+STEP_NAMES = ("prepare", "shards", "finish")
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,23 @@ def check_sbatch_args(args: Sequence[str], option: str) -> None:
             )
 
 
+def check_time_limits(settings: SlurmSettings) -> None:
+    """Refuse a time limit sbatch would not take, and with --requeue one of REQUEUE_SIGNAL_S or
+    less: Slurm would signal the step as it starts, and it would requeue itself at once, on every
+    start, until MAX_REQUEUES (issue 30 saw 5 requeues, then TIMEOUT)."""
+    for option, value in (("--time", settings.time), ("--prepare-time", settings.prepare_time), ("--finish-time", settings.finish_time)):
+        try:
+            seconds = slurm_seconds(value)
+        except ValueError as error:
+            raise SystemExit(f"layercrit-slurm: {option} {value}: {error}") from None
+        if settings.requeue and seconds is not None and seconds <= REQUEUE_SIGNAL_S:
+            raise SystemExit(
+                f"layercrit-slurm: --requeue with {option} {value}: the step is signalled {REQUEUE_SIGNAL_S} s before its "
+                f"time limit to requeue itself, so it would requeue as soon as it starts, every time. Give {option} "
+                f"longer than {slurm_time(REQUEUE_SIGNAL_S)} (a step needs minutes), or leave out --requeue"
+            )
+
+
 def _requeueing(command: str) -> str:
     """``command`` as a batch script that requeues its step when Slurm signals the time limit
     (--signal=B:USR1@REQUEUE_SIGNAL_S); Slurm then ends the step, and it later runs again."""
@@ -185,52 +223,11 @@ def _requeueing(command: str) -> str:
     )
 
 
-# Snakemake's options that force jobs to run again. Given to every step, `--forcerun <baseline>`
-# would recompute the baseline in prepare, again in every shard that holds the model's jobs, and
-# fail the finish step (it evaluates nothing); so each step gets the forcing that is its own:
-# rules (and files) up to the baselines go to prepare (their results then re-run through the
-# newer baselines, by modification time, in the shards), reset results to the shards, tables and
-# figures to finish.
-FORCE_OPTIONS = {"--forcerun": True, "-R": True, "--forceall": False, "-F": False, "--force": False, "-f": False}
-PREPARE_RULES = ("synthetic_data", "imagenet_subset", "image_folder", "pipeline_images", "train_model", "download_model", "baseline")
-PREPARE_OUTPUTS = ("data", "models", "baselines")  # results/<study>/<these>/...
-SHARD_RULES, SHARD_OUTPUTS = ("reset",), ("resets",)
-
-
-def split_forcing(args: Sequence[str]) -> tuple[list[str], list[str], bool]:
-    """The user's Snakemake options without the forcing ones, the targets of --forcerun/-R, and
-    whether --forceall/-F/--force/-f (everything: the prepare step's, from whose newer outputs
-    everything after runs again) was given. As argparse reads them: --forcerun takes the words up
-    to the next option."""
-    rest, targets, everything = [], [], False
-    taking = False
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if name in FORCE_OPTIONS and (eq == "" or FORCE_OPTIONS[name]):
-            taking = FORCE_OPTIONS[name] and not eq
-            everything |= not FORCE_OPTIONS[name]
-            targets += [value] if eq else []
-        elif taking and not arg.startswith("-"):
-            targets.append(arg)
-        else:
-            taking = False
-            rest.append(arg)
-    return rest, targets, everything
-
-
-def forcing_step(target: str) -> str:
-    """Which step a --forcerun target (a rule name or an output path) belongs to."""
-    parts = Path(target).parts
-    kind = parts[2] if len(parts) > 2 and parts[0] == "results" else None
-    if target in PREPARE_RULES or kind in PREPARE_OUTPUTS:
-        return "prepare"
-    return "shards" if target in SHARD_RULES or kind in SHARD_OUTPUTS else "finish"
-
-
 def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = sys.executable) -> list[Step]:
     """The three steps for a study given by ``snakemake_args`` (Snakemake options, no targets)."""
     if settings.allocations < 1 or settings.cpus < 1:
         raise SystemExit("layercrit-slurm: --allocations and --cpus must be >= 1")
+    check_time_limits(settings)
     for option in ("sbatch_args", "prepare_sbatch_args", "shards_sbatch_args", "finish_sbatch_args"):
         check_sbatch_args(getattr(settings, option), "--" + option.replace("_args", "_arg").replace("_", "-"))
     options = snakemake_options(snakemake_args)
@@ -248,7 +245,8 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
         forcing = (["--forceall"] if force_all and step == "prepare" else []) + (["--forcerun", *map(shlex.quote, own)] if own else [])
         parts = [shlex.quote(python), "-m", "snakemake", target, f"--cores {cores}", f"--resources gpu={gpus}", user, *forcing, *extra]
         run = " ".join(part for part in parts if part)
-        return "unset SNAKEMAKE_PROFILE; " + (_requeueing(run) if settings.requeue else "exec " + run)
+        environment = f"export {FINISH_ENVIRONMENT}; " if step == "finish" else ""
+        return "unset SNAKEMAKE_PROFILE; " + environment + (_requeueing(run) if settings.requeue else "exec " + run)
 
     def args(step: tuple[str, ...]) -> tuple[str, ...]:
         return settings.sbatch_args + step
@@ -275,10 +273,11 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
     ]
 
 
-def sbatch_command(step: Step, settings: SlurmSettings, dependency: str | None) -> list[str]:
-    """The sbatch command line of one step (``--parsable``: it prints the job id)."""
+def sbatch_command(step: Step, settings: SlurmSettings, dependency: str | None, comment: str) -> list[str]:
+    """The sbatch command line of one step (``--parsable``: it prints the job id); ``comment``
+    marks it as a step of this launch (``layercrit.slurm_cluster.chain_comment``)."""
     log = settings.log_dir / (f"{step.name}-%A_%a.out" if step.array else f"{step.name}-%j.out")  # Allocation.log
-    command = ["sbatch", "--parsable", f"--job-name=layercrit-{step.name}", "--nodes=1", "--ntasks=1"]
+    command = ["sbatch", "--parsable", f"--job-name=layercrit-{step.name}", f"--comment={comment}", "--nodes=1", "--ntasks=1"]
     command += [f"--cpus-per-task={settings.cpus}", f"--time={step.time}", f"--output={log}"]
     # Without --mem the cluster's default memory applies, which its nodes can give; a fixed
     # default here (64G once) is refused by partitions of smaller nodes.
@@ -294,100 +293,111 @@ def sbatch_command(step: Step, settings: SlurmSettings, dependency: str | None) 
     return command + list(step.sbatch_args) + [f"--wrap={step.command}"]
 
 
-def study_config(options: argparse.Namespace) -> dict[str, Any]:
-    """The config the steps' Snakemake will have: the user's --configfile and --config merged by
-    Snakemake's own code, over the default study where they name none (the Snakefile's
-    ``configfile:``), with the schema's defaults filled in as the Snakefile's validation does."""
-    from snakemake.cli import parse_config
-    from snakemake.common.configfile import load_configfile
-    from snakemake.settings.types import ConfigSettings
-    from snakemake.utils import update_config
-
-    from layercrit.study import SCHEMA_DIR, check_config_files, validated, workflow_file
-
-    workdir = Path(options.directory or ".")
-    root = Path(options.snakefile).resolve().parent if options.snakefile else SCHEMA_DIR.parents[1]
-    # the steps' own checks (common.smk): a key given twice, then the schema (an integer is an int)
-    check_config_files(p for p in options.configfile or [] if Path(p).is_file())
-    given = ConfigSettings(config=parse_config(options.config), configfiles=options.configfile).overwrite_config
-    config = {} if "study" in given else load_configfile(workflow_file("config/demo.yaml", root, workdir))
-    update_config(config, given)
-    validated(config, "config", "config")
-    config["zoo"] = workflow_file(config["zoo"], root, workdir)
-    return config
+class Interrupted(BaseException):
+    """SIGTERM (e.g. the login session or a batch system ending the launcher), raised where the
+    launcher is, like Ctrl-C's KeyboardInterrupt, so that it says what it leaves behind."""
 
 
-def check_study(settings: SlurmSettings, snakemake_args: Sequence[str], gpus: int) -> None:
-    """Before anything is submitted: refuse what the shards would only find out in their
-    allocations. More allocations than reset jobs leaves a shard without any (it fails); GPUs
-    that the study's evaluations need but the allocations lack make every evaluation refuse."""
-    from layercrit.study import ConfigError, load_study
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted()
 
+
+def _stop_name(stop: BaseException) -> tuple[str, int]:
+    """How the launcher was stopped, and the exit status that says so (128 + the signal)."""
+    return ("SIGTERM", 128 + signal.SIGTERM) if isinstance(stop, Interrupted) else ("Ctrl-C", 128 + signal.SIGINT)
+
+
+def _cancel_launch(submitted: Sequence[tuple[Step, str]], launch: str, why: str) -> None:
+    """Cancel the steps of one launch that did not submit all of its steps: those it knows, and
+    any whose sbatch was interrupted after Slurm took it (found in the queue by the launch's
+    mark); say exactly what was cancelled, or what is left and how to cancel it."""
+    known = {job: f"{step.name} (Slurm job {job})" for step, job in submitted}
+    found = queued_chain_jobs(STEP_NAMES)
+    for job in [] if isinstance(found, str) else found:
+        if job.launch == launch and job.array_job not in known:
+            known[job.array_job] = f"{job.name.removeprefix('layercrit-')} (Slurm job {job.array_job}, its sbatch interrupted)"
+    lines = [f"layercrit-slurm: {why}; half a chain would run without its later steps."]
+    if known:
+        cancel = ask_slurm("scancel", *known, timeout=15)
+        steps = ", ".join(known.values())
+        if cancel.ok:
+            lines.append(f"Cancelled what was submitted: {steps}.")
+        else:
+            lines.append(f"Could not cancel {steps} ({cancel.stderr}): cancel them with: scancel {' '.join(known)}")
+    if isinstance(found, str):
+        lines.append(f"Could not look for a step whose sbatch was interrupted ({found}): look with squeue --me "
+                     f"--format=%i,%k and cancel any whose comment ends in launch={launch}")  # fmt: skip
+    elif not known:
+        lines.append("Nothing of it was submitted.")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _submit_steps(steps: Sequence[Step], settings: SlurmSettings, comment: str, launch: str) -> list[tuple[Step, str]] | int:
+    """Submit the steps, each after the previous one; their job ids, or the exit status where
+    the chain could not be submitted whole (what was submitted of it is then cancelled)."""
+    submitted: list[tuple[Step, str]] = []
     try:
-        config = study_config(snakemake_options(snakemake_args))
-    except ConfigError as error:  # the steps would fail on it in their allocations, after queueing
-        raise SystemExit(f"layercrit-slurm: nothing submitted: {error}") from None
-    try:
-        jobs = len(load_study(config).reset_jobs())
-    except Exception as error:  # noqa: BLE001 - any reason: the steps check the config on the nodes
-        # e.g. data only the compute nodes see (imagenet_val): not a reason to refuse here
-        print(f"layercrit-slurm: note: could not read the study here to check it ({type(error).__name__}: {error}); "
-              "submitting anyway, the steps check it on the nodes", file=sys.stderr)  # fmt: skip
-        return
-    if settings.allocations > jobs:
-        raise SystemExit(
-            f"layercrit-slurm: --allocations {settings.allocations} is more than the study's {jobs} reset jobs; "
-            f"each allocation runs a part of them, at least one: use --allocations {jobs} or fewer"
-        )
-    if config["device"] != "cpu" and not gpus:
-        raise SystemExit(
-            f"layercrit-slurm: the study's evaluations need a GPU each (device: {config['device']}), but the allocations "
-            "have none (--gpus 0): ask for GPUs (--gpus, --gres), or set device: cpu for a study on CPUs "
-            "(e.g. -- --config device=cpu)"
-        )
+        for step in steps:
+            command = sbatch_command(step, settings, submitted[-1][1] if submitted else None, comment)
+            proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+            job_id = proc.stdout.strip().split(";")[0]
+            if proc.returncode != 0 or not job_id:
+                _cancel_launch(submitted, launch, f"sbatch failed for {step.name} (exit {proc.returncode})")
+                return 1
+            what = f"{step.array} allocations" if step.array else "1 allocation"
+            log = settings.log_dir / f"{step.name}-{job_id}{'_<task>' if step.array else ''}.out"
+            print(f"{step.name}: Slurm job {job_id} ({what}, {step.gpus} GPU(s) each); log {log}", flush=True)
+            submitted.append((step, job_id))
+    except (KeyboardInterrupt, Interrupted) as stop:
+        name, status = _stop_name(stop)
+        _cancel_launch(submitted, launch, f"stopped by {name} while submitting")
+        return status
+    return submitted
 
 
 def submit(
-    settings: SlurmSettings, snakemake_args: Sequence[str], *, wait: bool = False, dry_run: bool = False, resume: str = ""
-) -> int:
-    """Check the study, submit the steps, each after the previous one; with ``wait``, wait until
-    every allocation has ended and return 0 only if all completed. ``resume``: the command to run
-    again (the one that called this), for the report."""
+    settings: SlurmSettings, snakemake_args: Sequence[str], *, wait: bool = False, dry_run: bool = False,
+    resume: Sequence[str] = ("layercrit-slurm",),
+) -> int:  # fmt: skip
+    """Check the study and the cluster's limits, submit the steps, each after the previous one;
+    with ``wait``, wait until every allocation has ended and return 0 only if all completed.
+    ``resume``: the command line that called this, for the report's command that finishes the study."""
     steps = plan(settings, snakemake_args)
-    check_study(settings, snakemake_args, steps[0].gpus)
-    if not dry_run:
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
-    submitted: list[tuple[Step, str]] = []
-    for step in steps:
-        command = sbatch_command(step, settings, submitted[-1][1] if submitted else None)
-        if dry_run:
-            print(shlex.join(command))
-            submitted.append((step, f"<{step.name}>"))
-            continue
-        proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        job_id = proc.stdout.strip().split(";")[0]
-        if proc.returncode != 0 or not job_id:
-            print(f"layercrit-slurm: sbatch failed for {step.name} (exit {proc.returncode})", file=sys.stderr)
-            if submitted:  # half a chain would run without its later steps, and hold the lock a rerun needs
-                subprocess.run(["scancel", *(job for _, job in submitted)], capture_output=True)
-                print(f"layercrit-slurm: cancelled the steps submitted before it ({', '.join(job for _, job in submitted)})", file=sys.stderr)
-            return 1
-        what = f"{step.array} allocations" if step.array else "1 allocation"
-        log = settings.log_dir / f"{step.name}-{job_id}{'_<task>' if step.array else ''}.out"
-        print(f"{step.name}: Slurm job {job_id} ({what}, {step.gpus} GPU(s) each); log {log}", flush=True)
-        submitted.append((step, job_id))
+    options = snakemake_options(snakemake_args)
+    config = check_study(settings, options, steps[0].gpus)
+    workdir = snakemake_workdir(options)
+    launch = uuid.uuid4().hex[:12]
+    comment = chain_comment(config["study"], workdir, launch)
     if dry_run:
+        for index, step in enumerate(steps):
+            print(shlex.join(sbatch_command(step, settings, f"<{steps[index - 1].name}>" if index else None, comment)))
         return 0
-    if not wait:
-        print("Submitted. Follow with: squeue --me; the results appear under results/<study>/ as before.")
-        return 0
+    if wait and shutil.which("scontrol") is None:
+        raise SystemExit("layercrit-slurm: --wait reads the jobs' states with scontrol, which is not installed here: "
+                         "run it where Slurm's commands are, or without --wait (then follow the jobs with squeue)")  # fmt: skip
+    check_partition_limits([(step, sbatch_command(step, settings, None, comment)) for step in steps])
+    check_no_chain_queued(config["study"], workdir, STEP_NAMES)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        allocations = wait_for(submitted)
-    except KeyboardInterrupt:
-        print(f"\nlayercrit-slurm: stopped waiting; the jobs go on ({', '.join(job for _, job in submitted)}): "
-              "squeue --me follows them, scancel stops them", file=sys.stderr)  # fmt: skip
-        return 130
-    return report(allocations, settings.log_dir, resume or "the same layercrit-slurm command")
+        submitted = _submit_steps(steps, settings, comment, launch)
+        if isinstance(submitted, int):
+            return submitted
+        if not wait:
+            print("Submitted. Follow with: squeue --me; the results appear under results/<study>/ as before.")
+            return 0
+        seen: dict[str, Allocation] = {}
+        try:
+            allocations = wait_for(submitted, seen)
+        except (KeyboardInterrupt, Interrupted) as stop:
+            name, status = _stop_name(stop)
+            report(last_seen(submitted, seen), settings.log_dir, resume, workdir=workdir, stopped=f"stopped by {name}")
+            return status
+        except StoppedWaiting as stop:
+            return report(last_seen(submitted, seen), settings.log_dir, resume, workdir=workdir, stopped=str(stop))
+        return report(allocations, settings.log_dir, resume, workdir=workdir)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -397,8 +407,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         prog="layercrit-slurm",
         description=__doc__.split("\n\n")[0],
         epilog="Snakemake options for every step go after '--' (e.g. -- --configfile config/config.yaml). "
-        "Exit status with --wait: 0 every allocation completed, 1 one did not (the last lines say which, "
-        "and the command that resumes), 2 a usage error.",
+        "Exit status with --wait: 0 every allocation completed, 1 one did not or the controller stopped answering "
+        "(the last lines say which, and the command that finishes the study), 2 a usage error; 130 (Ctrl-C) or "
+        "143 (SIGTERM) stopped it, after it said what is still queued or running.",
     )
     env = os.environ.get
     parser.add_argument("--allocations", type=int, default=1, help="allocations (nodes) the reset jobs are spread over, at most one per reset job (default 1)")
@@ -418,7 +429,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     for step in ("prepare", "shards", "finish"):
         parser.add_argument(f"--{step}-sbatch-arg", action="append", default=[], help=f"extra sbatch option for the {step} step only (repeatable)")
     parser.add_argument("--log-dir", type=Path, default=Path("logs/slurm"), help="where each allocation's output goes (default logs/slurm)")
-    parser.add_argument("--wait", action="store_true", help="return when every allocation has ended: 0 if all completed, else 1 and what did not")
+    parser.add_argument("--wait", action="store_true", help="return when every allocation has ended: 0 if all completed, else 1 and what did not; "
+                        f"a job that can never start is cancelled and named, and a controller that does not answer for {UNREACHABLE_LIMIT_S / 60:.0f} minutes ends the wait")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting them")
     args = parser.parse_args(ours)
     settings = SlurmSettings(
@@ -428,7 +440,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         sbatch_args=tuple(args.sbatch_arg), prepare_sbatch_args=tuple(args.prepare_sbatch_arg),
         shards_sbatch_args=tuple(args.shards_sbatch_arg), finish_sbatch_args=tuple(args.finish_sbatch_arg), log_dir=args.log_dir,
     )  # fmt: skip
-    return submit(settings, snakemake_args, wait=args.wait, dry_run=args.dry_run, resume=shlex.join(["layercrit-slurm", *argv]))
+    return submit(settings, snakemake_args, wait=args.wait, dry_run=args.dry_run, resume=["layercrit-slurm", *argv])
 
 
 if __name__ == "__main__":
