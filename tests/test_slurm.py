@@ -952,7 +952,8 @@ def test_the_finish_steps_snakemake_runs_with_evaluations_none(tmp_path):
     for requeue in (False, True):
         for step in plan(SlurmSettings(requeue=requeue), ["--configfile", "config/demo.yaml"], python=str(python)):
             (tmp_path / "seen").unlink(missing_ok=True)
-            subprocess.run(["bash", "-c", step.command], check=True, env={**os.environ, "LAYERCRIT_EVALUATIONS": ""})
+            # the submitting shell had it set: only the finish step keeps it
+            subprocess.run(["bash", "-c", step.command], check=True, env={**os.environ, "LAYERCRIT_EVALUATIONS": "none"})
             expected = "none" if step.name == "finish" else "unset"
             assert (tmp_path / "seen").read_text() == f"{expected}\n", (step.name, requeue)
 

@@ -245,7 +245,8 @@ def plan(settings: SlurmSettings, snakemake_args: Sequence[str], python: str = s
         forcing = (["--forceall"] if force_all and step == "prepare" else []) + (["--forcerun", *map(shlex.quote, own)] if own else [])
         parts = [shlex.quote(python), "-m", "snakemake", target, f"--cores {cores}", f"--resources gpu={gpus}", user, *forcing, *extra]
         run = " ".join(part for part in parts if part)
-        environment = f"export {FINISH_ENVIRONMENT}; " if step == "finish" else ""
+        # only the finish step refuses evaluations, whatever the submitting shell had set
+        environment = f"export {FINISH_ENVIRONMENT}; " if step == "finish" else f"unset {FINISH_ENVIRONMENT.split('=')[0]}; "
         return "unset SNAKEMAKE_PROFILE; " + environment + (_requeueing(run) if settings.requeue else "exec " + run)
 
     def args(step: tuple[str, ...]) -> tuple[str, ...]:
