@@ -422,15 +422,17 @@ def test_allocations_rerun_recomputes_exactly_a_deleted_result(allocations_run):
 
 
 def test_the_finish_step_never_evaluates_a_missing_result_on_its_own_device(allocations_run, tmp_path):
-    """It runs with --resources gpu=0, to which Snakemake caps a reset job's gpu=1 instead of
-    refusing it: the job itself refuses."""
+    """It runs with --resources gpu=0 and LAYERCRIT_EVALUATIONS=none (what its batch command
+    exports): the run stops before its first job, naming the reset it would have evaluated. (A
+    run with gpu=0 alone on a machine without GPUs evaluates on the CPU: issue 29 M3.)"""
     workdir = tmp_path / "study"
     shutil.copytree(allocations_run["workdir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
     victim = next((_results(workdir) / "resets/randomize").rglob("seed*.json"))
     victim.unlink()
-    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--resources", "gpu=0", check=False)
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "1", "--resources", "gpu=0", check=False,
+                         env={"LAYERCRIT_EVALUATIONS": "none"})  # fmt: skip
     assert proc.returncode != 0 and not victim.exists()
-    assert "reset needs a GPU (device: auto), but this run grants none" in proc.stdout + proc.stderr
+    assert "This run has 1 reset job(s) to evaluate, but this step evaluates nothing" in proc.stdout + proc.stderr
 
 
 def test_a_failed_and_a_cancelled_shard_fail_the_command_and_the_same_command_resumes(allocations_run, tmp_path):

@@ -16,9 +16,9 @@ three submissions, chained by ``afterok`` dependencies (a failed step cancels wh
 1. ``prepare``: one allocation, ``snakemake --until baseline``: data, models, baselines;
 2. ``shards``: a job array of N allocations; task i runs ``snakemake shard --config shard=i/N``,
    the i-th of N contiguous parts of the reset jobs (``layercrit.study.Study.reset_jobs_shard``);
-3. ``finish``: one allocation without GPUs, ``snakemake --resources gpu=0``: tables and figures. A
-   reset result still missing there fails the step (it needs a GPU): it is never computed on
-   another device than the others.
+3. ``finish``: one allocation without GPUs, ``snakemake --resources gpu=0`` with
+   ``LAYERCRIT_EVALUATIONS=none``: tables and figures. A reset result still missing there stops
+   the step before its first job: it is never computed on another device than the others.
 
 Every (model, layer, seed) stays its own Snakemake job with its own result file, so the same
 command run again computes exactly what is missing (a deleted result, a new seed, what a failed,
