@@ -44,7 +44,7 @@ def pipeline_study(workdir, inputs=None, models=("demo_baseline", "demo_vit"), *
 
 def planned(workdir, path, *targets):
     """The jobs of a dry run: rule name → [(inputs, outputs)]."""
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", *targets)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", "--logger-layercrit-jobs", *targets)
     jobs = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
         rule = re.match(r"(?:local)?rule (\w+):", block)

@@ -56,7 +56,7 @@ def test_dry_run_of_a_study_mixing_resnet50_vit_and_convnext_plans_each_architec
     config = yaml.safe_load((REPO / "config/beyond_resnet.yaml").read_text())
     config.update(zoo=str(REPO / config["zoo"]), imagenet_val=str(val))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "-n", env=poisoned_torch(workdir))
+    proc = run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "-n", "--logger-layercrit-jobs", env=poisoned_torch(workdir))
     planned = set(re.findall(r"output: results/beyond_resnet/resets/randomize/([^/]+)/([^/]+)/seed(\d)\.json", proc.stdout))
     layers = {
         arch: [l.split("\t") for l in (REPO / f"config/architectures/{arch}.tsv").read_text().splitlines() if not l.startswith("#")][1:]

@@ -131,7 +131,7 @@ def _test_profile(directory: Path, partition: str) -> Path:
     profile = yaml.safe_load(PROFILE.read_text())
     profile["default-resources"]["slurm_partition"] = f"'{partition}'"
     profile["default-resources"]["mem_mb"] = TEST_MEM_MB
-    profile["cores"] = min(int(profile["cores"]), os.cpu_count() or 1)
+    profile["max-threads"] = min(int(profile["max-threads"]), os.cpu_count() or 1)
     for resources in profile["set-resources"].values():
         resources["mem_mb"] = min(int(resources["mem_mb"]), TEST_MEM_MB)
     profile["group-components"] = [
