@@ -6,7 +6,9 @@ a mean. A file is accepted if
 
 - it matches its schema (``workflow/schemas/reset_result.schema.yaml``, ``baseline.schema.yaml``):
   keys, types and ranges (a criticality lies in [0, 100], a cosine of softmax outputs in [0, 1]);
-- it agrees with itself: a result's criticality is 100 × (1 − its cosine);
+- it agrees with itself: a result's criticality is 100 × (1 − its cosine), its recovered accuracy
+  its top-1 over the clean top-1, it counts no more non-finite images than it has, and its means
+  are NaN exactly when it counts a non-finite image (``self_contradictions``);
 - it is what its path says: the model, layer, seed and mode a result records are its path's;
 - it belongs to its model's baseline: computed from the checkpoint, evaluation data and clean
   logits the baseline recorded (sha256), on as many images, against the same clean accuracy;
@@ -27,7 +29,7 @@ import pandas as pd
 
 from layercrit.evaluation import BASELINE_INPUTS, recompute_command
 from layercrit.io import DamagedFileError, file_sha256, read_json
-from layercrit.metrics import clean_accuracy, criticality
+from layercrit.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
 
 # A recomputed float against one read back from JSON (written with repr: exact, so this only
@@ -71,9 +73,51 @@ def read_reset_result(path: str | Path) -> dict[str, Any]:
             f"its criticality {result['criticality']!r} is not 100 × (1 − its cosine {result['cosine']!r}) "
             f"= {criticality(result['cosine'])!r}",
         )
-    if result["n_nonfinite"] > result["n_images"]:
-        raise DamagedFileError(path, f"it counts {result['n_nonfinite']} non-finite images of {result['n_images']}")
+    problems = self_contradictions(result)
+    if problems:
+        raise DamagedFileError(path, "it contradicts itself: " + "; ".join(problems))
     return result
+
+
+# The means over images of a result (metrics.OutputChangeAccumulator): one image with non-finite
+# clean or reset outputs makes each of them NaN, and none leaves them finite.
+IMAGE_MEANS = ("criticality", *PER_IMAGE_METRICS)
+
+
+def self_contradictions(result: Mapping[str, Any]) -> list[str]:
+    """What a (schema-valid) reset result says against itself, one phrase per contradiction naming
+    its fields; none for a result as ``metrics.OutputChangeAccumulator`` writes it. The schema
+    checks each field alone (ranges); these are the relations between fields. Fields that older
+    results lack are not checked."""
+    problems = []
+    n_images = result["n_images"]
+    counts = {key: result[key] for key in ("n_nonfinite", "n_nonfinite_clean", "n_nonfinite_reset") if key in result}
+    problems += [f"{key} {count} of {n_images} images" for key, count in counts.items() if count > n_images]
+    if len(counts) == 3:
+        clean, reset = counts["n_nonfinite_clean"], counts["n_nonfinite_reset"]
+        if not max(clean, reset) <= counts["n_nonfinite"] <= clean + reset:
+            problems.append(
+                f"n_nonfinite {counts['n_nonfinite']} is not between the larger of n_nonfinite_clean {clean} and "
+                f"n_nonfinite_reset {reset} and their sum"
+            )
+    means = [key for key in IMAGE_MEANS if key in result]
+    bad = "NaN" if result["n_nonfinite"] == 0 else "finite"
+    wrong = [key for key in means if math.isnan(result[key]) == (bad == "NaN")]
+    if wrong:
+        problems.append(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} {bad} with n_nonfinite {result['n_nonfinite']}")
+    if "n_nonfinite_reset" in result:  # the reset model's accuracy is NaN where any of its outputs is not finite
+        reset = result["n_nonfinite_reset"]
+        accuracies = [key for key in ("top1", "top5") if key in result]
+        wrong = [key for key in accuracies if math.isnan(result[key]) == (reset == 0)]
+        if wrong:
+            state = "NaN" if reset == 0 else "finite"
+            problems.append(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} {state} with n_nonfinite_reset {reset}")
+    if "recovered_acc" in result:
+        top1, original = result["top1"], result["original_top1"]
+        expected = top1 / original if original > 0 else math.nan
+        if not _same(result["recovered_acc"], expected):
+            problems.append(f"recovered_acc {result['recovered_acc']!r} is not top1 {top1!r} / original_top1 {original!r} = {expected!r}")
+    return problems
 
 
 def read_reset_results(result_files: Iterable[str | Path]) -> pd.DataFrame:
