@@ -231,6 +231,14 @@ FIGURE_NAMES = (
     "difference_heatmap",
     "criticality_vs_epsilon",
 )
+# Table 1, rendered beside the figures (layercrit.figures.table).
+MODEL_TABLE = "model_table"
+# The comparisons with the published results (layercrit.replication): of the means over seeds,
+# and, under reset.seed_scheme authors, trial by trial.
+REPLICATION_FIGURES = ("replication", "replication_trials")
+# Every figure the workflow draws into a study's figures/<mode>/, the one list of them: the
+# targets name theirs from it, and the figure index moves any a study no longer makes to outdated/.
+STUDY_FIGURE_FILES = (*FIGURE_NAMES, MODEL_TABLE, *REPLICATION_FIGURES)
 
 
 @dataclass

@@ -27,8 +27,10 @@ sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
 from layercrit.study import (
     FIGURE_NAMES,
+    MODEL_TABLE,
     MODULE_NAME,
     PUBLISHED_STUDY,
+    REPLICATION_FIGURES,
     RESET_MODES,
     ConfigError,
     build_study,
