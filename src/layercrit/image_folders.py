@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # torchvision's IMG_EXTENSIONS (what ImageFolder reads; tests/test_imagenet.py checks they agree),
 # written out because importing torchvision imports torch.
@@ -109,3 +111,55 @@ def _folder_listing(root: Path) -> FolderListing:
     folders = {"", *count.classes, *(image.rpartition("/")[0] for image in count.images)}
     newest = max(newest, *(os.stat(base + folder).st_mtime_ns for folder in folders))
     return FolderListing(count.n_images, digest.hexdigest(), newest)
+
+
+def prepared_metadata(prepared: str | Path) -> dict[str, Any] | None:
+    """What a prepared evaluation-data file records of the folder it was made from (its
+    safetensors header's metadata: root, n_total, listing_sha256, …), read without torch; None
+    where there is no such file yet."""
+    try:
+        with open(prepared, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {}  # unreadable: the data job makes it again, as for a changed folder
+    return json.loads(header.get("__metadata__", {}).get("metadata", "{}"))
+
+
+@dataclass(frozen=True)
+class ListingParam:
+    """The image folder's listing as a data job's param (``param``, merged into its data
+    settings) and, where the folder changed since the job's file was prepared, what changed."""
+
+    param: dict[str, Any]
+    change: str | None
+
+
+def listing_param(root: str | Path, prepared: str | Path) -> ListingParam:
+    """``{"listing_sha256": …}`` of the images of ``root`` as the param of the job that prepares
+    ``prepared`` from them: Snakemake makes the file again when the digest changes.
+
+    A file prepared before the digest was recorded (so its job's recorded params lack it) gets
+    no digest while the folder is as it was then: as many images as the file says it had, none
+    newer than the file. A finished study then keeps its evaluation data (and every result made
+    from it) instead of preparing it again for the new param; once the folder changes, the file
+    is prepared again and records its digest."""
+    listing = folder_listing(root)
+    recorded = prepared_metadata(prepared)
+    param = {"listing_sha256": listing.sha256}
+    if recorded is None:
+        return ListingParam(param, None)
+    before = recorded.get("n_total")
+    if "listing_sha256" in recorded:
+        if recorded["listing_sha256"] == listing.sha256:
+            return ListingParam(param, None)
+    elif before == listing.n_images and listing.newest_ns <= os.stat(prepared).st_mtime_ns:
+        return ListingParam({}, None)
+    what = f"{before} images then, {listing.n_images} now" if before != listing.n_images else "images replaced"
+    return ListingParam(
+        param,
+        f"the images of {root} have changed since {prepared} was prepared ({what}): it is prepared again, "
+        "and every model is evaluated on it again",
+    )

@@ -46,6 +46,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 from layercrit.data import ImageSet, save_image_set
+from layercrit.image_folders import folder_listing
 from layercrit.io import atomic_path, provenance
 from layercrit.pipelines import STUDY_INTERPOLATION, InputPipeline
 
@@ -498,6 +499,7 @@ def prepare_validation_set(
     crop: int = 224,
     interpolation: str = STUDY_INTERPOLATION,
     kind: str = "imagenet_val",
+    listing_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Decode the paper's subset of the validation set and store it as one ``ImageSet`` file
     (or, ``kind="image_folder"`` with ``expected_classes=None``, a subset of any class-folder tree).
@@ -505,7 +507,9 @@ def prepare_validation_set(
     The i-th stored image is ``paper_subset_indices(...)[i]`` of the ImageFolder order. Layout and
     subset problems are raised (``ImageNetLayoutError``) before anything is decoded. Returns a
     summary (counts, layout, time, images/s). ``kind`` says how messages and the progress bar
-    speak of the folder (``FOLDER_WORDS``).
+    speak of the folder (``FOLDER_WORDS``). ``listing_sha256``: the digest of the folder's listing
+    (``image_folders.folder_listing``) the workflow planned with; a folder that differs now
+    changed after planning, and the file is not made from it. The file records the digest.
     """
     t0 = time.perf_counter()
     words = FOLDER_WORDS[kind]
@@ -513,6 +517,15 @@ def prepare_validation_set(
         listing = scan_validation_folder(root, labels_file, expected_classes=expected_classes)
     except ImageNetLayoutError as error:
         raise ImageNetLayoutError(error.problem, words.layout) from None
+    folder = folder_listing(listing.root)
+    if listing_sha256 is not None and folder.sha256 != listing_sha256:
+        # every evaluation-data file of a study is made from one listing of its folder
+        raise ImageNetLayoutError(
+            f"The images of {listing.root} changed after the workflow was planned (added, replaced or removed: "
+            f"{folder.n_images} images now); run the workflow again, so that the evaluation data is prepared "
+            "from the folder as it is then",
+            words.layout,
+        )
     n_total = len(listing.paths)
     if n_subset is not None and n_subset > n_total:
         raise ImageNetLayoutError(f"Asked for {n_subset} images but {listing.root} holds only {n_total}.", words.layout)
@@ -543,6 +556,7 @@ def prepare_validation_set(
         "layout": listing.layout,
         "labels_file": str(listing.labels_file.absolute()) if listing.labels_file else None,
         "n_total": n_total,
+        "listing_sha256": folder.sha256,
         "n_subset": n_subset,
         "n_images": len(paths),
         "seed": seed,
@@ -585,7 +599,9 @@ def prepare_pipeline_images(
 ) -> dict[str, Any]:
     """The study's evaluation images (config ``data``: kind imagenet, its folder ``imagenet_val``,
     or folder) prepared with one model's input ``pipeline``; every pipeline's file holds the
-    same images, labels and order (the subset depends on the folder and subset settings only)."""
+    same images, labels and order (the subset depends on the folder and subset settings only),
+    each made from the folder's listing whose digest ``data`` names (``listing_sha256``, the
+    param all pipeline jobs share)."""
     if data["kind"] == "imagenet":
         source = {"root": imagenet_val, "labels_file": data["labels_file"], "expected_classes": data["expected_classes"]}
     else:
@@ -599,6 +615,7 @@ def prepare_pipeline_images(
         resize=pipeline.resize,
         crop=pipeline.crop,
         interpolation=pipeline.interpolation,
+        listing_sha256=data.get("listing_sha256"),
     )
 
 

@@ -13,7 +13,9 @@ a mean. A file is accepted if
 - it belongs to its model's baseline: computed from the checkpoint, evaluation data and clean
   logits the baseline recorded (sha256), on as many images, against the same clean accuracy;
 - the baseline belongs to the files now on disk: their sha256 is what it recorded, and its
-  accuracy is what its logits give on the evaluation labels (which must be classes of the model).
+  accuracy is what its logits give on the evaluation labels (which must be classes of the model);
+- the evaluation-data files of the baselines (one per input pipeline, data.pipeline per_model)
+  hold the same images, labels and order, made from one listing of the image folder.
 """
 
 from __future__ import annotations
@@ -229,4 +231,37 @@ def check_baseline_files(
                 baseline_files[model],
                 f"it records {', '.join(f'{k} {r!r}' for k, (r, _) in wrong.items())}, but its logits {logits_path} "
                 f"give {', '.join(f'{k} {v!r}' for k, (_, v) in wrong.items())} on {eval_path}",
+            )
+
+
+# What every evaluation-data file of a study must share: the images (by path, in order), their
+# classes and the listing of the folder they were chosen from (data jobs record it since issue 30).
+SHARED_IMAGE_FACTS = ("files", "classes", "n_total", "listing_sha256")
+
+
+def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
+    """The evaluation-data files of a study (with per-model pipelines, one per pipeline) must hold
+    the same images, labels and order: a table that mixed them would compare models on other
+    images. Each is checked against the first; the message names both and how to make them from
+    one listing of the folder."""
+    from layercrit.data import load_labels
+    from layercrit.imagenet import read_metadata
+
+    paths = sorted({str(p) for p in eval_files})
+    if len(paths) < 2:
+        return
+    first, first_labels = read_metadata(paths[0]), load_labels(paths[0])
+    for path in paths[1:]:
+        other = read_metadata(path)
+        differ = [key for key in SHARED_IMAGE_FACTS if key in first and key in other and first[key] != other[key]]
+        labels = load_labels(path)
+        if len(labels) != len(first_labels) or bool((labels != first_labels).any()):
+            differ.append("labels")
+        if differ:
+            counts = f"{first.get('n_images', len(first_labels))} and {other.get('n_images', len(labels))} images"
+            raise ValueError(
+                f"{paths[0]} and {path} hold other images ({counts}; they differ in {', '.join(differ)}): each "
+                "input pipeline's file must hold the same images, labels and order, or the tables would compare "
+                "models on different images. Prepare them all again from the image folder as it is now: "
+                "snakemake --forcerun pipeline_images  (then every baseline and reset is computed again)"
             )

@@ -1,11 +1,13 @@
 # Config and its validation, the two studies, wildcards, and the paths and policies every stage uses.
 # Nothing here imports torch: on a cluster every job parses these files again.
+import functools
 import os
 import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -42,6 +44,7 @@ from layercrit.study import (
     workflow_file,
 )
 
+from layercrit.image_folders import listing_param
 from layercrit.source_specs import local_source_files
 
 put_on_subprocess_path(_SRC)
@@ -187,6 +190,31 @@ def data_params():
     without resize and crop, which each file's pipeline sets instead."""
     unused = {"pipeline"} | ({"resize", "crop"} if STUDY.per_model_pipelines else set())
     return {key: value for key, value in config["data"].items() if key not in unused}
+
+
+# The folder the evaluation images are read from (data.kind imagenet or folder; generated images have none).
+IMAGE_FOLDER = {
+    "imagenet": config.get("imagenet_val"),
+    "folder": config["data"].get("root"),
+}.get(config["data"]["kind"])
+
+
+@functools.lru_cache
+def folder_listing_of(prepared):
+    """The image folder's listing as the param of the job that prepares ``prepared``
+    (layercrit.image_folders.listing_param); a change since it was prepared is said once.
+    """
+    listing = listing_param(IMAGE_FOLDER, prepared)
+    if listing.change and workflow.is_main_process:
+        logger.warning(f"data: {listing.change}")
+    return listing
+
+
+def prepared_data_params(prepared):
+    """data_params() and the image folder's listing, as the params of the job that prepares
+    ``prepared``: images added, replaced or removed in the folder make the file again (and,
+    through it, every baseline and reset), which Snakemake could not see otherwise."""
+    return data_params() | folder_listing_of(prepared).param
 
 
 def pipeline_params(wildcards):

@@ -5,6 +5,7 @@ from layercrit.joblog import script_log
 from layercrit.readback import (
     check_against_baselines,
     check_baseline_files,
+    check_one_image_set,
     check_seed_scheme,
     read_baselines,
     read_reset_results,
@@ -16,6 +17,7 @@ def main(sm) -> None:
     study = load_study(sm.config)
     baselines, baseline_files = read_baselines(sm.input.baselines)
     check_baseline_files(baselines, baseline_files, sm.params.baseline_inputs)
+    check_one_image_set(files["eval_data"] for files in sm.params.baseline_inputs.values())
     results = read_reset_results(sm.input.resets)
     check_against_baselines(results, baselines, baseline_files)
     check_seed_scheme(results, study.seed_scheme)
