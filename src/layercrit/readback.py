@@ -14,6 +14,8 @@ a mean. A file is accepted if
   logits the baseline recorded (sha256), on as many images, against the same clean accuracy;
 - the baseline belongs to the files now on disk: their sha256 is what it recorded, and its
   accuracy is what its logits give on the evaluation labels (which must be classes of the model);
+- a checkpoint the study trains here was written by a training, not fetched (the zoo's recorded
+  checkpoint, fetched before training.retrain was set);
 - the evaluation-data files of the baselines (one per input pipeline, data.pipeline per_model)
   hold the same images, labels and order, made from one listing of the image folder.
 """
@@ -264,4 +266,35 @@ def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
                 "input pipeline's file must hold the same images, labels and order, or the tables would compare "
                 "models on different images. Prepare them all again from the image folder as it is now: "
                 "snakemake --forcerun pipeline_images  (then every baseline and reset is computed again)"
+            )
+
+
+def read_training_records(paths: Iterable[str | Path]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The training records (``models/<model>.training.json``) of the models a study trains here,
+    by model id, each with its path."""
+    records = {}
+    for path in paths:
+        record = read_json(path)
+        if not isinstance(record, dict) or not isinstance(record.get("model"), str):
+            raise DamagedFileError(path, "it is not a training record (a JSON object naming its model)")
+        records[record["model"]] = (str(path), record)
+    return records
+
+
+def check_trained_checkpoints(records: Mapping[str, tuple[str, Mapping[str, Any]]], checkpoints: Mapping[str, str | Path]) -> None:
+    """Each model the study trains here (``records``: its training record) must have a checkpoint
+    that a training wrote (its header says ``weights: trained``), not one fetched (the zoo's
+    recorded checkpoint, before training.retrain was set): its results would be called those of
+    a model trained here."""
+    from layercrit.conversion import recorded_metadata
+
+    for model, (record_path, _) in records.items():
+        path = checkpoints[model]
+        header = recorded_metadata(Path(path), model_id=model) or {}
+        if header.get("weights") != "trained":
+            raise ValueError(
+                f"{path} was fetched (source kind {header.get('source', {}).get('kind', '?')!r}), not trained here, but the "
+                f"study trains {model!r} here (training.retrain; its training record: {record_path}), so its results "
+                f"would not be of the model trained here. Train it, with its baseline and results: "
+                f"snakemake --forcerun {path}"
             )

@@ -14,6 +14,7 @@ rule aggregate_tables:
         baseline_files=sorted(
             {p for files in BASELINE_FILES.values() for p in files.values()}
         ),
+        training=training_records,
     output:
         resets=f"{RESULTS}/tables/{{mode}}/resets.csv",
         summary=f"{RESULTS}/tables/{{mode}}/summary.csv",

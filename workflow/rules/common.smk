@@ -165,6 +165,16 @@ def training_entry(model_id):
     return entry
 
 
+def training_records(wildcards=None):
+    """The training records of the models trained here, for the tables' provenance. As inputs
+    they also make the switch to training.retrain: true re-make checkpoints that were fetched
+    from their recorded training: the records are then missing, so train_model runs, and the
+    baselines and resets after it (Snakemake re-runs no job for changed params whose outputs
+    lack its metadata, as the training's record and initial weights do after a download).
+    """
+    return [f"{RESULTS}/models/{model}.training.json" for model in TRAINED_MODELS]
+
+
 def synthetic_split(split):
     """What one split of the generated images is made from: the evaluation images never share a
     seed with the training images, and each split is its own job (the demo with recorded
