@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layercrit.io import safetensors_metadata
+
 # torchvision's IMG_EXTENSIONS (what ImageFolder reads; tests/test_imagenet.py checks they agree),
 # written out because importing torchvision imports torch.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -114,18 +116,16 @@ def _folder_listing(root: Path) -> FolderListing:
 
 
 def prepared_metadata(prepared: str | Path) -> dict[str, Any] | None:
-    """What a prepared evaluation-data file records of the folder it was made from (its
-    safetensors header's metadata: root, n_total, listing_sha256, …), read without torch; None
-    where there is no such file yet."""
-    try:
-        with open(prepared, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
-    except FileNotFoundError:
+    """What a prepared evaluation-data file records of the folder it was made from (root,
+    n_total, listing_sha256, …: ``imagenet.prepare_validation_set``); None where there is no
+    such file yet, {} for one that cannot be read."""
+    metadata = safetensors_metadata(prepared)
+    if metadata is None:
         return None
-    except (ValueError, OSError):
-        return {}  # unreadable: the data job makes it again, as for a changed folder
-    return json.loads(header.get("__metadata__", {}).get("metadata", "{}"))
+    try:
+        return json.loads(metadata.get("metadata", "{}"))
+    except ValueError:
+        return {}
 
 
 @dataclass(frozen=True)

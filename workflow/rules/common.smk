@@ -45,7 +45,11 @@ from layercrit.study import (
 )
 
 from layercrit.image_folders import listing_param
-from layercrit.source_specs import local_source_files
+from layercrit.source_specs import (
+    local_source_files,
+    local_source_param,
+    missing_local_files,
+)
 
 put_on_subprocess_path(_SRC)
 
@@ -120,6 +124,12 @@ MODEL_IDS = list(STUDY.models)
 # recorded, unless training.retrain).
 TRAINED_MODELS = list(STUDY.trained_models)
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
+# A local source file that is not there stops the run here, naming its zoo key (as data.root does).
+_missing = [
+    p for m in DOWNLOADED_MODELS for p in missing_local_files(m, STUDY.models[m].source)
+]
+if _missing:
+    raise WorkflowError("Invalid zoo:\n" + "\n".join(_missing))
 
 
 wildcard_constraints:
@@ -146,6 +156,16 @@ def checkpoint_entry(model_id):
     """A model's zoo entry as its download job's params: the fields that make its checkpoint."""
     entry = asdict(STUDY.models[model_id])
     return {key: entry[key] for key in CHECKPOINT_FIELDS}
+
+
+def download_entry(model_id):
+    """A downloaded model's params: its checkpoint_entry, and the sha256 of its local source files
+    (layercrit.source_specs.local_source_param): a file saved over with other content re-makes
+    the checkpoint, also with an older modification time (rsync -a, cp -p)."""
+    source = STUDY.models[model_id].source
+    return checkpoint_entry(model_id) | local_source_param(
+        source, model_checkpoint(model_id)
+    )
 
 
 def local_model_files(wildcards):
