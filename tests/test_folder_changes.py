@@ -47,6 +47,9 @@ def test_images_added_replaced_or_removed_prepare_the_evaluation_data_again(work
         output = plan(workdir, path, EVAL)
         assert "rule image_folder:" in output and "Params have changed" in output, change
         assert f"the images of {images} have changed since {EVAL} was prepared" in output, change
+        if change == "added":  # issue 30 L6: where params do not trigger re-runs, the plan says so
+            output = plan(workdir, path, EVAL, "--rerun-triggers", "mtime")
+            assert "Nothing to be done" in output and f"leaves out params, so nothing is made again: add params, or --forcerun {EVAL}" in output
         (images / "class_04/img9.jpg").unlink(missing_ok=True)
         restore()
     # the folder as it was: nothing to do (the listing is of the images, not of when they were looked at)

@@ -131,7 +131,8 @@ def prepared_metadata(prepared: str | Path) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class ListingParam:
     """The image folder's listing as a data job's param (``param``, merged into its data
-    settings) and, where the folder changed since the job's file was prepared, what changed."""
+    settings) and, where the folder changed since the job's file was prepared, what changed
+    (``change``, for the plan's log)."""
 
     param: dict[str, Any]
     change: str | None
@@ -160,6 +161,5 @@ def listing_param(root: str | Path, prepared: str | Path) -> ListingParam:
     what = f"{before} images then, {listing.n_images} now" if before != listing.n_images else "images replaced"
     return ListingParam(
         param,
-        f"the images of {root} have changed since {prepared} was prepared ({what}): it is prepared again, "
-        "and every model is evaluated on it again",
+        f"the images of {root} have changed since {prepared} was prepared ({what})",
     )
