@@ -350,3 +350,23 @@ def test_corrupt_image_names_the_file(fake, tmp_path, damage):
         # All images, two worker processes: the error crosses the process boundary intact.
         prepare_validation_set(root, tmp_path / "x.st", n_subset=None, workers=2, progress=False, expected_classes=None)
     assert not (tmp_path / "x.st").exists()
+
+
+def test_an_own_folders_data_job_speaks_of_data_root_not_imagenet(fake, tmp_path, capfd):
+    """Issue 30 L3: the progress bar, a broken image's advice and a layout error of an own folder
+    (data.kind folder) name data.root; ImageNet's keep their words."""
+    root = tmp_path / "mine"
+    shutil.copytree(fake["folders"], root)
+    prepare_validation_set(root, tmp_path / "ok.st", n_subset=None, workers=0, expected_classes=None, kind="image_folder")
+    assert "decoding images of data.root" in capfd.readouterr().err
+    victim = sorted(root.glob("*/*.JPEG"))[3]
+    victim.write_bytes(b"not a jpeg" * 50)
+    with pytest.raises(ImageDecodeError) as error:
+        prepare_validation_set(root, tmp_path / "x.st", n_subset=None, workers=0, progress=False, expected_classes=None, kind="image_folder")
+    assert "move it out of data.root" in str(error.value) and "ImageNet" not in str(error.value) and "archive" not in str(error.value)
+    with pytest.raises(ImageNetLayoutError) as error:
+        prepare_validation_set(tmp_path / "gone", tmp_path / "x.st", progress=False, expected_classes=None, kind="image_folder")
+    assert "data.root (data.kind folder) must hold one subfolder per class" in str(error.value) and "imagenet" not in str(error.value).lower()
+    with pytest.raises(ImageDecodeError, match="Restore it from the original archive"):
+        prepare_validation_set(root, tmp_path / "x.st", n_subset=None, workers=0, expected_classes=None)
+    assert "decoding ImageNet val" in capfd.readouterr().err

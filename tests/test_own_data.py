@@ -58,8 +58,10 @@ def test_an_own_folder_of_ten_classes_plans_every_image(workdir):
         (lambda w: own_folder(w / "images", classes=8), {}, ["10 outputs (kwargs.num_classes)", "8 classes (the class folders of data.root", "num_classes to 8"]),
         (lambda w: (own_folder(w / "images"), (w / "images/stray").mkdir()), {}, ["1 of the 11 subfolders", "['stray']"]),
         (lambda w: None, {"root": "nowhere"}, ["data.root: 'nowhere' is not a directory"]),
+        (lambda w: (own_folder(w / "images"), (w / "images/class_03/img0.jpg").rename(w / "images/stray.JPG")), {},
+         ["data.root: ", "holds 1 image(s) directly in it, beside its 10 class folders: ['stray.JPG']", "move these into their class folders"]),
     ],
-    ids=["subset larger than the folder", "other classes than outputs", "empty class folder", "missing folder"],
+    ids=["subset larger than the folder", "other classes than outputs", "empty class folder", "missing folder", "image beside the class folders"],
 )
 def test_an_own_folder_that_cannot_serve_stops_at_parse_time(workdir, setup, data, expected):
     setup(workdir)

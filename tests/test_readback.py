@@ -33,7 +33,7 @@ def write_result(tmp_path, **changes):
         ({"criticality": ...}, r"'criticality' is a required property"),  # D4
         ({"criticality": "high"}, r"'criticality': 'high' is not of type 'number'"),  # D5
         ({"n_images": 64.0}, r"'n_images': 64.0 is not of type 'integer'"),
-        ({"n_nonfinite": 65}, r"counts 65 non-finite images of 64"),
+        ({"n_nonfinite": 65}, r"contradicts itself: n_nonfinite 65 of 64 images"),
     ],
 )
 def test_a_result_with_impossible_or_missing_values_is_refused_with_its_path(tmp_path, changes, problem):
@@ -130,3 +130,46 @@ def test_labels_outside_the_models_classes_are_refused():  # D16
     for bad in (99, -1):
         with pytest.raises(ValueError, match=rf"eval.safetensors: 1 of 2 evaluation labels are not classes .*10 outputs.*\[{bad}\]"):
             check_labels(torch.tensor([0, bad]), 10, "eval.safetensors")
+
+
+# Issue 30 L1: a result that contradicts itself (each field alone within its schema's range).
+NAN = math.nan
+NONFINITE_MEANS = dict.fromkeys(("criticality", "cosine", "l1", "l2", "kl", "top1_agreement"), NAN)
+
+
+@pytest.mark.parametrize(
+    "changes, fields",
+    [
+        ({"top1": 99.0, "original_top1": 11.7, "recovered_acc": 0.01}, "recovered_acc 0.01 is not top1 99.0 / original_top1 11.7"),
+        ({"n_images": 60, "n_nonfinite_clean": 0, "n_nonfinite_reset": 500}, "n_nonfinite_reset 500 of 60 images"),
+        ({"n_nonfinite_clean": 2, "n_nonfinite_reset": 0, "n_nonfinite": 5}, "n_nonfinite 5 is not between"),
+        ({"criticality": NAN, "cosine": NAN}, "criticality, cosine are NaN with n_nonfinite 0"),
+        ({"n_nonfinite": 3}, "criticality, cosine are finite with n_nonfinite 3"),
+        ({**NONFINITE_MEANS, "n_nonfinite": 3, "n_nonfinite_clean": 0, "n_nonfinite_reset": 3}, "top1, top5 are finite with n_nonfinite_reset 3"),
+        ({"top1": NAN, "n_nonfinite_clean": 0, "n_nonfinite_reset": 0}, "top1 is NaN with n_nonfinite_reset 0"),
+    ],
+    ids=["recovered accuracy", "more non-finite images than images", "non-finite total", "NaN criticality without non-finite images",
+         "finite criticality with non-finite images", "finite top-1 with non-finite reset outputs", "NaN top-1 without"],
+)  # fmt: skip
+def test_a_result_that_contradicts_itself_is_refused_naming_the_fields(tmp_path, changes, fields):
+    path = write_result(tmp_path, **{"recovered_acc": 50.0 / 60.0, **changes})
+    with pytest.raises(DamagedFileError, match="contradicts itself") as error:
+        read_reset_result(path)
+    assert fields in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("bad", ["none", "clean", "reset"])
+def test_what_the_accumulator_writes_is_consistent(tmp_path, bad):
+    """The consistency rules are the accumulator's own: a clean evaluation, one with non-finite
+    clean outputs and one with non-finite reset outputs all pass as written."""
+    from layercrit.metrics import OutputChangeAccumulator
+
+    torch.manual_seed(0)
+    clean, reset, labels = torch.randn(8, 10), torch.randn(8, 10), torch.arange(8)
+    if bad != "none":
+        (clean if bad == "clean" else reset)[2, 3] = math.inf
+    accumulator = OutputChangeAccumulator()
+    accumulator.update(clean, reset, labels)
+    metrics = accumulator.result(original_top1=37.5)
+    path = write_result(tmp_path, **{**metrics, "original_top1": 37.5})
+    assert read_reset_result(path)["n_nonfinite"] == (bad != "none")

@@ -4,6 +4,8 @@
 - ``summary``: one row per model × layer: criticality mean, std and sem over seeds, and a
   confidence interval that combines seeds and images (``statistics.criticality_interval``);
 - ``models``: one row per model: metadata, clean accuracy, criticality over layers.
+- ``provenance``: where and how the results were made, and how each model trained in the
+  study was trained (``training_provenance``).
 
 Means are taken with NaN kept (``skipna=False``): a non-finite evaluation must show up as NaN
 in the summary, never be quietly left out of an average.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +160,23 @@ def write_tables(tables: Tables, out: Any, **provenance_fields: Any) -> None:
     for name in ("resets", "summary", "models"):
         write_csv(getattr(tables, name), getattr(out, name))
     write_json(out.provenance, provenance(**provenance_fields))
+
+
+def training_provenance(records: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """How each model trained in the study was trained (``records``: readback.read_training_records),
+    for the tables' provenance: seed, recipe, training images, final training accuracy, time, host."""
+    return {
+        model: {
+            "seed": record.get("seed"),
+            "recipe": record.get("recipe"),
+            "n_train": record.get("n_train"),
+            "final_train_accuracy": (record.get("train_accuracy") or [None])[-1],
+            "total_seconds": record.get("total_seconds"),
+            "host": record.get("host"),
+            "created": record.get("created"),
+        }
+        for model, (_, record) in records.items()
+    }
 
 
 def result_origins(resets: pd.DataFrame) -> dict[str, list]:

@@ -19,7 +19,9 @@ not. A local file (``file:///path`` or a plain path) is copied into the cache, a
 the zoo's ``sha256`` where it gives one; it is the user's own and changes (a model retrained and
 saved over the last), so its first hash pins nothing: a cached copy that is no longer the file's
 is replaced, and the log says so (the workflow also makes local files inputs of the download job,
-so a changed file re-makes the checkpoint and what depends on it).
+and their sha256 its param, so a changed file re-makes the checkpoint and what depends on it; the
+copy's record keeps the file's identity, from which the workflow knows the file is unchanged
+without hashing it again).
 
 Later runs trust a cached file only if it still matches its recorded sha256 (no network then).
 A file that does not match is moved aside to ``<file>.bad-<hash8>`` and downloaded again, and the
@@ -67,7 +69,7 @@ import tenacity
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from layercrit.io import file_sha256, write_json
+from layercrit.io import file_identity, file_sha256, write_json
 from layercrit.source_specs import local_file
 
 log = logging.getLogger(__name__)
@@ -447,7 +449,12 @@ def _ensure_local_copy(remote: Remote, source: Path, *, model_id: str, settings:
     sha256 the zoo gives is enforced."""
     if not source.is_file():
         raise EntryNotFound(f"model {model_id!r}: {source}: no such file")
+    # what the file is, recorded with its hash: while it stays the same, the workflow takes the
+    # file's sha256 from the record instead of hashing it at every parse (source_specs.local_source_param)
+    identity = list(file_identity(source))
     actual = file_sha256(source)
+    if list(file_identity(source)) != identity:
+        raise DownloadError(f"model {model_id!r}: {source} changed while it was being read; run again once it is written")
     if remote.expected and not actual.startswith(remote.expected):
         raise ChecksumError(
             f"model {model_id!r}: sha256 mismatch for {source}: expected {remote.expected} ({remote.expected_origin}), "
@@ -459,6 +466,9 @@ def _ensure_local_copy(remote: Remote, source: Path, *, model_id: str, settings:
         sidecar = _read_sidecar(sidecar_path)
         cached = sidecar.get("sha256") if sidecar else None
         if cached == actual and dest.is_file() and file_sha256(dest) == actual:
+            if sidecar.get("source_identity") != identity:  # the same content, rewritten or moved
+                sidecar = {**sidecar, "source_identity": identity}
+                write_json(sidecar_path, sidecar)
             return dest, _record(remote, sidecar, cache_hit=True)
         if cached and cached != actual:
             log.warning(
@@ -471,7 +481,7 @@ def _ensure_local_copy(remote: Remote, source: Path, *, model_id: str, settings:
         if copied != actual:
             tmp.unlink(missing_ok=True)
             raise DownloadError(f"model {model_id!r}: {source} changed while it was being copied; run again once it is written")
-        info = {"replaced_sha256": cached} if cached and cached != actual else {}
+        info = {"source_identity": identity, **({"replaced_sha256": cached} if cached and cached != actual else {})}
         sidecar = _write_sidecar(sidecar_path, tmp, remote, settings, actual, info)
         os.replace(tmp, dest)
         log.info("model %s: copied %s (sha256 %s)", model_id, source, actual)
@@ -617,8 +627,9 @@ def _record(remote: Remote, sidecar: Mapping[str, Any], *, cache_hit: bool) -> d
         "fetched": sidecar.get("fetched"),
         "cache_hit": cache_hit,
     }
-    if "hf_commit" in sidecar:
-        record["hf_commit"] = sidecar["hf_commit"]
+    for key in ("hf_commit", "source_identity"):
+        if key in sidecar:
+            record[key] = sidecar[key]
     if sidecar.get("adopted"):
         record["adopted"] = True
     return record

@@ -46,6 +46,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 from layercrit.data import ImageSet, save_image_set
+from layercrit.image_folders import folder_listing
 from layercrit.io import atomic_path, provenance
 from layercrit.pipelines import STUDY_INTERPOLATION, InputPipeline
 
@@ -74,10 +75,12 @@ _HINT = (
 
 
 class ImageNetLayoutError(ValueError):
-    """The ImageNet validation folder is missing, empty, or laid out in a way we cannot read."""
+    """The image folder is missing, empty, or laid out in a way we cannot read; ``hint`` says
+    what the setting must name (the ImageNet validation folder's layouts by default)."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(f"{problem}\n{_HINT}")
+    def __init__(self, problem: str, hint: str = _HINT) -> None:
+        super().__init__(f"{problem}\n{hint}")
+        self.problem = problem
 
 
 class ImageDecodeError(ValueError):
@@ -123,9 +126,9 @@ def scan_validation_folder(
     """Like ``list_validation_images``, also saying which layout and label file were used."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise ImageNetLayoutError(f"ImageNet validation folder {root} does not exist.")
+        raise ImageNetLayoutError(f"Image folder {root} does not exist.")
     if not root.is_dir():
-        raise ImageNetLayoutError(f"ImageNet validation folder {root} is not a directory.")
+        raise ImageNetLayoutError(f"Image folder {root} is not a directory.")
 
     # os.scandir + is_dir()/is_file() follow symlinks, as ImageFolder's find_classes does.
     with os.scandir(root) as entries:
@@ -366,8 +369,7 @@ def preprocess(path: str | Path, resize: int = 256, crop: int = 224, interpolati
             rgb = img.convert("RGB")
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError… for broken files
         raise ImageDecodeError(
-            f"Cannot decode image {path}: {type(e).__name__}: {e}. The file is corrupt, truncated or not an image; "
-            "restore it from the original archive (deleting it would change which images the subset picks)."
+            f"Cannot decode image {path}: {type(e).__name__}: {e}. The file is corrupt, truncated or not an image."
         ) from e
     return _transform(resize, crop, interpolation)(rgb)
 
@@ -400,17 +402,18 @@ def decode_images(
     workers: int | None = None,
     progress: bool = True,
     chunk_size: int = 32,
+    desc: str = "decoding images",
 ) -> torch.Tensor:
     """Decode ``paths`` into one preallocated uint8 N×3×crop×crop tensor, in parallel processes.
 
     A process pool with chunks of up to ``chunk_size`` images and at most two chunks per worker
     in flight, so memory stays at the output tensor plus a few chunks. ``workers`` ≤ 1 decodes in
-    this process.
+    this process. ``desc`` labels the progress bar.
     """
     n = len(paths)
     images = torch.empty((n, 3, crop, crop), dtype=torch.uint8)
     workers = default_workers() if workers is None else workers
-    bar = _progress_bar(n, progress)
+    bar = _progress_bar(n, progress, desc)
     # Small sets are still spread over all workers (at least two chunks each).
     chunk_size = max(1, min(chunk_size, -(-n // (2 * max(workers, 1)))))
     try:
@@ -444,11 +447,38 @@ def decode_images(
         bar.close()
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
     # The rate (img/s) is what tells whether decoding is I/O- or CPU-bound.
-    return tqdm(total=total, unit="img", desc="decoding ImageNet val", file=sys.stderr, disable=not enabled, smoothing=0.1)
+    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=not enabled, smoothing=0.1)
+
+
+@dataclass(frozen=True)
+class FolderWords:
+    """How a data job speaks of the folder it reads: the progress bar, the fix of an image that
+    cannot be decoded, what the folder must be."""
+
+    progress: str
+    broken_image: str
+    layout: str
+
+
+# The two kinds of folder prepare_validation_set reads (its ``kind``, recorded in the file).
+FOLDER_WORDS = {
+    "imagenet_val": FolderWords(
+        "decoding ImageNet val",
+        "Restore it from the original archive (deleting it would change which images the subset picks).",
+        _HINT,
+    ),
+    "image_folder": FolderWords(
+        "decoding images of data.root",
+        "Replace it with a readable image, or move it out of data.root (the evaluation data is then prepared "
+        "again from the images that remain, and every model evaluated on them again).",
+        "data.root (data.kind folder) must hold one subfolder per class, each with its images "
+        "(<root>/<class>/<image>), as torchvision's ImageFolder reads it (README, 'Your own images').",
+    ),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,19 +499,36 @@ def prepare_validation_set(
     crop: int = 224,
     interpolation: str = STUDY_INTERPOLATION,
     kind: str = "imagenet_val",
+    listing_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Decode the paper's subset of the validation set and store it as one ``ImageSet`` file
     (or, ``kind="image_folder"`` with ``expected_classes=None``, a subset of any class-folder tree).
 
     The i-th stored image is ``paper_subset_indices(...)[i]`` of the ImageFolder order. Layout and
     subset problems are raised (``ImageNetLayoutError``) before anything is decoded. Returns a
-    summary (counts, layout, time, images/s).
+    summary (counts, layout, time, images/s). ``kind`` says how messages and the progress bar
+    speak of the folder (``FOLDER_WORDS``). ``listing_sha256``: the digest of the folder's listing
+    (``image_folders.folder_listing``) the workflow planned with; a folder that differs now
+    changed after planning, and the file is not made from it. The file records the digest.
     """
     t0 = time.perf_counter()
-    listing = scan_validation_folder(root, labels_file, expected_classes=expected_classes)
+    words = FOLDER_WORDS[kind]
+    try:
+        listing = scan_validation_folder(root, labels_file, expected_classes=expected_classes)
+    except ImageNetLayoutError as error:
+        raise ImageNetLayoutError(error.problem, words.layout) from None
+    folder = folder_listing(listing.root)
+    if listing_sha256 is not None and folder.sha256 != listing_sha256:
+        # every evaluation-data file of a study is made from one listing of its folder
+        raise ImageNetLayoutError(
+            f"The images of {listing.root} changed after the workflow was planned (added, replaced or removed: "
+            f"{folder.n_images} images now); run the workflow again, so that the evaluation data is prepared "
+            "from the folder as it is then",
+            words.layout,
+        )
     n_total = len(listing.paths)
     if n_subset is not None and n_subset > n_total:
-        raise ImageNetLayoutError(f"Asked for {n_subset} images but {listing.root} holds only {n_total}.")
+        raise ImageNetLayoutError(f"Asked for {n_subset} images but {listing.root} holds only {n_total}.", words.layout)
     if expected_classes == 1000 and n_total != IMAGENET_VAL_IMAGES and n_subset is not None:
         warnings.warn(
             f"{listing.root} holds {n_total} images, not the {IMAGENET_VAL_IMAGES} of the ImageNet-1k validation set: "
@@ -493,7 +540,12 @@ def prepare_validation_set(
     labels = torch.tensor([listing.labels[i] for i in indices], dtype=torch.int64)
 
     t1 = time.perf_counter()
-    images = decode_images(paths, resize=resize, crop=crop, interpolation=interpolation, workers=workers, progress=progress)
+    try:
+        images = decode_images(
+            paths, resize=resize, crop=crop, interpolation=interpolation, workers=workers, progress=progress, desc=words.progress
+        )
+    except ImageDecodeError as error:
+        raise ImageDecodeError(f"{error} {words.broken_image}") from error
     decode_seconds = time.perf_counter() - t1
 
     out = Path(out)
@@ -504,6 +556,7 @@ def prepare_validation_set(
         "layout": listing.layout,
         "labels_file": str(listing.labels_file.absolute()) if listing.labels_file else None,
         "n_total": n_total,
+        "listing_sha256": folder.sha256,
         "n_subset": n_subset,
         "n_images": len(paths),
         "seed": seed,
@@ -546,7 +599,9 @@ def prepare_pipeline_images(
 ) -> dict[str, Any]:
     """The study's evaluation images (config ``data``: kind imagenet, its folder ``imagenet_val``,
     or folder) prepared with one model's input ``pipeline``; every pipeline's file holds the
-    same images, labels and order (the subset depends on the folder and subset settings only)."""
+    same images, labels and order (the subset depends on the folder and subset settings only),
+    each made from the folder's listing whose digest ``data`` names (``listing_sha256``, the
+    param all pipeline jobs share)."""
     if data["kind"] == "imagenet":
         source = {"root": imagenet_val, "labels_file": data["labels_file"], "expected_classes": data["expected_classes"]}
     else:
@@ -560,6 +615,7 @@ def prepare_pipeline_images(
         resize=pipeline.resize,
         crop=pipeline.crop,
         interpolation=pipeline.interpolation,
+        listing_sha256=data.get("listing_sha256"),
     )
 
 

@@ -131,6 +131,27 @@ def read_safetensors(
         raise DamagedFileError(path, f"not a readable safetensors file: {e}") from None
 
 
+# The one safetensors header entry of a canonical checkpoint (JSON: normalization, metadata),
+# written by layercrit.zoo.save_checkpoint and read while the workflow is parsed.
+CHECKPOINT_HEADER = "layercrit"
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str] | None:
+    """The metadata of a safetensors file's header (string to string), read without torch: the
+    workflow reads what its outputs record while it is parsed. None where there is no file, {}
+    for one whose header cannot be read (its job then makes it again)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def file_identity(path: str | Path) -> tuple:
     """What changes whenever the file's content may have changed: any rewrite changes the inode
     or ctime (which, unlike the mtime, no tool can set back), so a cache keyed by this is never

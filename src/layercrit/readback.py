@@ -6,12 +6,18 @@ a mean. A file is accepted if
 
 - it matches its schema (``workflow/schemas/reset_result.schema.yaml``, ``baseline.schema.yaml``):
   keys, types and ranges (a criticality lies in [0, 100], a cosine of softmax outputs in [0, 1]);
-- it agrees with itself: a result's criticality is 100 × (1 − its cosine);
+- it agrees with itself: a result's criticality is 100 × (1 − its cosine), its recovered accuracy
+  its top-1 over the clean top-1, it counts no more non-finite images than it has, and its means
+  are NaN exactly when it counts a non-finite image (``self_contradictions``);
 - it is what its path says: the model, layer, seed and mode a result records are its path's;
 - it belongs to its model's baseline: computed from the checkpoint, evaluation data and clean
   logits the baseline recorded (sha256), on as many images, against the same clean accuracy;
 - the baseline belongs to the files now on disk: their sha256 is what it recorded, and its
-  accuracy is what its logits give on the evaluation labels (which must be classes of the model).
+  accuracy is what its logits give on the evaluation labels (which must be classes of the model);
+- a checkpoint the study trains here was written by a training, not fetched (the zoo's recorded
+  checkpoint, fetched before training.retrain was set);
+- the evaluation-data files of the baselines (one per input pipeline, data.pipeline per_model)
+  hold the same images, labels and order, made from one listing of the image folder.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import pandas as pd
 
 from layercrit.evaluation import BASELINE_INPUTS, recompute_command
 from layercrit.io import DamagedFileError, file_sha256, read_json
-from layercrit.metrics import clean_accuracy, criticality
+from layercrit.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
 
 # A recomputed float against one read back from JSON (written with repr: exact, so this only
@@ -71,9 +77,51 @@ def read_reset_result(path: str | Path) -> dict[str, Any]:
             f"its criticality {result['criticality']!r} is not 100 × (1 − its cosine {result['cosine']!r}) "
             f"= {criticality(result['cosine'])!r}",
         )
-    if result["n_nonfinite"] > result["n_images"]:
-        raise DamagedFileError(path, f"it counts {result['n_nonfinite']} non-finite images of {result['n_images']}")
+    problems = self_contradictions(result)
+    if problems:
+        raise DamagedFileError(path, "it contradicts itself: " + "; ".join(problems))
     return result
+
+
+# The means over images of a result (metrics.OutputChangeAccumulator): one image with non-finite
+# clean or reset outputs makes each of them NaN, and none leaves them finite.
+IMAGE_MEANS = ("criticality", *PER_IMAGE_METRICS)
+
+
+def self_contradictions(result: Mapping[str, Any]) -> list[str]:
+    """What a (schema-valid) reset result says against itself, one phrase per contradiction naming
+    its fields; none for a result as ``metrics.OutputChangeAccumulator`` writes it. The schema
+    checks each field alone (ranges); these are the relations between fields. Fields that older
+    results lack are not checked."""
+    problems = []
+    n_images = result["n_images"]
+    counts = {key: result[key] for key in ("n_nonfinite", "n_nonfinite_clean", "n_nonfinite_reset") if key in result}
+    problems += [f"{key} {count} of {n_images} images" for key, count in counts.items() if count > n_images]
+    if len(counts) == 3:
+        clean, reset = counts["n_nonfinite_clean"], counts["n_nonfinite_reset"]
+        if not max(clean, reset) <= counts["n_nonfinite"] <= clean + reset:
+            problems.append(
+                f"n_nonfinite {counts['n_nonfinite']} is not between the larger of n_nonfinite_clean {clean} and "
+                f"n_nonfinite_reset {reset} and their sum"
+            )
+    means = [key for key in IMAGE_MEANS if key in result]
+    bad = "NaN" if result["n_nonfinite"] == 0 else "finite"
+    wrong = [key for key in means if math.isnan(result[key]) == (bad == "NaN")]
+    if wrong:
+        problems.append(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} {bad} with n_nonfinite {result['n_nonfinite']}")
+    if "n_nonfinite_reset" in result:  # the reset model's accuracy is NaN where any of its outputs is not finite
+        reset = result["n_nonfinite_reset"]
+        accuracies = [key for key in ("top1", "top5") if key in result]
+        wrong = [key for key in accuracies if math.isnan(result[key]) == (reset == 0)]
+        if wrong:
+            state = "NaN" if reset == 0 else "finite"
+            problems.append(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} {state} with n_nonfinite_reset {reset}")
+    if "recovered_acc" in result:
+        top1, original = result["top1"], result["original_top1"]
+        expected = top1 / original if original > 0 else math.nan
+        if not _same(result["recovered_acc"], expected):
+            problems.append(f"recovered_acc {result['recovered_acc']!r} is not top1 {top1!r} / original_top1 {original!r} = {expected!r}")
+    return problems
 
 
 def read_reset_results(result_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -185,4 +233,68 @@ def check_baseline_files(
                 baseline_files[model],
                 f"it records {', '.join(f'{k} {r!r}' for k, (r, _) in wrong.items())}, but its logits {logits_path} "
                 f"give {', '.join(f'{k} {v!r}' for k, (_, v) in wrong.items())} on {eval_path}",
+            )
+
+
+# What every evaluation-data file of a study must share: the images (by path, in order), their
+# classes and the listing of the folder they were chosen from (data jobs record it since issue 30).
+SHARED_IMAGE_FACTS = ("files", "classes", "n_total", "listing_sha256")
+
+
+def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
+    """The evaluation-data files of a study (with per-model pipelines, one per pipeline) must hold
+    the same images, labels and order: a table that mixed them would compare models on other
+    images. Each is checked against the first; the message names both and how to make them from
+    one listing of the folder."""
+    from layercrit.data import load_labels
+    from layercrit.imagenet import read_metadata
+
+    paths = sorted({str(p) for p in eval_files})
+    if len(paths) < 2:
+        return
+    first, first_labels = read_metadata(paths[0]), load_labels(paths[0])
+    for path in paths[1:]:
+        other = read_metadata(path)
+        differ = [key for key in SHARED_IMAGE_FACTS if key in first and key in other and first[key] != other[key]]
+        labels = load_labels(path)
+        if len(labels) != len(first_labels) or bool((labels != first_labels).any()):
+            differ.append("labels")
+        if differ:
+            counts = f"{first.get('n_images', len(first_labels))} and {other.get('n_images', len(labels))} images"
+            raise ValueError(
+                f"{paths[0]} and {path} hold other images ({counts}; they differ in {', '.join(differ)}): each "
+                "input pipeline's file must hold the same images, labels and order, or the tables would compare "
+                "models on different images. Prepare them all again from the image folder as it is now: "
+                "snakemake --forcerun pipeline_images  (then every baseline and reset is computed again)"
+            )
+
+
+def read_training_records(paths: Iterable[str | Path]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The training records (``models/<model>.training.json``) of the models a study trains here,
+    by model id, each with its path."""
+    records = {}
+    for path in paths:
+        record = read_json(path)
+        if not isinstance(record, dict) or not isinstance(record.get("model"), str):
+            raise DamagedFileError(path, "it is not a training record (a JSON object naming its model)")
+        records[record["model"]] = (str(path), record)
+    return records
+
+
+def check_trained_checkpoints(records: Mapping[str, tuple[str, Mapping[str, Any]]], checkpoints: Mapping[str, str | Path]) -> None:
+    """Each model the study trains here (``records``: its training record) must have a checkpoint
+    that a training wrote (its header says ``weights: trained``), not one fetched (the zoo's
+    recorded checkpoint, before training.retrain was set): its results would be called those of
+    a model trained here."""
+    from layercrit.conversion import recorded_metadata
+
+    for model, (record_path, _) in records.items():
+        path = checkpoints[model]
+        header = recorded_metadata(Path(path), model_id=model) or {}
+        if header.get("weights") != "trained":
+            raise ValueError(
+                f"{path} was fetched (source kind {header.get('source', {}).get('kind', '?')!r}), not trained here, but the "
+                f"study trains {model!r} here (training.retrain; its training record: {record_path}), so its results "
+                f"would not be of the model trained here. Train it, with its baseline and results: "
+                f"snakemake --forcerun {path}"
             )

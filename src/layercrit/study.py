@@ -231,6 +231,14 @@ FIGURE_NAMES = (
     "difference_heatmap",
     "criticality_vs_epsilon",
 )
+# Table 1, rendered beside the figures (layercrit.figures.table).
+MODEL_TABLE = "model_table"
+# The comparisons with the published results (layercrit.replication): of the means over seeds,
+# and, under reset.seed_scheme authors, trial by trial.
+REPLICATION_FIGURES = ("replication", "replication_trials")
+# Every figure the workflow draws into a study's figures/<mode>/, the one list of them: the
+# targets name theirs from it, and the figure index moves any a study no longer makes to outdated/.
+STUDY_FIGURE_FILES = (*FIGURE_NAMES, MODEL_TABLE, *REPLICATION_FIGURES)
 
 
 @dataclass
@@ -685,6 +693,7 @@ def check_data_source(config: dict[str, Any]) -> None:
         if next(entries, None) is None:
             raise ConfigError(f"imagenet_val: {root!r} is empty. Accepted: {IMAGENET_LAYOUTS}")
     found = count_images(path)
+    check_no_stray_images(found, f"imagenet_val: {root!r}")
     expected = data.get("expected_classes")
     if found.classes and expected is not None and len(found.classes) != expected:
         raise ConfigError(
@@ -705,7 +714,8 @@ def check_subset_size(data: dict[str, Any], found: FolderCount, where: str) -> N
 
 
 def check_own_folder(data: dict[str, Any]) -> None:
-    """An own image folder (data.kind folder) must hold class subfolders, each with images."""
+    """An own image folder (data.kind folder) must hold class subfolders, each with images, and
+    no image beside them."""
     root = Path(data["root"]).expanduser()
     if not root.is_dir():
         raise ConfigError(f"data.root: {str(root)!r} is not a directory; set it to a folder with one subfolder per class")
@@ -713,8 +723,9 @@ def check_own_folder(data: dict[str, Any]) -> None:
     if not found.classes:
         raise ConfigError(
             f"data.root: {str(root)!r} has no subfolders; it needs one per class (<root>/<class>/<image>), "
-            f"as torchvision's ImageFolder reads it ({found.top_level_images} images lie directly in it)"
+            f"as torchvision's ImageFolder reads it ({len(found.top_level_images)} images lie directly in it)"
         )
+    check_no_stray_images(found, f"data.root: {str(root)!r}")
     if found.empty_classes:
         raise ConfigError(
             f"data.root: {len(found.empty_classes)} of the {len(found.classes)} subfolders of {str(root)!r} hold no "
@@ -722,6 +733,18 @@ def check_own_folder(data: dict[str, Any]) -> None:
             "remove the stray folders or add their images"
         )
     check_subset_size(data, found, f"data.root {str(root)!r}")
+
+
+def check_no_stray_images(found: FolderCount, where: str) -> None:
+    """Images directly in a folder of class folders belong to no class: ImageFolder's data job
+    would refuse the folder (which layout is meant?) after the run has started."""
+    if found.classes and found.top_level_images:
+        stray = found.top_level_images
+        raise ConfigError(
+            f"{where} holds {len(stray)} image(s) directly in it, beside its {len(found.classes)} class folders: "
+            f"{list(stray[:5])}{' …' if len(stray) > 5 else ''}. Every image must lie in the folder of its class "
+            "(<root>/<class>/<image>): move these into their class folders, or out of the folder"
+        )
 
 
 def data_class_count(config: dict[str, Any]) -> tuple[int | None, str]:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.concurrency import global_rng, module_calls
-from layercrit.io import DamagedFileError, atomic_path, read_safetensors
+from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
 from layercrit.study import (
     Architecture,
     Layer,
@@ -29,8 +29,6 @@ from layercrit.study import (
     load_zoo,
     write_layer_table,
 )
-
-CHECKPOINT_HEADER = "layercrit"  # the one safetensors header entry of a checkpoint (JSON)
 
 
 def _create(arch: Architecture) -> torch.nn.Module:

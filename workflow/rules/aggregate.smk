@@ -14,6 +14,9 @@ rule aggregate_tables:
         baseline_files=sorted(
             {p for files in BASELINE_FILES.values() for p in files.values()}
         ),
+        training=training_records,
+        # no file: where --rerun-triggers leaves out params, say which settings changed unseen
+        unseen_settings=warn_of_unseen_setting_changes,
     output:
         resets=f"{RESULTS}/tables/{{mode}}/resets.csv",
         summary=f"{RESULTS}/tables/{{mode}}/summary.csv",

@@ -1,11 +1,14 @@
 # Config and its validation, the two studies, wildcards, and the paths and policies every stage uses.
 # Nothing here imports torch: on a cluster every job parses these files again.
+import functools
+import json
 import os
 import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -27,8 +30,10 @@ sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
 from layercrit.study import (
     FIGURE_NAMES,
+    MODEL_TABLE,
     MODULE_NAME,
     PUBLISHED_STUDY,
+    REPLICATION_FIGURES,
     RESET_MODES,
     ConfigError,
     build_study,
@@ -40,7 +45,12 @@ from layercrit.study import (
     workflow_file,
 )
 
-from layercrit.source_specs import local_source_files
+from layercrit.image_folders import listing_param
+from layercrit.source_specs import (
+    local_source_files,
+    local_source_param,
+    missing_local_files,
+)
 
 put_on_subprocess_path(_SRC)
 
@@ -115,6 +125,12 @@ MODEL_IDS = list(STUDY.models)
 # recorded, unless training.retrain).
 TRAINED_MODELS = list(STUDY.trained_models)
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
+# A local source file that is not there stops the run here, naming its zoo key (as data.root does).
+_missing = [
+    p for m in DOWNLOADED_MODELS for p in missing_local_files(m, STUDY.models[m].source)
+]
+if _missing:
+    raise WorkflowError("Invalid zoo:\n" + "\n".join(_missing))
 
 
 wildcard_constraints:
@@ -143,6 +159,16 @@ def checkpoint_entry(model_id):
     return {key: entry[key] for key in CHECKPOINT_FIELDS}
 
 
+def download_entry(model_id):
+    """A downloaded model's params: its checkpoint_entry, and the sha256 of its local source files
+    (layercrit.source_specs.local_source_param): a file saved over with other content re-makes
+    the checkpoint, also with an older modification time (rsync -a, cp -p)."""
+    source = STUDY.models[model_id].source
+    return checkpoint_entry(model_id) | local_source_param(
+        source, model_checkpoint(model_id)
+    )
+
+
 def local_model_files(wildcards):
     """A downloaded model's source files on this machine (file:// or a path): inputs of its
     download, so that a file saved over (a model retrained) re-makes its checkpoint and all that
@@ -158,6 +184,16 @@ def training_entry(model_id):
     entry = checkpoint_entry(model_id)
     entry["source"] = {k: v for k, v in entry["source"].items() if k != "checkpoint"}
     return entry
+
+
+def training_records(wildcards=None):
+    """The training records of the models trained here, for the tables' provenance. As inputs
+    they also make the switch to training.retrain: true re-make checkpoints that were fetched
+    from their recorded training: the records are then missing, so train_model runs, and the
+    baselines and resets after it (Snakemake re-runs no job for changed params whose outputs
+    lack its metadata, as the training's record and initial weights do after a download).
+    """
+    return [f"{RESULTS}/models/{model}.training.json" for model in TRAINED_MODELS]
 
 
 def synthetic_split(split):
@@ -187,9 +223,98 @@ def data_params():
     return {key: value for key, value in config["data"].items() if key not in unused}
 
 
+# The folder the evaluation images are read from (data.kind imagenet or folder; generated images have none).
+IMAGE_FOLDER = {
+    "imagenet": config.get("imagenet_val"),
+    "folder": config["data"].get("root"),
+}.get(config["data"]["kind"])
+
+
+@functools.lru_cache
+def folder_listing_of(prepared):
+    """The image folder's listing as the param of the job that prepares ``prepared``
+    (layercrit.image_folders.listing_param); a change since it was prepared is said once.
+    """
+    listing = listing_param(IMAGE_FOLDER, prepared)
+    if listing.change and workflow.is_main_process:
+        if params_trigger_on():
+            then = "it is prepared again, and every model is evaluated on it again"
+        else:
+            then = f"--rerun-triggers leaves out params, so nothing is made again: add params, or --forcerun {prepared}"
+        logger.warning(f"data: {listing.change}: {then}")
+    return listing
+
+
+def prepared_data_params(prepared):
+    """data_params() and the image folder's listing, as the params of the job that prepares
+    ``prepared``: images added, replaced or removed in the folder make the file again (and,
+    through it, every baseline and reset), which Snakemake could not see otherwise."""
+    return data_params() | folder_listing_of(prepared).param
+
+
 def pipeline_params(wildcards):
     """The input pipeline of one evaluation-data file (data.pipeline per_model), as its params."""
     return asdict(PIPELINES[wildcards.pipeline])
+
+
+def params_trigger_on():
+    """Whether Snakemake re-runs a job whose params changed (--rerun-triggers has params, as by
+    default); True where nothing is planned (no DAG settings)."""
+    try:
+        return any(trigger.name == "PARAMS" for trigger in workflow.rerun_triggers)
+    except (AssertionError, AttributeError):
+        return True
+
+
+def settings_changed_unseen(settings):
+    """With --rerun-triggers that leave out params (e.g. `--rerun-triggers mtime`), Snakemake
+    re-runs no job for a changed setting. ``settings`` (dotted config keys that are params of the
+    jobs) that differ from the config the study's tables recorded (their provenance.json), each
+    as 'key: then … now …'; none where params trigger re-runs, or there are no tables yet.
+    """
+    provenance = Path(f"{RESULTS}/tables/{MODE}/provenance.json")
+    if params_trigger_on() or not provenance.is_file():
+        return []
+    try:
+        recorded = json.loads(provenance.read_text()).get("config", {})
+    except ValueError:
+        return []
+
+    def value(data, key):
+        for part in key.split("."):
+            data = data.get(part) if isinstance(data, dict) else None
+        return data
+
+    return [
+        f"{key}: {value(recorded, key)!r} then, {value(config, key)!r} now"
+        for key in settings
+        if value(recorded, key) != value(config, key)
+    ]
+
+
+@functools.lru_cache
+def warn_of_unseen_setting_changes(wildcards=None):
+    """Warn, once, of the job settings changed since the study's tables were made, where
+    --rerun-triggers leaves out params, so that Snakemake re-makes nothing for them. An input
+    function of the tables that adds no input: Snakemake knows its triggers only when it plans
+    the jobs, not while it parses the workflow."""
+    # the settings the jobs take as params: evaluation (evaluation.smk), seed scheme, data
+    settings = [
+        *EVALUATION,
+        "reset.seed_scheme",
+        *(f"data.{key}" for key in data_params()),
+    ]
+    unseen = settings_changed_unseen(settings)
+    if unseen and workflow.is_main_process:
+        logger.warning(
+            f"--rerun-triggers leaves out params, so Snakemake re-runs nothing for the settings changed since "
+            f"{RESULTS}/tables/{MODE} was made ({'; '.join(unseen)}): its results are still those of the "
+            "old settings. Run with the default triggers (or add params: --rerun-triggers mtime params), "
+            "or name what to make again: --forcerun reset for reset.seed_scheme, --forcerun baseline for "
+            "device, precision or batch_size (the resets follow), --forcerun with the evaluation-data "
+            f"file ({RESULTS}/data/...) for a data setting"
+        )
+    return []
 
 
 def architecture_of(model_id):

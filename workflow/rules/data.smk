@@ -1,5 +1,6 @@
 # The evaluation images, prepared once as uint8 so that no evaluation job decodes images: once
-# per study, or with data.pipeline per_model once per distinct input pipeline of its models.
+# per study, or with data.pipeline per_model once per distinct input pipeline of its models. The
+# image folder's listing is in their params (prepared_data_params): a changed folder re-makes them.
 
 if STUDY.per_model_pipelines:
 
@@ -15,7 +16,9 @@ if STUDY.per_model_pipelines:
         threads: CORES
         params:
             root=config["imagenet_val"],
-            data=data_params(),
+            data=lambda wc: prepared_data_params(
+                f"{RESULTS}/data/eval-{wc.pipeline}.safetensors"
+            ),
             pipeline=pipeline_params,
         script:
             "../scripts/prepare_pipeline.py"
@@ -32,7 +35,7 @@ elif config["data"]["kind"] == "imagenet":
         threads: CORES
         params:
             root=config["imagenet_val"],
-            data=data_params(),
+            data=lambda wc: prepared_data_params(f"{RESULTS}/data/eval.safetensors"),
         script:
             "../scripts/prepare_imagenet.py"
 
@@ -47,7 +50,7 @@ elif config["data"]["kind"] == "folder":
             "../../envs/layercrit.yaml"
         threads: CORES
         params:
-            data=data_params(),
+            data=lambda wc: prepared_data_params(f"{RESULTS}/data/eval.safetensors"),
         script:
             "../scripts/prepare_folder.py"
 

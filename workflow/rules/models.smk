@@ -35,7 +35,7 @@ rule download_model:
     wildcard_constraints:
         model="|".join(map(re.escape, DOWNLOADED_MODELS)) or "^$",
     params:
-        model=lambda wc: checkpoint_entry(wc.model),
+        model=lambda wc: download_entry(wc.model),
         architecture=lambda wc: architecture_spec(wc.model),
         cache=config["downloads"],
     run:

@@ -15,7 +15,7 @@ def figure_targets(study=None, mode=MODE):
     root = f"results/{study.name}"
     targets = expand(
         f"{root}/figures/{mode}/{{figure}}.{{ext}}",
-        figure=[*study.figures, "model_table"],
+        figure=[*study.figures, MODEL_TABLE],
         ext=["png", "pdf"],
     ) + [f"{root}/tables/{mode}/table1.csv", f"{root}/tables/{mode}/correlations.csv"]
     return targets
@@ -32,11 +32,9 @@ def figure_index_target():
 
 
 def figures_made():
-    """The figures this study draws into figures/<mode>/, by name."""
-    return [*STUDY.figures, "model_table"] + [
-        name
-        for name in ("replication", "replication_trials")
-        if replication_targets(name)
+    """The figures this study draws into figures/<mode>/, by name (of layercrit.study.STUDY_FIGURE_FILES)."""
+    return [*STUDY.figures, MODEL_TABLE] + [
+        name for name in REPLICATION_FIGURES if replication_targets(name)
     ]
 
 
@@ -44,10 +42,11 @@ def figures_left_out():
     """Each figure the study does not draw, with the reason."""
     left_out = dict(STUDY.figures_left_out)
     reasons = replication_reasons()
+    means, trials = REPLICATION_FIGURES
     if reasons:
-        left_out["replication"] = left_out["replication_trials"] = "; ".join(reasons)
+        left_out[means] = left_out[trials] = "; ".join(reasons)
     elif STUDY.seed_scheme != "authors":
-        left_out["replication_trials"] = (
+        left_out[trials] = (
             f"reset.seed_scheme is {STUDY.seed_scheme!r}: its seeds are not the authors' trials"
         )
     return left_out
@@ -80,9 +79,8 @@ def replication_targets(name=None, required=False):
                 "Nothing to compare with the published results: " + "; ".join(reasons)
             )
         return []
-    names = ["replication"] + (
-        ["replication_trials"] if STUDY.seed_scheme == "authors" else []
-    )
+    means, trials = REPLICATION_FIGURES
+    names = [means] + ([trials] if STUDY.seed_scheme == "authors" else [])
     return [
         path
         for figure in names

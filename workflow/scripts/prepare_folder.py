@@ -14,6 +14,7 @@ def main(sm) -> None:
         workers=sm.threads,
         resize=data["resize"],
         crop=data["crop"],
+        listing_sha256=data.get("listing_sha256"),
         expected_classes=None,
         kind="image_folder",
     )

@@ -15,6 +15,7 @@ def main(sm) -> None:
         workers=sm.threads,
         resize=data["resize"],
         crop=data["crop"],
+        listing_sha256=data.get("listing_sha256"),
         expected_classes=data["expected_classes"],
     )
     print(summary, flush=True)

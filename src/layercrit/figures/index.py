@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from layercrit.io import write_json
-from layercrit.study import FIGURE_NAMES
+from layercrit.study import STUDY_FIGURE_FILES
 
 log = logging.getLogger(__name__)
 
 # Every figure the workflow draws into a study's figures/<mode>/ (nothing else there is touched).
-KNOWN_FIGURES = (*FIGURE_NAMES, "model_table", "replication")
+KNOWN_FIGURES = STUDY_FIGURE_FILES
 
 
 def write_figure_index(directory: str | Path, made: Sequence[str], left_out: Mapping[str, str], out: str | Path) -> list[Path]:
