@@ -7,7 +7,8 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 
 # The environment is the lock file's: exact versions with their sha256 (Linux x86-64, CPython
-# 3.11, where this project runs; elsewhere `pip install -e ".[test]"` takes pyproject's ranges).
+# 3.11 to 3.13, where the lock installs: pyproject's requires-python, checked first; elsewhere
+# `pip install -e ".[test]"` takes pyproject's ranges). Another interpreter: make demo PYTHON=python3.12
 # Without pip's cache: torch's CUDA wheels would otherwise stay on disk twice (~3 GB more; a CI
 # run once failed with "No space left on device" while installing).
 LOCK := requirements/lock.txt
@@ -18,6 +19,7 @@ UV := uv==0.13.9
 install: $(VENV)/.installed
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
+	$(PYTHON) tools/check_python.py
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-cache-dir --require-hashes --no-deps -r $(LOCK)

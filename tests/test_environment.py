@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +34,55 @@ def test_every_locked_package_has_hashes():
     # pip then refuses any file whose sha256 is not in the lock (`--require-hashes`).
     blocks = LOCK.read_text().split("==")[1:]
     assert blocks and all("--hash=sha256:" in block for block in blocks)
+
+
+# The Pythons the README and pyproject claim (issue 31 item 2): the lock must install on each.
+SUPPORTED_MINORS = (11, 12, 13)
+
+
+def _python(minor: int) -> str | None:
+    """An interpreter of Python 3.minor on this machine that runs: on PATH, or one pyenv installed
+    (its shims on PATH answer only for the versions it has activated)."""
+    import os
+
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which(f"python3.{minor}"), *map(str, sorted(pyenv.glob(f"3.{minor}.*/bin/python3.{minor}")))]
+    for python in filter(None, candidates):
+        ok = subprocess.run([python, "-c", f"import sys; sys.exit(sys.version_info[:2] != (3, {minor}))"], capture_output=True)
+        if ok.returncode == 0:
+            return python
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("minor", [SUPPORTED_MINORS[0], SUPPORTED_MINORS[-1]])
+def test_the_lock_installs_on_the_lowest_and_the_highest_python_claimed(tmp_path, minor):
+    """pip resolves every locked file for that interpreter (a dry run: its metadata, not its wheels)."""
+    python = _python(minor)
+    if python is None:
+        pytest.skip(f"no python3.{minor} on this machine")
+    subprocess.run([python, "-m", "venv", str(tmp_path / "venv")], check=True)
+    proc = subprocess.run([str(tmp_path / "venv/bin/python"), "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+                           "--require-hashes", "--no-deps", "-r", str(LOCK)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, f"the lock does not install on Python 3.{minor}:\n{proc.stderr[-3000:]}"
+
+
+def test_make_install_stops_at_once_on_a_python_the_lock_does_not_install_on(tmp_path):
+    python = _python(SUPPORTED_MINORS[0] - 1)
+    if python is None:
+        pytest.skip(f"no python3.{SUPPORTED_MINORS[0] - 1} on this machine")
+    started = time.monotonic()
+    proc = subprocess.run(["make", "-C", str(ROOT), "install", f"PYTHON={python}", f"VENV={tmp_path / 'venv'}"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and time.monotonic() - started < 30
+    assert f"needs Python 3.{SUPPORTED_MINORS[0]} or newer" in proc.stderr and "make demo PYTHON=python3.12" in proc.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_the_versions_claimed_are_pyprojects():
+    assert load_tool("check_python").lowest_supported() == (3, SUPPORTED_MINORS[0])
+    claimed = ", ".join(f"3.{m}" for m in SUPPORTED_MINORS[:-1]) + f" or 3.{SUPPORTED_MINORS[-1]}"
+    assert f"(Python {claimed}:" in (ROOT / "README.md").read_text()
 
 
 def test_the_conda_environment_pins_what_the_lock_pins():
