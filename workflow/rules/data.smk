@@ -2,28 +2,30 @@
 # per study, or with data.pipeline per_model once per distinct input pipeline of its models. The
 # image folder's listing is in their params (prepared_data_params): a changed folder re-makes them.
 
-if STUDY.per_model_pipelines:
 
-    rule pipeline_images:
-        output:
-            eval=f"{RESULTS}/data/eval-{{pipeline}}.safetensors",
-        log:
-            f"{RESULTS}/logs/data/eval-{{pipeline}}.log",
-        wildcard_constraints:
-            pipeline="|".join(map(re.escape, PIPELINES)),
-        conda:
-            "../../envs/layercrit.yaml"
-        threads: CORES
-        params:
-            root=config["imagenet_val"],
-            data=lambda wc: prepared_data_params(
-                f"{RESULTS}/data/eval-{wc.pipeline}.safetensors"
-            ),
-            pipeline=pipeline_params,
-        script:
-            "../scripts/prepare_pipeline.py"
+# Defined in every study (without per-model pipelines it has no job), so that the command its
+# messages give, snakemake --forcerun pipeline_images, runs anywhere.
+rule pipeline_images:
+    output:
+        eval=f"{RESULTS}/data/eval-{{pipeline}}.safetensors",
+    log:
+        f"{RESULTS}/logs/data/eval-{{pipeline}}.log",
+    wildcard_constraints:
+        pipeline="|".join(map(re.escape, PIPELINES)),
+    conda:
+        "../../envs/layercrit.yaml"
+    threads: CORES
+    params:
+        root=config["imagenet_val"],
+        data=lambda wc: prepared_data_params(
+            f"{RESULTS}/data/eval-{wc.pipeline}.safetensors"
+        ),
+        pipeline=pipeline_params,
+    script:
+        "../scripts/prepare_pipeline.py"
 
-elif config["data"]["kind"] == "imagenet":
+
+if config["data"]["kind"] == "imagenet" and not STUDY.per_model_pipelines:
 
     rule imagenet_subset:
         output:
@@ -39,7 +41,7 @@ elif config["data"]["kind"] == "imagenet":
         script:
             "../scripts/prepare_imagenet.py"
 
-elif config["data"]["kind"] == "folder":
+elif config["data"]["kind"] == "folder" and not STUDY.per_model_pipelines:
 
     rule image_folder:
         output:
@@ -54,7 +56,7 @@ elif config["data"]["kind"] == "folder":
         script:
             "../scripts/prepare_folder.py"
 
-else:
+elif config["data"]["kind"] == "synthetic":
 
     rule synthetic_data:
         output:
