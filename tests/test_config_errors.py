@@ -38,7 +38,7 @@ CONFIG_CASES = {
     "layer pattern matching nothing": (lambda c: c["reset"].update(layers={"include": ["layer9.*"]}), ["reset.layers", "'layer9.*'", "matches no layer"]),
     "layer type of no architecture": (
         lambda c: c["reset"].update(layers={"types": ["Conv2d", "LayerNorm2d"]}),
-        ["reset.layers.types: ['LayerNorm2d'] is no module class of the study's architectures", "demo_resnet: ['BatchNorm2d', 'Conv2d', 'Linear']", "demo_vit: ['Conv2d', 'LayerNorm', 'Linear']"],
+        ["reset.layers.types: ['LayerNorm2d'] is no module class of the architectures it applies to", "demo_resnet: ['BatchNorm2d', 'Conv2d', 'Linear']", "demo_vit: ['Conv2d', 'LayerNorm', 'Linear']"],
     ),
     "layer type that is no class name": (lambda c: c["reset"].update(layers={"types": ["nn.Conv2d"]}), ["'reset.layers.types.0'", "'nn.Conv2d' does not match"]),
     "images of another size than a ViT takes": (
@@ -240,3 +240,51 @@ def test_a_hand_edited_layer_list_stops_at_parse_time(workdir, edit):  # issue 2
     edit_layer_list(workdir, edit)
     assert_plan_fails(workdir, path, ["edited.tsv' was edited after it was written", "reset.layers", "python -m layercrit.zoo layers"])
     assert not (workdir / "results").exists()
+
+
+def test_a_torchvision_architectures_default_class_count_is_named_as_torchvisions():  # issue 31 item 8
+    from layercrit.study import Architecture, ConfigError, check_class_count
+
+    arch = Architecture("tv", "resnet18", {}, (), library="torchvision")
+    with pytest.raises(ConfigError, match=r"1000 outputs \(torchvision's default, no kwargs.num_classes\)"):
+        check_class_count({"data": {"kind": "synthetic", "n_classes": 10}}, {"tv": arch})
+
+
+def test_values_inside_a_nested_command_line_config_arrive_as_strings_and_the_message_says_so(workdir):  # issue 31 item 8
+    path = tiny_study(workdir)
+    proc = run_snakemake(workdir, "--configfile", str(path), "--config", "reset={seeds: [0, 1, 2]}", "-n", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config key 'reset.seeds.0': '0' is not of type 'integer'" in output
+    assert "Snakemake passes the values inside a nested --config entry" in output and "--configfile" in output
+
+
+def test_a_study_name_alone_on_the_command_line_runs_the_default_study_under_that_name(workdir):  # issue 31 item 8
+    proc = run_snakemake(workdir, "--config", "study=mine", "-n", "--logger-layercrit-jobs")
+    assert "results/mine/resets/randomize/demo_vit/head/seed2.json" in proc.stdout + proc.stderr
+
+
+def test_layer_patterns_may_differ_per_architecture_and_one_for_an_architecture_outside_the_subset_is_fine(workdir):  # issue 31 item 7
+    from layercrit.study import ConfigError, load_study, validated
+
+    config = validated(yaml.safe_load((REPO / "config/demo.yaml").read_text()), "config", "config")
+    config["zoo"] = str(REPO / config["zoo"])
+    # a study-wide pattern meant for the ViT, in a study of ResNets only: not an error
+    config["models"] = ["demo_baseline"]
+    config["reset"]["layers"] = {"include": ["conv1", "blocks.0.*"]}
+    assert [l.name for l in load_study(config).layers_of("demo_baseline")] == ["conv1"]
+    # each architecture its own selection
+    config["models"] = ["demo_baseline", "demo_vit"]
+    config["reset"]["layers"] = {"include": ["conv1", "fc"], "architectures": {"demo_vit": {"types": ["LayerNorm"], "include": ["blocks.3.*"]}}}
+    study = load_study(config)
+    assert [l.name for l in study.layers_of("demo_baseline")] == ["conv1", "fc"]
+    assert [l.name for l in study.layers_of("demo_vit")] == ["blocks.3.norm1", "blocks.3.norm2"]
+    # a pattern that fits no layer of any architecture it applies to is still a typo
+    config["reset"]["layers"] = {"include": ["conv1"], "architectures": {"demo_vit": {"include": ["block.3.*"]}}}
+    with pytest.raises(ConfigError, match=r"reset.layers.architectures.demo_vit.include: pattern 'block.3.\*' matches no layer of \['demo_vit'\]"):
+        load_study(config)
+    config["reset"]["layers"] = {"include": ["conv9"]}
+    with pytest.raises(ConfigError, match=r"reset.layers.include: pattern 'conv9' matches no layer of"):
+        load_study(config)
+    config["reset"]["layers"] = {"architectures": {"vit_huge": {"include": ["*"]}}}
+    with pytest.raises(ConfigError, match=r"reset.layers.architectures: \['vit_huge'\] are not architectures of the zoo"):
+        load_study(config)

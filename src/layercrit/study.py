@@ -431,6 +431,47 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
     return arch
 
 
+def layer_selections(layers: dict[str, Any], architectures: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each architecture's selection (``reset.layers``, or its own ``reset.layers.architectures.<id>``)
+    with the key that gives it."""
+    own = layers.get("architectures", {})
+    study_wide = {k: v for k, v in layers.items() if k != "architectures"}
+    return {a: (f"reset.layers.architectures.{a}", own[a]) if a in own else ("reset.layers", study_wide) for a in architectures}
+
+
+def selected_layers(layers: dict[str, Any], architectures: dict[str, Architecture], used: list[str]) -> dict[str, tuple[Layer, ...]]:
+    """The layers each used architecture resets (``reset.layers``). A pattern or type is checked
+    against every architecture of the zoo its selection applies to, used by the study or not: one
+    that fits none of them is a typo; one that fits only an architecture outside this study's
+    ``models`` is meant for that one. An architecture whose selection keeps no layer is an error."""
+    unknown = sorted(set(layers.get("architectures", {})) - set(architectures))
+    if unknown:
+        raise ConfigError(f"reset.layers.architectures: {unknown} are not architectures of the zoo; allowed: {list(architectures)}")
+    selections = layer_selections(layers, architectures)
+    for key in dict.fromkeys(key for key, _ in selections.values()):
+        applies = {a: architectures[a] for a, (k, _) in selections.items() if k == key}
+        selection = next(sel for k, sel in selections.values() if k == key)
+        check_layer_types(selection, applies, key)
+        for field_name in ("include", "exclude"):
+            for pattern in selection.get(field_name, []):
+                if not any(fnmatch.fnmatchcase(l.name, pattern) for arch in applies.values() for l in arch.layers):
+                    raise ConfigError(
+                        f"{key}.{field_name}: pattern {pattern!r} matches no layer of {sorted(applies)}, the "
+                        f"architectures it applies to (a typo?); e.g. {[l.name for a in sorted(applies) for l in applies[a].layers][:6]}"
+                    )
+    chosen = {}
+    for arch_id in used:
+        key, selection = selections[arch_id]
+        chosen[arch_id] = select_layers(architectures[arch_id].layers, selection)
+        if not chosen[arch_id]:
+            raise ConfigError(
+                f"{key}: the selection {selection} matches no layer of architecture {arch_id!r}; its layers are "
+                f"{[l.name for l in architectures[arch_id].layers]}. A selection for it alone: "
+                f"reset.layers.architectures.{arch_id}: {{include: [...]}}"
+            )
+    return chosen
+
+
 def select_layers(layers: tuple[Layer, ...], selection: dict[str, Any]) -> tuple[Layer, ...]:
     """Layers whose type is in ``types``, whose name matches an ``include`` and no ``exclude`` glob."""
     types = set(selection.get("types", DEFAULT_LAYER_TYPES))
@@ -483,14 +524,14 @@ def model_normalization(entry: dict[str, Any], arch: Architecture) -> dict[str, 
     )
 
 
-def check_layer_types(selection: dict[str, Any], architectures: dict[str, Architecture]) -> None:
-    """Every layer type ``reset.layers.types`` names must be a module class of one of the study's
-    architectures (a type in none of them is a typo, or the wrong study)."""
+def check_layer_types(selection: dict[str, Any], architectures: dict[str, Architecture], key: str = "reset.layers") -> None:
+    """Every layer type a selection (``key``) names must be a module class of one of the
+    architectures it applies to (a type in none of them is a typo, or the wrong study)."""
     available = {a.id: sorted({l.type for l in a.layers}) for a in architectures.values()}
     unknown = [t for t in selection.get("types", DEFAULT_LAYER_TYPES) if not any(t in types for types in available.values())]
     if unknown:
         raise ConfigError(
-            f"reset.layers.types: {unknown} is no module class of the study's architectures; allowed, per architecture: "
+            f"{key}.types: {unknown} is no module class of the architectures it applies to; allowed, per architecture: "
             + "; ".join(f"{a}: {types}" for a, types in available.items())
         )
 
@@ -622,27 +663,10 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
                 f"to models trained here{hint}"
             )
 
-    selection = config["reset"].get("layers", {})
-    selected: dict[str, tuple[Layer, ...]] = {}
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     used_architectures = {a: architectures[a] for a in used_archs}
-    check_layer_types(selection, used_architectures)
-    for arch_id in used_archs:
-        chosen = select_layers(architectures[arch_id].layers, selection)
-        if not chosen:
-            raise ConfigError(
-                f"reset.layers: the selection {selection} matches no layer of architecture {arch_id!r}; "
-                f"its layers are {[l.name for l in architectures[arch_id].layers]}"
-            )
-        selected[arch_id] = chosen
-    for key in ("include", "exclude"):
-        for pattern in selection.get(key, []):
-            if not any(fnmatch.fnmatchcase(l.name, pattern) for a in used_archs for l in architectures[a].layers):
-                raise ConfigError(
-                    f"reset.layers.{key}: pattern {pattern!r} matches no layer of the study's architectures "
-                    f"(a typo?); e.g. {[l.name for a in sorted(used_archs) for l in architectures[a].layers][:6]}"
-                )
+    selected = selected_layers(config["reset"].get("layers", {}), architectures, used_archs)
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)
     pipelines = input_pipelines(config, zoo, models, used_architectures)
@@ -769,7 +793,7 @@ def check_class_count(config: dict[str, Any], architectures: dict[str, Architect
     for arch in architectures.values():
         outputs = arch.kwargs.get("num_classes", TIMM_DEFAULT_CLASSES)
         if outputs != n_classes:
-            where = "kwargs.num_classes" if "num_classes" in arch.kwargs else "timm's default, no kwargs.num_classes"
+            where = "kwargs.num_classes" if "num_classes" in arch.kwargs else f"{arch.library}'s default, no kwargs.num_classes"
             problems.append(
                 f"architectures.{arch.id}: {outputs} outputs ({where}), but the data has {n_classes} classes "
                 f"({data_key}); set architectures.{arch.id}.kwargs.num_classes to {n_classes}"
@@ -842,5 +866,19 @@ def schema_problems(data: Any, schema: dict[str, Any] | Any, what: str) -> list[
             # jsonschema's message already says what is wrong and allowed ("-1 is less than the
             # minimum of 0"); the key's description says what it is for.
             about = error.schema.get("description")
-            lines.append(f"{what} key {key!r}: {error.message}" + (f" ({key}: {about})" if about else ""))
+            lines.append(f"{what} key {key!r}: {error.message}" + (f" ({key}: {about})" if about else "") + _string_hint(error))
     return lines
+
+
+def _string_hint(error: Any) -> str:
+    """Why a number or list may have arrived as a string: Snakemake reads the values inside a
+    nested ``--config`` entry (``reset={seeds: [0, 1, 2]}``) as strings, top-level ones typed."""
+    expected = error.validator_value if error.validator == "type" else None
+    expected = {expected} if isinstance(expected, str) else set(expected or ())
+    if isinstance(error.instance, str) and expected and "string" not in expected:
+        return (
+            f". It is the string {error.instance!r}: Snakemake passes the values inside a nested --config entry "
+            "(e.g. reset={seeds: [0, 1, 2]}) as strings. Put nested settings in a config file and give it with "
+            "--configfile (top-level ones such as batch_size=250 arrive typed)"
+        )
+    return ""

@@ -62,9 +62,10 @@ def workflow_path(path):
     return workflow_file(path, WORKFLOW_ROOT)
 
 
-if "study" not in config:
+if not workflow.configfiles:
 
-    # the demo study, also when the workflow is run from another directory (-s .../Snakefile)
+    # the demo study, also when the workflow is run from another directory (-s .../Snakefile);
+    # --config entries apply on top of it (--config study=mine: the demo under that name)
     configfile: workflow_path("config/demo.yaml")
 
 
