@@ -902,3 +902,54 @@ def test_a_local_file_saved_over_is_copied_again_and_the_log_says_why(settings, 
     # a sha256 the zoo pins is enforced, and the message names the fix
     with pytest.raises(ChecksumError, match=rf"sha256 mismatch for {own}: .*update the zoo's sha256 to {second['sha256']}"):
         fetch_tiny(settings, tmp_path, {"kind": "url", "url": str(own), "sha256": first["sha256"]})
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints as researchers save them (issue 31 item 1), each as a local file of its own
+
+
+def own_checkpoint(tmp_path, name: str, obj, model_id: str = "mine", **spec):
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(obj, str(path))
+    else:
+        torch.save(obj, path)
+    return fetch_model({"id": model_id, "source": {"kind": "url", "url": str(path), **spec}}, TINY,
+                       cache_dir=tmp_path / "cache", out=tmp_path / f"{model_id}.safetensors", progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "wrap", "key"),
+    [
+        ("bare.pth", lambda sd: sd, None),
+        ("timm_train.pth.tar", lambda sd: {"epoch": 3, "arch": "resnet50", "state_dict": sd, "state_dict_ema": {k: v + 1 for k, v in sd.items()},
+                                           "args": argparse.Namespace(lr=0.1, model="resnet50"), "version": 2}, "state_dict"),  # fmt: skip
+        ("lightning.ckpt", lambda sd: {"epoch": 9, "global_step": 90, "pytorch-lightning_version": "2.4.0",
+                                       "state_dict": {f"model.{k}": v for k, v in sd.items()}, "hyper_parameters": {"lr": 0.1}}, "state_dict"),  # fmt: skip
+        ("ema_only.pth", lambda sd: {"model_ema": sd}, "model_ema"),
+        ("weights.safetensors", lambda sd: sd, None),
+    ],
+)
+def test_checkpoints_as_researchers_save_them_load(tmp_path, tiny, name, wrap, key):
+    from layercrit.zoo import load_checkpoint
+
+    meta = own_checkpoint(tmp_path, name, wrap(tiny))
+    assert meta["conversion"][0]["key"] == key
+    loaded = load_checkpoint(tmp_path / "mine.safetensors").state_dict
+    assert all(torch.equal(loaded[k], tiny[k].to(loaded[k].dtype)) for k in tiny)  # the trained weights, not the EMA
+
+
+def test_a_whole_pickled_model_is_refused_with_the_line_that_saves_its_weights_unless_trusted(tmp_path, tiny):
+    from layercrit.conversion import CheckpointReadError
+    from layercrit.zoo import build_architecture, load_checkpoint
+
+    model = build_architecture(TINY, seed=0)
+    model.load_state_dict(tiny)
+    with pytest.raises(CheckpointReadError, match=r"is a whole pickled model \(torch.save\(model, path\).*torch\.save\(model\.state_dict\(\), path\).*trust_pickle: true"):
+        own_checkpoint(tmp_path, "whole.pt", model)
+    own_checkpoint(tmp_path, "whole.pt", model, trust_pickle=True)
+    loaded = load_checkpoint(tmp_path / "mine.safetensors")
+    assert all(torch.equal(loaded.state_dict[k], tiny[k]) for k in tiny)
+    assert loaded.metadata["conversion"][0]["trust_pickle"] is True

@@ -10,8 +10,9 @@ A file spec's conversion fields (their types are the zoo schema's, ``workflow/sc
 applied in this order:
 
 1. ``key``: the checkpoint entry holding the state_dict. Default: the first of ``state_dict``,
-   ``model_state_dict``, ``online_backbone``, ``model`` that exists and is a dict, else the
-   checkpoint itself.
+   ``model_state_dict``, ``online_backbone``, ``model``, ``state_dict_ema``, ``model_ema`` that
+   exists and is a dict, else the checkpoint itself. A Lightning checkpoint's keys lose the
+   attribute the LightningModule held the model under (``model.``) when no prefix rule is given.
 2. ``keep_prefix``: a prefix (or list); only keys starting with one are kept (e.g. Madry's
    ``module.model.``, which drops the attacker's copy and the normalizer).
 3. ``drop_containing``: substrings; keys containing any are dropped (e.g. ``aux_bn``).
@@ -22,9 +23,11 @@ applied in this order:
    (default ``["module."]``, the DataParallel wrapper).
 6. ``mapping``: a named key mapping for layouts no prefix rule can express (``simclrv2``).
 
-``allowed_globals`` lists dotted names (e.g. ``argparse.Namespace``) that the file's pickle may
-reference; they are allowed through ``torch.serialization.safe_globals`` while loading with
-``weights_only=True``, which is never switched off. ``strict: false`` tolerates keys the
+``allowed_globals`` lists dotted names that the file's pickle may reference (``argparse.Namespace``,
+which timm's train.py saves, always is); they are allowed through
+``torch.serialization.safe_globals`` while loading with ``weights_only=True``. Only a zoo source's
+``trust_pickle: true`` switches that off, for a whole pickled model (``torch.save(model, path)``)
+from a trusted hand; without it such a file is refused with the line that saves its weights. ``strict: false`` tolerates keys the
 architecture does not have: they are dropped and listed in the checkpoint's metadata. A missing
 tensor or a wrong shape is always an error, because the canonical checkpoint must fill the whole
 architecture. The one exception: BatchNorm's ``num_batches_tracked`` counter, absent from some
@@ -51,8 +54,18 @@ from layercrit.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mism
 log = logging.getLogger(__name__)
 
 _SAFE_GLOBALS_LOCK = threading.Lock()
-DEFAULT_STATE_KEYS = ("state_dict", "model_state_dict", "online_backbone", "model")
+# Where training scripts put the weights: Lightning and timm's train.py `state_dict`, many
+# scripts `model` or `model_state_dict`, BYOL `online_backbone`; EMA copies last (timm's
+# `state_dict_ema`, `model_ema`): a file with both evaluates the trained weights unless `key` says.
+DEFAULT_STATE_KEYS = ("state_dict", "model_state_dict", "online_backbone", "model", "state_dict_ema", "model_ema")
+EMA_KEYS = ("state_dict_ema", "model_ema")
 DEFAULT_STRIP_PREFIX = ("module.",)
+# Classes a training checkpoint saves beside the weights that carry data, never code: timm's
+# train.py saves its arguments as an argparse.Namespace.
+DEFAULT_ALLOWED_GLOBALS = ("argparse.Namespace",)
+# A reference to one of these is a whole pickled model (torch.save(model, path)), not weights.
+MODULE_PACKAGES = ("torch.nn.modules.", "timm.", "torchvision.models.")
+SAVE_WEIGHTS = "torch.save(model.state_dict(), path)"
 
 
 class CheckpointReadError(SourceError):
@@ -63,8 +76,9 @@ class ConversionError(SourceError):
     """The converted state_dict does not fit the architecture."""
 
 
-def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?") -> Any:
-    """Load a checkpoint file: safetensors, or a torch pickle with ``weights_only=True``."""
+def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?", trust_pickle: bool = False) -> Any:
+    """Load a checkpoint file: safetensors, or a torch pickle with ``weights_only=True``; with
+    ``trust_pickle`` (the zoo source's explicit trust) any pickle, a whole saved model included."""
     path = Path(path)
     if _is_safetensors(path):
         from safetensors.torch import load_file
@@ -73,8 +87,14 @@ def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?
             return load_file(str(path), device="cpu")
         except Exception as e:
             raise CheckpointReadError(f"model {model_id!r}: cannot read {path} as safetensors: {e}") from e
+    if trust_pickle:
+        log.warning("model %s: loading %s as a trusted pickle (trust_pickle: true): it may run code", model_id, path)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointReadError(f"model {model_id!r}: cannot load {path} (trust_pickle: true): {brief(e)}") from e
     names = _as_list(allowed_globals)
-    allowed = [_import_dotted(name, model_id) for name in names]
+    allowed = [_import_dotted(name, model_id) for name in (*DEFAULT_ALLOWED_GLOBALS, *names)]
     try:
         # safe_globals changes torch's one process-wide allowlist and, on exit, restores what it
         # found: download jobs run as threads of one process, so without the lock one job's exit
@@ -103,6 +123,14 @@ def _refusal_hint(needed: list[str], allowed: list[str], error: BaseException) -
         )
     classes = [n for n in needed if _looks_like_class(n)]
     functions = [n for n in needed if n not in classes]
+    modules = [n for n in classes if n.startswith(MODULE_PACKAGES)]
+    if modules and not functions:
+        return (
+            f"it is a whole pickled model (torch.save(model, path): it references {modules[:3]}"
+            f"{' …' if len(modules) > 3 else ''}), which loads only by running code the file carries. Save the "
+            f"weights instead: {SAVE_WEIGHTS} (or safetensors.torch.save_file(model.state_dict(), path)); or, if "
+            "you trust this file, set trust_pickle: true in its zoo source"
+        )
     if functions:
         return (
             f"it references the function(s) {functions}, which weights never need: a pickle calls functions "
@@ -130,6 +158,9 @@ def convert_state_dict(
     drop = _as_list(spec.get("drop_containing"))
     rename = [tuple(rule) for rule in spec.get("rename") or []]
     strip = _as_list(spec.get("strip_prefix", list(DEFAULT_STRIP_PREFIX)))
+    lightning = lightning_prefix(checkpoint, state)
+    if lightning and not any(spec.get(f) for f in ("keep_prefix", "rename", "strip_prefix", "mapping")):
+        strip = [*strip, lightning]  # Lightning's attribute name, as its own load_from_checkpoint strips
     mapping_name = spec.get("mapping")
     mapping = KEY_MAPPINGS[mapping_name] if mapping_name else None
 
@@ -167,6 +198,7 @@ def convert_state_dict(
         "mapping": mapping_name,
         "strict": bool(spec.get("strict", True)),
         "allowed_globals": _as_list(spec.get("allowed_globals")),
+        "trust_pickle": bool(spec.get("trust_pickle", False)),
         "tensors": len(result),
         "dropped": dropped,
     }
@@ -289,19 +321,43 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _weights(value: Any) -> Mapping[str, Any] | None:
+    """The state_dict a checkpoint entry stands for: a dict, or a whole model's (trusted pickle)."""
+    if isinstance(value, torch.nn.Module):
+        return value.state_dict()
+    return value if isinstance(value, Mapping) else None
+
+
 def _select_state(checkpoint: Any, key: str | None, model_id: str, where: str) -> tuple[Mapping[str, Any], str | None]:
-    if not isinstance(checkpoint, Mapping):
-        raise ConversionError(f"model {model_id!r}: {where} holds a {type(checkpoint).__name__}, not a dict of tensors")
+    if _weights(checkpoint) is None:
+        raise ConversionError(
+            f"model {model_id!r}: {where} holds a {type(checkpoint).__name__}, not a dict of tensors; save the weights "
+            f"as {SAVE_WEIGHTS}"
+        )
+    if isinstance(checkpoint, torch.nn.Module):
+        return checkpoint.state_dict(), None
     if key is not None:
-        if key not in checkpoint or not isinstance(checkpoint[key], Mapping):
+        if key not in checkpoint or _weights(checkpoint[key]) is None:
             raise ConversionError(
                 f"model {model_id!r}: {where} has no dict entry {key!r}; its entries: {listing(list(checkpoint))}"
             )
-        return checkpoint[key], key
+        return _weights(checkpoint[key]), key
     for candidate in DEFAULT_STATE_KEYS:
-        if isinstance(checkpoint.get(candidate), Mapping):
-            return checkpoint[candidate], candidate
+        if _weights(checkpoint.get(candidate)) is not None:
+            ema = [k for k in EMA_KEYS if k != candidate and _weights(checkpoint.get(k)) is not None]
+            if ema:
+                log.info("model %s: %s also holds EMA weights (%s): key: %s evaluates those", model_id, where, ema[0], ema[0])
+            return _weights(checkpoint[candidate]), candidate
     return checkpoint, None
+
+
+def lightning_prefix(checkpoint: Any, state: Mapping[str, Any]) -> str | None:
+    """The attribute a LightningModule held the model under (``model.`` of ``model.conv1.weight``),
+    where ``checkpoint`` is a Lightning checkpoint and every key of its state_dict starts with it."""
+    if not isinstance(checkpoint, Mapping) or "pytorch-lightning_version" not in checkpoint or not state:
+        return None
+    heads = {name.partition(".")[0] for name in state}
+    return f"{heads.pop()}." if len(heads) == 1 and all("." in name for name in state) else None
 
 
 def listing(items: list[str], limit: int = 40) -> str:

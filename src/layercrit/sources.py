@@ -130,7 +130,7 @@ def fetch_model(
         files.append(record if recorded is None else {**record, "recorded": recorded})
         if recorded_training:
             check_recorded_training(model, recorded, path)
-        checkpoint = read_checkpoint(path, spec.get("allowed_globals", ()), model_id=model_id)
+        checkpoint = read_checkpoint(path, spec.get("allowed_globals", ()), model_id=model_id, trust_pickle=spec.get("trust_pickle", False))
         part_sd, conversion = convert_state_dict(checkpoint, spec, model_id=model_id, where=f"{role} file {path.name}")
         conversions.append({"role": role, **conversion})
         clash = sorted(set(part_sd) & set(state_dict))
