@@ -3,6 +3,7 @@ renders to PNG + PDF."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -160,23 +161,25 @@ def test_heatmap_matrix_rejects_duplicates(demo):
 def test_accuracy_correlations_match_scipy(demo):
     _, models = demo
     corr = statistics.accuracy_correlations(models)
-    assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p",
-                                  "n_dropped", "dropped"]  # fmt: skip
+    assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "spearman_p_method",
+                                  "kendall_tau", "kendall_p", "kendall_p_method", "n_dropped", "dropped"]  # fmt: skip
     assert (corr["accuracy"] == "measured").all()  # no reported accuracies in this table
     corr = corr.set_index("subset")
     assert (corr["n_dropped"] == 0).all()
     fig_models = models[models.in_figures]
+    exact = stats.PermutationMethod(n_resamples=math.factorial(7))  # every pairing of 7 models or fewer
     for subset, sel in (
         ("all", fig_models),
         ("without_adversarial", fig_models[fig_models.category != "adversarial"]),
     ):
-        rho = stats.spearmanr(sel.top1, sel.mean_criticality)
-        tau = stats.kendalltau(sel.top1, sel.mean_criticality)
+        rho = stats.spearmanrho(sel.top1, sel.mean_criticality, method=exact)
+        tau = stats.kendalltau(sel.top1, sel.mean_criticality, method="exact")
         assert corr.loc[subset, "n"] == len(sel)
         assert corr.loc[subset, "spearman_r"] == pytest.approx(rho.statistic)
         assert corr.loc[subset, "spearman_p"] == pytest.approx(rho.pvalue)
         assert corr.loc[subset, "kendall_tau"] == pytest.approx(tau.statistic)
         assert corr.loc[subset, "kendall_p"] == pytest.approx(tau.pvalue)
+        assert corr.loc[subset, "spearman_p_method"] == corr.loc[subset, "kendall_p_method"] == "exact"
     assert corr.loc["all", "n"] == 7 and corr.loc["without_adversarial", "n"] == 4
 
 
@@ -252,12 +255,11 @@ def test_a_zoo_without_adversarial_models_gets_no_w_o_adversarial_correlation(de
 
 def test_rank_correlation_is_scipys_where_defined_and_nan_elsewhere():
     x, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 1.0, 4.0, 3.0])
-    assert statistics.rank_correlation(x, y, "spearman") == (
-        pytest.approx(stats.spearmanr(x, y).statistic), pytest.approx(stats.spearmanr(x, y).pvalue)
-    )
-    assert statistics.rank_correlation(x, y, "kendall")[0] == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert statistics.rank_correlation(x, y, "spearman").statistic == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert statistics.rank_correlation(x, y, "kendall").statistic == pytest.approx(stats.kendalltau(x, y).statistic)
     for a, b in ((x[:2], y[:2]), (x, np.ones(4)), (np.array([1.0, 2.0, np.nan, 4.0]), y)):
-        assert all(np.isnan(statistics.rank_correlation(a, b)))
+        undefined = statistics.rank_correlation(a, b)
+        assert np.isnan(undefined.statistic) and np.isnan(undefined.pvalue) and undefined.p_method == ""
 
 
 def test_difference_heatmap_unknown_baseline(demo, tmp_path):

@@ -9,7 +9,7 @@ module computes them and draws nothing (no matplotlib).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,8 @@ from scipy import stats
 __all__ = [
     "ACCURACY_SOURCES",
     "CORRELATION_COLUMNS",
+    "P_METHODS",
+    "RankCorrelation",
     "accuracy_correlations",
     "accuracy_sources",
     "adversarial_mask",
@@ -123,35 +125,101 @@ def adversarial_mask(models: pd.DataFrame) -> pd.Series:
 # Rank correlations
 # --------------------------------------------------------------------------------------------
 
-_RANK_TESTS = {"spearman": stats.spearmanr, "kendall": stats.kendalltau}
+# scipy's default p-values of rank correlations are asymptotic: Spearman's from a t distribution,
+# which gives p = 0 for ρ = ±1 at any n (3 models: p = 0 where the exact p is 1/3), Kendall's
+# with ties from a normal one. A permutation test needs no approximation: with no association
+# every pairing of x with y is equally likely, so the p-value is the share of pairings whose
+# statistic is at least as extreme (two-sided: twice the smaller tail, as scipy computes it).
+PERMUTATION_RESAMPLES = 9_999  # scipy's default; all n! pairings where n! is not more (n ≤ 7): exact
+PERMUTATION_SEED = 0  # more pairings than that are drawn at random, with this seed: the same p every run
+# scipy says its asymptotic Spearman p "is only accurate for very large samples (>500
+# observations)"; from there on it is used (a permutation test of thousands of points is slow).
+ASYMPTOTIC_MIN_N = 501
+P_METHODS = {
+    "exact": "exact: every one of the n! pairings (or Kendall's exact null distribution)",
+    "permutation": f"permutation test, {PERMUTATION_RESAMPLES:,} random pairings (seed {PERMUTATION_SEED}); p ≥ 2/{PERMUTATION_RESAMPLES + 1:,}",
+    "asymptotic": f"asymptotic (n ≥ {ASYMPTOTIC_MIN_N})",
+}
 
 
-def rank_correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> tuple[float, float]:
-    """Spearman ρ or Kendall τ (``method``) of ``x`` and ``y`` and its two-sided p-value.
+class RankCorrelation(NamedTuple):
+    """A rank correlation, its two-sided p-value and how that was computed (a key of
+    ``P_METHODS``; "" where the correlation is undefined)."""
 
-    NaN, NaN where it is undefined: fewer than 3 points, a value that is not finite, or constant
-    input (scipy would warn and give NaN, or a meaningless value for a NaN).
+    statistic: float
+    pvalue: float
+    p_method: str
+
+
+def _has_ties(values: np.ndarray) -> bool:
+    return len(np.unique(values)) < len(values)
+
+
+def _pairings(n: int) -> tuple[str, stats.PermutationMethod]:
+    """How a permutation test of ``n`` pairs runs: exactly (all n! pairings) or on random ones."""
+    method = stats.PermutationMethod(n_resamples=PERMUTATION_RESAMPLES, rng=np.random.default_rng(PERMUTATION_SEED))
+    return ("exact" if math.factorial(n) <= PERMUTATION_RESAMPLES else "permutation"), method
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> RankCorrelation:
+    if len(x) >= ASYMPTOTIC_MIN_N:
+        result = stats.spearmanrho(x, y)
+        return RankCorrelation(float(result.statistic), float(result.pvalue), "asymptotic")
+    kind, method = _pairings(len(x))
+    result = stats.spearmanrho(x, y, method=method)
+    return RankCorrelation(float(result.statistic), float(result.pvalue), kind)
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> RankCorrelation:
+    tau = float(stats.kendalltau(x, y).statistic)
+    if len(x) >= ASYMPTOTIC_MIN_N:
+        return RankCorrelation(tau, float(stats.kendalltau(x, y, method="asymptotic").pvalue), "asymptotic")
+    if not (_has_ties(x) or _has_ties(y)):  # scipy's exact null distribution: every pairing, fast
+        return RankCorrelation(tau, float(stats.kendalltau(x, y, method="exact").pvalue), "exact")
+    kind, method = _pairings(len(x))  # with ties scipy has no exact p: permute y against x
+
+    def statistic(permuted_y: np.ndarray, axis: int) -> np.ndarray:
+        return stats.kendalltau(x, permuted_y, axis=axis).statistic
+
+    result = stats.permutation_test(
+        (y,), statistic, permutation_type="pairings", vectorized=True,
+        n_resamples=method.n_resamples, rng=method.rng,
+    )  # fmt: skip
+    return RankCorrelation(tau, float(result.pvalue), kind)
+
+
+_RANK_TESTS = {"spearman": _spearman, "kendall": _kendall}
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> RankCorrelation:
+    """Spearman ρ or Kendall τ-b (``method``) of ``x`` and ``y`` with a two-sided p-value that
+    is valid at any n: exact for small n, from a permutation test up to ``ASYMPTOTIC_MIN_N``
+    pairs, asymptotic beyond (``p_method`` says which; ``P_METHODS``).
+
+    NaN, NaN, "" where it is undefined: fewer than 3 points, a value that is not finite, or
+    constant input (scipy would warn and give NaN, or a meaningless value for a NaN).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
-    result = _RANK_TESTS[method](x, y)
-    return float(result.statistic), float(result.pvalue)
+        return RankCorrelation(math.nan, math.nan, "")
+    return _RANK_TESTS[method](x, y)
 
 
 def _correlation_row(subset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    spearman_r, spearman_p = rank_correlation(x, y, "spearman")
-    kendall_tau, kendall_p = rank_correlation(x, y, "kendall")
+    spearman = rank_correlation(x, y, "spearman")
+    kendall = rank_correlation(x, y, "kendall")
     return {
         "subset": subset, "n": int(len(x)),
-        "spearman_r": spearman_r, "spearman_p": spearman_p, "kendall_tau": kendall_tau, "kendall_p": kendall_p,
+        "spearman_r": spearman.statistic, "spearman_p": spearman.pvalue, "spearman_p_method": spearman.p_method,
+        "kendall_tau": kendall.statistic, "kendall_p": kendall.pvalue, "kendall_p_method": kendall.p_method,
     }  # fmt: skip
 
 
 # The prefix of a correlation subset of one architecture's models ("architecture resnet50").
 ARCHITECTURE_SUBSET = "architecture "
 CORRELATION_COLUMNS = [
-    "accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped",
+    "accuracy", "subset", "n", "spearman_r", "spearman_p", "spearman_p_method", "kendall_tau", "kendall_p",
+    "kendall_p_method", "n_dropped", "dropped",
 ]  # fmt: skip
 
 
@@ -164,7 +232,8 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     ``without_adversarial`` (see ``adversarial_mask``; without any it would repeat ``all``).
     Where the figure models are of several architectures, ``all`` pools them (mean criticalities
     over different layer lists) and one subset ``architecture <id>`` per architecture follows.
-    Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
+    Columns ``CORRELATION_COLUMNS``; each p-value comes with how it was computed, valid at any n
+    (``rank_correlation``). NaN statistics for n < 3 or constant input. Models without
     a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
     named in ``dropped`` with the reason, never silently.
     """

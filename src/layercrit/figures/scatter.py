@@ -183,10 +183,11 @@ def _fmt_r(r: float) -> str:
     return f"{r:.2f}".replace("-", "\u2212") if np.isfinite(r) else "n/a"  # typographic minus
 
 
-def _fmt_p(p: float) -> str:
+def _fmt_p(p: float, method: str) -> str:
+    """A p-value and how it was computed ("exact", "permutation", "asymptotic": statistics.P_METHODS)."""
     if not np.isfinite(p):
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+        return "p = n/a"
+    return (f"p = {p:.2g}" if p >= 1e-3 else f"p = {p:.1e}") + f", {method}"
 
 
 def _correlation_text(corr: pd.DataFrame) -> str:
@@ -197,12 +198,12 @@ def _correlation_text(corr: pd.DataFrame) -> str:
     lines = []
     for k, (source, block) in enumerate(corr.groupby("accuracy", sort=False)):
         notes = (["x axis"] if k == 0 else []) + (["as in the paper"] if source == "reported" else [])
-        lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ", Spearman ρ and Kendall τ:")
+        lines.append(f"vs {ACCURACY_TEXT[source]}" + (f" ({'; '.join(notes)})" if notes else "") + ", Spearman ρ and Kendall τ (two-sided p):")
         lines += [
             f"    {names.get(r.subset, r.subset.removeprefix(ARCHITECTURE_SUBSET) + ' only')} (n={r.n}"
             + (f"; {r.n_dropped} left out, not finite" if r.n_dropped else "")
-            + f"): ρ = {_fmt_r(r.spearman_r)} (p = {_fmt_p(r.spearman_p)}), "
-            f"τ = {_fmt_r(r.kendall_tau)} (p = {_fmt_p(r.kendall_p)})"
+            + f"): ρ = {_fmt_r(r.spearman_r)} ({_fmt_p(r.spearman_p, r.spearman_p_method)}), "
+            f"τ = {_fmt_r(r.kendall_tau)} ({_fmt_p(r.kendall_p, r.kendall_p_method)})"
             for r in block.itertuples(index=False)
             # an architecture's own line only where it can have a correlation (3 models or more)
             if not (r.subset.startswith(ARCHITECTURE_SUBSET) and r.n < 3)
