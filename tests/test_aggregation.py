@@ -2,6 +2,7 @@ import math
 """A result enters the tables only if it is what its path says and was computed from the files
 its model's baseline evaluated."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -117,6 +118,28 @@ def test_the_interval_combines_seeds_and_images_as_documented():
     assert row["criticality_se"] == pytest.approx(se2**0.5)
     assert row["criticality_df"] == pytest.approx(df)
     assert (row["criticality_ci_low"], row["criticality_ci_high"]) == pytest.approx((11 - half, 11 + half))
+
+
+def test_the_interval_stays_within_criticalitys_bounds_0_to_100():
+    """Criticality lies in [0, 100]: the t interval is cut at the bounds (issue 31: the demo's
+    summary.csv had lower bounds down to −8). Where it lies inside, it is unchanged."""
+    from scipy import stats
+
+    seeds = [(0.1, 0.05), (0.0, 0.05), (0.6, 0.05)]  # mean 0.233, std 0.321: the t interval reaches below 0
+    near_zero, near_hundred, inside = (
+        _summary_rows([("a", "x", 0, s, c, se) for s, (c, se) in enumerate(rows)]).iloc[0]
+        for rows in (seeds, [(100 - c, se) for c, se in seeds], [(40 + c, se) for c, se in seeds])
+    )
+    se2 = np.var([0.1, 0.0, 0.6], ddof=1) / 3 + 0.05**2
+    df = se2**2 / ((np.var([0.1, 0.0, 0.6], ddof=1) / 3) ** 2 / 2 + 0.05**4 / 999)
+    half = stats.t.ppf(0.975, df) * se2**0.5
+    assert half > 0.7 / 3  # by hand: the unclipped interval leaves [0, 100] on one side
+    assert near_zero["criticality_ci_low"] == 0.0
+    assert near_zero["criticality_ci_high"] == pytest.approx(0.7 / 3 + half)
+    assert near_hundred["criticality_ci_high"] == 100.0
+    assert near_hundred["criticality_ci_low"] == pytest.approx(100 - 0.7 / 3 - half)
+    assert (inside["criticality_ci_low"], inside["criticality_ci_high"]) == pytest.approx((40 + 0.7 / 3 - half, 40 + 0.7 / 3 + half))
+    assert near_zero["criticality_se"] == pytest.approx(se2**0.5)  # the standard error itself is unchanged
 
 
 def test_no_interval_without_a_seed_spread_or_an_image_error():

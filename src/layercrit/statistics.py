@@ -18,6 +18,7 @@ from scipy import stats
 __all__ = [
     "ACCURACY_SOURCES",
     "CORRELATION_COLUMNS",
+    "CRITICALITY_RANGE",
     "P_METHODS",
     "RankCorrelation",
     "accuracy_correlations",
@@ -273,6 +274,8 @@ def _unrankable_reasons(top1: pd.Series, criticality: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 
 CONFIDENCE = 0.95
+# 100 × (1 − cosine of two probability vectors): a criticality lies in 0…100, and so its mean.
+CRITICALITY_RANGE = (0.0, 100.0)
 
 
 def _t_quantile(df: np.ndarray) -> np.ndarray:
@@ -303,6 +306,10 @@ def criticality_interval(
       were perfectly correlated, an upper bound, so the interval errs wide.
     - Together: se² = seed_std² / n_seeds + image_se²; the t quantile uses the Welch–Satterthwaite
       degrees of freedom of the two terms (n_seeds − 1 and n_images − 1).
+    - Bounds: the t interval mean ± t·se is cut at ``CRITICALITY_RANGE``. The true criticality
+      lies in 0…100, so cutting never removes it: the interval's coverage is unchanged (a
+      transform such as the logit would instead stretch the far side without limit where se is
+      not small against the distance to the bound, as with 3 seeds near 0).
 
     Returns ``se``, ``df``, ``ci_low``, ``ci_high``. NaN where it cannot be known: one seed (no seed
     spread) or no image SE (the published results carry none).
@@ -314,7 +321,8 @@ def criticality_interval(
     se = np.sqrt(seed_var + image_var)
     df = _welch_df([(seed_var, n_seeds - 1), (image_var, n_images - 1)])
     half = _t_quantile(df) * se
-    return {"se": se, "df": df, "ci_low": mean - half, "ci_high": mean + half}
+    low, high = CRITICALITY_RANGE
+    return {"se": se, "df": df, "ci_low": np.clip(mean - half, low, high), "ci_high": np.clip(mean + half, low, high)}
 
 
 DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant"]

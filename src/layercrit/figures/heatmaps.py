@@ -30,7 +30,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from layercrit.figures import common
 from layercrit.figures.common import ACCURACY_TEXT, architecture_name, architectures, figure_style, ordered_models
-from layercrit.statistics import CONFIDENCE, accuracy_sources, cell_text, difference_from_baseline, figure_models
+from layercrit.statistics import CONFIDENCE, CRITICALITY_RANGE, accuracy_sources, cell_text, difference_from_baseline, figure_models
 
 log = logging.getLogger(__name__)
 
@@ -789,7 +789,6 @@ def _row_label_title(models: pd.DataFrame) -> str:
     return f"model [{ACCURACY_TEXT[source]} %]"
 
 
-CRITICALITY_BOUND = (0.0, 100.0)  # 100 × (1 − cosine of two probability vectors) lies in 0…100
 DIFFERENCE_BOUND = (-100.0, 100.0)
 
 
@@ -817,7 +816,7 @@ def criticality_heatmap(
         fig = _draw_heatmap(
             panels, cmap_name="viridis_r", vmin=0, vmax=100,
             cbar_label=CRITICALITY_LABEL if value == "criticality_mean" else value, title=title,
-            value_bound=CRITICALITY_BOUND, fixed_margins=True, row_margin_label="mean ± std\nover layers [%]",
+            value_bound=CRITICALITY_RANGE, fixed_margins=True, row_margin_label="mean ± std\nover layers [%]",
             col_margin_label="mean ± std\nover models [%]", row_label_title=_row_label_title(models),
         )  # fmt: skip
     return common.save_figure(fig, out_base)
@@ -971,7 +970,7 @@ def seed_std_heatmap(
     with figure_style():
         fig = _draw_heatmap(
             panels, cmap_name="viridis_r", vmin=0, vmax=vmax,
-            cbar_label="Std of Layer Criticality over seeds [%]", title=title, value_bound=CRITICALITY_BOUND,
+            cbar_label="Std of Layer Criticality over seeds [%]", title=title, value_bound=CRITICALITY_RANGE,
             fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
             col_margin_label="mean ± std\nover models [%]", row_label_title=_row_label_title(models),
         )  # fmt: skip
