@@ -748,7 +748,7 @@ def _legend_texts(fig) -> list[str]:
 
 def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch, tmp_path, caplog):
     summary, models = fabricate_mixed()
-    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
@@ -791,12 +791,12 @@ def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_inter
     fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
     assert _marked_cells(fig) == expected
     legend = _legend_texts(fig)
-    assert figures.heatmaps.SIGNIFICANCE_LABEL in legend
-    assert "95 %" in figures.heatmaps.SIGNIFICANCE_LABEL and "seeds and images" in figures.heatmaps.SIGNIFICANCE_LABEL
+    assert figures.difference.SIGNIFICANCE_LABEL in legend
+    assert "95 %" in figures.difference.SIGNIFICANCE_LABEL and "seeds and images" in figures.difference.SIGNIFICANCE_LABEL
     assert not any("uncertainty unknown" in t for t in legend)
     # the mark's legend handle is a dot like the marks
     (legend_obj,) = [a.get_legend() for a in fig.axes if a.get_legend()]
-    handle = legend_obj.legend_handles[legend.index(figures.heatmaps.SIGNIFICANCE_LABEL)]
+    handle = legend_obj.legend_handles[legend.index(figures.difference.SIGNIFICANCE_LABEL)]
     assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
 
 
@@ -808,13 +808,13 @@ def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monke
         )
         assert _marked_cells(fig) == set()
         legend = _legend_texts(fig)
-        assert figures.heatmaps.SIGNIFICANCE_LABEL not in legend
+        assert figures.difference.SIGNIFICANCE_LABEL not in legend
         assert any(t.startswith("uncertainty unknown") for t in legend)
 
 
 def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, tmp_path, caplog):
     summary, models = demo
-    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )

@@ -19,7 +19,8 @@ Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pypl
 no GUI backend (so no ``matplotlib.use`` call that would change a caller's backend) and leaves no
 global figure registry behind to leak memory across many figures.
 
-Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1, 4, 5),
+Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1 and 5, and the
+panels Fig. 4 is drawn with), ``difference`` (Fig. 4),
 ``scatter`` (Figs. 2, 3 and the replication figure), ``table`` (Table 1). The statistics they
 show are computed in ``layercrit.statistics``.
 """
@@ -35,10 +36,10 @@ from typing import Any
 import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
+from layercrit.figures.difference import difference_heatmap
 from layercrit.figures.heatmaps import (
     HeatmapPanel,
     criticality_heatmap,
-    difference_heatmap,
     heatmap_matrix,
     heatmap_panels,
     layer_label,
