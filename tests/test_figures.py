@@ -791,13 +791,40 @@ def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_inter
     fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
     assert _marked_cells(fig) == expected
     legend = _legend_texts(fig)
-    assert figures.difference.SIGNIFICANCE_LABEL in legend
-    assert "95 %" in figures.difference.SIGNIFICANCE_LABEL and "seeds and images" in figures.difference.SIGNIFICANCE_LABEL
+    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    assert label in legend
+    assert "95 %" in label and "seeds and images" in label
     assert not any("uncertainty unknown" in t for t in legend)
     # the mark's legend handle is a dot like the marks
     (legend_obj,) = [a.get_legend() for a in fig.axes if a.get_legend()]
-    handle = legend_obj.legend_handles[legend.index(figures.difference.SIGNIFICANCE_LABEL)]
+    handle = legend_obj.legend_handles[legend.index(label)]
     assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
+
+
+def test_difference_heatmap_marks_only_differences_of_the_stated_size(monkeypatch, tmp_path):
+    """With a tiny uncertainty the 0.1-point differences of ``adv_l2_1`` are significant too
+    (issue 31: the demo marked −0.4 points); the marks need at least ``min_difference`` points
+    as well, and the legend says how many."""
+    summary, models, expected = _known_differences()
+    summary["criticality_se"] = 0.001
+    tested = statistics.difference_from_baseline(summary, "base")
+    small = tested[tested.model.eq("adv_l2_1") & (tested.difference.abs() < 1)]
+    assert len(small) and small.significant.all()  # significant, but not what a mark should claim
+
+    def marks_and_legend(**kwargs):
+        fig = _drawn_figure(
+            monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f", **kwargs)
+        )
+        return _marked_cells(fig), _legend_texts(fig)
+
+    marked, legend = marks_and_legend()  # the documented default, statistics.MIN_DIFFERENCE
+    assert marked == expected
+    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    assert label in legend and f"≥ {statistics.MIN_DIFFERENCE:g} points" in label
+    marked, legend = marks_and_legend(min_difference=0.05)
+    assert marked > expected and figures.difference.significance_label(0.05) in legend  # the small ones too
+    marked, _ = marks_and_legend(min_difference=10.5)
+    assert marked == set()  # no difference here reaches 10.5 points
 
 
 def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monkeypatch, tmp_path):
@@ -808,7 +835,7 @@ def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monke
         )
         assert _marked_cells(fig) == set()
         legend = _legend_texts(fig)
-        assert figures.difference.SIGNIFICANCE_LABEL not in legend
+        assert figures.difference.significance_label(statistics.MIN_DIFFERENCE) not in legend
         assert any(t.startswith("uncertainty unknown") for t in legend)
 
 

@@ -129,3 +129,46 @@ def test_the_asymptotic_p_is_used_only_where_scipy_says_it_is_accurate():
     assert result.p_method == "asymptotic" and result.pvalue == pytest.approx(stats.spearmanr(x, y).pvalue)
     below = statistics.rank_correlation(x[:-1], y[:-1], "spearman")
     assert below.p_method == "permutation"
+
+
+def test_a_difference_is_marked_only_where_it_is_significant_and_at_least_the_stated_size():
+    """Issue 31: the demo marked differences of −0.4 points, significant only because their
+    uncertainty was tiny. A mark needs both: beyond the interval, and |difference| ≥ the threshold."""
+    summary = pd.DataFrame(
+        [
+            {"model": m, "layer": layer, "criticality_mean": c, "criticality_se": se, "criticality_df": 1000.0}
+            for m, layer, c, se in [
+                ("base", "x", 20.0, 0.01), ("base", "y", 50.0, 0.01), ("base", "z", 30.0, 0.01),
+                ("m", "x", 19.6, 0.01),  # −0.4, far beyond its interval: significant, too small
+                ("m", "y", 60.0, 0.01),  # +10: significant and large
+                ("m", "z", 36.0, 20.0),  # +6 within a wide interval: large, not significant
+            ]
+        ]
+    )  # fmt: skip
+    tested = statistics.difference_from_baseline(summary, "base", min_difference=5.0).set_index(["model", "layer"])
+    assert tested.loc[("m", "x"), "significant"] and not tested.loc[("m", "x"), "marked"]
+    assert tested.loc[("m", "y"), "significant"] and tested.loc[("m", "y"), "marked"]
+    assert not tested.loc[("m", "z"), "significant"] and not tested.loc[("m", "z"), "marked"]
+    every_significant = statistics.difference_from_baseline(summary, "base", min_difference=0.0)
+    assert every_significant["marked"].tolist() == every_significant["significant"].tolist()
+
+
+def test_the_configs_default_threshold_is_the_documented_constant():
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    default = schema["properties"]["figures"]["properties"]["min_difference"]["default"]
+    assert default == statistics.MIN_DIFFERENCE
+
+
+def test_the_demo_has_significant_differences_below_a_point_that_the_threshold_leaves_unmarked():
+    """What the README's Uncertainty section says of the committed demo run (docs/demo/)."""
+    from pathlib import Path
+
+    summary = pd.read_csv(Path(__file__).parents[1] / "docs/demo/summary.csv")
+    tested = statistics.difference_from_baseline(summary, "demo_baseline")
+    tiny = tested[tested.significant & (tested.difference.abs() < 1)]
+    assert len(tiny) and not tiny.marked.any()
+    assert (tested.marked == tested.significant & (tested.difference.abs() >= statistics.MIN_DIFFERENCE)).all()

@@ -19,6 +19,7 @@ __all__ = [
     "ACCURACY_SOURCES",
     "CORRELATION_COLUMNS",
     "CRITICALITY_RANGE",
+    "MIN_DIFFERENCE",
     "P_METHODS",
     "RankCorrelation",
     "accuracy_correlations",
@@ -325,18 +326,25 @@ def criticality_interval(
     return {"se": se, "df": df, "ci_low": np.clip(mean - half, low, high), "ci_high": np.clip(mean + half, low, high)}
 
 
-DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant"]
+DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant", "marked"]
+# The smallest difference from the baseline, in criticality points, that the difference heatmap
+# marks (config figures.min_difference; its schema's default is this value). With thousands of
+# images the interval of a difference can be a fraction of a point wide, and a mark on −0.4
+# points would claim a difference that nobody would call one: 5 points is 5 % of the scale.
+MIN_DIFFERENCE = 5.0
 
 
-def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def difference_from_baseline(summary: pd.DataFrame, baseline: str, min_difference: float = MIN_DIFFERENCE) -> pd.DataFrame:
     """Per model × layer of the models with ``baseline``'s layers (in ``summary``'s row order): criticality minus the baseline's, its standard
-    error and whether it differs from zero beyond the uncertainty (two-sided, ``CONFIDENCE``).
+    error, whether it differs from zero beyond the uncertainty (two-sided, ``CONFIDENCE``:
+    ``significant``) and whether it is also at least ``min_difference`` points (``marked``: what
+    the difference heatmap marks; a significance test alone says nothing about the size).
 
     The two models' errors are added as if independent (se² = se_model² + se_baseline², Welch–
     Satterthwaite df from their own dfs). Both were measured on the same images, whose errors are
     positively correlated between the models, so this overstates the uncertainty of the
     difference: a cell marked significant is so at least at this level. No correction for the
-    many cells tested together: of the layers that truly do not differ, about 5 % are marked.
+    many cells tested together: of the layers that truly do not differ, about 5 % are significant.
     ``significant`` is False where the uncertainty is unknown (``criticality_se`` NaN).
     """
     summary = summary.assign(
@@ -361,5 +369,6 @@ def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFra
         significant = np.isfinite(se) & (np.abs(diff) > _t_quantile(df) * se)
     return pd.DataFrame(
         {"model": merged["model"], "layer": merged["layer"], "difference": diff, "difference_se": se,
-         "difference_df": df, "significant": significant.astype(bool)}
+         "difference_df": df, "significant": significant.astype(bool),
+         "marked": (significant & (np.abs(diff) >= min_difference)).astype(bool)}
     )[DIFFERENCE_COLUMNS]  # fmt: skip

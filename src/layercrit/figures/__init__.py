@@ -6,7 +6,7 @@ Inputs are the aggregation step's tables (see ``heatmap_matrix`` and the plottin
 
 ``FIGURES`` maps every name of ``layercrit.study.FIGURE_NAMES`` to its drawing function, each
 called alike: ``FIGURES[name](summary, models, study, out_base)`` (or ``draw(name, ...)``), where
-``study`` carries the categories and the baseline model (a ``StudyInfo`` or a ``Study``).
+``study`` is a ``StudyInfo``: the categories, the baseline model, Fig. 4's threshold.
 
 A study may mix architectures (a ResNet-50 and a ViT): their layers are different layers even
 where names agree. The heatmaps then stack one panel per layer list (``heatmap_panels``; Fig. 4
@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
+from layercrit.statistics import MIN_DIFFERENCE
 from layercrit.figures.difference import difference_heatmap
 from layercrit.figures.heatmaps import (
     HeatmapPanel,
@@ -87,11 +88,12 @@ __all__ = [
 @dataclass(frozen=True)
 class StudyInfo:
     """What the figures need of a study: its categories (display order, ``{"id", "label",
-    "color"}``) and its baseline model id (None without one). A ``layercrit.study.Study`` has
-    both attributes and serves as well."""
+    "color"}``), its baseline model id (None without one) and the smallest difference from the
+    baseline that Fig. 4 marks (config figures.min_difference, in criticality points)."""
 
     categories: Sequence[Mapping[str, Any]]
     baseline: str | None = None
+    min_difference: float = MIN_DIFFERENCE
 
 
 Draw = Callable[[pd.DataFrame, pd.DataFrame, StudyInfo, str | Path], list[Path]]
@@ -110,7 +112,7 @@ FIGURES: Mapping[str, Draw] = MappingProxyType(
             summary, models, study.categories, out_base
         ),
         "difference_heatmap": lambda summary, models, study, out_base: difference_heatmap(
-            summary, models, study.categories, study.baseline, out_base
+            summary, models, study.categories, study.baseline, out_base, min_difference=study.min_difference
         ),
         "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(models, out_base),
     }

@@ -29,11 +29,20 @@ from layercrit.figures.heatmaps import (
     _row_label_title,
     model_layer_lists,
 )
-from layercrit.statistics import CONFIDENCE, cell_text, difference_from_baseline
+from layercrit.statistics import CONFIDENCE, MIN_DIFFERENCE, cell_text, difference_from_baseline
 
 log = logging.getLogger(__name__)
 
-SIGNIFICANCE_LABEL = f"differs from the baseline beyond the {CONFIDENCE * 100:g} % interval (seeds and images)"
+
+
+def significance_label(min_difference: float) -> str:
+    """What a mark says: beyond the interval, and by at least ``min_difference`` points."""
+    return (
+        f"differs from the baseline beyond the {CONFIDENCE * 100:g} % interval (seeds and images) "
+        f"and by ≥ {min_difference:g} points"
+    )
+
+
 DIFFERENCE_BOUND = (-100.0, 100.0)
 
 
@@ -76,22 +85,24 @@ def _left_out_note(
     return f"Not compared, their layer list differs from the baseline's ({base}) — {who}."
 
 
-def _significance(summary: pd.DataFrame, baseline: str, diff: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Cells of ``diff`` that ``difference_from_baseline`` marks significant, and those of a
-    finite difference whose uncertainty is unknown (no ``criticality_se``: published results,
-    tables from before it)."""
-    tested = difference_from_baseline(summary, baseline)
+def _marks(summary: pd.DataFrame, baseline: str, diff: pd.DataFrame, min_difference: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of ``diff`` that ``difference_from_baseline`` marks (significant and at least
+    ``min_difference`` points), and those of a finite difference whose uncertainty is unknown (no
+    ``criticality_se``: published results, tables from before it)."""
+    tested = difference_from_baseline(summary, baseline, min_difference)
     wide = {
         c: tested.pivot(index="model", columns="layer", values=c).astype(float).reindex_like(diff).to_numpy()
-        for c in ("significant", "difference_se")
+        for c in ("marked", "difference_se")
     }
     finite = np.isfinite(diff.to_numpy(dtype=float))
-    significant = finite & (wide["significant"] == 1.0)
+    marked = finite & (wide["marked"] == 1.0)
     unknown = finite & ~np.isfinite(wide["difference_se"])
-    return significant, unknown
+    return marked, unknown
 
 
-def _significance_legend(significant_known: bool, unknown: np.ndarray, cell: tuple[float, float]) -> list[Any]:
+def _significance_legend(
+    significant_known: bool, unknown: np.ndarray, cell: tuple[float, float], min_difference: float
+) -> list[Any]:
     """Legend entries for Fig. 4's marks: what a dot means (the dot as drawn in a ``cell``) where
     any cell could be tested, and that the uncertainty is unknown (nothing marked there) where
     some or all could not."""
@@ -100,7 +111,7 @@ def _significance_legend(significant_known: bool, unknown: np.ndarray, cell: tup
         handles.append(Line2D([], [], linestyle="", markersize=math.sqrt(_mark_size(cell)),
                               markeredgewidth=_MARK_STYLE["linewidth"], marker=_MARK_STYLE["marker"],
                               markerfacecolor=_MARK_STYLE["facecolor"], markeredgecolor=_MARK_STYLE["edgecolor"],
-                              label=SIGNIFICANCE_LABEL))  # fmt: skip
+                              label=significance_label(min_difference)))  # fmt: skip
     if unknown.any():
         if significant_known:
             text = f"uncertainty unknown in {int(unknown.sum())} cells: not tested"
@@ -118,6 +129,7 @@ def difference_heatmap(
     out_base: str | Path,
     *,
     title: str | None = None,
+    min_difference: float = MIN_DIFFERENCE,
 ) -> list[Path]:
     """Fig. 4: criticality minus the baseline model's criticality, per layer, in percentage points.
 
@@ -130,7 +142,8 @@ def difference_heatmap(
     a ResNet's ``fc``), so the figure has one panel; other figure models are left out, named in
     a note above the legend and in a logged warning. A dot marks each cell that
     ``difference_from_baseline`` finds different from the baseline beyond the 95 % interval of
-    seeds and images; where that uncertainty is unknown (no ``criticality_se``, e.g. the
+    seeds and images and by at least ``min_difference`` points (config figures.min_difference;
+    the legend states it); where that uncertainty is unknown (no ``criticality_se``, e.g. the
     published results or tables from before it) nothing is marked and the legend says so.
     """
     summary = _with_string_ids(summary)
@@ -142,7 +155,7 @@ def difference_heatmap(
     compared = _comparable_with(summary, models, rows, base)
     panel = _panel(summary, rows[rows["model"].isin(compared)], "criticality_mean")
     diff = panel.matrix - wide.loc[base].reindex(panel.matrix.columns)
-    significant, unknown = _significance(summary, base, diff)
+    marked, unknown = _marks(summary, base, diff, min_difference)
     names = _display_names(models)
     base_name = names.get(base, base)
     left_out = [m for m in rows["model"] if m not in compared]
@@ -152,13 +165,13 @@ def difference_heatmap(
         note = _left_out_note(rows, left_out, model_layer_lists(summary), names, base, base_arch)
         log.warning("difference_heatmap: %s", note)
     known = bool((np.isfinite(diff.to_numpy(dtype=float)) & ~unknown).any())
-    shown = HeatmapPanel(diff, panel.rows, panel.layers, panel.architectures, marks=significant)
+    shown = HeatmapPanel(diff, panel.rows, panel.layers, panel.architectures, marks=marked)
     with figure_style():
         fig = _draw_heatmap(
             [shown], cmap_name="coolwarm", vmin=-100, vmax=100,
             cbar_label=f"Criticality − {base_name} [pp]", title=title, value_bound=DIFFERENCE_BOUND,
             fixed_margins=False, row_margin_label="mean ± std\nover layers [pp]",
             col_margin_label="mean ± std\nover models [pp]", row_label_title=_row_label_title(models),
-            legend_extra=_significance_legend(known, unknown, _cell_size([diff.shape])), note=note,
+            legend_extra=_significance_legend(known, unknown, _cell_size([diff.shape]), min_difference), note=note,
         )  # fmt: skip
     return common.save_figure(fig, out_base)
