@@ -246,6 +246,39 @@ def test_which_figures_a_study_has():
     assert "baseline" in study(None, _model("a"), _model("b")).figures_left_out["difference_heatmap"]
 
 
+def test_a_mixed_study_leaves_the_difference_heatmap_out_where_no_model_shares_the_baselines_layers():
+    """Issue 31: a ResNet baseline with only a ViT beside it drew a difference heatmap of the
+    baseline's all-zero row alone. Now it is left out, with the reason (which index.json and the
+    log record); a model of another architecture id with the same layers still compares."""
+    from layercrit.study import Layer
+
+    resnet = (Layer("conv1", "Conv2d", (8, 3, 3, 3), 0), Layer("fc", "Linear", (10, 8), 1))
+    vit = (Layer("patch_embed.proj", "Conv2d", (8, 3, 4, 4), 0), Layer("head", "Linear", (10, 8), 1))
+    layers = {"resnet": resnet, "vit": vit, "resnet_other_source": resnet}
+
+    def study(*models):
+        return Study("s", {"reset": {"seeds": [0, 1]}}, {}, {m.id: m for m in models}, [], "base", selected_layers=layers)
+
+    def model(model_id, architecture, in_figures=True):
+        return Model(model_id, model_id, "c", architecture, {"kind": "train"}, in_figures=in_figures)
+
+    mixed = study(model("base", "resnet"), model("vit_a", "vit"), model("control", "resnet", in_figures=False))
+    assert "difference_heatmap" not in mixed.figures
+    reason = mixed.figures_left_out["difference_heatmap"]
+    assert "shares its layers" in reason and "'base' (resnet)" in reason and "vit" in reason
+    assert "difference_heatmap" in study(model("base", "resnet"), model("vit_a", "vit"), model("r", "resnet")).figures
+    same_layers = study(model("base", "resnet"), model("vit_a", "vit"), model("r2", "resnet_other_source"))
+    assert "difference_heatmap" in same_layers.figures
+
+
+def test_the_difference_heatmap_refuses_to_draw_the_baseline_alone(tmp_path):
+    summary, models = fabricate_mixed()
+    alone = models[models.model.isin(["base", *VIT_ROWS])]
+    with pytest.raises(ValueError, match="shares the baseline's layers"):
+        figures.difference_heatmap(summary, alone, CATEGORIES, "base", tmp_path / "f")
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_zoo_without_adversarial_models_gets_no_w_o_adversarial_correlation(demo):  # issue 22
     _, models = demo
     clean = models[models.category != "adversarial"]

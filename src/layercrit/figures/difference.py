@@ -140,7 +140,9 @@ def difference_heatmap(
 
     Only models with the baseline's layer list can be compared with it (a ViT's ``head`` is not
     a ResNet's ``fc``), so the figure has one panel; other figure models are left out, named in
-    a note above the legend and in a logged warning. A dot marks each cell that
+    a note above the legend and in a logged warning. Where no figure model but the baseline has
+    its layers there is nothing to compare: ``ValueError`` (a study then leaves the figure out,
+    ``Study.figures_left_out``). A dot marks each cell that
     ``difference_from_baseline`` finds different from the baseline beyond the 95 % interval of
     seeds and images and by at least ``min_difference`` points (config figures.min_difference;
     the legend states it); where that uncertainty is unknown (no ``criticality_se``, e.g. the
@@ -153,6 +155,11 @@ def difference_heatmap(
         raise ValueError(f"baseline model {baseline!r} has no rows in summary")
     rows = ordered_models(models, categories)
     compared = _comparable_with(summary, models, rows, base)
+    if not set(compared) - {base}:  # Study.figures_left_out leaves such a study's Fig. 4 out
+        raise ValueError(
+            f"difference_heatmap: no figure model besides the baseline {base!r} shares the baseline's layers: "
+            "nothing to compare with it (its own row is all zeros)"
+        )
     panel = _panel(summary, rows[rows["model"].isin(compared)], "criticality_mean")
     diff = panel.matrix - wide.loc[base].reindex(panel.matrix.columns)
     marked, unknown = _marks(summary, base, diff, min_difference)
