@@ -514,12 +514,20 @@ def test_difference_heatmap_keeps_the_baseline_row_with_symmetric_capped_margins
     assert heatmap.images[0].get_clim() == (-100, 100)
 
 
-def test_seed_std_heatmap_uses_the_papers_0_to_100_scale(demo, monkeypatch, tmp_path):
+def test_seed_std_heatmap_fits_its_colour_scale_to_the_values_and_says_so(demo, monkeypatch, tmp_path):
+    """Issue 31: on the paper's 0–100 scale spreads of 0–15 left the figure nearly blank."""
     summary, models = demo
+    summary["criticality_std"] = np.linspace(0.0, 3.0, len(summary))
+    summary.loc[summary.model.eq("aug_a") & summary.layer.eq("fc"), "criticality_std"] = 13.2
+    summary.loc[summary.model.eq("control"), "criticality_std"] = 40.0  # not a figure model: not on the scale
     fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
-    assert fig.axes[0].images[0].get_clim() == (0, 100)
+    heatmap, colorbar = fig.axes[0], fig.axes[-1]
+    assert heatmap.images[0].get_clim() == (0, 15)  # the largest std, 13.2, rounded up to a tick
+    assert "0–15" in colorbar.get_ylabel() and "fit to the values" in colorbar.get_ylabel()
     right = _axes_by_label(fig, "over layers")
     assert 0 < right.get_xlim()[1] <= 100  # data-driven margins: spreads of a few percent stay visible
+    fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "g", vmax=100))
+    assert fig.axes[0].images[0].get_clim() == (0, 100) and "0–100" in fig.axes[-1].get_ylabel()  # the paper's, asked for
 
 
 def _paper_adversarial_models() -> pd.DataFrame:

@@ -815,29 +815,43 @@ def criticality_heatmap(
     return common.save_figure(fig, out_base)
 
 
+def _fitted_colour_limit(panels: Sequence[HeatmapPanel]) -> float:
+    """The top of a colour scale fit to the panels' values: the largest finite one rounded up to
+    the next tick matplotlib would draw (1, 2, 2.5, 5 × 10^k steps), at most 100; 100 where none
+    is finite."""
+    values = np.concatenate([p.matrix.to_numpy(dtype=float).ravel() for p in panels])
+    largest = np.max(values[np.isfinite(values)], initial=0.0)
+    if largest <= 0:
+        return CRITICALITY_RANGE[1]
+    ticks = mpl.ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(0.0, largest)
+    return float(min(ticks[ticks >= largest][0], CRITICALITY_RANGE[1]))
+
+
 def seed_std_heatmap(
     summary: pd.DataFrame,
     models: pd.DataFrame,
     categories: Sequence[Mapping[str, Any]],
     out_base: str | Path,
     *,
-    vmax: float = 100.0,
+    vmax: float | None = None,
     title: str | None = None,
 ) -> list[Path]:
     """Fig. 5: std of criticality over seeds (``criticality_std``), ``viridis_r``.
 
-    Colours span the paper's 0–100 by default, so that figures compare across studies; pass a
-    smaller ``vmax`` to tell small spreads apart. Margin axes are data-driven (capped at 100),
-    one scale for all panels: spreads over seeds are typically a few percent and would be
-    invisible bars on 0–100. Cells from a single seed are NaN. One panel per layer list, as
-    Fig. 1.
+    Colours span 0 to the largest std rounded up (``_fitted_colour_limit``): spreads over seeds
+    are a few points, and on the paper's 0–100 they would leave the figure nearly blank. The
+    colour bar's label states the scale, so that a reader does not take it for the paper's;
+    ``vmax=100`` draws the paper's. Margin axes are data-driven too (capped at 100), one scale
+    for all panels. Cells from a single seed are NaN. One panel per layer list, as Fig. 1.
     """
     panels = heatmap_panels(summary, models, categories, "criticality_std")
+    top = _fitted_colour_limit(panels) if vmax is None else vmax
+    scale = "fit to the values" if vmax is None else "as given"
     with figure_style():
         fig = _draw_heatmap(
-            panels, cmap_name="viridis_r", vmin=0, vmax=vmax,
-            cbar_label="Std of Layer Criticality over seeds [%]", title=title, value_bound=CRITICALITY_RANGE,
-            fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
+            panels, cmap_name="viridis_r", vmin=0, vmax=top,
+            cbar_label=f"Std of Layer Criticality over seeds [%]\n(colour scale 0–{top:g}, {scale})", title=title,
+            value_bound=CRITICALITY_RANGE, fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
             col_margin_label="mean ± std\nover models [%]", row_label_title=_row_label_title(models),
         )  # fmt: skip
     return common.save_figure(fig, out_base)
