@@ -20,8 +20,8 @@ no GUI backend (so no ``matplotlib.use`` call that would change a caller's backe
 global figure registry behind to leak memory across many figures.
 
 Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1 and 5, and the
-panels Fig. 4 is drawn with), ``difference`` (Fig. 4),
-``scatter`` (Figs. 2, 3 and the replication figure), ``table`` (Table 1). The statistics they
+panels Fig. 4 is drawn with), ``difference`` (Fig. 4), ``epsilon`` (Fig. 2),
+``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1). The statistics they
 show are computed in ``layercrit.statistics``.
 """
 
@@ -38,6 +38,7 @@ import pandas as pd
 from layercrit.figures.common import format_top1, ordered_models, save_figure
 from layercrit.statistics import MIN_DIFFERENCE
 from layercrit.figures.difference import difference_heatmap
+from layercrit.figures.epsilon import criticality_vs_epsilon
 from layercrit.figures.heatmaps import (
     HeatmapPanel,
     criticality_heatmap,
@@ -52,7 +53,6 @@ from layercrit.figures.heatmaps import (
 )
 from layercrit.figures.scatter import (
     criticality_vs_accuracy,
-    criticality_vs_epsilon,
     replication_figure,
     trial_replication_figure,
 )
