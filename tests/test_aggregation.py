@@ -142,6 +142,28 @@ def test_the_interval_stays_within_criticalitys_bounds_0_to_100():
     assert near_zero["criticality_se"] == pytest.approx(se2**0.5)  # the standard error itself is unchanged
 
 
+def test_a_models_mean_criticality_gets_an_interval_from_its_per_seed_means_and_image_errors():
+    """Two layers, three seeds: the per-seed means over layers are 20, 22.5, 23.5 (std 1.80); the
+    image SE is the mean of the layers' (0.4 and 0.6: 0.5). By hand as for a layer."""
+    from scipy import stats
+
+    from layercrit.aggregation import model_intervals
+
+    rows = [("a", "x", 0, s, c, 0.4) for s, c in enumerate([10.0, 12.0, 11.0])]
+    rows += [("a", "y", 1, s, c, 0.6) for s, c in enumerate([30.0, 33.0, 36.0])]
+    rows += [("b", "x", 0, s, 50.0 + s, math.nan) for s in range(3)]  # no image SE: no interval
+    summary = _summary_rows(rows)
+    resets = pd.DataFrame([{"model": m, "layer": l, "seed": s, "criticality": c} for m, l, _, s, c, _ in rows])
+    table = model_intervals(resets, summary)
+    seed_var = np.var([20.0, 22.5, 23.5], ddof=1) / 3
+    se2 = seed_var + 0.5**2
+    df = se2**2 / (seed_var**2 / 2 + 0.5**4 / 999)
+    half = stats.t.ppf(0.975, df) * se2**0.5
+    assert table.loc["a", "se"] == pytest.approx(se2**0.5)
+    assert (table.loc["a", "ci_low"], table.loc["a", "ci_high"]) == pytest.approx((22 - half, 22 + half))
+    assert table.loc["b", ["se", "ci_low", "ci_high"]].isna().all()
+
+
 def test_no_interval_without_a_seed_spread_or_an_image_error():
     one_seed = _summary_rows([("a", "x", 0, 0, 10.0, 0.5)]).iloc[0]
     assert math.isnan(one_seed["criticality_ci_low"]) and math.isnan(one_seed["criticality_se"])

@@ -424,7 +424,7 @@ def test_accuracy_labels_name_their_source(demo, monkeypatch, tmp_path, kind, x_
     assert fig3.axes[0].get_xlabel() == x_label
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     titles = [legend.get_title().get_text() for legend in fig2.legends]
-    assert titles == ["Norm", size_title]
+    assert titles == ["Norm", size_title, ""]  # the last: the bars and the ε = 0 reference, untitled
 
 
 def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, monkeypatch, tmp_path):
@@ -557,9 +557,9 @@ def test_criticality_vs_epsilon_draws_both_norms_on_one_readable_axis(monkeypatc
     assert list(linf_line.get_xdata()) == [0.5, 1.0, 2.0, 4.0, 8.0]
     assert ax.get_xscale() == "symlog"  # ε = 0 is on the axis
     assert "L2" in ax.get_xlabel() and "1/255" in ax.get_xlabel()
-    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert legend_texts[:2] == ["L2", "L∞ (ε in 1/255)"]
-    assert legend_texts[2:] == ["54.53%", "63.87%", "75.81%"]  # real values, reported format
+    norm_legend, size_legend, _ = fig.legends
+    assert [t.get_text() for t in norm_legend.get_texts()] == ["L2", "L∞ (ε in 1/255)"]
+    assert [t.get_text() for t in size_legend.get_texts()] == ["54.53%", "63.87%", "75.81%"]  # real values, reported format
     FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
@@ -569,6 +569,51 @@ def test_criticality_vs_epsilon_draws_both_norms_on_one_readable_axis(monkeypatc
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), "x tick labels overlap"
     lo, hi = ax.get_xlim()
     assert lo < 0 < 8 < hi  # every point inside
+
+
+def _with_intervals(models: pd.DataFrame) -> pd.DataFrame:
+    """``models`` with the interval columns aggregation.model_table writes: ± 2 points, ± 1.5
+    for the baseline."""
+    half = np.where(models["category"].eq("baseline"), 1.5, 2.0)
+    return models.assign(mean_criticality_se=half / 2, mean_criticality_ci_low=models.mean_criticality - half,
+                         mean_criticality_ci_high=models.mean_criticality + half)  # fmt: skip
+
+
+def test_criticality_vs_epsilon_shows_each_points_interval_and_the_baseline_as_eps_0_reference(monkeypatch, tmp_path):
+    """Issue 31: four points joined on a narrow axis, with no uncertainty and no ε = 0 reference."""
+    from matplotlib.container import ErrorbarContainer
+
+    models = _with_intervals(_paper_adversarial_models())
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f", baseline="tv_resnet50"))
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    ends = {(round(x0, 6), round(y0, 6), round(y1, 6)) for c in bars for (x0, y0), (_, y1) in c.lines[2][0].get_segments()}
+    adversarial = models[models.epsilon.notna()]
+    assert ends == {(round(e, 6), round(lo, 6), round(hi, 6)) for e, lo, hi in
+                    zip(adversarial.epsilon, adversarial.mean_criticality_ci_low, adversarial.mean_criticality_ci_high)}  # fmt: skip
+    (line,) = [artist for artist in ax.lines if artist.get_gid() == "baseline_reference"]
+    base = models.set_index("model").loc["tv_resnet50"]
+    assert set(line.get_ydata()) == {base.mean_criticality}
+    (band,) = [artist for artist in ax.patches if artist.get_gid() == "baseline_interval"]  # axhspan: y in data units
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((base.mean_criticality - 1.5, base.mean_criticality + 1.5))
+    lo, hi = ax.get_ylim()
+    assert lo < base.mean_criticality - 1.5 and hi > adversarial.mean_criticality_ci_high.max()  # all of it in view
+    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any(t.startswith("Baseline tv_resnet50 (ε = 0)") and "95 % interval" in t for t in texts)
+    assert any("95 % interval over reset seeds and images" in t for t in texts)
+
+
+def test_criticality_vs_epsilon_says_where_the_uncertainty_is_unknown(monkeypatch, tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    models = _paper_adversarial_models()  # as the published results: no interval columns
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f", baseline="tv_resnet50"))
+    ax = fig.axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert [artist.get_gid() for artist in ax.lines].count("baseline_reference") == 1  # the mean is still known
+    assert not [artist for artist in ax.patches if artist.get_gid() == "baseline_interval"]
+    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("uncertainty unknown" in t for t in texts)
 
 
 def test_model_table_formats_each_accuracy_by_its_source(demo, monkeypatch, tmp_path):

@@ -114,7 +114,9 @@ FIGURES: Mapping[str, Draw] = MappingProxyType(
         "difference_heatmap": lambda summary, models, study, out_base: difference_heatmap(
             summary, models, study.categories, study.baseline, out_base, min_difference=study.min_difference
         ),
-        "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(models, out_base),
+        "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(
+            models, out_base, baseline=study.baseline
+        ),
     }
 )
 

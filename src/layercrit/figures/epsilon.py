@@ -99,15 +99,64 @@ def _size_legend_values(values: pd.Series) -> list[float]:
     return list(dict.fromkeys([finite[0], middle, finite[-1]]))
 
 
-def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title: str | None = None) -> list[Path]:
+# What the bars are, and what they leave out: a model is one training run, and another training
+# seed moves its mean criticality by more than the reset seeds and images do (the demo measured it).
+INTERVAL_LABEL = "95 % interval over reset seeds and images (one training run per model: not over training seeds)"
+UNKNOWN_LABEL = "uncertainty unknown (no per-image errors): no interval"
+_REFERENCE_COLOR = "#4c4c4c"
+
+
+def _interval(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % interval of each row's mean criticality (models.csv; NaN where unknown)."""
+    return numeric_column(rows, "mean_criticality_ci_low").to_numpy(float), numeric_column(
+        rows, "mean_criticality_ci_high"
+    ).to_numpy(float)
+
+
+def _draw_error_bars(ax: Any, x: np.ndarray, y: np.ndarray, rows: pd.DataFrame, color: str) -> bool:
+    """Bars from each point's interval, where it is known; whether any was drawn."""
+    low, high = _interval(rows)
+    known = np.isfinite(low) & np.isfinite(high) & np.isfinite(y)
+    if known.any():
+        ax.errorbar(x[known], y[known], yerr=[y[known] - low[known], high[known] - y[known]], fmt="none",
+                    ecolor=color, elinewidth=0.9, capsize=2.5, alpha=0.8, zorder=1.5)  # fmt: skip
+    return bool(known.any())
+
+
+def _draw_baseline(ax: Any, row: pd.Series, label: str) -> list[Any]:
+    """The baseline model (ε = 0) as a line across the axis and its interval as a band; its
+    legend handles."""
+    mean = float(numeric_column(row.to_frame().T, "mean_criticality").iloc[0])
+    low, high = (float(v[0]) for v in _interval(row.to_frame().T))
+    if not np.isfinite(mean):
+        return []
+    ax.axhline(mean, color=_REFERENCE_COLOR, linestyle="--", linewidth=1, zorder=0.5, gid="baseline_reference")
+    handles: list[Any] = [Line2D([], [], color=_REFERENCE_COLOR, linestyle="--", linewidth=1, label=label)]
+    if np.isfinite(low) and np.isfinite(high):
+        ax.axhspan(low, high, color=_REFERENCE_COLOR, alpha=0.12, linewidth=0, zorder=0.4, gid="baseline_interval")
+        handles[0].set_label(f"{label} and its 95 % interval (band)")
+    else:
+        handles[0].set_label(f"{label}; its uncertainty unknown")
+    return handles
+
+
+def criticality_vs_epsilon(
+    models: pd.DataFrame, out_base: str | Path, *, baseline: str | None = None, title: str | None = None
+) -> list[Path]:
     """Fig. 2: mean criticality vs adversarial budget ε of the adversarially trained models.
 
     As in the paper, one axes: x = ε, y = mean criticality, hue = norm, marker area = the
     ``headline_top1`` (reported ImageNet top-1 where the table has it, else measured; the key
-    says which), linear over the data's range (see ``_size_scale``). L∞ budgets are in units of 1/255, L2 ones in [0, 1] pixel units (the axis
-    label says so); x is logarithmic (see ``_epsilon_axis``). Points of one norm are joined in ε
-    order. Figure models only (``in_figures``). Raises ``ValueError`` if no such model has a
-    finite ε.
+    says which), linear over the data's range (see ``_size_scale``). L∞ budgets are in units of
+    1/255, L2 ones in [0, 1] pixel units (the axis label says so); x is logarithmic (see
+    ``_epsilon_axis``). Points of one norm are joined in ε order. Figure models only
+    (``in_figures``). Raises ``ValueError`` if no such model has a finite ε.
+
+    What the points can say: each has its 95 % interval as a bar (``models.csv``'s
+    ``mean_criticality_ci_low`` / ``_high``: reset seeds and images; a legend entry says that it
+    does not include other training runs), and the ``baseline`` model, trained without an
+    adversary, is the ε = 0 reference: a dashed line across the axis with its interval as a
+    band. Where the intervals are unknown (the published results) the legend says so.
 
     Where the plotted models are of more than one architecture, each has its own marker shape
     (an "Architecture" legend) and the lines join the points of one norm and one architecture
@@ -126,10 +175,11 @@ def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title:
     norms = [n for n in ("l2", "linf") if n in set(m["norm"])] + sorted(set(m["norm"]) - {"l2", "linf"})
     markers = architecture_markers(m["_arch"])
     area = _size_scale(m["_top1"])
+    base_rows = shown[shown["model"].astype(str) == str(baseline)] if baseline is not None else shown.iloc[:0]
     with figure_style():
-        fig = Figure(figsize=(6.6, 3.6 + (0.25 * len(markers) if markers else 0.0)), layout="constrained")
+        fig = Figure(figsize=(6.6, 4.0 + (0.25 * len(markers) if markers else 0.0)), layout="constrained")
         ax = fig.add_subplot()
-        norm_handles = []
+        norm_handles, any_interval = [], False
         for norm in norms:
             style = _NORM_STYLE.get(norm, {"label": norm, "color": "#7f7f7f", "marker": "D"})
             for arch, sub in m[m["norm"] == norm].groupby("_arch", sort=False):
@@ -138,12 +188,20 @@ def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title:
                 y = numeric_column(sub, "mean_criticality").to_numpy(dtype=float)
                 marker = markers.get(arch, style["marker"])
                 ax.plot(x, y, color=style["color"], linewidth=1, alpha=0.6, zorder=1)
+                any_interval |= _draw_error_bars(ax, x, y, sub, style["color"])
                 ax.scatter(x, y, s=area(sub["_top1"]), color=style["color"], marker=marker,
                            edgecolor="white", linewidth=0.6, zorder=2)  # fmt: skip
             # with several architectures the shape is theirs: the norm's entry is its colour only
             marker = None if markers else style["marker"]
             norm_handles.append(Line2D([], [], color=style["color"], marker=marker, markersize=6,
                                        markeredgecolor="white", linewidth=1, label=style["label"]))  # fmt: skip
+        reference: list[Any] = []
+        for _, row in base_rows.iterrows():
+            name = cell_text(row.get("display_name")) or str(row["model"])
+            arch = f", {architectures(base_rows).iloc[0]}" if markers and architectures(base_rows).iloc[0] else ""
+            reference = _draw_baseline(ax, row, f"Baseline {name} (ε = 0{arch}): no adversarial training")
+        reference.append(Line2D([], [], color="#7f7f7f", marker="|", markersize=8, linestyle="",
+                                label=INTERVAL_LABEL if any_interval else UNKNOWN_LABEL))  # fmt: skip
         _epsilon_axis(ax, m["epsilon"].to_numpy(dtype=float))
         ax.set_xlabel(EPSILON_LABEL)
         ax.set_ylabel("Mean Layer Criticality [%]")
@@ -161,6 +219,7 @@ def criticality_vs_epsilon(models: pd.DataFrame, out_base: str | Path, *, title:
         if sizes:
             fig.legend(handles=sizes, title=capitalized(ACCURACY_TEXT[source]).replace(" on the ", "\non the "),
                        loc="outside right lower", frameon=False, labelspacing=1.3, borderpad=1.0)
+        fig.legend(handles=reference, loc="outside lower left", frameon=False, ncols=1)
         if title:
             fig.suptitle(title)
     return common.save_figure(fig, out_base)
