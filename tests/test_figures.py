@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
@@ -441,8 +442,8 @@ def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, m
         assert row["n"] == len(fig_models) and row["n_dropped"] == 0
     assert statistics.accuracy_correlations(with_accuracies(models, "published"))["accuracy"].tolist() == ["reported"] * 2
     # Fig. 3 gives both, the plotted (reported) one first.
-    title = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f")).axes[0]
-    text = title.get_title(loc="left")
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f"))
+    (text,) = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_gid() == "correlations"]
     assert text.index("vs reported ImageNet top-1 (x axis; as in the paper)") < text.index("vs measured top-1 on the evaluation set")
     assert text.count("Spearman ρ") == 2 and text.count("ρ = ") == 4  # named once per accuracy, a value per subset
 
@@ -599,7 +600,7 @@ def test_criticality_vs_epsilon_shows_each_points_interval_and_the_baseline_as_e
     lo, hi = ax.get_ylim()
     assert lo < base.mean_criticality - 1.5 and hi > adversarial.mean_criticality_ci_high.max()  # all of it in view
     texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert any(t.startswith("Baseline tv_resnet50 (ε = 0)") and "95 % interval" in t for t in texts)
+    assert any(t.startswith("tv_resnet50: the ε = 0 reference") and "band: its 95 % interval" in t for t in texts)
     assert any("95 % interval over reset seeds and images" in t for t in texts)
 
 
@@ -935,6 +936,11 @@ def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, t
     assert not caplog.records
 
 
+def _legends(fig) -> list:
+    """The figure's legends, those of its subfigures too (Fig. 3 draws its own in one)."""
+    return [*fig.legends, *(legend for sub in fig.subfigs for legend in _legends(sub))]
+
+
 def _marker_shape(collection) -> tuple:
     return tuple(np.round(collection.get_paths()[0].vertices, 3).ravel())
 
@@ -944,7 +950,7 @@ def test_scatters_give_each_architecture_a_marker_when_there_are_several(monkeyp
     fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     for fig in (fig3, fig2):
-        (arch_legend,) = [legend for legend in fig.legends if legend.get_title().get_text() == "Architecture"]
+        (arch_legend,) = [legend for legend in _legends(fig) if legend.get_title().get_text() == "Architecture"]
         assert [t.get_text() for t in arch_legend.get_texts()] == ["resnet_demo", "vit_small"]
         markers = [h.get_marker() for h in arch_legend.legend_handles]
         assert len(set(markers)) == 2
@@ -953,7 +959,7 @@ def test_scatters_give_each_architecture_a_marker_when_there_are_several(monkeyp
     # Fig. 2: lines join the points of one norm and one architecture: ResNet L∞ (1 model), ViT L∞ (1), ResNet L2 (2)
     assert sorted(len(line.get_xdata()) for line in fig2.axes[0].lines) == [1, 1, 2]
     # Fig. 3: one category legend entry per category, not per category × architecture
-    (cat_legend,) = [legend for legend in fig3.legends if legend.get_title().get_text() == "Category"]
+    (cat_legend,) = [legend for legend in _legends(fig3) if legend.get_title().get_text() == "Category"]
     assert len(cat_legend.get_texts()) == len(set(models.loc[models.in_figures, "category"]))
 
 
@@ -963,7 +969,7 @@ def test_scatters_of_one_architecture_have_no_architecture_legend(demo, monkeypa
     fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     for fig in (fig3, fig2):
-        assert "Architecture" not in [legend.get_title().get_text() for legend in fig.legends]
+        assert "Architecture" not in [legend.get_title().get_text() for legend in _legends(fig)]
         assert len({_marker_shape(c) for c in fig.axes[0].collections}) == 1
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from layercrit.figures import common
 from layercrit.figures.common import (
@@ -123,21 +124,20 @@ def _draw_error_bars(ax: Any, x: np.ndarray, y: np.ndarray, rows: pd.DataFrame, 
     return bool(known.any())
 
 
-def _draw_baseline(ax: Any, row: pd.Series, label: str) -> list[Any]:
-    """The baseline model (ε = 0) as a line across the axis and its interval as a band; its
-    legend handles."""
+def _draw_baseline(ax: Any, row: pd.Series, name: str) -> tuple[list[Any], list[str]]:
+    """The baseline model (ε = 0) as a dashed line across the axis and its interval as a band;
+    its legend handle (line over band) and label."""
     mean = float(numeric_column(row.to_frame().T, "mean_criticality").iloc[0])
     low, high = (float(v[0]) for v in _interval(row.to_frame().T))
     if not np.isfinite(mean):
-        return []
+        return [], []
     ax.axhline(mean, color=_REFERENCE_COLOR, linestyle="--", linewidth=1, zorder=0.5, gid="baseline_reference")
-    handles: list[Any] = [Line2D([], [], color=_REFERENCE_COLOR, linestyle="--", linewidth=1, label=label)]
-    if np.isfinite(low) and np.isfinite(high):
-        ax.axhspan(low, high, color=_REFERENCE_COLOR, alpha=0.12, linewidth=0, zorder=0.4, gid="baseline_interval")
-        handles[0].set_label(f"{label} and its 95 % interval (band)")
-    else:
-        handles[0].set_label(f"{label}; its uncertainty unknown")
-    return handles
+    line = Line2D([], [], color=_REFERENCE_COLOR, linestyle="--", linewidth=1)
+    label = f"{name}: the ε = 0 reference, trained without an adversary; dashed: its mean"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return [line], [f"{label} (its uncertainty unknown)"]
+    ax.axhspan(low, high, color=_REFERENCE_COLOR, alpha=0.12, linewidth=0, zorder=0.4, gid="baseline_interval")
+    return [(Patch(color=_REFERENCE_COLOR, alpha=0.12, linewidth=0), line)], [f"{label}, band: its 95 % interval"]
 
 
 def criticality_vs_epsilon(
@@ -195,13 +195,13 @@ def criticality_vs_epsilon(
             marker = None if markers else style["marker"]
             norm_handles.append(Line2D([], [], color=style["color"], marker=marker, markersize=6,
                                        markeredgecolor="white", linewidth=1, label=style["label"]))  # fmt: skip
-        reference: list[Any] = []
+        reference: tuple[list[Any], list[str]] = ([], [])
         for _, row in base_rows.iterrows():
             name = cell_text(row.get("display_name")) or str(row["model"])
-            arch = f", {architectures(base_rows).iloc[0]}" if markers and architectures(base_rows).iloc[0] else ""
-            reference = _draw_baseline(ax, row, f"Baseline {name} (ε = 0{arch}): no adversarial training")
-        reference.append(Line2D([], [], color="#7f7f7f", marker="|", markersize=8, linestyle="",
-                                label=INTERVAL_LABEL if any_interval else UNKNOWN_LABEL))  # fmt: skip
+            arch = architectures(base_rows).iloc[0]
+            reference = _draw_baseline(ax, row, f"{name} ({arch})" if markers and arch else name)
+        bar = Line2D([], [], color="#7f7f7f", marker="|", markersize=8, linestyle="")
+        handles, labels = reference[0] + [bar], reference[1] + [INTERVAL_LABEL if any_interval else UNKNOWN_LABEL]
         _epsilon_axis(ax, m["epsilon"].to_numpy(dtype=float))
         ax.set_xlabel(EPSILON_LABEL)
         ax.set_ylabel("Mean Layer Criticality [%]")
@@ -219,7 +219,7 @@ def criticality_vs_epsilon(
         if sizes:
             fig.legend(handles=sizes, title=capitalized(ACCURACY_TEXT[source]).replace(" on the ", "\non the "),
                        loc="outside right lower", frameon=False, labelspacing=1.3, borderpad=1.0)
-        fig.legend(handles=reference, loc="outside lower left", frameon=False, ncols=1)
+        fig.legend(handles=handles, labels=labels, loc="outside lower left", frameon=False, ncols=1)
         if title:
             fig.suptitle(title)
     return common.save_figure(fig, out_base)

@@ -85,9 +85,15 @@ def criticality_vs_accuracy(
     arch = architectures(m)
     markers = architecture_markers(arch)
     text = _correlation_text(accuracy_correlations(models))
+    text = f"{title}\n{text}" if title else text
+    text_h = 0.14 * (text.count("\n") + 1) + 0.05  # inches: lines of 7 pt
     with figure_style():
-        fig = Figure(figsize=(6.4, 4.2 + 0.12 * text.count("\n")), layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(6.8, 4.2 + text_h), layout="constrained")
+        # The statistics in a subfigure of their own above the plot and its legends, across the
+        # whole width: never inside the axes, where they could hide a point, nor over a legend.
+        stats_fig, plot = fig.subfigures(2, 1, height_ratios=[text_h, 4.2])
+        stats_fig.text(0.01, 1.0, text, ha="left", va="top", fontsize=7, gid="correlations")
+        ax = plot.add_subplot()
         for cat in dict.fromkeys(m["category"]):
             in_cat = (m["category"] == cat).to_numpy()
             color, label = m.loc[in_cat, "category_color"].iloc[0], m.loc[in_cat, "category_label"].iloc[0]
@@ -107,15 +113,11 @@ def criticality_vs_accuracy(
                        label=label)
                 for label, color in categories_seen.items()
             ]  # fmt: skip
-            fig.legend(handles=handles, loc="outside right upper", frameon=False, title="Category")
-            fig.legend(handles=architecture_handles(markers), loc="outside right lower", frameon=False,
-                       title="Architecture")  # fmt: skip
+            plot.legend(handles=handles, loc="outside right upper", frameon=False, title="Category")
+            plot.legend(handles=architecture_handles(markers), loc="outside right lower", frameon=False,
+                        title="Architecture")  # fmt: skip
         else:
-            fig.legend(loc="outside right center", frameon=False, title="Category")
-        # Statistics above the axes (not inside), where they can never hide a point.
-        ax.set_title(text, fontsize=7, loc="left")
-        if title:
-            fig.suptitle(title)
+            plot.legend(loc="outside right center", frameon=False, title="Category")
     return common.save_figure(fig, out_base)
 
 
