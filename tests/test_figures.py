@@ -599,7 +599,7 @@ def test_criticality_vs_epsilon_shows_each_points_interval_and_the_baseline_as_e
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((base.mean_criticality - 1.5, base.mean_criticality + 1.5))
     lo, hi = ax.get_ylim()
     assert lo < base.mean_criticality - 1.5 and hi > adversarial.mean_criticality_ci_high.max()  # all of it in view
-    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    texts = [t.get_text().replace("\n", " ") for legend in fig.legends for t in legend.get_texts()]  # wrapped lines
     assert any(t.startswith("tv_resnet50: the ε = 0 reference") and "band: its 95 % interval" in t for t in texts)
     assert any("95 % interval over reset seeds and images" in t for t in texts)
 
@@ -613,7 +613,7 @@ def test_criticality_vs_epsilon_says_where_the_uncertainty_is_unknown(monkeypatc
     assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert [artist.get_gid() for artist in ax.lines].count("baseline_reference") == 1  # the mean is still known
     assert not [artist for artist in ax.patches if artist.get_gid() == "baseline_interval"]
-    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    texts = [t.get_text().replace("\n", " ") for legend in fig.legends for t in legend.get_texts()]
     assert any("uncertainty unknown" in t for t in texts)
 
 

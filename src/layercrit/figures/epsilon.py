@@ -4,6 +4,7 @@ with each point's uncertainty and the baseline model as the ε = 0 reference."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,7 @@ def _size_legend_values(values: pd.Series) -> list[float]:
 INTERVAL_LABEL = "95 % interval over reset seeds and images (one training run per model: not over training seeds)"
 UNKNOWN_LABEL = "uncertainty unknown (no per-image errors): no interval"
 _REFERENCE_COLOR = "#4c4c4c"
+_REFERENCE_LINE_CHARS = 80  # at 7 pt about 4.3 in: the axes' width, not more
 
 
 def _interval(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +221,8 @@ def criticality_vs_epsilon(
         if sizes:
             fig.legend(handles=sizes, title=capitalized(ACCURACY_TEXT[source]).replace(" on the ", "\non the "),
                        loc="outside right lower", frameon=False, labelspacing=1.3, borderpad=1.0)
+        # Below the axes, lines short enough not to run under the legends at the right.
+        labels = [textwrap.fill(label, _REFERENCE_LINE_CHARS) for label in labels]
         fig.legend(handles=handles, labels=labels, loc="outside lower left", frameon=False, ncols=1)
         if title:
             fig.suptitle(title)
