@@ -2,6 +2,7 @@ import math
 """A result enters the tables only if it is what its path says and was computed from the files
 its model's baseline evaluated."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -117,6 +118,50 @@ def test_the_interval_combines_seeds_and_images_as_documented():
     assert row["criticality_se"] == pytest.approx(se2**0.5)
     assert row["criticality_df"] == pytest.approx(df)
     assert (row["criticality_ci_low"], row["criticality_ci_high"]) == pytest.approx((11 - half, 11 + half))
+
+
+def test_the_interval_stays_within_criticalitys_bounds_0_to_100():
+    """Criticality lies in [0, 100]: the t interval is cut at the bounds (issue 31: the demo's
+    summary.csv had lower bounds down to −8). Where it lies inside, it is unchanged."""
+    from scipy import stats
+
+    seeds = [(0.1, 0.05), (0.0, 0.05), (0.6, 0.05)]  # mean 0.233, std 0.321: the t interval reaches below 0
+    near_zero, near_hundred, inside = (
+        _summary_rows([("a", "x", 0, s, c, se) for s, (c, se) in enumerate(rows)]).iloc[0]
+        for rows in (seeds, [(100 - c, se) for c, se in seeds], [(40 + c, se) for c, se in seeds])
+    )
+    se2 = np.var([0.1, 0.0, 0.6], ddof=1) / 3 + 0.05**2
+    df = se2**2 / ((np.var([0.1, 0.0, 0.6], ddof=1) / 3) ** 2 / 2 + 0.05**4 / 999)
+    half = stats.t.ppf(0.975, df) * se2**0.5
+    assert half > 0.7 / 3  # by hand: the unclipped interval leaves [0, 100] on one side
+    assert near_zero["criticality_ci_low"] == 0.0
+    assert near_zero["criticality_ci_high"] == pytest.approx(0.7 / 3 + half)
+    assert near_hundred["criticality_ci_high"] == 100.0
+    assert near_hundred["criticality_ci_low"] == pytest.approx(100 - 0.7 / 3 - half)
+    assert (inside["criticality_ci_low"], inside["criticality_ci_high"]) == pytest.approx((40 + 0.7 / 3 - half, 40 + 0.7 / 3 + half))
+    assert near_zero["criticality_se"] == pytest.approx(se2**0.5)  # the standard error itself is unchanged
+
+
+def test_a_models_mean_criticality_gets_an_interval_from_its_per_seed_means_and_image_errors():
+    """Two layers, three seeds: the per-seed means over layers are 20, 22.5, 23.5 (std 1.80); the
+    image SE is the mean of the layers' (0.4 and 0.6: 0.5). By hand as for a layer."""
+    from scipy import stats
+
+    from layercrit.aggregation import model_intervals
+
+    rows = [("a", "x", 0, s, c, 0.4) for s, c in enumerate([10.0, 12.0, 11.0])]
+    rows += [("a", "y", 1, s, c, 0.6) for s, c in enumerate([30.0, 33.0, 36.0])]
+    rows += [("b", "x", 0, s, 50.0 + s, math.nan) for s in range(3)]  # no image SE: no interval
+    summary = _summary_rows(rows)
+    resets = pd.DataFrame([{"model": m, "layer": l, "seed": s, "criticality": c} for m, l, _, s, c, _ in rows])
+    table = model_intervals(resets, summary)
+    seed_var = np.var([20.0, 22.5, 23.5], ddof=1) / 3
+    se2 = seed_var + 0.5**2
+    df = se2**2 / (seed_var**2 / 2 + 0.5**4 / 999)
+    half = stats.t.ppf(0.975, df) * se2**0.5
+    assert table.loc["a", "se"] == pytest.approx(se2**0.5)
+    assert (table.loc["a", "ci_low"], table.loc["a", "ci_high"]) == pytest.approx((22 - half, 22 + half))
+    assert table.loc["b", ["se", "ci_low", "ci_high"]].isna().all()
 
 
 def test_no_interval_without_a_seed_spread_or_an_image_error():

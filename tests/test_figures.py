@@ -3,8 +3,10 @@ renders to PNG + PDF."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,23 +162,25 @@ def test_heatmap_matrix_rejects_duplicates(demo):
 def test_accuracy_correlations_match_scipy(demo):
     _, models = demo
     corr = statistics.accuracy_correlations(models)
-    assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p",
-                                  "n_dropped", "dropped"]  # fmt: skip
+    assert list(corr.columns) == ["accuracy", "subset", "n", "spearman_r", "spearman_p", "spearman_p_method",
+                                  "kendall_tau", "kendall_p", "kendall_p_method", "n_dropped", "dropped"]  # fmt: skip
     assert (corr["accuracy"] == "measured").all()  # no reported accuracies in this table
     corr = corr.set_index("subset")
     assert (corr["n_dropped"] == 0).all()
     fig_models = models[models.in_figures]
+    exact = stats.PermutationMethod(n_resamples=math.factorial(7))  # every pairing of 7 models or fewer
     for subset, sel in (
         ("all", fig_models),
         ("without_adversarial", fig_models[fig_models.category != "adversarial"]),
     ):
-        rho = stats.spearmanr(sel.top1, sel.mean_criticality)
-        tau = stats.kendalltau(sel.top1, sel.mean_criticality)
+        rho = stats.spearmanrho(sel.top1, sel.mean_criticality, method=exact)
+        tau = stats.kendalltau(sel.top1, sel.mean_criticality, method="exact")
         assert corr.loc[subset, "n"] == len(sel)
         assert corr.loc[subset, "spearman_r"] == pytest.approx(rho.statistic)
         assert corr.loc[subset, "spearman_p"] == pytest.approx(rho.pvalue)
         assert corr.loc[subset, "kendall_tau"] == pytest.approx(tau.statistic)
         assert corr.loc[subset, "kendall_p"] == pytest.approx(tau.pvalue)
+        assert corr.loc[subset, "spearman_p_method"] == corr.loc[subset, "kendall_p_method"] == "exact"
     assert corr.loc["all", "n"] == 7 and corr.loc["without_adversarial", "n"] == 4
 
 
@@ -243,6 +247,39 @@ def test_which_figures_a_study_has():
     assert "baseline" in study(None, _model("a"), _model("b")).figures_left_out["difference_heatmap"]
 
 
+def test_a_mixed_study_leaves_the_difference_heatmap_out_where_no_model_shares_the_baselines_layers():
+    """Issue 31: a ResNet baseline with only a ViT beside it drew a difference heatmap of the
+    baseline's all-zero row alone. Now it is left out, with the reason (which index.json and the
+    log record); a model of another architecture id with the same layers still compares."""
+    from layercrit.study import Layer
+
+    resnet = (Layer("conv1", "Conv2d", (8, 3, 3, 3), 0), Layer("fc", "Linear", (10, 8), 1))
+    vit = (Layer("patch_embed.proj", "Conv2d", (8, 3, 4, 4), 0), Layer("head", "Linear", (10, 8), 1))
+    layers = {"resnet": resnet, "vit": vit, "resnet_other_source": resnet}
+
+    def study(*models):
+        return Study("s", {"reset": {"seeds": [0, 1]}}, {}, {m.id: m for m in models}, [], "base", selected_layers=layers)
+
+    def model(model_id, architecture, in_figures=True):
+        return Model(model_id, model_id, "c", architecture, {"kind": "train"}, in_figures=in_figures)
+
+    mixed = study(model("base", "resnet"), model("vit_a", "vit"), model("control", "resnet", in_figures=False))
+    assert "difference_heatmap" not in mixed.figures
+    reason = mixed.figures_left_out["difference_heatmap"]
+    assert "shares its layers" in reason and "'base' (resnet)" in reason and "vit" in reason
+    assert "difference_heatmap" in study(model("base", "resnet"), model("vit_a", "vit"), model("r", "resnet")).figures
+    same_layers = study(model("base", "resnet"), model("vit_a", "vit"), model("r2", "resnet_other_source"))
+    assert "difference_heatmap" in same_layers.figures
+
+
+def test_the_difference_heatmap_refuses_to_draw_the_baseline_alone(tmp_path):
+    summary, models = fabricate_mixed()
+    alone = models[models.model.isin(["base", *VIT_ROWS])]
+    with pytest.raises(ValueError, match="shares the baseline's layers"):
+        figures.difference_heatmap(summary, alone, CATEGORIES, "base", tmp_path / "f")
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_zoo_without_adversarial_models_gets_no_w_o_adversarial_correlation(demo):  # issue 22
     _, models = demo
     clean = models[models.category != "adversarial"]
@@ -252,12 +289,11 @@ def test_a_zoo_without_adversarial_models_gets_no_w_o_adversarial_correlation(de
 
 def test_rank_correlation_is_scipys_where_defined_and_nan_elsewhere():
     x, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 1.0, 4.0, 3.0])
-    assert statistics.rank_correlation(x, y, "spearman") == (
-        pytest.approx(stats.spearmanr(x, y).statistic), pytest.approx(stats.spearmanr(x, y).pvalue)
-    )
-    assert statistics.rank_correlation(x, y, "kendall")[0] == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert statistics.rank_correlation(x, y, "spearman").statistic == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert statistics.rank_correlation(x, y, "kendall").statistic == pytest.approx(stats.kendalltau(x, y).statistic)
     for a, b in ((x[:2], y[:2]), (x, np.ones(4)), (np.array([1.0, 2.0, np.nan, 4.0]), y)):
-        assert all(np.isnan(statistics.rank_correlation(a, b)))
+        undefined = statistics.rank_correlation(a, b)
+        assert np.isnan(undefined.statistic) and np.isnan(undefined.pvalue) and undefined.p_method == ""
 
 
 def test_difference_heatmap_unknown_baseline(demo, tmp_path):
@@ -389,7 +425,7 @@ def test_accuracy_labels_name_their_source(demo, monkeypatch, tmp_path, kind, x_
     assert fig3.axes[0].get_xlabel() == x_label
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     titles = [legend.get_title().get_text() for legend in fig2.legends]
-    assert titles == ["Norm", size_title]
+    assert titles == ["Norm", size_title, ""]  # the last: the bars and the ε = 0 reference, untitled
 
 
 def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, monkeypatch, tmp_path):
@@ -406,8 +442,8 @@ def test_correlations_give_the_reported_accuracy_first_then_the_measured(demo, m
         assert row["n"] == len(fig_models) and row["n_dropped"] == 0
     assert statistics.accuracy_correlations(with_accuracies(models, "published"))["accuracy"].tolist() == ["reported"] * 2
     # Fig. 3 gives both, the plotted (reported) one first.
-    title = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f")).axes[0]
-    text = title.get_title(loc="left")
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(own, CATEGORIES, tmp_path / "f"))
+    (text,) = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_gid() == "correlations"]
     assert text.index("vs reported ImageNet top-1 (x axis; as in the paper)") < text.index("vs measured top-1 on the evaluation set")
     assert text.count("Spearman ρ") == 2 and text.count("ρ = ") == 4  # named once per accuracy, a value per subset
 
@@ -479,12 +515,20 @@ def test_difference_heatmap_keeps_the_baseline_row_with_symmetric_capped_margins
     assert heatmap.images[0].get_clim() == (-100, 100)
 
 
-def test_seed_std_heatmap_uses_the_papers_0_to_100_scale(demo, monkeypatch, tmp_path):
+def test_seed_std_heatmap_fits_its_colour_scale_to_the_values_and_says_so(demo, monkeypatch, tmp_path):
+    """Issue 31: on the paper's 0–100 scale spreads of 0–15 left the figure nearly blank."""
     summary, models = demo
+    summary["criticality_std"] = np.linspace(0.0, 3.0, len(summary))
+    summary.loc[summary.model.eq("aug_a") & summary.layer.eq("fc"), "criticality_std"] = 13.2
+    summary.loc[summary.model.eq("control"), "criticality_std"] = 40.0  # not a figure model: not on the scale
     fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
-    assert fig.axes[0].images[0].get_clim() == (0, 100)
+    heatmap, colorbar = fig.axes[0], fig.axes[-1]
+    assert heatmap.images[0].get_clim() == (0, 15)  # the largest std, 13.2, rounded up to a tick
+    assert "0–15" in colorbar.get_ylabel() and "fit to the values" in colorbar.get_ylabel()
     right = _axes_by_label(fig, "over layers")
     assert 0 < right.get_xlim()[1] <= 100  # data-driven margins: spreads of a few percent stay visible
+    fig = _drawn_figure(monkeypatch, lambda: figures.seed_std_heatmap(summary, models, CATEGORIES, tmp_path / "g", vmax=100))
+    assert fig.axes[0].images[0].get_clim() == (0, 100) and "0–100" in fig.axes[-1].get_ylabel()  # the paper's, asked for
 
 
 def _paper_adversarial_models() -> pd.DataFrame:
@@ -514,9 +558,9 @@ def test_criticality_vs_epsilon_draws_both_norms_on_one_readable_axis(monkeypatc
     assert list(linf_line.get_xdata()) == [0.5, 1.0, 2.0, 4.0, 8.0]
     assert ax.get_xscale() == "symlog"  # ε = 0 is on the axis
     assert "L2" in ax.get_xlabel() and "1/255" in ax.get_xlabel()
-    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert legend_texts[:2] == ["L2", "L∞ (ε in 1/255)"]
-    assert legend_texts[2:] == ["54.53%", "63.87%", "75.81%"]  # real values, reported format
+    norm_legend, size_legend, _ = fig.legends
+    assert [t.get_text() for t in norm_legend.get_texts()] == ["L2", "L∞ (ε in 1/255)"]
+    assert [t.get_text() for t in size_legend.get_texts()] == ["54.53%", "63.87%", "75.81%"]  # real values, reported format
     FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
@@ -526,6 +570,51 @@ def test_criticality_vs_epsilon_draws_both_norms_on_one_readable_axis(monkeypatc
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), "x tick labels overlap"
     lo, hi = ax.get_xlim()
     assert lo < 0 < 8 < hi  # every point inside
+
+
+def _with_intervals(models: pd.DataFrame) -> pd.DataFrame:
+    """``models`` with the interval columns aggregation.model_table writes: ± 2 points, ± 1.5
+    for the baseline."""
+    half = np.where(models["category"].eq("baseline"), 1.5, 2.0)
+    return models.assign(mean_criticality_se=half / 2, mean_criticality_ci_low=models.mean_criticality - half,
+                         mean_criticality_ci_high=models.mean_criticality + half)  # fmt: skip
+
+
+def test_criticality_vs_epsilon_shows_each_points_interval_and_the_baseline_as_eps_0_reference(monkeypatch, tmp_path):
+    """Issue 31: four points joined on a narrow axis, with no uncertainty and no ε = 0 reference."""
+    from matplotlib.container import ErrorbarContainer
+
+    models = _with_intervals(_paper_adversarial_models())
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f", baseline="tv_resnet50"))
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    ends = {(round(x0, 6), round(y0, 6), round(y1, 6)) for c in bars for (x0, y0), (_, y1) in c.lines[2][0].get_segments()}
+    adversarial = models[models.epsilon.notna()]
+    assert ends == {(round(e, 6), round(lo, 6), round(hi, 6)) for e, lo, hi in
+                    zip(adversarial.epsilon, adversarial.mean_criticality_ci_low, adversarial.mean_criticality_ci_high)}  # fmt: skip
+    (line,) = [artist for artist in ax.lines if artist.get_gid() == "baseline_reference"]
+    base = models.set_index("model").loc["tv_resnet50"]
+    assert set(line.get_ydata()) == {base.mean_criticality}
+    (band,) = [artist for artist in ax.patches if artist.get_gid() == "baseline_interval"]  # axhspan: y in data units
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((base.mean_criticality - 1.5, base.mean_criticality + 1.5))
+    lo, hi = ax.get_ylim()
+    assert lo < base.mean_criticality - 1.5 and hi > adversarial.mean_criticality_ci_high.max()  # all of it in view
+    texts = [t.get_text().replace("\n", " ") for legend in fig.legends for t in legend.get_texts()]  # wrapped lines
+    assert any(t.startswith("tv_resnet50: the ε = 0 reference") and "band: its 95 % interval" in t for t in texts)
+    assert any("95 % interval over reset seeds and images" in t for t in texts)
+
+
+def test_criticality_vs_epsilon_says_where_the_uncertainty_is_unknown(monkeypatch, tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    models = _paper_adversarial_models()  # as the published results: no interval columns
+    fig = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f", baseline="tv_resnet50"))
+    ax = fig.axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert [artist.get_gid() for artist in ax.lines].count("baseline_reference") == 1  # the mean is still known
+    assert not [artist for artist in ax.patches if artist.get_gid() == "baseline_interval"]
+    texts = [t.get_text().replace("\n", " ") for legend in fig.legends for t in legend.get_texts()]
+    assert any("uncertainty unknown" in t for t in texts)
 
 
 def test_model_table_formats_each_accuracy_by_its_source(demo, monkeypatch, tmp_path):
@@ -746,7 +835,7 @@ def _legend_texts(fig) -> list[str]:
 
 def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch, tmp_path, caplog):
     summary, models = fabricate_mixed()
-    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
@@ -789,13 +878,40 @@ def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_inter
     fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
     assert _marked_cells(fig) == expected
     legend = _legend_texts(fig)
-    assert figures.heatmaps.SIGNIFICANCE_LABEL in legend
-    assert "95 %" in figures.heatmaps.SIGNIFICANCE_LABEL and "seeds and images" in figures.heatmaps.SIGNIFICANCE_LABEL
+    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    assert label in legend
+    assert "95 %" in label and "seeds and images" in label
     assert not any("uncertainty unknown" in t for t in legend)
     # the mark's legend handle is a dot like the marks
     (legend_obj,) = [a.get_legend() for a in fig.axes if a.get_legend()]
-    handle = legend_obj.legend_handles[legend.index(figures.heatmaps.SIGNIFICANCE_LABEL)]
+    handle = legend_obj.legend_handles[legend.index(label)]
     assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
+
+
+def test_difference_heatmap_marks_only_differences_of_the_stated_size(monkeypatch, tmp_path):
+    """With a tiny uncertainty the 0.1-point differences of ``adv_l2_1`` are significant too
+    (issue 31: the demo marked −0.4 points); the marks need at least ``min_difference`` points
+    as well, and the legend says how many."""
+    summary, models, expected = _known_differences()
+    summary["criticality_se"] = 0.001
+    tested = statistics.difference_from_baseline(summary, "base")
+    small = tested[tested.model.eq("adv_l2_1") & (tested.difference.abs() < 1)]
+    assert len(small) and small.significant.all()  # significant, but not what a mark should claim
+
+    def marks_and_legend(**kwargs):
+        fig = _drawn_figure(
+            monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f", **kwargs)
+        )
+        return _marked_cells(fig), _legend_texts(fig)
+
+    marked, legend = marks_and_legend()  # the documented default, statistics.MIN_DIFFERENCE
+    assert marked == expected
+    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    assert label in legend and f"≥ {statistics.MIN_DIFFERENCE:g} points" in label
+    marked, legend = marks_and_legend(min_difference=0.05)
+    assert marked > expected and figures.difference.significance_label(0.05) in legend  # the small ones too
+    marked, _ = marks_and_legend(min_difference=10.5)
+    assert marked == set()  # no difference here reaches 10.5 points
 
 
 def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monkeypatch, tmp_path):
@@ -806,18 +922,23 @@ def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monke
         )
         assert _marked_cells(fig) == set()
         legend = _legend_texts(fig)
-        assert figures.heatmaps.SIGNIFICANCE_LABEL not in legend
+        assert figures.difference.significance_label(statistics.MIN_DIFFERENCE) not in legend
         assert any(t.startswith("uncertainty unknown") for t in legend)
 
 
 def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, tmp_path, caplog):
     summary, models = demo
-    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
     assert not any("Not compared" in t.get_text() for t in fig.texts)
     assert not caplog.records
+
+
+def _legends(fig) -> list:
+    """The figure's legends, those of its subfigures too (Fig. 3 draws its own in one)."""
+    return [*fig.legends, *(legend for sub in fig.subfigs for legend in _legends(sub))]
 
 
 def _marker_shape(collection) -> tuple:
@@ -829,7 +950,7 @@ def test_scatters_give_each_architecture_a_marker_when_there_are_several(monkeyp
     fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     for fig in (fig3, fig2):
-        (arch_legend,) = [legend for legend in fig.legends if legend.get_title().get_text() == "Architecture"]
+        (arch_legend,) = [legend for legend in _legends(fig) if legend.get_title().get_text() == "Architecture"]
         assert [t.get_text() for t in arch_legend.get_texts()] == ["resnet_demo", "vit_small"]
         markers = [h.get_marker() for h in arch_legend.legend_handles]
         assert len(set(markers)) == 2
@@ -838,7 +959,7 @@ def test_scatters_give_each_architecture_a_marker_when_there_are_several(monkeyp
     # Fig. 2: lines join the points of one norm and one architecture: ResNet L∞ (1 model), ViT L∞ (1), ResNet L2 (2)
     assert sorted(len(line.get_xdata()) for line in fig2.axes[0].lines) == [1, 1, 2]
     # Fig. 3: one category legend entry per category, not per category × architecture
-    (cat_legend,) = [legend for legend in fig3.legends if legend.get_title().get_text() == "Category"]
+    (cat_legend,) = [legend for legend in _legends(fig3) if legend.get_title().get_text() == "Category"]
     assert len(cat_legend.get_texts()) == len(set(models.loc[models.in_figures, "category"]))
 
 
@@ -848,7 +969,7 @@ def test_scatters_of_one_architecture_have_no_architecture_legend(demo, monkeypa
     fig3 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_accuracy(models, CATEGORIES, tmp_path / "f3"))
     fig2 = _drawn_figure(monkeypatch, lambda: figures.criticality_vs_epsilon(models, tmp_path / "f2"))
     for fig in (fig3, fig2):
-        assert "Architecture" not in [legend.get_title().get_text() for legend in fig.legends]
+        assert "Architecture" not in [legend.get_title().get_text() for legend in _legends(fig)]
         assert len({_marker_shape(c) for c in fig.axes[0].collections}) == 1
 
 

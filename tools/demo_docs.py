@@ -235,11 +235,11 @@ def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     text = (
         f"Mean criticality vs measured top-1 over the {pooled.n} models"
         + (f" (pooled over {len(per_architecture)} architectures)" if len(per_architecture) else "")
-        + f": Spearman ρ = {pooled.spearman_r:.2f} (p = {pooled.spearman_p:.2g})"
+        + f": Spearman ρ = {pooled.spearman_r:.2f} (p = {pooled.spearman_p:.2g}, {pooled.spearman_p_method})"
     )
     for subset, row in per_architecture.iterrows():
         if row.n >= 3:  # fewer: no correlation to give
-            text += f"; over the {row.n} {subset.removeprefix(ARCHITECTURE_SUBSET)} models: ρ = {row.spearman_r:.2f} (p = {row.spearman_p:.2g})"
+            text += f"; over the {row.n} {subset.removeprefix(ARCHITECTURE_SUBSET)} models: ρ = {row.spearman_r:.2f} (p = {row.spearman_p:.2g}, {row.spearman_p_method})"
     out.append(text + ".")
     control = models[~models["in_figures"]]
     for m in control.itertuples(index=False):

@@ -3,7 +3,8 @@
 - ``resets``: one row per model × layer × seed, every metric and its provenance;
 - ``summary``: one row per model × layer: criticality mean, std and sem over seeds, and a
   confidence interval that combines seeds and images (``statistics.criticality_interval``);
-- ``models``: one row per model: metadata, clean accuracy, criticality over layers.
+- ``models``: one row per model: metadata, clean accuracy, criticality over layers and the
+  interval of its mean (``model_intervals``).
 - ``provenance``: where and how the results were made, and how each model trained in the
   study was trained (``training_provenance``).
 
@@ -98,13 +99,40 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] | None) -> pd.DataFrame:
-    """Per model: metadata from the zoo, clean accuracy, criticality over layers.
+def model_intervals(resets: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per model (index): the uncertainty of its mean criticality over layers, as
+    ``statistics.criticality_interval`` gives a layer's (columns ``se``, ``df``, ``ci_low``,
+    ``ci_high``).
+
+    - Seeds: each seed's mean over the model's layers, and their spread over seeds. Taken per seed
+      so that whatever the layers of one seed share is in it.
+    - Images: the mean over layers of each layer's image SE (``criticality_se_images``): the
+      layers are measured on the same images, and the mean of their SEs is the SE of their mean
+      if their errors are perfectly correlated, an upper bound, so the interval errs wide.
+
+    NaN where a layer's criticality or image SE is missing (the published results carry none).
+    """
+    per_seed = resets.groupby(["model", "seed"], sort=False)["criticality"].agg(_mean).groupby(level="model", sort=False)
+    layers = summary.groupby("model", sort=False)
+    inputs = pd.DataFrame(
+        {"mean": layers["criticality_mean"].agg(_mean), "seed_std": per_seed.agg(_std), "n_seeds": per_seed.size(),
+         "image_se": layers["criticality_se_images"].agg(_mean), "n_images": layers["n_images"].min()}
+    )  # fmt: skip
+    return pd.DataFrame(criticality_interval(**inputs.to_dict("series")), index=inputs.index)
+
+
+def model_table(
+    study: Study, summary: pd.DataFrame, baselines: dict[str, dict] | None, intervals: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per model: metadata from the zoo, clean accuracy, criticality over layers and, from
+    ``intervals`` (``model_intervals``), the 95 % interval of its mean criticality
+    (``mean_criticality_se``, ``_ci_low``, ``_ci_high``; NaN without).
 
     ``baselines`` holds measured accuracies; without them (the published results carry none)
     the zoo's reported top-1 stands in and ``top1_source`` says so.
     """
     per_model = summary.groupby("model", sort=False)["criticality_mean"]
+    intervals = intervals if intervals is not None else pd.DataFrame(columns=["se", "ci_low", "ci_high"])
 
     def reported(m):
         return m.reported_top1 if m.reported_top1 is not None else math.nan
@@ -132,6 +160,7 @@ def model_table(study: Study, summary: pd.DataFrame, baselines: dict[str, dict] 
                 "n_layers": len(crit),
                 "mean_criticality": crit.mean(skipna=False) if len(crit) else math.nan,
                 "std_criticality": crit.std(ddof=1, skipna=False) if len(crit) > 1 else math.nan,
+                **{f"mean_criticality_{k}": intervals[k].get(m.id, math.nan) for k in ("se", "ci_low", "ci_high")},
             }
         )
     return pd.DataFrame(rows)
@@ -150,7 +179,7 @@ def study_tables(study: Study, results: pd.DataFrame, baselines: dict[str, dict]
     """The tables of a study from its reset results (``baselines``: see ``model_table``)."""
     resets = reset_table(study, results)
     summary = summarize(resets)
-    return Tables(resets, summary, model_table(study, summary, baselines))
+    return Tables(resets, summary, model_table(study, summary, baselines, model_intervals(resets, summary)))
 
 
 def write_tables(tables: Tables, out: Any, **provenance_fields: Any) -> None:

@@ -40,15 +40,17 @@ def replication_points(own: pd.DataFrame, published: pd.DataFrame) -> pd.DataFra
     return points[POINT_COLUMNS].reset_index(drop=True)
 
 
-def agreement(points: pd.DataFrame) -> dict[str, float]:
-    """Spearman ρ (and p) between own and published criticality, and the mean absolute difference."""
+def agreement(points: pd.DataFrame) -> dict[str, float | str]:
+    """Spearman ρ (and p, with how it was computed) between own and published criticality, and
+    the mean absolute difference."""
     x = points["criticality_published"].to_numpy(float)
     y = points["criticality_own"].to_numpy(float)
-    rho, p = rank_correlation(x, y, "spearman")  # NaN for fewer than 3 pairs, constant input or a missing value
+    rho = rank_correlation(x, y, "spearman")  # NaN for fewer than 3 pairs, constant input or a missing value
     diff = points["difference"]
     return {
-        "spearman_r": rho,
-        "spearman_p": p,
+        "spearman_r": rho.statistic,
+        "spearman_p": rho.pvalue,
+        "spearman_p_method": rho.p_method,
         "mean_abs_difference": float(diff.abs().mean(skipna=False)),
         "mean_difference": float(diff.mean(skipna=False)),
     }

@@ -9,7 +9,7 @@ module computes them and draws nothing (no matplotlib).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,10 @@ from scipy import stats
 __all__ = [
     "ACCURACY_SOURCES",
     "CORRELATION_COLUMNS",
+    "CRITICALITY_RANGE",
+    "MIN_DIFFERENCE",
+    "P_METHODS",
+    "RankCorrelation",
     "accuracy_correlations",
     "accuracy_sources",
     "adversarial_mask",
@@ -123,35 +127,101 @@ def adversarial_mask(models: pd.DataFrame) -> pd.Series:
 # Rank correlations
 # --------------------------------------------------------------------------------------------
 
-_RANK_TESTS = {"spearman": stats.spearmanr, "kendall": stats.kendalltau}
+# scipy's default p-values of rank correlations are asymptotic: Spearman's from a t distribution,
+# which gives p = 0 for ρ = ±1 at any n (3 models: p = 0 where the exact p is 1/3), Kendall's
+# with ties from a normal one. A permutation test needs no approximation: with no association
+# every pairing of x with y is equally likely, so the p-value is the share of pairings whose
+# statistic is at least as extreme (two-sided: twice the smaller tail, as scipy computes it).
+PERMUTATION_RESAMPLES = 9_999  # scipy's default; all n! pairings where n! is not more (n ≤ 7): exact
+PERMUTATION_SEED = 0  # more pairings than that are drawn at random, with this seed: the same p every run
+# scipy says its asymptotic Spearman p "is only accurate for very large samples (>500
+# observations)"; from there on it is used (a permutation test of thousands of points is slow).
+ASYMPTOTIC_MIN_N = 501
+P_METHODS = {
+    "exact": "exact: every one of the n! pairings (or Kendall's exact null distribution)",
+    "permutation": f"permutation test, {PERMUTATION_RESAMPLES:,} random pairings (seed {PERMUTATION_SEED}); p ≥ 2/{PERMUTATION_RESAMPLES + 1:,}",
+    "asymptotic": f"asymptotic (n ≥ {ASYMPTOTIC_MIN_N})",
+}
 
 
-def rank_correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> tuple[float, float]:
-    """Spearman ρ or Kendall τ (``method``) of ``x`` and ``y`` and its two-sided p-value.
+class RankCorrelation(NamedTuple):
+    """A rank correlation, its two-sided p-value and how that was computed (a key of
+    ``P_METHODS``; "" where the correlation is undefined)."""
 
-    NaN, NaN where it is undefined: fewer than 3 points, a value that is not finite, or constant
-    input (scipy would warn and give NaN, or a meaningless value for a NaN).
+    statistic: float
+    pvalue: float
+    p_method: str
+
+
+def _has_ties(values: np.ndarray) -> bool:
+    return len(np.unique(values)) < len(values)
+
+
+def _pairings(n: int) -> tuple[str, stats.PermutationMethod]:
+    """How a permutation test of ``n`` pairs runs: exactly (all n! pairings) or on random ones."""
+    method = stats.PermutationMethod(n_resamples=PERMUTATION_RESAMPLES, rng=np.random.default_rng(PERMUTATION_SEED))
+    return ("exact" if math.factorial(n) <= PERMUTATION_RESAMPLES else "permutation"), method
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> RankCorrelation:
+    if len(x) >= ASYMPTOTIC_MIN_N:
+        result = stats.spearmanrho(x, y)
+        return RankCorrelation(float(result.statistic), float(result.pvalue), "asymptotic")
+    kind, method = _pairings(len(x))
+    result = stats.spearmanrho(x, y, method=method)
+    return RankCorrelation(float(result.statistic), float(result.pvalue), kind)
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> RankCorrelation:
+    tau = float(stats.kendalltau(x, y).statistic)
+    if len(x) >= ASYMPTOTIC_MIN_N:
+        return RankCorrelation(tau, float(stats.kendalltau(x, y, method="asymptotic").pvalue), "asymptotic")
+    if not (_has_ties(x) or _has_ties(y)):  # scipy's exact null distribution: every pairing, fast
+        return RankCorrelation(tau, float(stats.kendalltau(x, y, method="exact").pvalue), "exact")
+    kind, method = _pairings(len(x))  # with ties scipy has no exact p: permute y against x
+
+    def statistic(permuted_y: np.ndarray, axis: int) -> np.ndarray:
+        return stats.kendalltau(x, permuted_y, axis=axis).statistic
+
+    result = stats.permutation_test(
+        (y,), statistic, permutation_type="pairings", vectorized=True,
+        n_resamples=method.n_resamples, rng=method.rng,
+    )  # fmt: skip
+    return RankCorrelation(tau, float(result.pvalue), kind)
+
+
+_RANK_TESTS = {"spearman": _spearman, "kendall": _kendall}
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray, method: str = "spearman") -> RankCorrelation:
+    """Spearman ρ or Kendall τ-b (``method``) of ``x`` and ``y`` with a two-sided p-value that
+    is valid at any n: exact for small n, from a permutation test up to ``ASYMPTOTIC_MIN_N``
+    pairs, asymptotic beyond (``p_method`` says which; ``P_METHODS``).
+
+    NaN, NaN, "" where it is undefined: fewer than 3 points, a value that is not finite, or
+    constant input (scipy would warn and give NaN, or a meaningless value for a NaN).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
-    result = _RANK_TESTS[method](x, y)
-    return float(result.statistic), float(result.pvalue)
+        return RankCorrelation(math.nan, math.nan, "")
+    return _RANK_TESTS[method](x, y)
 
 
 def _correlation_row(subset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    spearman_r, spearman_p = rank_correlation(x, y, "spearman")
-    kendall_tau, kendall_p = rank_correlation(x, y, "kendall")
+    spearman = rank_correlation(x, y, "spearman")
+    kendall = rank_correlation(x, y, "kendall")
     return {
         "subset": subset, "n": int(len(x)),
-        "spearman_r": spearman_r, "spearman_p": spearman_p, "kendall_tau": kendall_tau, "kendall_p": kendall_p,
+        "spearman_r": spearman.statistic, "spearman_p": spearman.pvalue, "spearman_p_method": spearman.p_method,
+        "kendall_tau": kendall.statistic, "kendall_p": kendall.pvalue, "kendall_p_method": kendall.p_method,
     }  # fmt: skip
 
 
 # The prefix of a correlation subset of one architecture's models ("architecture resnet50").
 ARCHITECTURE_SUBSET = "architecture "
 CORRELATION_COLUMNS = [
-    "accuracy", "subset", "n", "spearman_r", "spearman_p", "kendall_tau", "kendall_p", "n_dropped", "dropped",
+    "accuracy", "subset", "n", "spearman_r", "spearman_p", "spearman_p_method", "kendall_tau", "kendall_p",
+    "kendall_p_method", "n_dropped", "dropped",
 ]  # fmt: skip
 
 
@@ -164,7 +234,8 @@ def accuracy_correlations(models: pd.DataFrame) -> pd.DataFrame:
     ``without_adversarial`` (see ``adversarial_mask``; without any it would repeat ``all``).
     Where the figure models are of several architectures, ``all`` pools them (mean criticalities
     over different layer lists) and one subset ``architecture <id>`` per architecture follows.
-    Columns ``CORRELATION_COLUMNS``. NaN statistics for n < 3 or constant input. Models without
+    Columns ``CORRELATION_COLUMNS``; each p-value comes with how it was computed, valid at any n
+    (``rank_correlation``). NaN statistics for n < 3 or constant input. Models without
     a finite top-1 (of that source) or mean criticality cannot be ranked: they are left out and
     named in ``dropped`` with the reason, never silently.
     """
@@ -204,6 +275,8 @@ def _unrankable_reasons(top1: pd.Series, criticality: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 
 CONFIDENCE = 0.95
+# 100 × (1 − cosine of two probability vectors): a criticality lies in 0…100, and so its mean.
+CRITICALITY_RANGE = (0.0, 100.0)
 
 
 def _t_quantile(df: np.ndarray) -> np.ndarray:
@@ -234,6 +307,10 @@ def criticality_interval(
       were perfectly correlated, an upper bound, so the interval errs wide.
     - Together: se² = seed_std² / n_seeds + image_se²; the t quantile uses the Welch–Satterthwaite
       degrees of freedom of the two terms (n_seeds − 1 and n_images − 1).
+    - Bounds: the t interval mean ± t·se is cut at ``CRITICALITY_RANGE``. The true criticality
+      lies in 0…100, so cutting never removes it: the interval's coverage is unchanged (a
+      transform such as the logit would instead stretch the far side without limit where se is
+      not small against the distance to the bound, as with 3 seeds near 0).
 
     Returns ``se``, ``df``, ``ci_low``, ``ci_high``. NaN where it cannot be known: one seed (no seed
     spread) or no image SE (the published results carry none).
@@ -245,21 +322,29 @@ def criticality_interval(
     se = np.sqrt(seed_var + image_var)
     df = _welch_df([(seed_var, n_seeds - 1), (image_var, n_images - 1)])
     half = _t_quantile(df) * se
-    return {"se": se, "df": df, "ci_low": mean - half, "ci_high": mean + half}
+    low, high = CRITICALITY_RANGE
+    return {"se": se, "df": df, "ci_low": np.clip(mean - half, low, high), "ci_high": np.clip(mean + half, low, high)}
 
 
-DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant"]
+DIFFERENCE_COLUMNS = ["model", "layer", "difference", "difference_se", "difference_df", "significant", "marked"]
+# The smallest difference from the baseline, in criticality points, that the difference heatmap
+# marks (config figures.min_difference; its schema's default is this value). With thousands of
+# images the interval of a difference can be a fraction of a point wide, and a mark on −0.4
+# points would claim a difference that nobody would call one: 5 points is 5 % of the scale.
+MIN_DIFFERENCE = 5.0
 
 
-def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def difference_from_baseline(summary: pd.DataFrame, baseline: str, min_difference: float = MIN_DIFFERENCE) -> pd.DataFrame:
     """Per model × layer of the models with ``baseline``'s layers (in ``summary``'s row order): criticality minus the baseline's, its standard
-    error and whether it differs from zero beyond the uncertainty (two-sided, ``CONFIDENCE``).
+    error, whether it differs from zero beyond the uncertainty (two-sided, ``CONFIDENCE``:
+    ``significant``) and whether it is also at least ``min_difference`` points (``marked``: what
+    the difference heatmap marks; a significance test alone says nothing about the size).
 
     The two models' errors are added as if independent (se² = se_model² + se_baseline², Welch–
     Satterthwaite df from their own dfs). Both were measured on the same images, whose errors are
     positively correlated between the models, so this overstates the uncertainty of the
     difference: a cell marked significant is so at least at this level. No correction for the
-    many cells tested together: of the layers that truly do not differ, about 5 % are marked.
+    many cells tested together: of the layers that truly do not differ, about 5 % are significant.
     ``significant`` is False where the uncertainty is unknown (``criticality_se`` NaN).
     """
     summary = summary.assign(
@@ -284,5 +369,6 @@ def difference_from_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFra
         significant = np.isfinite(se) & (np.abs(diff) > _t_quantile(df) * se)
     return pd.DataFrame(
         {"model": merged["model"], "layer": merged["layer"], "difference": diff, "difference_se": se,
-         "difference_df": df, "significant": significant.astype(bool)}
+         "difference_df": df, "significant": significant.astype(bool),
+         "marked": (significant & (np.abs(diff) >= min_difference)).astype(bool)}
     )[DIFFERENCE_COLUMNS]  # fmt: skip

@@ -324,16 +324,35 @@ class Study:
         ``figures_left_out``)."""
         return tuple(name for name in FIGURE_NAMES if name not in self.figures_left_out)
 
+    def share_layers(self, model_a: str, model_b: str) -> bool:
+        """Whether two models have the same layers selected: one architecture, or two whose
+        selected layer lists name the same layers (one network from two sources). Other
+        architectures' layers are other layers, even where names agree."""
+        arch_a, arch_b = self.models[model_a].architecture, self.models[model_b].architecture
+        if arch_a == arch_b:
+            return True
+        lists = [[layer.name for layer in self.selected_layers.get(arch, ())] for arch in (arch_a, arch_b)]
+        return bool(lists[0]) and lists[0] == lists[1]
+
     @property
     def figures_left_out(self) -> dict[str, str]:
         """The figures this study cannot have, each with the reason: the difference heatmap needs
-        a baseline model and another figure model to compare with it, criticality vs ε
-        adversarially trained figure models, the seed-std heatmap two seeds or more."""
+        a baseline model and another figure model with its layers to compare with it, criticality
+        vs ε adversarially trained figure models, the seed-std heatmap two seeds or more."""
         reasons = {}
+        others = [m for m in self.models.values() if m.in_figures and m.id != self.baseline]
         if not self.baseline:
             reasons["difference_heatmap"] = "the study has no baseline model (the zoo's `baseline`, if it is among config `models`)"
-        elif sum(m.in_figures for m in self.models.values()) < 2:
+        elif not others:
             reasons["difference_heatmap"] = "no figure model besides the baseline to compare with it"
+        elif not any(self.share_layers(m.id, self.baseline) for m in others):
+            base_arch = self.models[self.baseline].architecture
+            archs = ", ".join(dict.fromkeys(m.architecture for m in others))
+            reasons["difference_heatmap"] = (
+                f"no figure model besides the baseline {self.baseline!r} ({base_arch}) shares its layers (the others: "
+                f"{archs}): another architecture's layers are other layers, so only the baseline's own row, all zeros, "
+                "would be drawn"
+            )
         if not self.has_adversarial_models:
             reasons["criticality_vs_epsilon"] = "no adversarially trained model (zoo `adversarial`) among the figure models"
         if len(self.seeds) < 2:

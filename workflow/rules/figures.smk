@@ -35,6 +35,7 @@ rule plot_figure:
     params:
         categories=lambda wc: study_named(wc.study).categories,
         baseline=lambda wc: study_named(wc.study).baseline,
+        min_difference=config["figures"]["min_difference"],
     script:
         "../scripts/plot_figure.py"
 

@@ -6,7 +6,7 @@ Inputs are the aggregation step's tables (see ``heatmap_matrix`` and the plottin
 
 ``FIGURES`` maps every name of ``layercrit.study.FIGURE_NAMES`` to its drawing function, each
 called alike: ``FIGURES[name](summary, models, study, out_base)`` (or ``draw(name, ...)``), where
-``study`` carries the categories and the baseline model (a ``StudyInfo`` or a ``Study``).
+``study`` is a ``StudyInfo``: the categories, the baseline model, Fig. 4's threshold.
 
 A study may mix architectures (a ResNet-50 and a ViT): their layers are different layers even
 where names agree. The heatmaps then stack one panel per layer list (``heatmap_panels``; Fig. 4
@@ -19,8 +19,9 @@ Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pypl
 no GUI backend (so no ``matplotlib.use`` call that would change a caller's backend) and leaves no
 global figure registry behind to leak memory across many figures.
 
-Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1, 4, 5),
-``scatter`` (Figs. 2, 3 and the replication figure), ``table`` (Table 1). The statistics they
+Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1 and 5, and the
+panels Fig. 4 is drawn with), ``difference`` (Fig. 4), ``epsilon`` (Fig. 2),
+``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1). The statistics they
 show are computed in ``layercrit.statistics``.
 """
 
@@ -35,10 +36,12 @@ from typing import Any
 import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
+from layercrit.statistics import MIN_DIFFERENCE
+from layercrit.figures.difference import difference_heatmap
+from layercrit.figures.epsilon import criticality_vs_epsilon
 from layercrit.figures.heatmaps import (
     HeatmapPanel,
     criticality_heatmap,
-    difference_heatmap,
     heatmap_matrix,
     heatmap_panels,
     layer_label,
@@ -50,7 +53,6 @@ from layercrit.figures.heatmaps import (
 )
 from layercrit.figures.scatter import (
     criticality_vs_accuracy,
-    criticality_vs_epsilon,
     replication_figure,
     trial_replication_figure,
 )
@@ -86,11 +88,12 @@ __all__ = [
 @dataclass(frozen=True)
 class StudyInfo:
     """What the figures need of a study: its categories (display order, ``{"id", "label",
-    "color"}``) and its baseline model id (None without one). A ``layercrit.study.Study`` has
-    both attributes and serves as well."""
+    "color"}``), its baseline model id (None without one) and the smallest difference from the
+    baseline that Fig. 4 marks (config figures.min_difference, in criticality points)."""
 
     categories: Sequence[Mapping[str, Any]]
     baseline: str | None = None
+    min_difference: float = MIN_DIFFERENCE
 
 
 Draw = Callable[[pd.DataFrame, pd.DataFrame, StudyInfo, str | Path], list[Path]]
@@ -109,9 +112,11 @@ FIGURES: Mapping[str, Draw] = MappingProxyType(
             summary, models, study.categories, out_base
         ),
         "difference_heatmap": lambda summary, models, study, out_base: difference_heatmap(
-            summary, models, study.categories, study.baseline, out_base
+            summary, models, study.categories, study.baseline, out_base, min_difference=study.min_difference
         ),
-        "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(models, out_base),
+        "criticality_vs_epsilon": lambda summary, models, study, out_base: criticality_vs_epsilon(
+            models, out_base, baseline=study.baseline
+        ),
     }
 )
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from layercrit.io import atomic_path
 from layercrit.statistics import bool_column, cell_text, headline_top1
@@ -174,3 +175,13 @@ def architecture_markers(values: Sequence[str] | pd.Series) -> dict[str, str]:
     if len(distinct) < 2:
         return {}
     return {a: ARCHITECTURE_MARKERS[k % len(ARCHITECTURE_MARKERS)] for k, a in enumerate(distinct)}
+
+
+def architecture_handles(markers: dict[str, str], size: float = 6.0) -> list[Line2D]:
+    """Legend entries for the marker shapes of ``architecture_markers`` (grey: colour says
+    something else in the scatters)."""
+    return [
+        Line2D([], [], linestyle="", marker=marker, markersize=size, markerfacecolor="#7f7f7f",
+               markeredgecolor="white", label=architecture_name(arch))
+        for arch, marker in markers.items()
+    ]  # fmt: skip

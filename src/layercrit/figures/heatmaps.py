@@ -9,7 +9,6 @@ architecture has one panel, drawn as before.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import textwrap
@@ -24,15 +23,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from layercrit.figures import common
 from layercrit.figures.common import ACCURACY_TEXT, architecture_name, architectures, figure_style, ordered_models
-from layercrit.statistics import CONFIDENCE, accuracy_sources, cell_text, difference_from_baseline, figure_models
-
-log = logging.getLogger(__name__)
+from layercrit.statistics import CRITICALITY_RANGE, accuracy_sources, cell_text, figure_models
 
 CRITICALITY_LABEL = "Layer Criticality [%]"
 # Cells without a finite value are drawn hatched on white: a flat grey would be indistinguishable
@@ -43,7 +39,6 @@ PARTIAL_HATCH = "xxxx"  # margin bars that average only the finite cells of thei
 # Fig. 4's mark of a cell that differs from the baseline beyond its uncertainty: a black dot in a
 # white ring reads on every colour of ``coolwarm``, from dark blue through grey to dark red.
 SIGNIFICANCE_GID = "significance_marks"
-SIGNIFICANCE_LABEL = f"differs from the baseline beyond the {CONFIDENCE * 100:g} % interval (seeds and images)"
 _MARK_STYLE = {"marker": "o", "facecolor": "black", "edgecolor": "white", "linewidth": 0.6}
 
 # --------------------------------------------------------------------------------------------
@@ -789,9 +784,6 @@ def _row_label_title(models: pd.DataFrame) -> str:
     return f"model [{ACCURACY_TEXT[source]} %]"
 
 
-CRITICALITY_BOUND = (0.0, 100.0)  # 100 × (1 − cosine of two probability vectors) lies in 0…100
-DIFFERENCE_BOUND = (-100.0, 100.0)
-
 
 def criticality_heatmap(
     summary: pd.DataFrame,
@@ -817,137 +809,22 @@ def criticality_heatmap(
         fig = _draw_heatmap(
             panels, cmap_name="viridis_r", vmin=0, vmax=100,
             cbar_label=CRITICALITY_LABEL if value == "criticality_mean" else value, title=title,
-            value_bound=CRITICALITY_BOUND, fixed_margins=True, row_margin_label="mean ± std\nover layers [%]",
+            value_bound=CRITICALITY_RANGE, fixed_margins=True, row_margin_label="mean ± std\nover layers [%]",
             col_margin_label="mean ± std\nover models [%]", row_label_title=_row_label_title(models),
         )  # fmt: skip
     return common.save_figure(fig, out_base)
 
 
-def _with_string_ids(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with model and layer ids as strings, as the baseline's id and the models table
-    name them (a CSV may give an id that looks like a number back as one). Tables without the
-    uncertainty columns need nothing here: ``difference_from_baseline`` reads them as unknown."""
-    return summary.assign(model=summary["model"].astype(str), layer=summary["layer"].astype(str))
-
-
-def _display_names(models: pd.DataFrame) -> dict[str, str]:
-    """model id → its display name (the id where it has none)."""
-    names = models["display_name"] if "display_name" in models else models["model"]
-    return {str(m): cell_text(n) or str(m) for m, n in zip(models["model"], names)}
-
-
-def _comparable_with(summary: pd.DataFrame, models: pd.DataFrame, rows: pd.DataFrame, baseline: str) -> list[str]:
-    """The figure models in ``baseline``'s layer-list group (``layer_list_groups``, the baseline
-    taking part even where it is no figure model): those whose layers are the baseline's."""
-    order = rows["model"].tolist()
-    known = pd.concat([rows, models.assign(model=models["model"].astype(str))], ignore_index=True)
-    known = known.drop_duplicates("model")
-    groups = _groups_of(summary, known, order if baseline in order else [*order, baseline])
-    group = next(g for g in groups if baseline in g)
-    return [m for m in order if m in group]
-
-
-def _left_out_note(
-    rows: pd.DataFrame, left_out: Sequence[str], lists: Mapping[str, LayerList], names: Mapping[str, str],
-    baseline: str, baseline_arch: str,
-) -> str:
-    """Which figure models Fig. 4 leaves out and why, grouped by architecture."""
-    out = rows[rows["model"].isin(left_out)]
-    groups: dict[str, list[str]] = {}
-    for model, arch in zip(out["model"], architectures(out)):
-        key = f"{architecture_name(arch)}, {len(lists.get(model, ()))} layers"
-        groups.setdefault(key, []).append(names[model])
-    who = "; ".join(f"{key}: {', '.join(members)}" for key, members in groups.items())
-    base = f"{names.get(baseline, baseline)}: {architecture_name(baseline_arch)}, {len(lists[baseline])} layers"
-    return f"Not compared, their layer list differs from the baseline's ({base}) — {who}."
-
-
-def _significance(summary: pd.DataFrame, baseline: str, diff: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Cells of ``diff`` that ``difference_from_baseline`` marks significant, and those of a
-    finite difference whose uncertainty is unknown (no ``criticality_se``: published results,
-    tables from before it)."""
-    tested = difference_from_baseline(summary, baseline)
-    wide = {
-        c: tested.pivot(index="model", columns="layer", values=c).astype(float).reindex_like(diff).to_numpy()
-        for c in ("significant", "difference_se")
-    }
-    finite = np.isfinite(diff.to_numpy(dtype=float))
-    significant = finite & (wide["significant"] == 1.0)
-    unknown = finite & ~np.isfinite(wide["difference_se"])
-    return significant, unknown
-
-
-def _significance_legend(significant_known: bool, unknown: np.ndarray, cell: tuple[float, float]) -> list[Any]:
-    """Legend entries for Fig. 4's marks: what a dot means (the dot as drawn in a ``cell``) where
-    any cell could be tested, and that the uncertainty is unknown (nothing marked there) where
-    some or all could not."""
-    handles: list[Any] = []
-    if significant_known:
-        handles.append(Line2D([], [], linestyle="", markersize=math.sqrt(_mark_size(cell)),
-                              markeredgewidth=_MARK_STYLE["linewidth"], marker=_MARK_STYLE["marker"],
-                              markerfacecolor=_MARK_STYLE["facecolor"], markeredgecolor=_MARK_STYLE["edgecolor"],
-                              label=SIGNIFICANCE_LABEL))  # fmt: skip
-    if unknown.any():
-        if significant_known:
-            text = f"uncertainty unknown in {int(unknown.sum())} cells: not tested"
-        else:
-            text = "uncertainty unknown: nothing marked"
-        handles.append(Line2D([], [], linestyle="", marker="", label=text))
-    return handles
-
-
-def difference_heatmap(
-    summary: pd.DataFrame,
-    models: pd.DataFrame,
-    categories: Sequence[Mapping[str, Any]],
-    baseline: str,
-    out_base: str | Path,
-    *,
-    title: str | None = None,
-) -> list[Path]:
-    """Fig. 4: criticality minus the baseline model's criticality, per layer, in percentage points.
-
-    Fixed range −100…100 (``coolwarm``) as in the paper, so colours compare across studies. The
-    baseline row (all zeros by construction) stays, as in the paper: the anchor the others are
-    read against. Margin axes are symmetric, data-driven and capped at ±100 so that small
-    differences remain visible there.
-
-    Only models with the baseline's layer list can be compared with it (a ViT's ``head`` is not
-    a ResNet's ``fc``), so the figure has one panel; other figure models are left out, named in
-    a note above the legend and in a logged warning. A dot marks each cell that
-    ``difference_from_baseline`` finds different from the baseline beyond the 95 % interval of
-    seeds and images; where that uncertainty is unknown (no ``criticality_se``, e.g. the
-    published results or tables from before it) nothing is marked and the legend says so.
-    """
-    summary = _with_string_ids(summary)
-    wide = _pivot(summary, "criticality_mean")
-    base = str(baseline)
-    if base not in wide.index:
-        raise ValueError(f"baseline model {baseline!r} has no rows in summary")
-    rows = ordered_models(models, categories)
-    compared = _comparable_with(summary, models, rows, base)
-    panel = _panel(summary, rows[rows["model"].isin(compared)], "criticality_mean")
-    diff = panel.matrix - wide.loc[base].reindex(panel.matrix.columns)
-    significant, unknown = _significance(summary, base, diff)
-    names = _display_names(models)
-    base_name = names.get(base, base)
-    left_out = [m for m in rows["model"] if m not in compared]
-    note = None
-    if left_out:
-        base_arch = next((a for a in architectures(models[models["model"].astype(str) == base]) if a), "")
-        note = _left_out_note(rows, left_out, model_layer_lists(summary), names, base, base_arch)
-        log.warning("difference_heatmap: %s", note)
-    known = bool((np.isfinite(diff.to_numpy(dtype=float)) & ~unknown).any())
-    shown = HeatmapPanel(diff, panel.rows, panel.layers, panel.architectures, marks=significant)
-    with figure_style():
-        fig = _draw_heatmap(
-            [shown], cmap_name="coolwarm", vmin=-100, vmax=100,
-            cbar_label=f"Criticality − {base_name} [pp]", title=title, value_bound=DIFFERENCE_BOUND,
-            fixed_margins=False, row_margin_label="mean ± std\nover layers [pp]",
-            col_margin_label="mean ± std\nover models [pp]", row_label_title=_row_label_title(models),
-            legend_extra=_significance_legend(known, unknown, _cell_size([diff.shape])), note=note,
-        )  # fmt: skip
-    return common.save_figure(fig, out_base)
+def _fitted_colour_limit(panels: Sequence[HeatmapPanel]) -> float:
+    """The top of a colour scale fit to the panels' values: the largest finite one rounded up to
+    the next tick matplotlib would draw (1, 2, 2.5, 5 × 10^k steps), at most 100; 100 where none
+    is finite."""
+    values = np.concatenate([p.matrix.to_numpy(dtype=float).ravel() for p in panels])
+    largest = np.max(values[np.isfinite(values)], initial=0.0)
+    if largest <= 0:
+        return CRITICALITY_RANGE[1]
+    ticks = mpl.ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(0.0, largest)
+    return float(min(ticks[ticks >= largest][0], CRITICALITY_RANGE[1]))
 
 
 def seed_std_heatmap(
@@ -956,23 +833,25 @@ def seed_std_heatmap(
     categories: Sequence[Mapping[str, Any]],
     out_base: str | Path,
     *,
-    vmax: float = 100.0,
+    vmax: float | None = None,
     title: str | None = None,
 ) -> list[Path]:
     """Fig. 5: std of criticality over seeds (``criticality_std``), ``viridis_r``.
 
-    Colours span the paper's 0–100 by default, so that figures compare across studies; pass a
-    smaller ``vmax`` to tell small spreads apart. Margin axes are data-driven (capped at 100),
-    one scale for all panels: spreads over seeds are typically a few percent and would be
-    invisible bars on 0–100. Cells from a single seed are NaN. One panel per layer list, as
-    Fig. 1.
+    Colours span 0 to the largest std rounded up (``_fitted_colour_limit``): spreads over seeds
+    are a few points, and on the paper's 0–100 they would leave the figure nearly blank. The
+    colour bar's label states the scale, so that a reader does not take it for the paper's;
+    ``vmax=100`` draws the paper's. Margin axes are data-driven too (capped at 100), one scale
+    for all panels. Cells from a single seed are NaN. One panel per layer list, as Fig. 1.
     """
     panels = heatmap_panels(summary, models, categories, "criticality_std")
+    top = _fitted_colour_limit(panels) if vmax is None else vmax
+    scale = "fit to the values" if vmax is None else "as given"
     with figure_style():
         fig = _draw_heatmap(
-            panels, cmap_name="viridis_r", vmin=0, vmax=vmax,
-            cbar_label="Std of Layer Criticality over seeds [%]", title=title, value_bound=CRITICALITY_BOUND,
-            fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
+            panels, cmap_name="viridis_r", vmin=0, vmax=top,
+            cbar_label=f"Std of Layer Criticality over seeds [%]\n(colour scale 0–{top:g}, {scale})", title=title,
+            value_bound=CRITICALITY_RANGE, fixed_margins=False, row_margin_label="mean ± std\nover layers [%]",
             col_margin_label="mean ± std\nover models [%]", row_label_title=_row_label_title(models),
         )  # fmt: skip
     return common.save_figure(fig, out_base)
