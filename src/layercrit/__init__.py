@@ -14,7 +14,8 @@ model's outputs change (Gavrikov et al., 2024). Modules, one concept each:
 - ``metrics``: output-change metrics, including criticality
 - ``forward``: how a model runs on the evaluation images (settings, batches, activation reuse)
 - ``evaluation``: the baseline and the reset evaluation (``measure_reset``: the paper's method)
-- ``devices``, ``io``, ``joblog``: device leases, outputs with provenance, job logs
+- ``devices``, ``concurrency``, ``io``, ``joblog``: device leases, what evaluation jobs side by
+  side in one process share (the global RNG, torch.fx tracing), outputs with provenance, job logs
 - ``aggregation``, ``statistics``: tidy tables over models, layers and seeds; correlations
 - ``published``, ``replication``: the authors' raw results, and this study against them
 - ``figures``: the paper's figures (one registry, ``figures.FIGURES``)
