@@ -41,7 +41,7 @@ def test_every_figure_a_study_plans_is_one_the_index_knows(workdir):
     config["reset"]["seed_scheme"] = "authors"
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n")
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", "--logger-layercrit-jobs")
     planned = set(re.findall(r"results/paper/figures/randomize/(\w+)\.png", proc.stdout))
     assert {"criticality_heatmap", "model_table", "replication", "replication_trials"} <= planned
     assert planned <= set(KNOWN_FIGURES), planned - set(KNOWN_FIGURES)

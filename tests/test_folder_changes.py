@@ -20,7 +20,7 @@ EVAL = "results/tiny/data/eval.safetensors"
 
 def plan(workdir, path, *targets):
     """A dry run's output (stdout and stderr)."""
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", *targets)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", "--logger-layercrit-jobs", *targets)
     return proc.stdout + proc.stderr
 
 

@@ -17,7 +17,7 @@ CHECKPOINT = "results/tiny/models/demo_baseline.safetensors"
 
 
 def plan(workdir, path, *targets):
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", *targets)
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", "--logger-layercrit-jobs", *targets)
     return proc.stdout + proc.stderr
 
 
@@ -115,7 +115,7 @@ def test_a_checkpoint_fetched_before_digests_were_recorded_keeps_its_params_whil
 
 def test_a_tilde_in_a_local_url_is_the_home_directory_as_in_data_root(workdir):
     path = own_model_study(workdir, "~/own/baseline.safetensors")
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", CHECKPOINT, env={"HOME": str(workdir)})
+    proc = run_snakemake(workdir, "--configfile", str(path), "-n", "--logger-layercrit-jobs", CHECKPOINT, env={"HOME": str(workdir)})
     assert f"input: {workdir}/own/baseline.safetensors" in proc.stdout
 
 

@@ -54,8 +54,8 @@ def _duration(seconds: float) -> str:
 
 def progress_line(done: int, total: int, started: Optional[float], now: float) -> str:
     """``done`` of ``total`` jobs, with the rate since ``started`` and the time left at that rate."""
-    share = f"{100 * done / total:.0f} %" if total else "100 %"
-    line = f"{done} of {total} jobs done ({share})"
+    share = f"{100 * done / total:.0f}%" if total else "100%"
+    line = f"{done} of {total} jobs ({share}) done"  # as Snakemake says it, "steps" aside
     if started is not None and done and now > started:
         rate = done / (now - started)
         line += f", {60 * rate:.1f} jobs/min"
