@@ -59,10 +59,10 @@ def progress_line(done: int, total: int, started: Optional[float], now: float) -
     if started is not None and done and now > started:
         rate = done / (now - started)
         line += f", {60 * rate:.1f} jobs/min"
-        if done < total:
-            line += f", about {_duration((total - done) / rate)} left"
-        else:
+        if done >= total:
             line += f" in {_duration(now - started)}"
+        elif done >= max(5, total // 50):  # the first jobs (data, downloads, imports) say little of the rest
+            line += f", about {_duration((total - done) / rate)} left"
     return line
 
 
