@@ -9,6 +9,7 @@ conversion must fail with the offending keys listed. The download tests use a ti
 from __future__ import annotations
 
 import argparse
+import fractions
 import hashlib
 import io
 import json
@@ -380,20 +381,20 @@ def test_published_layout_converts_to_the_exact_weights(layout, hosts, settings,
         assert meta["files"][0]["hf_commit"]
 
 
-def test_pickled_objects_need_allowed_globals(hosts, settings, tiny, tmp_path):
+def test_pickled_classes_other_than_argparse_namespace_need_allowed_globals(hosts, settings, tiny, tmp_path):
+    """argparse.Namespace (Madry's and timm's training arguments) loads as it is (issue 31 item 1);
+    any other class saved beside the weights must be allowed by name."""
     hosts.add_hf_file(MADRY["repo"], MADRY_FILE, madry_checkpoint(tiny))
     source = {**MADRY, "key": "model", "keep_prefix": "module.model.", "strip_prefix": ["module.model."]}
+    fetch_model({"id": "madry", "source": source}, TINY, cache_dir=tmp_path, out=tmp_path / "m.safetensors", progress=False, settings=settings)
+    assert_same_tensors(tmp_path / "m.safetensors", tiny)
+
+    hosts.serve(TINY_PATH, pickled({"state_dict": tiny, "lr": fractions.Fraction(1, 10)}))
     with pytest.raises(CheckpointReadError) as failure:
-        fetch_model(
-            {"id": "madry", "source": source},
-            TINY,
-            cache_dir=tmp_path,
-            out=tmp_path / "m.safetensors",
-            progress=False,
-            settings=settings,
-        )
+        fetch_tiny(settings, tmp_path / "a")
     message = str(failure.value)
-    assert "madry" in message and MADRY_FILE in message and "argparse.Namespace" in message and "allowed_globals" in message
+    assert "tiny_model" in message and "class(es) ['fractions.Fraction']" in message and "allowed_globals" in message
+    fetch_tiny(settings, tmp_path / "b", {"kind": "url", "url": TINY_URL, "allowed_globals": ["fractions.Fraction"]})
 
 
 def test_torchvision_file_name_hash_prefix_is_verified(hosts, settings, original, tmp_path):
@@ -679,7 +680,7 @@ def test_pair_must_not_provide_a_key_twice(hosts, settings, tiny, tmp_path):
     [
         (
             {"kind": "url", "url": TINY_URL, "strip_prefixes": ["module."]},
-            r"key 'source': unknown key\(s\) \['strip_prefixes'\]; allowed: \[.*'strip_prefix', 'url'\]",
+            r"key 'source': unknown key\(s\) \['strip_prefixes'\]; allowed: \[.*'strip_prefix', 'trust_pickle', 'url'\]",
         ),
         ({"kind": "ftp", "url": TINY_URL}, r"key 'source.kind': 'ftp' is not allowed; allowed: \['timm', .*'pair'\]"),
         ({"kind": "train", "recipe": {}}, r"key 'source.kind': 'train' is not allowed"),  # trained here, not fetched
@@ -852,12 +853,12 @@ def test_a_pickle_that_calls_functions_is_refused_without_suggesting_to_allow_th
     assert "function(s) ['posix.system']" in message and "weights never need" in message and "Do not allow them" in message
     assert "add them to the source's allowed_globals" not in message
 
-    hosts.serve(TINY_PATH, pickled({"state_dict": tiny, "args": argparse.Namespace(lr=0.1)}))
+    hosts.serve(TINY_PATH, pickled({"state_dict": tiny, "lr": fractions.Fraction(1, 10)}))
     (tmp_path / "cache").rename(tmp_path / "old cache")
     with pytest.raises(CheckpointReadError) as failure:
         fetch_tiny(settings, tmp_path)
     message = str(failure.value)
-    assert "class(es) ['argparse.Namespace']" in message and "add them to the source's allowed_globals" in message
+    assert "class(es) ['fractions.Fraction']" in message and "add them to the source's allowed_globals" in message
 
 
 def test_functions_cannot_be_allowed(hosts, settings, tiny, tmp_path):
