@@ -137,19 +137,19 @@ CHECKPOINT_HEADER = "layercrit"
 
 
 def safetensors_metadata(path: str | Path) -> dict[str, str] | None:
-    """The metadata of a safetensors file's header (string to string), read without torch: the
-    workflow reads what its outputs record while it is parsed. None where there is no file, {}
-    for one whose header cannot be read (its job then makes it again)."""
+    """The metadata of a safetensors file's header (string to string), read without torch (the
+    numpy framework: Snakemake has imported numpy already): the workflow reads what its outputs
+    record while it is parsed. None where there is no file, {} for one whose header cannot be read
+    (its job then makes it again)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
+        with safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
     except FileNotFoundError:
         return None
-    except (ValueError, OSError):
+    except (SafetensorError, OSError, ValueError):
         return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
 
 
 def file_identity(path: str | Path) -> tuple:
