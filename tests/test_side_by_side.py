@@ -158,7 +158,7 @@ def test_emulated_gpus_side_by_side_give_the_serial_results(tmp_path, seed_schem
     assert devices_used(one_at_a_time) == {"cpu:0"}
 
 
-def tiny_study(workdir: Path) -> Path:
+def one_reset_study(workdir: Path) -> Path:
     """One demo model, one layer, one seed: a run of seconds."""
     config = yaml.safe_load(write_study(workdir, "tiny", "independent").read_text())
     config["models"] = MODELS[:1]
@@ -170,7 +170,7 @@ def tiny_study(workdir: Path) -> Path:
 
 def test_what_a_run_grants_fits_the_machine_it_runs_on(tmp_path):
     """M3, N2 and the finish step of layercrit-slurm, on this machine without a GPU (device auto)."""
-    config = tiny_study(tmp_path)
+    config = one_reset_study(tmp_path)
     result = tmp_path / "results/tiny/resets/randomize/demo_baseline/fc/seed0.json"
     log = tmp_path / "results/tiny/logs/resets/randomize/demo_baseline/fc/seed0.log"
 

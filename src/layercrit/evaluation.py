@@ -142,6 +142,7 @@ class EvaluationCache:
         self.host_images = _LRU(2)
         self.fresh = _LRU(max_fresh)
         self.hashes = _LRU(16)
+        self.clean_top1 = _LRU(16)  # a baseline's top-1 measured from its logits, per file versions
         self._devices: dict[str, DeviceCache] = {}
         self._lock = threading.Lock()
         self.loads: Counter[str] = Counter()
@@ -340,20 +341,18 @@ def verify_baseline_inputs(
             )
 
 
-def check_baseline_summary(
-    baseline: dict[str, Any], baseline_summary: str | Path, clean_logits: torch.Tensor, labels: torch.Tensor
-) -> None:
-    """Raise :class:`StaleBaselineError` unless the summary's top-1 and image count are those of
-    the clean logits beside it: every reset result copies the top-1 (``original_top1``, and
-    ``recovered_acc`` from it), so a summary edited by hand would spread into all of them."""
-    measured = clean_accuracy(clean_logits, labels)["top1"]
+def check_baseline_summary(baseline: dict[str, Any], baseline_summary: str | Path, measured: float, n_images: int) -> None:
+    """Raise :class:`StaleBaselineError` unless the summary's top-1 and image count are those
+    ``measured`` on the clean logits beside it: every reset result copies the top-1
+    (``original_top1``, and ``recovered_acc`` from it), so a summary edited by hand would spread
+    into all of them."""
     recorded = baseline.get("top1")
     both_nan = isinstance(recorded, float) and math.isnan(recorded) and math.isnan(measured)  # non-finite logits
-    if not (recorded == measured or both_nan) or baseline.get("n_images") != len(labels):
+    if not (recorded == measured or both_nan) or baseline.get("n_images") != n_images:
         model = baseline.get("model", "?")
         raise StaleBaselineError(
             f"{baseline_summary} says top-1 {recorded} on {baseline.get('n_images')} images, but the clean logits it "
-            f"records give top-1 {measured} on {len(labels)} images: the summary was edited or does not belong to "
+            f"records give top-1 {measured} on {n_images} images: the summary was edited or does not belong to "
             f"them. Recompute it: {recompute_command('logits', baseline_summary, model)}"
         )
 
@@ -437,7 +436,11 @@ def evaluate_reset(
         clean = cache.baseline_logits(files.logits, device)
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
-        check_baseline_summary(baseline, files.baseline, clean, data.labels)
+        # measured once per version of the logits and images, not per job
+        top1 = cache.clean_top1.get(
+            _file_key(files.logits, _file_key(files.eval)), lambda: clean_accuracy(clean, data.labels)["top1"]
+        )
+        check_baseline_summary(baseline, files.baseline, top1, len(data))
         forward = ForwardPass(model, data, normalization, settings, device)
         if settings.activation_cache_mb > 0:
             activations = cache.clean_activations(

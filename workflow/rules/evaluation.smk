@@ -6,7 +6,13 @@ from collections import Counter
 
 from snakemake.logging import logger
 
-from layercrit.devices import EMULATED_GPUS, gpus_visible, missing_device, shared_pool
+from layercrit.devices import (
+    EMULATED_GPUS,
+    emulated_gpus,
+    gpus_visible,
+    missing_device,
+    shared_pool,
+)
 
 # Rules that evaluate models ask for one GPU unless the study runs on the CPU, so that
 # `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
@@ -78,8 +84,8 @@ def evaluation_refusal(granted_gpus):
     return None
 
 
-def check_before_first_job():
-    """A local run that cannot evaluate what it has to stops before its first job, instead of
+def check_before_first_job(log=None):
+    """(Snakemake's onstart, which passes the log file.) A local run that cannot evaluate what it has to stops before its first job, instead of
     preparing the data and training first and then failing every evaluation; and says where a
     grant does not fit this machine. Only local runs: the executor is known here (onstart), and
     a cluster's login node may have no GPU while its compute nodes do."""
@@ -115,24 +121,20 @@ def grant_warnings():
         warnings.append(
             f"--cores {CORES}, but this process may use {USABLE_CPUS} CPUs: evaluations use {USABLE_CPUS} threads"
         )
-    if os.environ.get(EMULATED_GPUS):
+    if emulated_gpus():
         warnings.append(
-            f"{EMULATED_GPUS}={os.environ[EMULATED_GPUS]}: GPUs are emulated by CPU devices (tests only)"
+            f"{EMULATED_GPUS}={emulated_gpus()}: GPUs are emulated by CPU devices (tests only)"
         )
     return warnings
 
 
-def _before_first_job(log):
-    check_before_first_job()
-
-
 if workflow.modifier.is_main_snakefile():
-    workflow.onstart(_before_first_job)
+    workflow.onstart(check_before_first_job)
 else:
     # Used as a module, Snakemake keeps only the main Snakefile's onstart: run ours before the
     # project's (one the project defines after `use rule * from layercrit` replaces both).
     _project_onstart = workflow._onstart
-    workflow._onstart = lambda log: (_before_first_job(log), _project_onstart(log))
+    workflow._onstart = lambda log: (check_before_first_job(log), _project_onstart(log))
 
 
 # What the evaluation rules' results depend on, as their params: changing one re-runs them
