@@ -142,7 +142,7 @@ class EvaluationCache:
         self.host_images = _LRU(2)
         self.fresh = _LRU(max_fresh)
         self.hashes = _LRU(16)
-        self.clean_top1 = _LRU(16)  # a baseline's top-1 measured from its logits, per file versions
+        self.clean_accuracy = _LRU(16)  # a baseline's accuracy measured from its logits, per file versions
         self._devices: dict[str, DeviceCache] = {}
         self._lock = threading.Lock()
         self.loads: Counter[str] = Counter()
@@ -341,19 +341,37 @@ def verify_baseline_inputs(
             )
 
 
-def check_baseline_summary(baseline: dict[str, Any], baseline_summary: str | Path, measured: float, n_images: int) -> None:
-    """Raise :class:`StaleBaselineError` unless the summary's top-1 and image count are those
-    ``measured`` on the clean logits beside it: every reset result copies the top-1
+def summary_contradictions(baseline: Mapping[str, Any], accuracy: Mapping[str, float | int]) -> dict[str, tuple[Any, Any]]:
+    """The entries of a baseline summary other than its clean logits give (``accuracy``, of
+    ``metrics.clean_accuracy``: top1, top5, n_nonfinite), as {key: (recorded, measured)}; NaN
+    equals NaN (non-finite logits). Every reset job checks this (it copies the top-1 into its
+    result), and so do the tables (``readback.check_baseline_files``)."""
+
+    def same(recorded: Any, measured: float | int) -> bool:
+        if not isinstance(recorded, (int, float)):
+            return False
+        return recorded == measured or (math.isnan(recorded) and math.isnan(measured))
+
+    return {key: (baseline.get(key), value) for key, value in accuracy.items() if not same(baseline.get(key), value)}
+
+
+def check_baseline_summary(
+    baseline: dict[str, Any], baseline_summary: str | Path, accuracy: Mapping[str, float | int], n_images: int
+) -> None:
+    """Raise :class:`StaleBaselineError` unless the summary's accuracy and image count are those
+    ``accuracy`` measures on the clean logits beside it: every reset result copies the top-1
     (``original_top1``, and ``recovered_acc`` from it), so a summary edited by hand would spread
     into all of them."""
-    recorded = baseline.get("top1")
-    both_nan = isinstance(recorded, float) and math.isnan(recorded) and math.isnan(measured)  # non-finite logits
-    if not (recorded == measured or both_nan) or baseline.get("n_images") != n_images:
+    wrong = summary_contradictions(baseline, accuracy)
+    if wrong or baseline.get("n_images") != n_images:
+        others = [key for key in wrong if key != "top1"]
+        recorded = "".join(f", {key} {wrong[key][0]!r}" for key in others)
+        measured = "".join(f", {key} {wrong[key][1]!r}" for key in others)
         model = baseline.get("model", "?")
         raise StaleBaselineError(
-            f"{baseline_summary} says top-1 {recorded} on {baseline.get('n_images')} images, but the clean logits it "
-            f"records give top-1 {measured} on {n_images} images: the summary was edited or does not belong to "
-            f"them. Recompute it: {recompute_command('logits', baseline_summary, model)}"
+            f"{baseline_summary} says top-1 {baseline.get('top1')} on {baseline.get('n_images')} images{recorded}, but "
+            f"the clean logits it records give top-1 {accuracy['top1']} on {n_images} images{measured}: the summary "
+            f"was edited or does not belong to them. Recompute it: {recompute_command('logits', baseline_summary, model)}"
         )
 
 
@@ -437,10 +455,10 @@ def evaluate_reset(
         if clean.shape[0] != len(data):
             raise ValueError(f"{model_id}: baseline has {clean.shape[0]} outputs for {len(data)} images; re-run its baseline")
         # measured once per version of the logits and images, not per job
-        top1 = cache.clean_top1.get(
-            _file_key(files.logits, _file_key(files.eval)), lambda: clean_accuracy(clean, data.labels)["top1"]
+        accuracy = cache.clean_accuracy.get(
+            _file_key(files.logits, _file_key(files.eval)), lambda: clean_accuracy(clean, data.labels)
         )
-        check_baseline_summary(baseline, files.baseline, top1, len(data))
+        check_baseline_summary(baseline, files.baseline, accuracy, len(data))
         forward = ForwardPass(model, data, normalization, settings, device)
         if settings.activation_cache_mb > 0:
             activations = cache.clean_activations(

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from layercrit.evaluation import BASELINE_INPUTS, recompute_command
+from layercrit.evaluation import BASELINE_INPUTS, recompute_command, summary_contradictions
 from layercrit.io import DamagedFileError, file_sha256, read_json
 from layercrit.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
@@ -226,8 +226,7 @@ def check_baseline_files(
             labels[eval_path] = load_labels(eval_path)
         logits = read_safetensors(logits_path, names=("logits",))[0]["logits"]
         check_labels(labels[eval_path], logits.shape[1], eval_path)
-        measured = clean_accuracy(logits, labels[eval_path])
-        wrong = {k: (baseline[k], v) for k, v in measured.items() if not _same(float(baseline[k]), float(v))}
+        wrong = summary_contradictions(baseline, clean_accuracy(logits, labels[eval_path]))
         if wrong:
             raise DamagedFileError(
                 baseline_files[model],
