@@ -329,25 +329,28 @@ def _weights(value: Any) -> Mapping[str, Any] | None:
 
 
 def _select_state(checkpoint: Any, key: str | None, model_id: str, where: str) -> tuple[Mapping[str, Any], str | None]:
-    if _weights(checkpoint) is None:
+    whole = _weights(checkpoint)
+    if whole is None:
         raise ConversionError(
             f"model {model_id!r}: {where} holds a {type(checkpoint).__name__}, not a dict of tensors; save the weights "
             f"as {SAVE_WEIGHTS}"
         )
     if isinstance(checkpoint, torch.nn.Module):
-        return checkpoint.state_dict(), None
+        return whole, None
     if key is not None:
-        if key not in checkpoint or _weights(checkpoint[key]) is None:
+        state = _weights(checkpoint.get(key))
+        if state is None:
             raise ConversionError(
                 f"model {model_id!r}: {where} has no dict entry {key!r}; its entries: {listing(list(checkpoint))}"
             )
-        return _weights(checkpoint[key]), key
+        return state, key
     for candidate in DEFAULT_STATE_KEYS:
-        if _weights(checkpoint.get(candidate)) is not None:
-            ema = [k for k in EMA_KEYS if k != candidate and _weights(checkpoint.get(k)) is not None]
+        state = _weights(checkpoint.get(candidate))
+        if state is not None:
+            ema = [k for k in EMA_KEYS if k != candidate and isinstance(checkpoint.get(k), (Mapping, torch.nn.Module))]
             if ema:
                 log.info("model %s: %s also holds EMA weights (%s): key: %s evaluates those", model_id, where, ema[0], ema[0])
-            return _weights(checkpoint[candidate]), candidate
+            return state, candidate
     return checkpoint, None
 
 
