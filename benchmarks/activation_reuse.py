@@ -1,6 +1,6 @@
 """Benchmark: a reset job's forward pass in full vs from the clean model's recorded activations.
 
-For each architecture whose forward ``layercrit.graph.graph_segments`` splits (timm ResNet,
+For each architecture whose forward ``layercrit.evaluation.graph.graph_segments`` splits (timm ResNet,
 VisionTransformer, ConvNeXt), this times the reset evaluation of layers the way a reset job runs
 it: ``CleanActivations.record`` once on the clean model (checked bit for bit against the
 baseline logits), then for each layer, inside ``reset_layer(..., "randomize")``, one
@@ -37,16 +37,16 @@ from pathlib import Path
 import torch
 
 from layercrit.data import ImageSet
-from layercrit.forward import (
+from layercrit.evaluation.forward import (
     CleanActivations,
     EvalSettings,
     ForwardPass,
     free_memory,
     predict_logits,
 )
-from layercrit.graph import graph_segments
+from layercrit.evaluation.graph import graph_segments
 from layercrit.io import provenance
-from layercrit.reset import reset_layer
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
 

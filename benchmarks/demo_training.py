@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import yaml
 
-from layercrit.forward import EvalSettings, predict_logits
-from layercrit.metrics import criticality, output_change
-from layercrit.reset import reset_layer
+from layercrit.evaluation.forward import EvalSettings, predict_logits
+from layercrit.evaluation.metrics import criticality, output_change
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import load_study
 from layercrit.synthetic import make_synthetic_images
 from layercrit.training import evaluate_accuracy, recipe_of, train_classifier

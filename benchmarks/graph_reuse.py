@@ -1,4 +1,4 @@
-"""Benchmark: activation reuse from the traced graph's segments (``layercrit.graph``), per family.
+"""Benchmark: activation reuse from the traced graph's segments (``layercrit.evaluation.graph``), per family.
 
 For each model, the way a reset job runs it: ``graph_segments`` (the model's torch.fx graph cut
 between blocks), ``CleanActivations.record`` once on the clean model (checked bit for bit against
@@ -41,9 +41,9 @@ from typing import NamedTuple
 import torch
 
 from layercrit.data import ImageSet
-from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, free_memory, predict_logits
-from layercrit.graph import graph_segments
-from layercrit.reset import reset_layer
+from layercrit.evaluation.forward import CleanActivations, EvalSettings, ForwardPass, free_memory, predict_logits
+from layercrit.evaluation.graph import graph_segments
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import EvalSettings
+from layercrit.evaluation.forward import EvalSettings
 from layercrit.io import read_json
 from layercrit.study import load_study
 

@@ -34,10 +34,10 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import EvalSettings
+from layercrit.evaluation.forward import EvalSettings
 from layercrit.imagenet import prepare_validation_set
 from layercrit.io import package_versions
-from layercrit.reset import reset_layer
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, save_checkpoint
 

@@ -1,7 +1,7 @@
 """Benchmark: reset jobs side by side on emulated GPUs, as threads of one process.
 
 What one process does when Snakemake runs N evaluations at once (``--resources gpu=N``): here N
-CPU devices (``LAYERCRIT_EMULATED_GPUS``, layercrit.devices) and N worker threads taking the
+CPU devices (``LAYERCRIT_EMULATED_GPUS``, layercrit.evaluation.devices) and N worker threads taking the
 study's reset jobs in the study's order (model by model, seed by seed), each through
 ``evaluate_reset`` with the process's one ``EvaluationCache``. Counted per job: reads of the
 image file, model builds (checkpoint loads), fresh-model builds, by wrapping the functions the
@@ -31,10 +31,10 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-import layercrit.evaluation as evaluation
+import layercrit.evaluation.cache as evaluation_cache
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import EvalSettings
+from layercrit.evaluation.forward import EvalSettings
 from layercrit.io import provenance
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, save_checkpoint
@@ -46,12 +46,12 @@ METRICS = ("cosine", "criticality", "top1", "top5", "kl", "n_nonfinite")
 
 
 class Counted:
-    """Wraps a module-level function of layercrit.evaluation and counts its calls."""
+    """Wraps a module-level function of layercrit.evaluation.cache and counts its calls."""
 
     def __init__(self, name: str):
         self.name, self.calls, self.lock = name, 0, threading.Lock()
-        self.wrapped = getattr(evaluation, name)
-        setattr(evaluation, name, self)
+        self.wrapped = getattr(evaluation_cache, name)
+        setattr(evaluation_cache, name, self)
 
     def __call__(self, *args, **kwargs):
         with self.lock:
@@ -143,7 +143,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         counts = {c.name: c.calls for c in counters}
         for c in counters:
-            setattr(evaluation, c.name, c.wrapped)
+            setattr(evaluation_cache, c.name, c.wrapped)
         serial_settings = EvalSettings(device="cuda:0", batch_size=500, cpu_threads=1)  # emulated: cpu:0
         serial = run_jobs(jobs, files, serial_settings, EvaluationCache(), 1, tmp)
     ok = [k for k in jobs if k in side["results"]]

@@ -14,12 +14,12 @@ import time
 import pytest
 import torch
 
-from layercrit.concurrency import module_calls, tracing
+from layercrit.evaluation.concurrency import module_calls, tracing
 from layercrit.data import ImageSet, save_image_set
-from layercrit.devices import DevicePool, pool_for
+from layercrit.evaluation.devices import DevicePool, pool_for
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import EvalSettings, free_memory, predict_logits
-from layercrit.graph import graph_segments
+from layercrit.evaluation.forward import EvalSettings, free_memory, predict_logits
+from layercrit.evaluation.graph import graph_segments
 from layercrit.seed_schemes import fresh_model
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, save_checkpoint

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from layercrit.devices import DevicePool, gpus_visible
+from layercrit.evaluation.devices import DevicePool, gpus_visible
 
 
 def test_concurrent_jobs_never_share_a_device_and_no_device_idles_while_jobs_wait():

@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import CleanActivations, EvalSettings, predict_logits, segment_holding
-from layercrit.graph import graph_segments
-from layercrit.reset import reset_layer
+from layercrit.evaluation.forward import CleanActivations, EvalSettings, predict_logits, segment_holding
+from layercrit.evaluation.graph import graph_segments
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture, read_layer_table
 from layercrit.zoo import build_architecture, save_checkpoint
 

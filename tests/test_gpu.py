@@ -13,7 +13,7 @@ import torch
 
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
-from layercrit.forward import EvalSettings
+from layercrit.evaluation.forward import EvalSettings
 from layercrit.zoo import build_architecture, save_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -52,7 +52,7 @@ def evaluate(files, arch, settings, cache, layer="layer3.0.conv2", seed=0, tag="
 
 
 def test_every_gpu_is_leased_to_one_job_at_a_time():
-    from layercrit.devices import pool_for
+    from layercrit.evaluation.devices import pool_for
 
     pool = pool_for("cuda")
     assert pool.devices == tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))

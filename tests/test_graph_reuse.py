@@ -1,4 +1,4 @@
-"""Activation reuse for any model torch.fx traces (layercrit.graph), per family: a reset evaluation
+"""Activation reuse for any model torch.fx traces (layercrit.evaluation.graph), per family: a reset evaluation
 resumed from the clean model's activations gives the full forward pass's logits bit for bit."""
 
 import logging
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from layercrit.data import ImageSet
-from layercrit.forward import CleanActivations, EvalSettings, ForwardPass, predict_logits, segment_holding
-from layercrit.graph import graph_segments
-from layercrit.graph import Segment
-from layercrit.reset import reset_layer
+from layercrit.evaluation.forward import CleanActivations, EvalSettings, ForwardPass, predict_logits, segment_holding
+from layercrit.evaluation.graph import graph_segments
+from layercrit.evaluation.graph import Segment
+from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
 
@@ -142,7 +142,7 @@ class DataDependent(torch.nn.Module):
 def test_a_model_torch_fx_cannot_trace_runs_the_full_pass_and_the_log_says_why(caplog):
     model, images = DataDependent().eval(), random_images()
     settings = EvalSettings(device="cpu", batch_size=BATCH, activation_cache_mb=64)
-    with caplog.at_level(logging.WARNING, logger="layercrit.graph"):
+    with caplog.at_level(logging.WARNING, logger="layercrit.evaluation.graph"):
         assert graph_segments(model) is None and graph_segments(DataDependent()) is None
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1, warnings  # once per architecture
@@ -207,7 +207,7 @@ def test_a_segment_that_changes_its_input_in_place_disables_reuse(caplog):
     """The graph's cuts avoid it (above); a hand-written or opaque segment may still do it."""
     _, segments = linear_segments()
     segments[2] = Segment("c", ("c",), lambda x: x.mul_(2))
-    with caplog.at_level(logging.WARNING, logger="layercrit.forward"):
+    with caplog.at_level(logging.WARNING, logger="layercrit.evaluation.forward"):
         activations, _ = run_records(segments)
     assert activations.kept == {} and activations.start_for("d") is None
     assert "segments c change their input in place" in caplog.text

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from layercrit.metrics import OutputChangeAccumulator, criticality, output_change, topk_correct
+from layercrit.evaluation.metrics import OutputChangeAccumulator, criticality, output_change, topk_correct
 
 
 def test_hand_computed_case():

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from layercrit.data import ImageSet, check_labels, save_image_set
 from layercrit.io import DamagedFileError, file_sha256, write_json
-from layercrit.metrics import clean_accuracy
+from layercrit.evaluation.metrics import clean_accuracy
 from layercrit.readback import check_against_baselines, check_baseline_files, read_baselines, read_reset_result
 from layercrit.study import reset_result_path
 from test_aggregation import HASHES, result
@@ -162,7 +162,7 @@ def test_a_result_that_contradicts_itself_is_refused_naming_the_fields(tmp_path,
 def test_what_the_accumulator_writes_is_consistent(tmp_path, bad):
     """The consistency rules are the accumulator's own: a clean evaluation, one with non-finite
     clean outputs and one with non-finite reset outputs all pass as written."""
-    from layercrit.metrics import OutputChangeAccumulator
+    from layercrit.evaluation.metrics import OutputChangeAccumulator
 
     torch.manual_seed(0)
     clean, reset, labels = torch.randn(8, 10), torch.randn(8, 10), torch.arange(8)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from layercrit.evaluation import EvaluationCache
-from layercrit.reset import reset_layer
+from layercrit.evaluation.reset import reset_layer
 from layercrit.zoo import build_architecture, enumerate_layers
 
 
@@ -122,7 +122,7 @@ def test_demo_layers_in_module_order(demo_arch):
 
 
 def test_each_mode_builds_only_the_source_it_takes_the_layer_from():
-    from layercrit.reset import replacement_source
+    from layercrit.evaluation.reset import replacement_source
     from layercrit.study import RESET_MODES
 
     built = []

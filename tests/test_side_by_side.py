@@ -61,7 +61,7 @@ def serial_results(workdir: Path, name: str, config_path: Path) -> dict[tuple[st
     """Every reset of the study evaluated here, one after another on one CPU thread, with the full
     forward pass, from the checkpoints and baselines the workflow made."""
     from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_reset
-    from layercrit.forward import EvalSettings
+    from layercrit.evaluation.forward import EvalSettings
     from layercrit.study import load_study, validated
 
     config = validated(yaml.safe_load(config_path.read_text()), "config", "config")

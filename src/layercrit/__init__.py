@@ -24,7 +24,11 @@ model's outputs change (Gavrikov et al., 2024). Modules, one concept each:
 Importing this package imports no torch: the Snakefile imports ``layercrit.study`` at parse time.
 """
 
+from layercrit import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()
 
 
 def put_on_subprocess_path(src: str) -> None:

@@ -118,7 +118,7 @@ def read_safetensors(
     each of which it must hold. :class:`DamagedFileError` if unreadable or one is missing."""
     from safetensors import SafetensorError, safe_open
 
-    if device.startswith("cpu:"):  # an emulated GPU (layercrit.devices), which safetensors does not know
+    if device.startswith("cpu:"):  # an emulated GPU (layercrit.evaluation.devices), which safetensors does not know
         device = "cpu"
     try:  # one opening of the file for header and tensors
         with safe_open(str(path), framework="pt", device=device) as f:

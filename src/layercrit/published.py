@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from layercrit.metrics import criticality
+from layercrit.evaluation.metrics import criticality
 
 PUBLISHED_COLUMNS = (
     "top1_acc", "top5_acc", "loss", "batch_acc", "layer", "pred_cos_sim", "pred_l1_err",

@@ -31,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from layercrit.evaluation import BASELINE_INPUTS, recompute_command, summary_contradictions
+from layercrit.evaluation.baseline_checks import BASELINE_INPUTS, recompute_command, summary_contradictions
 from layercrit.io import DamagedFileError, file_sha256, read_json
-from layercrit.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
+from layercrit.evaluation.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
 
 # A recomputed float against one read back from JSON (written with repr: exact, so this only

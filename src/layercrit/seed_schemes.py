@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from layercrit.concurrency import global_rng
+from layercrit.evaluation.concurrency import global_rng
 from layercrit.io import package_versions
 from layercrit.study import Architecture, SEED_SCHEMES
 from layercrit.zoo import build_architecture

@@ -18,7 +18,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from layercrit.concurrency import global_rng, module_calls
+from layercrit.evaluation.concurrency import global_rng, module_calls
 from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
 from layercrit.study import (
     Architecture,
@@ -46,7 +46,7 @@ def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.
     With ``seed``, the initialization is drawn from a private RNG state so the result depends
     only on (architecture, seed), not on what ran before in this process; without, from the
     global stream as it stands. Either way no other thread of this process draws meanwhile, and
-    no torch.fx trace runs (a constructor may run a forward pass): ``layercrit.concurrency``.
+    no torch.fx trace runs (a constructor may run a forward pass): ``layercrit.evaluation.concurrency``.
     """
     with global_rng(seed), module_calls():
         return _create(arch).eval()

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 
-from layercrit.concurrency import tracing
+from layercrit.evaluation.concurrency import tracing
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ activations, so that a reset evaluation recomputes only what follows the reset l
 
 Resetting a layer changes nothing computed before the layer is first used, so where one value
 carries the rest of the forward pass (between two blocks) the reset model's pass can resume from
-the clean model's value. ``layercrit.graph.graph_segments`` cuts the forward of any model
+the clean model's value. ``layercrit.evaluation.graph.graph_segments`` cuts the forward of any model
 torch.fx can trace into such a chain (a stem, one segment per block, a head) and returns None for a
 model it cannot trace, which is then always run in full (the log says why). ``CleanActivations``
 runs the clean model once, keeps the inputs of as many segments as fit in a memory budget
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from layercrit.concurrency import module_calls
+from layercrit.evaluation.concurrency import module_calls
 from layercrit.data import ImageSet, to_model_input
-from layercrit.graph import Segment
+from layercrit.evaluation.graph import Segment
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def numerics(precision: str, device: str) -> Iterator[None]:
 @contextlib.contextmanager
 def evaluating(settings: EvalSettings, device: str) -> Iterator[None]:
     """A forward pass: no gradients, the arithmetic of the settings, and no torch.fx trace in this
-    process meanwhile (``layercrit.concurrency``)."""
+    process meanwhile (``layercrit.evaluation.concurrency``)."""
     with module_calls(), torch.inference_mode(), numerics(settings.precision, device):
         yield
 
