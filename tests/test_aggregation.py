@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layercrit.readback import check_against_baselines, read_reset_results
+from layercrit.analysis.readback import check_against_baselines, read_reset_results
 from layercrit.io import write_json
 from layercrit.study import reset_result_identity, reset_result_path
 
@@ -71,7 +71,7 @@ def published_rows(models, seeds=(0, 1, 2), layers=("conv1", "fc")):
 
 
 def test_the_published_tables_hold_the_models_of_the_results_in_zoo_order():
-    from layercrit.aggregation import published_tables
+    from layercrit.analysis.aggregation import published_tables
 
     study, zoo = published_study()
     assert study.seeds == [0, 1, 2] and "tv_resnet50" in study.models
@@ -83,7 +83,7 @@ def test_the_published_tables_hold_the_models_of_the_results_in_zoo_order():
 
 
 def test_published_results_of_other_models_or_trials_are_refused():
-    from layercrit.aggregation import published_tables
+    from layercrit.analysis.aggregation import published_tables
 
     study, zoo = published_study()
     with pytest.raises(ValueError, match=r"not in the zoo .*paper.yaml: \['my_model'\]"):
@@ -93,7 +93,7 @@ def test_published_results_of_other_models_or_trials_are_refused():
 
 
 def _summary_rows(rows):
-    from layercrit.aggregation import summarize
+    from layercrit.analysis.aggregation import summarize
 
     resets = pd.DataFrame(
         [
@@ -147,7 +147,7 @@ def test_a_models_mean_criticality_gets_an_interval_from_its_per_seed_means_and_
     image SE is the mean of the layers' (0.4 and 0.6: 0.5). By hand as for a layer."""
     from scipy import stats
 
-    from layercrit.aggregation import model_intervals
+    from layercrit.analysis.aggregation import model_intervals
 
     rows = [("a", "x", 0, s, c, 0.4) for s, c in enumerate([10.0, 12.0, 11.0])]
     rows += [("a", "y", 1, s, c, 0.6) for s, c in enumerate([30.0, 33.0, 36.0])]
@@ -172,7 +172,7 @@ def test_no_interval_without_a_seed_spread_or_an_image_error():
 
 
 def test_the_difference_from_the_baseline_is_significant_only_beyond_its_uncertainty():
-    from layercrit.statistics import difference_from_baseline
+    from layercrit.analysis.statistics import difference_from_baseline
 
     rows = []
     for s in range(3):

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layercrit import figures, statistics
+from layercrit import figures
+from layercrit.analysis import statistics
 from layercrit.study import FIGURE_NAMES, Model, Study
 
 CATEGORIES = [

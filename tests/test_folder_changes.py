@@ -133,7 +133,7 @@ def test_the_tables_refuse_pipeline_files_that_hold_other_images(tmp_path):
     """Two pipeline files made from the folder at different times (one image more in the second)."""
     from layercrit.imagenet import prepare_pipeline_images, read_metadata
     from layercrit.pipelines import InputPipeline
-    from layercrit.readback import check_one_image_set
+    from layercrit.analysis.readback import check_one_image_set
 
     images = own_folder(tmp_path / "images", classes=2)
     data = {"kind": "folder", "root": str(images), "subset_size": None, "subset_seed": 0}

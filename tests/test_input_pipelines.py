@@ -63,7 +63,7 @@ def test_per_model_pipelines_prepare_one_file_per_pipeline_and_each_baseline_rea
     path = pipeline_study(workdir, {"demo_baseline": RESNET_INPUT}, subset_size=12)
     break_config(path, lambda c: c["reset"].update(seeds=[0], layers={"include": ["fc", "head"]}))
     results = workdir / "results/tiny"
-    # the tables check every baseline against its own evaluation data (layercrit.readback)
+    # the tables check every baseline against its own evaluation data (layercrit.analysis.readback)
     run_snakemake(workdir, "--configfile", str(path), "--cores", "2", "results/tiny/tables/randomize/resets.csv")
     assert sorted(p.name for p in (results / "data").glob("eval*.safetensors")) == sorted(f"{n}.safetensors" for n in PIPELINE_FILES.values())
 

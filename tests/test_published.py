@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 
 from conftest import REPO, run_snakemake, tiny_study
-from layercrit.published import published_to_tidy
+from layercrit.analysis.published import published_to_tidy
 from layercrit.study import read_layer_table
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from layercrit.data import ImageSet, check_labels, save_image_set
 from layercrit.io import DamagedFileError, file_sha256, write_json
 from layercrit.evaluation.metrics import clean_accuracy
-from layercrit.readback import check_against_baselines, check_baseline_files, read_baselines, read_reset_result
+from layercrit.analysis.readback import check_against_baselines, check_baseline_files, read_baselines, read_reset_result
 from layercrit.study import reset_result_path
 from test_aggregation import HASHES, result
 

@@ -69,7 +69,7 @@ def save(path, metadata):
 
 
 def test_the_tables_refuse_a_fetched_checkpoint_of_a_model_trained_here(tmp_path):
-    from layercrit.readback import check_trained_checkpoints
+    from layercrit.analysis.readback import check_trained_checkpoints
 
     recipe = {"epochs": 2, "lr": 0.1}
     records = {"m": (str(tmp_path / "m.training.json"), {"model": "m", "seed": 7, "recipe": recipe})}

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layercrit import statistics
+from layercrit.analysis import statistics
 
 
 def _ranks(values) -> np.ndarray:

@@ -288,7 +288,7 @@ def test_switching_the_seed_scheme_recomputes_the_randomize_results_and_the_defa
 
 
 def test_a_table_that_mixes_seed_schemes_is_refused():
-    from layercrit.readback import check_seed_scheme
+    from layercrit.analysis.readback import check_seed_scheme
 
     resets = pd.DataFrame({"model": ["a", "a", "a"], "layer": ["x", "y", "z"], "seed": [0, 0, 0],
                            "mode": ["randomize"] * 3, "seed_scheme": ["authors", None, "authors"]})  # fmt: skip

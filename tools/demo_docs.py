@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from layercrit.io import machine
-from layercrit.statistics import ARCHITECTURE_SUBSET, accuracy_correlations
+from layercrit.analysis.statistics import ARCHITECTURE_SUBSET, accuracy_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "demo"

@@ -33,6 +33,11 @@ MOVED: dict[str, str] = {
         "graph": "evaluation.graph",
         "devices": "evaluation.devices",
         "concurrency": "evaluation.concurrency",
+        "readback": "analysis.readback",
+        "aggregation": "analysis.aggregation",
+        "statistics": "analysis.statistics",
+        "published": "analysis.published",
+        "replication": "analysis.replication",
     }.items()
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from layercrit.statistics import rank_correlation
+from layercrit.analysis.statistics import rank_correlation
 
 POINT_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel",

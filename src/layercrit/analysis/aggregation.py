@@ -11,7 +11,7 @@
 Means are taken with NaN kept (``skipna=False``): a non-finite evaluation must show up as NaN
 in the summary, never be quietly left out of an average.
 
-What enters a table has been read back and checked by ``layercrit.readback``.
+What enters a table has been read back and checked by ``layercrit.analysis.readback``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from layercrit.io import provenance, write_csv, write_json
-from layercrit.statistics import criticality_interval
+from layercrit.analysis.statistics import criticality_interval
 from layercrit.study import Study
 
 RESET_COLUMNS = [
