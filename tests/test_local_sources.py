@@ -77,7 +77,7 @@ def write_checkpoint(path, files):
 def test_the_digest_is_taken_from_the_checkpoints_record_while_the_file_is_the_one_fetched(tmp_path, monkeypatch):
     """Cheap at parse time: a file whose identity (inode, size, mtime, ctime) the checkpoint
     recorded is not hashed again; one saved over is."""
-    from layercrit import source_specs
+    from layercrit.weights import specs as source_specs
     from layercrit.io import file_identity, file_sha256
 
     own = tmp_path / "own.pth"
@@ -98,7 +98,7 @@ def test_the_digest_is_taken_from_the_checkpoints_record_while_the_file_is_the_o
 def test_a_checkpoint_fetched_before_digests_were_recorded_keeps_its_params_while_its_file_is_unchanged(tmp_path):
     """Its job's recorded params have no digest: adding one would fetch it again, and re-run every
     result of the model, for nothing."""
-    from layercrit import source_specs
+    from layercrit.weights import specs as source_specs
     from layercrit.io import file_sha256
 
     own = tmp_path / "own.pth"

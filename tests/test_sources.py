@@ -27,9 +27,9 @@ import yaml
 from safetensors.torch import save as safetensors_bytes
 
 from fake_hosts import FakeHosts, route_drive_hosts
-from layercrit.conversion import KEY_MAPPINGS, CheckpointReadError, ConversionError
+from layercrit.weights.conversion import KEY_MAPPINGS, CheckpointReadError, ConversionError
 from layercrit.downloads import ChecksumError, DownloadError, DownloadSettings, SourceError
-from layercrit.sources import check_source, fetch_model, fetch_source_file
+from layercrit.weights.sources import check_source, fetch_model, fetch_source_file
 from layercrit.study import load_schema
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture, load_checkpoint
@@ -872,7 +872,7 @@ def test_checkpoints_needing_allowed_globals_load_in_parallel_threads(tmp_path):
     process-wide, so two loads at once must not take each other's allowed globals away."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from layercrit.conversion import read_checkpoint
+    from layercrit.weights.conversion import read_checkpoint
 
     path = tmp_path / "madry.ckpt"
     path.write_bytes(pickled({"model": {"w": torch.zeros(64, 64)}, "args": argparse.Namespace(eps=0.5)}))
@@ -943,7 +943,7 @@ def test_checkpoints_as_researchers_save_them_load(tmp_path, tiny, name, wrap, k
 
 
 def test_a_whole_pickled_model_is_refused_with_the_line_that_saves_its_weights_unless_trusted(tmp_path, tiny):
-    from layercrit.conversion import CheckpointReadError
+    from layercrit.weights.conversion import CheckpointReadError
     from layercrit.zoo import build_architecture, load_checkpoint
 
     model = build_architecture(TINY, seed=0)

@@ -38,6 +38,9 @@ MOVED: dict[str, str] = {
         "statistics": "analysis.statistics",
         "published": "analysis.published",
         "replication": "analysis.replication",
+        "source_specs": "weights.specs",
+        "sources": "weights.sources",
+        "conversion": "weights.conversion",
     }.items()
 }
 

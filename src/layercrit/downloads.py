@@ -1,6 +1,6 @@
 """The verified download cache: a remote file's local copy, complete and with the expected sha256.
 
-It exists apart from the source kinds (:mod:`layercrit.sources`) because more than model weights
+It exists apart from the source kinds (:mod:`layercrit.weights.sources`) because more than model weights
 are downloaded (the authors' published results, ``workflow/scripts/fetch_published.py``), and
 because what makes a download trustworthy (atomic renames, checksums, retries, mirrors) does not
 depend on what the file is. Callers describe a file as a :class:`Remote` (:func:`url_remote`,
@@ -70,7 +70,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from layercrit.io import file_identity, file_sha256, write_json
-from layercrit.source_specs import local_file
+from layercrit.weights.specs import local_file
 
 log = logging.getLogger(__name__)
 

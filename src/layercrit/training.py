@@ -479,7 +479,7 @@ def train_zoo_model(
     history = train_classifier(net, load_image_set(train_data), recipe, mean=mean, std=std, seed=seed, progress=True)
 
     # what the weights were trained from, in the file itself: a checkpoint recorded in a zoo is
-    # fetched only while its zoo entry still gives this recipe (layercrit.sources)
+    # fetched only while its zoo entry still gives this recipe (layercrit.weights.sources)
     meta = {"model": model["id"], "architecture": arch.id, "seed": seed, "recipe": recipe.to_dict()}
     save_checkpoint(init_out, init_state, norm, {**meta, "weights": "initialization"})
     save_checkpoint(checkpoint_out, net.state_dict(), norm, {**meta, "weights": "trained"})

@@ -46,7 +46,7 @@ from layercrit.study import (
 )
 
 from layercrit.image_folders import listing_param
-from layercrit.source_specs import (
+from layercrit.weights.specs import (
     local_source_files,
     local_source_param,
     missing_local_files,
@@ -162,7 +162,7 @@ def checkpoint_entry(model_id):
 
 def download_entry(model_id):
     """A downloaded model's params: its checkpoint_entry, and the sha256 of its local source files
-    (layercrit.source_specs.local_source_param): a file saved over with other content re-makes
+    (layercrit.weights.specs.local_source_param): a file saved over with other content re-makes
     the checkpoint, also with an older modification time (rsync -a, cp -p)."""
     source = STUDY.models[model_id].source
     return checkpoint_entry(model_id) | local_source_param(

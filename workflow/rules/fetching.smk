@@ -5,11 +5,11 @@
 
 
 def run_download(wildcards, output, params, log):
-    """The download job: layercrit.sources.fetch_model of one model into its canonical checkpoint."""
+    """The download job: layercrit.weights.sources.fetch_model of one model into its canonical checkpoint."""
     from pathlib import Path
 
     from layercrit.joblog import job_log
-    from layercrit.sources import fetch_model
+    from layercrit.weights.sources import fetch_model
     from layercrit.study import Architecture
 
     with job_log(log[0]) as logger:

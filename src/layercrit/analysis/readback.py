@@ -285,7 +285,7 @@ def check_trained_checkpoints(records: Mapping[str, tuple[str, Mapping[str, Any]
     that a training wrote (its header says ``weights: trained``), not one fetched (the zoo's
     recorded checkpoint, before training.retrain was set): its results would be called those of
     a model trained here."""
-    from layercrit.conversion import recorded_metadata
+    from layercrit.weights.conversion import recorded_metadata
 
     for model, (record_path, _) in records.items():
         path = checkpoints[model]

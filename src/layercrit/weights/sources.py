@@ -1,7 +1,7 @@
 """Fetch a model's published weights and turn them into its canonical checkpoint.
 
 This module knows the kinds of places weights are published at; it joins the download cache
-(:mod:`layercrit.downloads`) and the checkpoint conversion (:mod:`layercrit.conversion`) into
+(:mod:`layercrit.downloads`) and the checkpoint conversion (:mod:`layercrit.weights.conversion`) into
 :func:`fetch_model`. A zoo entry's ``source`` says where the weights live and how the published
 file is laid out; :func:`fetch_model` checks it against the zoo schema (its one validator,
 ``workflow/schemas/zoo.schema.yaml``), downloads the file(s), converts them to the plain
@@ -38,7 +38,7 @@ Source kinds
     that retrain (config ``training.retrain``) train it instead.
 
 Every file spec may carry ``sha256`` (full hex digest, or a prefix of at least 8 hex digits) and
-the conversion fields of :mod:`layercrit.conversion`.
+the conversion fields of :mod:`layercrit.weights.conversion`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from layercrit.conversion import (
+from layercrit.weights.conversion import (
     ConversionError,
     convert_state_dict,
     fit_to_architecture,
@@ -74,7 +74,7 @@ from layercrit.downloads import (
     version,
 )
 from layercrit.io import provenance
-from layercrit.source_specs import fetched_source, source_parts
+from layercrit.weights.specs import fetched_source, source_parts
 from layercrit.study import Architecture, load_schema, schema_problems
 from layercrit.zoo import save_checkpoint
 

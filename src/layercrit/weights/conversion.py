@@ -1,7 +1,7 @@
 """Reading a published checkpoint and converting it to an architecture's exact state_dict.
 
 It exists apart from the downloads (:mod:`layercrit.downloads`) and the source kinds
-(:mod:`layercrit.sources`) because every kind delivers the same problem: a file laid out the way
+(:mod:`layercrit.weights.sources`) because every kind delivers the same problem: a file laid out the way
 its authors saved it (wrapped in a training checkpoint, with ``module.`` prefixes, an attacker's
 copy, another library's key names) that must become the plain state_dict of the architecture,
 read without running code the file might carry.

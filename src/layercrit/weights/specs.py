@@ -1,6 +1,6 @@
 """What a zoo entry's source names, as data: its files and which of them are on this machine.
 
-Torch-free, unlike :mod:`layercrit.sources` (which downloads and converts): the workflow reads
+Torch-free, unlike :mod:`layercrit.weights.sources` (which downloads and converts): the workflow reads
 this while it is parsed, to make a model's local source files inputs of its download job.
 """
 
