@@ -630,7 +630,7 @@ def test_requeue_puts_a_step_back_in_the_queue_when_slurm_signals_its_time_limit
     on which the step requeues itself, at most MAX_REQUEUES times; it then runs again and computes
     what is missing. Tried here with a fake scontrol: the batch shell requeues its job and still
     waits for Snakemake (its status is the step's)."""
-    from layercrit.slurm import MAX_REQUEUES, REQUEUE_SIGNAL_S, _requeueing
+    from layercrit.slurm.steps import MAX_REQUEUES, REQUEUE_SIGNAL_S, _requeueing
 
     assert all("--requeue" in line and f"--signal=B:USR1@{REQUEUE_SIGNAL_S}" in line for line in _planned("--requeue").values())
     env = _fake_commands(tmp_path / "bin", scontrol=f'echo "$@" >>{tmp_path}/scontrol.log')
@@ -653,7 +653,8 @@ def test_the_wait_reads_accounting_for_forgotten_jobs_and_cancels_jobs_left_wait
     accounting (sacct, which real clusters have), and a job left pending on a dependency that can
     never be satisfied is cancelled, so that the wait ends; the report names each allocation that
     did not complete with its state and log."""
-    from layercrit import slurm, slurm_jobs
+    from layercrit import slurm
+    from layercrit.slurm import jobs as slurm_jobs
 
     env = _fake_commands(
         tmp_path / "bin",
@@ -847,7 +848,8 @@ def test_the_wait_cancels_and_reports_a_job_that_can_never_start(short_partition
     """Issue 30 C7: where the limits could not be read before (or changed after submitting), a job
     PENDING with a reason Slurm keeps until the job is changed (here PartitionTimeLimit, on the
     real cluster) is cancelled by the wait, which then ends with a report saying what to change."""
-    from layercrit import slurm, slurm_jobs
+    from layercrit import slurm
+    from layercrit.slurm import jobs as slurm_jobs
 
     monkeypatch.setattr(slurm_jobs, "FIRST_POLL_S", 0.2)
     monkeypatch.setattr(slurm_jobs, "NEVER_STARTS_AFTER_S", 3)  # (90 s: Slurm's scheduler may take a minute)
@@ -913,7 +915,7 @@ def test_after_a_damaged_result_the_last_line_forces_it_and_finishes_the_study(a
 
 
 def test_slurm_times_are_read_as_sbatch_reads_them():
-    from layercrit.slurm_cluster import slurm_seconds, slurm_time
+    from layercrit.slurm.cluster import slurm_seconds, slurm_time
 
     cases = {"90": 5400, "2:30": 180, "01:02:03": 3780, "1-12": 129600, "1-0:30": 88200, "2-01:00:05": 176460,
              "0": None, "UNLIMITED": None, "INFINITE": None}  # fmt: skip
@@ -964,7 +966,8 @@ def test_the_wait_needs_no_sacct(tmp_path, monkeypatch):
     """Issue 30 C6: where `sacct` is not installed, the wait crashed (FileNotFoundError) as soon
     as slurmctld no longer knew a job, gave no report, and left the jobs unwatched. It now reads
     what slurmctld says (scontrol) and names a job it has forgotten as UNKNOWN, saying why."""
-    from layercrit import slurm, slurm_jobs
+    from layercrit import slurm
+    from layercrit.slurm import jobs as slurm_jobs
 
     env = _fake_commands(
         tmp_path / "bin",
@@ -986,7 +989,8 @@ def test_a_controller_that_does_not_answer_ends_the_wait_with_a_report(tmp_path,
     """Issue 30 C7: a controller that stayed unreachable meant a silent, endless wait. The wait
     says so at once, asks again for UNREACHABLE_LIMIT_S, then ends with what it saw last, how to
     watch the jobs, and the command to run once they have ended."""
-    from layercrit import slurm, slurm_jobs
+    from layercrit import slurm
+    from layercrit.slurm import jobs as slurm_jobs
 
     env = _fake_commands(
         tmp_path / "bin",
@@ -1023,7 +1027,7 @@ def test_the_last_line_forces_what_the_workflow_says_to_make_again(tmp_path):
     the workflow's advice `snakemake --forcerun <path>` (a damaged result), the last line adds
     `--forcerun <path>` to the Snakemake options, after a '--' where the command had none."""
     from layercrit.io import DamagedFileError
-    from layercrit.slurm_jobs import forcerun_advice, resume_command
+    from layercrit.slurm.jobs import forcerun_advice, resume_command
 
     damaged = "results/s/resets/randomize/m/fc/seed0.json"
     job_log = tmp_path / "results/s/logs/tables/randomize.log"
@@ -1042,7 +1046,7 @@ def test_the_last_line_forces_what_the_workflow_says_to_make_again(tmp_path):
 def test_a_chains_comment_is_read_back_whatever_its_directory_is_called(tmp_path, monkeypatch):
     """The comment that marks a chain (study, directory, launch) comes back from squeue as it was
     written, also for a directory with spaces, ':' or '|' in its name."""
-    from layercrit.slurm_cluster import chain_comment, queued_chain_jobs
+    from layercrit.slurm.cluster import chain_comment, queued_chain_jobs
 
     workdir = tmp_path / "a b:c|d"
     comment = chain_comment("tiny", workdir, "abc123")

@@ -41,6 +41,10 @@ MOVED: dict[str, str] = {
         "source_specs": "weights.specs",
         "sources": "weights.sources",
         "conversion": "weights.conversion",
+        "slurm_checks": "slurm.checks",
+        "slurm_cluster": "slurm.cluster",
+        "slurm_forcing": "slurm.forcing",
+        "slurm_jobs": "slurm.jobs",
     }.items()
 }
 

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layercrit.slurm_cluster import partitions, queued_chain_jobs, slurm_seconds, slurm_time
-from layercrit.slurm_jobs import NEVER_SATISFIED, PARTITION_OPTION, TIME_OPTION
+from layercrit.slurm.cluster import partitions, queued_chain_jobs, slurm_seconds, slurm_time
+from layercrit.slurm.jobs import NEVER_SATISFIED, PARTITION_OPTION, TIME_OPTION
 
 if TYPE_CHECKING:
-    from layercrit.slurm import SlurmSettings, Step
+    from layercrit.slurm.steps import SlurmSettings, Step
 
 
 def _note(text: str) -> None:
@@ -130,7 +130,7 @@ def check_no_chain_queued(study: str, workdir: Path, step_names: Sequence[str]) 
     """Refuse a second chain for the study ``study`` in ``workdir`` while one is queued or running.
 
     A chain is recognised by its steps' job names (``layercrit-<step>``) and comment (study and
-    directory, ``layercrit.slurm_cluster.chain_comment``), as squeue lists them for every user it
+    directory, ``layercrit.slurm.cluster.chain_comment``), as squeue lists them for every user it
     shows; a step left waiting on a dependency that failed does not count (it can never run)."""
     queued = queued_chain_jobs(step_names)
     if isinstance(queued, str):

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layercrit.slurm_cluster import ask_slurm, scontrol_records, slurm_time
+from layercrit.slurm.cluster import ask_slurm, scontrol_records, slurm_time
 
 if TYPE_CHECKING:
-    from layercrit.slurm import Step
+    from layercrit.slurm.steps import Step
 
 # Not a Slurm state: a job that neither slurmctld nor accounting knows (any more), its end unseen.
 UNKNOWN = "UNKNOWN"
