@@ -48,7 +48,7 @@ from layercrit.evaluation.graph import graph_segments
 from layercrit.io import provenance
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture
+from layercrit.models.zoo import build_architecture
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 

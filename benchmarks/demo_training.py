@@ -35,8 +35,8 @@ from layercrit.evaluation.metrics import criticality, output_change
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import load_study
 from layercrit.synthetic import make_synthetic_images
-from layercrit.training import evaluate_accuracy, recipe_of, train_classifier
-from layercrit.zoo import build_architecture
+from layercrit.models.training import evaluate_accuracy, recipe_of, train_classifier
+from layercrit.models.zoo import build_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "demo.yaml"

@@ -45,7 +45,7 @@ from layercrit.evaluation.forward import CleanActivations, EvalSettings, Forward
 from layercrit.evaluation.graph import graph_segments
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture
+from layercrit.models.zoo import build_architecture
 
 sys.path.insert(0, str(Path(__file__).parent))
 from activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start  # noqa: E402

@@ -66,7 +66,7 @@ from safetensors.torch import save as safetensors_bytes
 from layercrit.weights.conversion import convert_state_dict
 from layercrit.io import machine, provenance
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture
+from layercrit.models.zoo import build_architecture
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

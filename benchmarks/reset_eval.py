@@ -39,7 +39,7 @@ from layercrit.imagenet import prepare_validation_set
 from layercrit.io import package_versions
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 RESNET50 = Architecture("resnet50", "resnet50", {}, ())

@@ -37,7 +37,7 @@ from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline
 from layercrit.evaluation.forward import EvalSettings
 from layercrit.io import provenance
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 DEMO_RESNET = Architecture("demo_resnet", "resnet50", {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "num_classes": 10}, ())
 LAYERS = ("conv1", "layer1.0.conv2", "layer2.0.conv1", "layer3.0.conv3", "fc")

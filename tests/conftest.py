@@ -106,7 +106,7 @@ def workdir(tmp_path):
 def write_layer_list(workdir: Path, arch_id: str, spec: dict) -> Path:
     """Write the layer list of architecture ``spec`` to ``workdir / spec["layers"]`` with the
     project's own command (builds the model: torch, in the test process)."""
-    from layercrit.zoo import write_layers
+    from layercrit.models.zoo import write_layers
 
     zoo = workdir / f".{arch_id}.zoo.yaml"
     zoo.write_text(yaml.safe_dump({"architectures": {arch_id: spec}}))

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import REPO
 from layercrit.study import architecture_from_spec, load_study, read_layer_table
-from layercrit.zoo import build_architecture, enumerate_layers
+from layercrit.models.zoo import build_architecture, enumerate_layers
 
 DEMO_ZOO = yaml.safe_load((REPO / "config/zoo/demo.yaml").read_text())
 

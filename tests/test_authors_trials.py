@@ -124,7 +124,7 @@ def authors_results(out: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def both_runs(tmp_path_factory):
     """The authors' main.py and this workflow (seed scheme authors) on the same two models."""
-    from layercrit.zoo import build_architecture
+    from layercrit.models.zoo import build_architecture
     from layercrit.study import Architecture
 
     work = tmp_path_factory.mktemp("authors")
@@ -263,7 +263,7 @@ def test_the_authors_main_py_covers_every_module_and_the_workflow_a_chosen_subse
 def test_the_independent_scheme_is_unchanged_and_the_authors_scheme_is_sequential():
     """independent: seed s is the first model after manual_seed(s), as before the schemes;
     authors: trial t is the (t + 2)-th model after manual_seed(0). The global stream is left alone."""
-    from layercrit.seed_schemes import fresh_model
+    from layercrit.models.seed_schemes import fresh_model
     from layercrit.study import Architecture
 
     arch = Architecture("small", "resnet10t", {"num_classes": 10})
@@ -289,7 +289,7 @@ def test_the_independent_scheme_is_unchanged_and_the_authors_scheme_is_sequentia
 def test_the_verified_versions_are_the_locked_ones():
     """The comparison with the authors' code runs under the lock file's versions; a re-lock must
     carry seed_schemes.VERIFIED_VERSIONS along, after that comparison passed under it."""
-    from layercrit.seed_schemes import VERIFIED_VERSIONS
+    from layercrit.models.seed_schemes import VERIFIED_VERSIONS
 
     lock = (REPO / "requirements/lock.txt").read_text()
     for package, version in VERIFIED_VERSIONS.items():
@@ -299,7 +299,7 @@ def test_the_verified_versions_are_the_locked_ones():
 def test_versions_other_than_the_verified_ones_are_named(monkeypatch):
     """The installed versions are the checked ones; another one is named with both versions (what
     a reset job under the authors' scheme logs)."""
-    import layercrit.seed_schemes as schemes
+    import layercrit.models.seed_schemes as schemes
     from importlib.metadata import version
 
     assert schemes.unverified_versions() == {}
@@ -365,7 +365,7 @@ def test_each_paper_model_is_drawn_by_the_constructor_the_authors_loader_uses_fo
     import hashlib
 
     from layercrit.study import PUBLISHED_STUDY, build_study, load_zoo
-    from layercrit.zoo import build_architecture
+    from layercrit.models.zoo import build_architecture
 
     zoo_path = REPO / "config/zoo/paper.yaml"
     study = build_study(PUBLISHED_STUDY, load_zoo(zoo_path), zoo_path.parent)

@@ -20,9 +20,9 @@ from layercrit.evaluation.devices import DevicePool, pool_for
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings, free_memory, predict_logits
 from layercrit.evaluation.graph import graph_segments
-from layercrit.seed_schemes import fresh_model
+from layercrit.models.seed_schemes import fresh_model
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 TINY_VIT = Architecture("tiny_vit", "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 10}, ())

@@ -93,7 +93,7 @@ def test_a_deployed_study_finds_the_shipped_zoo_and_layer_lists_in_the_workflow(
     run(dest, "aggregate")
     resets = pd.read_csv(dest / "results/shipped/tables/randomize/resets.csv")
     assert set(resets["model"]) == {"demo_control"} and set(resets["layer"]) == {"conv1", "fc"}
-    from layercrit.zoo import load_checkpoint
+    from layercrit.models.zoo import load_checkpoint
 
     record = load_checkpoint(dest / "results/shipped/models/demo_control.safetensors").metadata
     assert record["files"][0]["url"] == str(REPO / "resources/demo_zoo/demo_control.safetensors")

@@ -7,7 +7,7 @@ import torch
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

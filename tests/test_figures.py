@@ -1017,7 +1017,7 @@ def test_a_mixed_zoo_gets_a_correlation_per_architecture_and_says_the_pooled_one
 def test_labels_of_torchvisions_models_are_distinct_and_short(name):  # issue 22
     import torchvision
 
-    from layercrit.zoo import enumerate_layers
+    from layercrit.models.zoo import enumerate_layers
 
     layers = [l for l in enumerate_layers(torchvision.models.get_model(name, weights=None)) if l.type in ("Conv2d", "Linear")]
     labels = [figures.layer_label(layer.name, layer.type, layer.kernel) for layer in layers]

@@ -12,7 +12,7 @@ from layercrit.evaluation.forward import CleanActivations, EvalSettings, predict
 from layercrit.evaluation.graph import graph_segments
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture, read_layer_table
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 from conftest import REPO
 

@@ -14,7 +14,7 @@ import torch
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings
-from layercrit.zoo import build_architecture, save_checkpoint
+from layercrit.models.zoo import build_architecture, save_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

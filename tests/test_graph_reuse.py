@@ -12,7 +12,7 @@ from layercrit.evaluation.graph import graph_segments
 from layercrit.evaluation.graph import Segment
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture
+from layercrit.models.zoo import build_architecture
 
 from conftest import REPO
 from test_forward import reset_jobs_resume_with_the_same_results

@@ -17,7 +17,7 @@ def mode_of(path):
 
 def test_every_kind_of_output_gets_the_permissions_of_a_plain_open(tmp_path):
     from layercrit.data import ImageSet, save_image_set
-    from layercrit.zoo import save_checkpoint
+    from layercrit.models.zoo import save_checkpoint
 
     old = os.umask(0o022)
     try:
@@ -65,7 +65,7 @@ def test_a_truncated_json_names_the_file_and_the_command_that_remakes_it(tmp_pat
 
 def test_a_truncated_safetensors_file_names_the_file_and_the_command_that_remakes_it(tmp_path):
     from layercrit.data import load_image_set
-    from layercrit.zoo import load_checkpoint, save_checkpoint
+    from layercrit.models.zoo import load_checkpoint, save_checkpoint
 
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, {"w": torch.zeros(1000)}, None)
@@ -88,7 +88,7 @@ def test_evaluation_data_without_its_tensors_is_named(tmp_path):
 def test_the_same_checkpoint_written_twice_is_the_same_file(tmp_path):
     # A deterministic training must give a byte-identical checkpoint: baselines record its sha256.
     # (safetensors writes header entries in hash-map order, which changes from write to write.)
-    from layercrit.zoo import load_checkpoint, save_checkpoint
+    from layercrit.models.zoo import load_checkpoint, save_checkpoint
 
     state = {"w": torch.arange(4.0), "n": torch.tensor(3)}
     norm = {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
@@ -105,7 +105,7 @@ def test_the_same_checkpoint_written_twice_is_the_same_file(tmp_path):
 def test_a_checkpoint_in_the_earlier_header_layout_still_loads(tmp_path):
     from safetensors.torch import save_file
 
-    from layercrit.zoo import load_checkpoint
+    from layercrit.models.zoo import load_checkpoint
 
     header = {"normalization": json.dumps({"mean": [0.1] * 3, "std": [0.3] * 3}), "metadata": json.dumps({"seed": 1})}
     save_file({"w": torch.ones(2)}, tmp_path / "old.safetensors", header)
@@ -117,7 +117,7 @@ def test_a_checkpoint_in_the_earlier_header_layout_still_loads(tmp_path):
 def test_a_checkpoint_re_saved_without_its_header_is_refused_not_evaluated_unnormalized(tmp_path):  # issue 21 D6
     from safetensors.torch import load_file, save_file
 
-    from layercrit.zoo import load_checkpoint, save_checkpoint
+    from layercrit.models.zoo import load_checkpoint, save_checkpoint
 
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, {"w": torch.zeros(3)}, {"mean": [0.5] * 3, "std": [0.2] * 3})
@@ -130,7 +130,7 @@ def test_a_checkpoint_re_saved_without_its_header_is_refused_not_evaluated_unnor
 def test_a_checkpoint_header_that_is_not_json_is_named(tmp_path):  # issue 21 D12
     from safetensors.torch import save_file
 
-    from layercrit.zoo import load_checkpoint
+    from layercrit.models.zoo import load_checkpoint
 
     path = tmp_path / "m.safetensors"
     save_file({"w": torch.zeros(3)}, path, {"layercrit": "{normalization: oops"})
@@ -141,7 +141,7 @@ def test_a_checkpoint_header_that_is_not_json_is_named(tmp_path):  # issue 21 D1
 def test_a_checkpoint_of_another_architecture_names_the_file_and_the_shapes(tmp_path, demo_arch):  # issue 21 D11
     import dataclasses
 
-    from layercrit.zoo import build_architecture, load_checkpoint, load_model, save_checkpoint
+    from layercrit.models.zoo import build_architecture, load_checkpoint, load_model, save_checkpoint
 
     other = dataclasses.replace(demo_arch, kwargs={**demo_arch.kwargs, "num_classes": 3})
     path = tmp_path / "m.safetensors"

@@ -69,7 +69,7 @@ def write_checkpoint(path, files):
     """A canonical checkpoint whose provenance records ``files`` (what download_model writes)."""
     import torch
 
-    from layercrit.zoo import save_checkpoint
+    from layercrit.models.zoo import save_checkpoint
 
     save_checkpoint(path, {"w": torch.ones(1)}, None, {"model": "m", "files": files})
 

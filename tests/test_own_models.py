@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def save_own_checkpoint(path, arch, seed):
     """What a user's training script saves: torch.save of a state dict (not this project's format)."""
-    from layercrit.zoo import build_architecture
+    from layercrit.models.zoo import build_architecture
 
     model = build_architecture(arch, seed=seed)
     with torch.no_grad():

@@ -29,7 +29,7 @@ from test_sources import (
     without,
 )
 
-from layercrit.zoo import build_architecture, load_checkpoint
+from layercrit.models.zoo import build_architecture, load_checkpoint
 
 pytestmark = pytest.mark.slow
 MODELS = ["robust_resnet50_l2_eps0.01", "resnet50_dino", "resnet50.a1_in1k", "resnet50_diffusionnoise_fixed_nonoise"]

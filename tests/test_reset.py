@@ -5,7 +5,7 @@ import torch
 
 from layercrit.evaluation import EvaluationCache
 from layercrit.evaluation.reset import reset_layer
-from layercrit.zoo import build_architecture, enumerate_layers
+from layercrit.models.zoo import build_architecture, enumerate_layers
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_committed_layer_lists_match_the_architectures(demo_arch):
 
     from conftest import REPO
     from layercrit.study import architecture_from_spec, architecture_identity, read_layer_list_header, read_layer_table
-    from layercrit.zoo import model_input_facts
+    from layercrit.models.zoo import model_input_facts
 
     checked = 0
     for zoo_file in sorted((REPO / "config" / "zoo").glob("*.yaml")):

@@ -63,7 +63,7 @@ def test_a_seed_scheme_switched_under_rerun_triggers_mtime_is_named_in_a_warning
 
 
 def save(path, metadata):
-    from layercrit.zoo import save_checkpoint
+    from layercrit.models.zoo import save_checkpoint
 
     save_checkpoint(path, {"w": torch.ones(2)}, None, metadata)
 

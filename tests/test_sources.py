@@ -32,7 +32,7 @@ from layercrit.downloads import ChecksumError, DownloadError, DownloadSettings, 
 from layercrit.weights.sources import check_source, fetch_model, fetch_source_file
 from layercrit.study import load_schema
 from layercrit.study import Architecture
-from layercrit.zoo import build_architecture, load_checkpoint
+from layercrit.models.zoo import build_architecture, load_checkpoint
 
 RESNET50 = Architecture("resnet50", "resnet50", {}, ())
 TINY = Architecture("tiny", "resnet50", {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "num_classes": 10}, ())
@@ -413,7 +413,7 @@ def test_torchvision_file_name_hash_prefix_is_verified(hosts, settings, original
 
 def test_a_torchvision_architecture_loads_its_own_state_dict(hosts, settings, tmp_path):
     """An architecture built by torchvision (not timm) takes a torchvision-layout checkpoint as is."""
-    from layercrit.zoo import load_model
+    from layercrit.models.zoo import load_model
 
     arch = Architecture("tv_mobilenet", "mobilenet_v3_small", {"num_classes": 10}, (), library="torchvision")
     weights = random_state_dict(arch)
@@ -802,8 +802,8 @@ def test_a_model_trained_once_is_fetched_from_its_recorded_checkpoint_with_the_r
     """A `train` source that records its checkpoint (the demo's shipped zoo) is fetched like a
     local file: verified by sha256, cast to the architecture's dtype, and the training the file's
     header records is kept in the model's provenance."""
-    from layercrit.training import TrainingRecipe
-    from layercrit.zoo import save_checkpoint
+    from layercrit.models.training import TrainingRecipe
+    from layercrit.models.zoo import save_checkpoint
 
     shipped = tmp_path / "zoo" / "m.safetensors"
     shipped.parent.mkdir()
@@ -934,7 +934,7 @@ def own_checkpoint(tmp_path, name: str, obj, model_id: str = "mine", **spec):
     ],
 )
 def test_checkpoints_as_researchers_save_them_load(tmp_path, tiny, name, wrap, key):
-    from layercrit.zoo import load_checkpoint
+    from layercrit.models.zoo import load_checkpoint
 
     meta = own_checkpoint(tmp_path, name, wrap(tiny))
     assert meta["conversion"][0]["key"] == key
@@ -944,7 +944,7 @@ def test_checkpoints_as_researchers_save_them_load(tmp_path, tiny, name, wrap, k
 
 def test_a_whole_pickled_model_is_refused_with_the_line_that_saves_its_weights_unless_trusted(tmp_path, tiny):
     from layercrit.weights.conversion import CheckpointReadError
-    from layercrit.zoo import build_architecture, load_checkpoint
+    from layercrit.models.zoo import build_architecture, load_checkpoint
 
     model = build_architecture(TINY, seed=0)
     model.load_state_dict(tiny)

@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from layercrit.data import ImageSet, to_model_input
-from layercrit.synthetic import make_synthetic_images
-from layercrit.training import (
+from layercrit.models.training import (
     AUGMENTATIONS,
     CUTOUT_FRACTION,
     TrainingRecipe,
-    _crop_flip,
-    _cutout,
     evaluate_accuracy,
     pgd_attack,
     train_classifier,
 )
+from layercrit.models.training.augment import crop_flip as _crop_flip
+from layercrit.models.training.augment import cutout as _cutout
+from layercrit.synthetic import make_synthetic_images
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -252,7 +252,7 @@ def _training_runs() -> list[dict]:
     variants and the demo's own models (from docs/demo/), each marked by where it comes from."""
     import yaml
 
-    from layercrit.training import TrainingRecipe
+    from layercrit.models.training import TrainingRecipe
 
     zoo = yaml.safe_load((ROOT / "config" / "zoo" / "demo.yaml").read_text())
     seeds = {m["id"]: m["source"].get("seed", 0) for m in zoo["models"]}

@@ -57,7 +57,7 @@ def trained_from(study: Any, model_id: str) -> dict[str, Any]:
     """What a model's shipped checkpoint must say it was trained from: model, architecture (as
     the zoo builds it), seed and full recipe."""
     from layercrit.study import architecture_identity
-    from layercrit.training import recipe_of
+    from layercrit.models.training import recipe_of
 
     model = study.models[model_id]
     return {
@@ -80,8 +80,8 @@ def ship(results: Path) -> None:
 
     from layercrit.data import load_image_set
     from layercrit.io import file_sha256, machine, provenance, read_json, write_json
-    from layercrit.training import evaluate_accuracy
-    from layercrit.zoo import Checkpoint, load_checkpoint, load_model, save_checkpoint
+    from layercrit.models.training import evaluate_accuracy
+    from layercrit.models.zoo import Checkpoint, load_checkpoint, load_model, save_checkpoint
 
     study = training_study()
     eval_set = load_image_set(results / "data" / "eval.safetensors")

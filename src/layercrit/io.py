@@ -132,7 +132,7 @@ def read_safetensors(
 
 
 # The one safetensors header entry of a canonical checkpoint (JSON: normalization, metadata),
-# written by layercrit.zoo.save_checkpoint and read while the workflow is parsed.
+# written by layercrit.models.zoo.save_checkpoint and read while the workflow is parsed.
 CHECKPOINT_HEADER = "layercrit"
 
 

@@ -23,8 +23,8 @@ from layercrit.data import ImageSet, load_image_set
 from layercrit.evaluation.forward import CleanActivations, EvalSettings, free_memory
 from layercrit.evaluation.graph import graph_segments
 from layercrit.io import file_identity, file_sha256, read_safetensors
-from layercrit.seed_schemes import fresh_model
-from layercrit.zoo import load_checkpoint, load_model
+from layercrit.models.seed_schemes import fresh_model
+from layercrit.models.zoo import load_checkpoint, load_model
 from layercrit.study import Architecture
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class EvaluationCache:
 
     def fresh_state(self, arch: Architecture, seed: int, scheme: str = "independent") -> dict[str, torch.Tensor]:
         """State dict of the freshly initialized ``arch`` that ``seed`` stands for under seed
-        scheme ``scheme`` (layercrit.seed_schemes; kept on the CPU)."""
+        scheme ``scheme`` (layercrit.models.seed_schemes; kept on the CPU)."""
 
         def build() -> dict[str, torch.Tensor]:
             self._count("fresh_builds")

@@ -33,7 +33,7 @@ from layercrit.evaluation.forward import EvalSettings, ForwardPass, device_descr
 from layercrit.evaluation.metrics import OutputChangeAccumulator, clean_accuracy
 from layercrit.evaluation.reset import replacement_source, reset_layer
 from layercrit.io import atomic_path, file_sha256, provenance, read_json, write_json
-from layercrit.seed_schemes import unverified_versions
+from layercrit.models.seed_schemes import unverified_versions
 from layercrit.study import Architecture
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def evaluate_reset(
     a device of ``devices`` (default: every one the ``device`` setting names).
 
     In mode randomize the layer's new values come from the fresh model ``seed`` stands for
-    under ``seed_scheme``, built as ``fresh_arch`` (default ``arch``; layercrit.seed_schemes).
+    under ``seed_scheme``, built as ``fresh_arch`` (default ``arch``; layercrit.models.seed_schemes).
     Writes one JSON result (metrics + provenance) atomically to ``out`` and returns it. The
     model in the cache is restored bitwise afterwards, also when the evaluation fails.
     """

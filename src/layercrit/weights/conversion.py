@@ -49,7 +49,7 @@ import torch
 
 from layercrit.downloads import SIDECAR_SUFFIX, SourceError, brief
 from layercrit.study import Architecture
-from layercrit.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mismatch
+from layercrit.models.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mismatch
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ This module knows the kinds of places weights are published at; it joins the dow
 file is laid out; :func:`fetch_model` checks it against the zoo schema (its one validator,
 ``workflow/schemas/zoo.schema.yaml``), downloads the file(s), converts them to the plain
 state_dict of the architecture, checks that the result fills the architecture exactly and writes
-the canonical checkpoint (:func:`layercrit.zoo.save_checkpoint`). Adding a model is YAML, never
+the canonical checkpoint (:func:`layercrit.models.zoo.save_checkpoint`). Adding a model is YAML, never
 Python.
 
 Source kinds
@@ -76,7 +76,7 @@ from layercrit.downloads import (
 from layercrit.io import provenance
 from layercrit.weights.specs import fetched_source, source_parts
 from layercrit.study import Architecture, load_schema, schema_problems
-from layercrit.zoo import save_checkpoint
+from layercrit.models.zoo import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def check_recorded_training(model: Mapping[str, Any], recorded: Mapping[str, Any
     """A checkpoint recorded for a `train` source must have been trained from the seed and recipe
     the zoo gives now; otherwise it is another model than the zoo describes (a recipe edited
     after the training was recorded) and is refused, naming both."""
-    from layercrit.training import recipe_of
+    from layercrit.models.training import recipe_of
 
     source = model["source"]
     wanted = {"seed": source.get("seed", 0), "recipe": recipe_of(source, model.get("adversarial")).to_dict()}

@@ -29,7 +29,7 @@ import torch
 from layercrit.evaluation.concurrency import global_rng
 from layercrit.io import package_versions
 from layercrit.study import Architecture, SEED_SCHEMES
-from layercrit.zoo import build_architecture
+from layercrit.models.zoo import build_architecture
 
 # main.py's --seed default, with which the published results were made.
 AUTHORS_GLOBAL_SEED = 0
