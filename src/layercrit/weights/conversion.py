@@ -47,7 +47,8 @@ from typing import Any
 
 import torch
 
-from layercrit.downloads import SIDECAR_SUFFIX, SourceError, brief
+from layercrit.downloads.cache import SIDECAR_SUFFIX
+from layercrit.downloads.errors import SourceError, brief
 from layercrit.study import Architecture
 from layercrit.models.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mismatch
 
