@@ -272,7 +272,7 @@ def test_all_images_in_imagefolder_order(fake, tmp_path):
 
 
 def test_file_list_sidecar(fake, tmp_path, monkeypatch):
-    import layercrit.imagenet as imagenet
+    import layercrit.imagenet.prepare as imagenet
 
     monkeypatch.setattr(imagenet, "HEADER_BUDGET", 100)  # pretend the header would be too large
     out = tmp_path / "eval.safetensors"

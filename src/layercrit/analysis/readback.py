@@ -246,7 +246,7 @@ def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
     images. Each is checked against the first; the message names both and how to make them from
     one listing of the folder."""
     from layercrit.data import load_labels
-    from layercrit.imagenet import read_metadata
+    from layercrit.imagenet.prepare import read_metadata
 
     paths = sorted({str(p) for p in eval_files})
     if len(paths) < 2:
