@@ -1,25 +1,26 @@
 """Layer criticality of trained vision models.
 
 Reset the parameters of one layer of a trained model, keep the rest, and measure how much the
-model's outputs change (Gavrikov et al., 2024). Modules, one concept each:
+model's outputs change (Gavrikov et al., 2024). One subpackage per concept:
 
 - ``study``: the study configuration and the schemas' facts (pure Python, parse time)
-- ``data``, ``synthetic``, ``imagenet``: evaluation images (uint8), the demo's generated dataset,
-  the paper's ImageNet subset
-- ``zoo``: architectures, layer lists and model checkpoints
-- ``sources``, ``downloads``, ``conversion``: where published weights live, the verified
-  download cache, turning a published file into the architecture's state_dict
-- ``training``: training recipes for the demo zoo
-- ``reset``: resetting one layer (randomize / zero / reinit)
-- ``metrics``: output-change metrics, including criticality
-- ``forward``: how a model runs on the evaluation images (settings, batches, activation reuse)
-- ``evaluation``: the baseline and the reset evaluation (``measure_reset``: the paper's method)
-- ``devices``, ``concurrency``, ``io``, ``joblog``: device leases, what evaluation jobs side by
-  side in one process share (the global RNG, torch.fx tracing), outputs with provenance, job logs
-- ``aggregation``, ``statistics``: tidy tables over models, layers and seeds; correlations
-- ``published``, ``replication``: the authors' raw results, and this study against them
+- ``data``, ``synthetic``, ``imagenet``, ``image_folders``, ``pipelines``: evaluation images
+  (uint8), the demo's generated dataset, the paper's ImageNet subset, your own folders, how
+  images are prepared per model
+- ``models``: building architectures, checkpoints and layer lists (``zoo``), which fresh model a
+  seed stands for (``seed_schemes``), training the demo zoo (``training``)
+- ``weights``, ``downloads``: where published weights live and how they become the
+  architecture's state_dict; the verified download cache
+- ``evaluation``: the paper's method and its jobs (``reset``, ``metrics``, ``forward``,
+  ``graph``, the baseline and reset jobs, their cache, ``devices``, ``concurrency``)
+- ``analysis``: results back into tables and numbers (``readback``, ``aggregation``,
+  ``statistics``, ``published``, ``replication``)
 - ``figures``: the paper's figures (one registry, ``figures.FIGURES``)
 - ``slurm``: ``layercrit-slurm``, a study as a few Slurm allocations running the local Snakemake
+- ``io``, ``joblog``: outputs with provenance, job logs
+
+Modules that moved into a subpackage keep their old names (``layercrit.reset`` is
+``layercrit.evaluation.reset``; ``_moved.MOVED`` lists them).
 
 Importing this package imports no torch: the Snakefile imports ``layercrit.study`` at parse time.
 """
