@@ -162,7 +162,7 @@ def check() -> list[str]:
     """Problems with the shipped zoo ([] if none): every `train` model of the demo zoo records a
     checkpoint in resources/demo_zoo/ whose sha256 is the recorded one and whose header says it
     was trained from the zoo's current recipe, seed and architecture."""
-    from layercrit.weights.conversion import recorded_metadata
+    from layercrit.weights.checkpoint_files import recorded_metadata
     from layercrit.io import file_sha256
 
     study = training_study()

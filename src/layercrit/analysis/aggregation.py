@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from layercrit.io import provenance, write_csv, write_json
 from layercrit.analysis.statistics import criticality_interval
+from layercrit.io import provenance, write_csv, write_json
 from layercrit.study import Study
 
 RESET_COLUMNS = [

@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from layercrit.evaluation.baseline_checks import BASELINE_INPUTS, recompute_command, summary_contradictions
-from layercrit.io import DamagedFileError, file_sha256, read_json
 from layercrit.evaluation.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
+from layercrit.io import DamagedFileError, file_sha256, read_json
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
 
 # A recomputed float against one read back from JSON (written with repr: exact, so this only
@@ -285,7 +285,7 @@ def check_trained_checkpoints(records: Mapping[str, tuple[str, Mapping[str, Any]
     that a training wrote (its header says ``weights: trained``), not one fetched (the zoo's
     recorded checkpoint, before training.retrain was set): its results would be called those of
     a model trained here."""
-    from layercrit.weights.conversion import recorded_metadata
+    from layercrit.weights.checkpoint_files import recorded_metadata
 
     for model, (record_path, _) in records.items():
         path = checkpoints[model]

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from layercrit.evaluation.concurrency import module_calls
 from layercrit.data import ImageSet, to_model_input
+from layercrit.evaluation.concurrency import module_calls
 from layercrit.evaluation.graph import Segment
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ import torch
 
 from layercrit.evaluation.concurrency import global_rng
 from layercrit.io import package_versions
-from layercrit.study import Architecture, SEED_SCHEMES
 from layercrit.models.zoo import build_architecture
+from layercrit.study import Architecture, SEED_SCHEMES
 
 # main.py's --seed default, with which the published results were made.
 AUTHORS_GLOBAL_SEED = 0

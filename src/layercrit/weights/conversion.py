@@ -1,4 +1,5 @@
-"""Reading a published checkpoint and converting it to an architecture's exact state_dict.
+"""Converting a published checkpoint to an architecture's exact state_dict (reading the file is
+``layercrit.weights.checkpoint_files``'s).
 
 It exists apart from the downloads (:mod:`layercrit.downloads`) and the source kinds
 (:mod:`layercrit.weights.sources`) because every kind delivers the same problem: a file laid out the way
@@ -36,118 +37,46 @@ checkpoints, is filled with 0 (it only matters for training with ``momentum=None
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from layercrit.downloads.cache import SIDECAR_SUFFIX
-from layercrit.downloads.errors import SourceError, brief
+from layercrit.downloads.errors import SourceError
+from layercrit.models.zoo import build_architecture, state_dict_mismatch
 from layercrit.study import Architecture
-from layercrit.models.zoo import CHECKPOINT_HEADER, build_architecture, state_dict_mismatch
+from layercrit.weights.checkpoint_files import (
+    DEFAULT_ALLOWED_GLOBALS,
+    MODULE_PACKAGES,
+    SAVE_WEIGHTS,
+    CheckpointReadError,
+    as_list,
+    read_checkpoint,
+    recorded_metadata,
+)
+
+# with the names of checkpoint_files that were defined here before it was split out
+__all__ = [
+    "DEFAULT_STATE_KEYS", "EMA_KEYS", "DEFAULT_STRIP_PREFIX", "KEY_MAPPINGS", "ConversionError", "convert_state_dict",
+    "fit_to_architecture", "lightning_prefix", "listing",
+    "DEFAULT_ALLOWED_GLOBALS", "MODULE_PACKAGES", "SAVE_WEIGHTS", "CheckpointReadError", "read_checkpoint",
+    "recorded_metadata",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-_SAFE_GLOBALS_LOCK = threading.Lock()
 # Where training scripts put the weights: Lightning and timm's train.py `state_dict`, many
 # scripts `model` or `model_state_dict`, BYOL `online_backbone`; EMA copies last (timm's
 # `state_dict_ema`, `model_ema`): a file with both evaluates the trained weights unless `key` says.
 DEFAULT_STATE_KEYS = ("state_dict", "model_state_dict", "online_backbone", "model", "state_dict_ema", "model_ema")
 EMA_KEYS = ("state_dict_ema", "model_ema")
 DEFAULT_STRIP_PREFIX = ("module.",)
-# Classes a training checkpoint saves beside the weights that carry data, never code: timm's
-# train.py saves its arguments as an argparse.Namespace.
-DEFAULT_ALLOWED_GLOBALS = ("argparse.Namespace",)
-# A reference to one of these is a whole pickled model (torch.save(model, path)), not weights.
-MODULE_PACKAGES = ("torch.nn.modules.", "timm.", "torchvision.models.")
-SAVE_WEIGHTS = "torch.save(model.state_dict(), path)"
-
-
-class CheckpointReadError(SourceError):
-    """A downloaded file could not be read as a checkpoint."""
 
 
 class ConversionError(SourceError):
     """The converted state_dict does not fit the architecture."""
-
-
-def read_checkpoint(path: Path, allowed_globals: Any = (), *, model_id: str = "?", trust_pickle: bool = False) -> Any:
-    """Load a checkpoint file: safetensors, or a torch pickle with ``weights_only=True``; with
-    ``trust_pickle`` (the zoo source's explicit trust) any pickle, a whole saved model included."""
-    path = Path(path)
-    if _is_safetensors(path):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:
-            raise CheckpointReadError(f"model {model_id!r}: cannot read {path} as safetensors: {e}") from e
-    if trust_pickle:
-        log.warning("model %s: loading %s as a trusted pickle (trust_pickle: true): it may run code", model_id, path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise CheckpointReadError(f"model {model_id!r}: cannot load {path} (trust_pickle: true): {brief(e)}") from e
-    names = _as_list(allowed_globals)
-    allowed = [_import_dotted(name, model_id) for name in (*DEFAULT_ALLOWED_GLOBALS, *names)]
-    try:
-        # safe_globals changes torch's one process-wide allowlist and, on exit, restores what it
-        # found: download jobs run as threads of one process, so without the lock one job's exit
-        # takes another's allowed globals away in the middle of its load (seen in the paper-scale
-        # rehearsal, two Madry checkpoints at once).
-        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        needed = _unsafe_globals(path, e)
-        raise CheckpointReadError(
-            f"model {model_id!r}: cannot load {path} with weights_only=True: {_refusal_hint(needed, names, e)}"
-        ) from e
-
-
-def _refusal_hint(needed: list[str], allowed: list[str], error: BaseException) -> str:
-    """Why a pickle was refused and what (if anything) is safe to allow.
-
-    Weights and the metadata saved beside them need classes at most (``argparse.Namespace``); a
-    reference to a function (``posix.system``, ``builtins.eval``) is how a pickle runs code, so it
-    is never suggested. Names are classified by their form (classes are CamelCase), without
-    importing anything the file names."""
-    if not needed:
-        return (
-            f"it is not a readable torch checkpoint ({brief(error)}); if the download itself is damaged, "
-            f"delete the file and its {SIDECAR_SUFFIX} sidecar to fetch it again"
-        )
-    classes = [n for n in needed if _looks_like_class(n)]
-    functions = [n for n in needed if n not in classes]
-    modules = [n for n in classes if n.startswith(MODULE_PACKAGES)]
-    if modules and not functions:
-        return (
-            f"it is a whole pickled model (torch.save(model, path): it references {modules[:3]}"
-            f"{' …' if len(modules) > 3 else ''}), which loads only by running code the file carries. Save the "
-            f"weights instead: {SAVE_WEIGHTS} (or safetensors.torch.save_file(model.state_dict(), path)); or, if "
-            "you trust this file, set trust_pickle: true in its zoo source"
-        )
-    if functions:
-        return (
-            f"it references the function(s) {functions}, which weights never need: a pickle calls functions "
-            "when it is loaded, so this file may run code. Do not allow them; get the weights from a trusted "
-            "source (or as safetensors)"
-            + (f". It also references the class(es) {classes}" if classes else "")
-        )
-    return (
-        f"it references the class(es) {classes} outside the weights-only allowlist (metadata saved beside the "
-        f"weights); if you trust the file, add them to the source's allowed_globals (now {allowed}). Only "
-        "classes can be allowed: weights never need functions"
-    )
-
-
-def _looks_like_class(dotted: str) -> bool:
-    return dotted.rpartition(".")[2][:1].isupper()
 
 
 def convert_state_dict(
@@ -155,10 +84,10 @@ def convert_state_dict(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Apply a file spec's conversion fields (see module docstring); return the state_dict and a record."""
     state, key = _select_state(checkpoint, spec.get("key"), model_id, where)
-    keep = _as_list(spec.get("keep_prefix"))
-    drop = _as_list(spec.get("drop_containing"))
+    keep = as_list(spec.get("keep_prefix"))
+    drop = as_list(spec.get("drop_containing"))
     rename = [tuple(rule) for rule in spec.get("rename") or []]
-    strip = _as_list(spec.get("strip_prefix", list(DEFAULT_STRIP_PREFIX)))
+    strip = as_list(spec.get("strip_prefix", list(DEFAULT_STRIP_PREFIX)))
     lightning = lightning_prefix(checkpoint, state)
     if lightning and not any(spec.get(f) for f in ("keep_prefix", "rename", "strip_prefix", "mapping")):
         strip = [*strip, lightning]  # Lightning's attribute name, as its own load_from_checkpoint strips
@@ -198,7 +127,7 @@ def convert_state_dict(
         "strip_prefix": strip,
         "mapping": mapping_name,
         "strict": bool(spec.get("strict", True)),
-        "allowed_globals": _as_list(spec.get("allowed_globals")),
+        "allowed_globals": as_list(spec.get("allowed_globals")),
         "trust_pickle": bool(spec.get("trust_pickle", False)),
         "tensors": len(result),
         "dropped": dropped,
@@ -316,12 +245,6 @@ KEY_MAPPINGS: dict[str, Callable[[str], str]] = {"simclrv2": _simclrv2_key}  # t
 # Helpers
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
 def _weights(value: Any) -> Mapping[str, Any] | None:
     """The state_dict a checkpoint entry stands for: a dict, or a whole model's (trusted pickle)."""
     if isinstance(value, torch.nn.Module):
@@ -368,68 +291,3 @@ def listing(items: list[str], limit: int = 40) -> str:
     """``items`` comma-separated, the first ``limit`` of them."""
     shown = ", ".join(map(str, items[:limit]))
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def _import_dotted(name: str, model_id: str) -> Any:
-    parts = name.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for attribute in parts[cut:]:
-                obj = getattr(obj, attribute)
-        except AttributeError:
-            break
-        if not isinstance(obj, type):
-            raise SourceError(
-                f"model {model_id!r}: allowed_globals: {name!r} is a {type(obj).__name__}, not a class. Only classes "
-                "can be allowed: weights never need functions, and allowing one lets the file call it when loaded"
-            )
-        return obj
-    raise SourceError(
-        f"model {model_id!r}: allowed_globals: cannot import {name!r} (give a dotted name such as 'argparse.Namespace')"
-    )
-
-
-def _unsafe_globals(path: Path, error: BaseException) -> list[str]:
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:
-        # Legacy (non-zip) files cannot be scanned; the unpickler's message names the first one.
-        return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-
-
-def recorded_metadata(path: Path, *, model_id: str = "?") -> dict[str, Any] | None:
-    """What a checkpoint written by this workflow records about itself in its header (e.g. the
-    model, seed and recipe it was trained from), kept in the provenance of a model fetched from
-    it; None for any other file."""
-    path = Path(path)
-    if not _is_safetensors(path):
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        content = (f.metadata() or {}).get(CHECKPOINT_HEADER)
-    if content is None:
-        return None
-    try:
-        return json.loads(content).get("metadata") or {}
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointReadError(
-            f"model {model_id!r}: {path} has a {CHECKPOINT_HEADER!r} header that is not this workflow's JSON ({brief(e)}); "
-            "the file is damaged or not a checkpoint written by layercrit"
-        ) from e
-
-
-def _is_safetensors(path: Path) -> bool:
-    if path.name.endswith(".safetensors"):
-        return True
-    # Files from Drive have no extension: a safetensors file starts with an 8-byte header length
-    # and a JSON header; torch files start with a zip ("PK") or pickle (0x80) signature.
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9 or head[:2] == b"PK" or head[:1] == b"\x80":
-        return False
-    return head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size

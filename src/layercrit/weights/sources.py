@@ -53,14 +53,6 @@ from urllib.parse import urlsplit
 
 import torch
 
-from layercrit.weights.conversion import (
-    ConversionError,
-    convert_state_dict,
-    fit_to_architecture,
-    listing,
-    read_checkpoint,
-    recorded_metadata,
-)
 from layercrit.downloads import (
     ChecksumError,
     DownloadSettings,
@@ -74,9 +66,11 @@ from layercrit.downloads import (
     version,
 )
 from layercrit.io import provenance
-from layercrit.weights.specs import fetched_source, source_parts
-from layercrit.study import Architecture, load_schema, schema_problems
 from layercrit.models.zoo import save_checkpoint
+from layercrit.study import Architecture, load_schema, schema_problems
+from layercrit.weights.checkpoint_files import read_checkpoint, recorded_metadata
+from layercrit.weights.conversion import ConversionError, convert_state_dict, fit_to_architecture, listing
+from layercrit.weights.specs import fetched_source, source_parts
 
 log = logging.getLogger(__name__)
 
