@@ -37,6 +37,7 @@ def test_a_module_under_a_moved_package_is_found_under_the_old_name_too():
     assert new_name("layercrit.evaluation") is None
     for old, new in MOVED.items():
         assert new_name(f"{old}.part") == f"{new}.part"
+    assert importlib.import_module("layercrit.training.loop") is importlib.import_module("layercrit.models.training.loop")
 
 
 def test_python_dash_m_runs_a_moved_module_under_its_old_name():
