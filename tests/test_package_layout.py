@@ -47,7 +47,7 @@ def test_python_dash_m_runs_a_moved_module_under_its_old_name():
 
 
 def test_importing_the_package_and_its_parse_time_modules_imports_no_torch():
-    parse_time = ["layercrit", "layercrit.evaluation", "layercrit.evaluation.devices", "layercrit.devices"]
+    parse_time = ["layercrit", "layercrit.evaluation.devices", "layercrit.devices", "layercrit.weights.specs", "layercrit.source_specs"]
     code = f"import sys\nfor m in {parse_time!r}: __import__(m)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
