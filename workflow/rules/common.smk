@@ -32,16 +32,12 @@ from layercrit.study import (
     FIGURE_NAMES,
     MODEL_TABLE,
     MODULE_NAME,
-    PUBLISHED_STUDY,
     REPLICATION_FIGURES,
     RESET_MODES,
     ConfigError,
-    build_study,
-    check_config_files,
-    load_zoo,
+    load_workflow_study,
     needs_initial_weights,
     reset_result_path,
-    validated,
     workflow_file,
 )
 
@@ -49,7 +45,6 @@ from layercrit.image_folders import listing_param
 from layercrit.source_specs import (
     local_source_files,
     local_source_param,
-    missing_local_files,
 )
 
 put_on_subprocess_path(_SRC)
@@ -69,69 +64,22 @@ if not workflow.configfiles:
     configfile: workflow_path("config/demo.yaml")
 
 
-def validated_or_stop(data, schema_name, what):
-    """layercrit.study.validated (Snakemake's validate, defaults filled in, then the strict
-    schema check), its ConfigError as a WorkflowError."""
-    try:
-        return validated(data, schema_name, what)
-    except ConfigError as error:
-        raise WorkflowError(str(error)) from None
-
-
-def checked_study(study_config, zoo_path, zoo_key, what, problem):
-    """The study of ``study_config`` with the zoo at ``zoo_path`` (named by config key ``zoo_key``),
-    that zoo schema-checked (``what``: how messages name it); a ConfigError says ``problem``.
-    """
-    zoo_path = Path(zoo_path)
-    try:
-        zoo = validated_or_stop(load_zoo(zoo_path, zoo_key), "zoo", what)
-        for model in zoo["models"]:
-            # a recorded checkpoint shipped with the workflow (the demo's) is found from any directory
-            recorded = model["source"].get("checkpoint")
-            if recorded and not re.match(r"^[a-z]+://", recorded["url"]):
-                recorded["url"] = workflow_path(recorded["url"])
-        return build_study(study_config, zoo, zoo_path.parent)
-    except ConfigError as error:
-        raise WorkflowError(f"{problem}: {error}") from None
-
-
 try:
-    check_config_files(workflow.configfiles)  # a key given twice
+    # the one builder of a run's studies (layercrit.study.workflow): config files, schemas, zoos
+    _STUDIES = load_workflow_study(config, workflow.configfiles, WORKFLOW_ROOT)
 except ConfigError as error:
-    raise WorkflowError(f"Invalid config file: {error}") from None
-validated_or_stop(config, "config", "config")
-# Resolved once here; job scripts read the same config.
-config["zoo"] = workflow_path(config["zoo"])
-config["published"]["zoo"] = workflow_path(config["published"]["zoo"])
-STUDY = checked_study(
-    config, config["zoo"], "zoo", f"zoo {config['zoo']!r}", "Invalid configuration"
-)
+    raise WorkflowError(str(error)) from None
+STUDY = _STUDIES.study
 RESULTS = f"results/{STUDY.name}"
 MODE = STUDY.mode
 # The authors' released results form a study of their own, drawn with the paper's zoo.
-PUBLISHED = checked_study(
-    PUBLISHED_STUDY,
-    config["published"]["zoo"],
-    "published.zoo",
-    "published zoo",
-    "Invalid configuration of published",
-)
+PUBLISHED = _STUDIES.published
 PUBLISHED_NAME = PUBLISHED.name
-if STUDY.name == PUBLISHED_NAME:
-    raise WorkflowError(
-        f"Invalid configuration: study name {PUBLISHED_NAME!r} is reserved for the authors' results; choose another"
-    )
 MODEL_IDS = list(STUDY.models)
 # Models trained here; the others are downloaded (or fetched from the checkpoint their training
 # recorded, unless training.retrain).
 TRAINED_MODELS = list(STUDY.trained_models)
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
-# A local source file that is not there stops the run here, naming its zoo key (as data.root does).
-_missing = [
-    p for m in DOWNLOADED_MODELS for p in missing_local_files(m, STUDY.models[m].source)
-]
-if _missing:
-    raise WorkflowError("Invalid zoo:\n" + "\n".join(_missing))
 
 
 wildcard_constraints:
