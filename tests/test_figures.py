@@ -806,7 +806,7 @@ def test_mixed_heatmap_has_a_panel_per_layer_list_with_its_own_columns(monkeypat
     assert gaps == pytest.approx([0.25, 0.25], abs=0.05)  # inches: room for the margin's first tick label
     # one colour bar (the last axes, _panel_axes checks) and one legend for the whole figure
     assert len(fig.axes) == 2 * 4 + 1
-    assert len(fig.legends) == 1 and not any(a.get_legend() for a in fig.axes)
+    assert len(_legends(fig)) == 1 and not any(a.get_legend() for a in fig.axes)
 
 
 def test_single_architecture_heatmap_has_no_panel_titles(demo, monkeypatch, tmp_path):
@@ -833,7 +833,7 @@ def _marked_cells(fig) -> set[tuple[int, int]]:
 
 
 def _legend_texts(fig) -> list[str]:
-    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    return [t.get_text() for legend in _legends(fig) for t in legend.get_texts()]
 
 
 def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch, tmp_path, caplog):
@@ -848,7 +848,7 @@ def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch
     assert [t.get_text() for t in band.get_yticklabels()][0] == "Baseline [76.1%]"
     assert heat.images[0].get_array().shape == (len(RESNET_ROWS), len(DEMO_LAYERS))
     assert [t.get_text() for t in bottom.get_xticklabels()][-1] == "[Head] fc"
-    note = fig.legends[0].get_title().get_text().replace("\n", " ")  # above the entries, wrapped over lines
+    note = _legends(fig)[0].get_title().get_text().replace("\n", " ")  # above the entries, wrapped over lines
     assert "Not compared" in note and "ViT-S AT, ViT-S AugReg" in note and "vit_small, 50 layers" in note
     assert "resnet_demo, 18 layers" in note  # the baseline's list, which theirs is not
     warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -886,7 +886,7 @@ def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_inter
     assert "95 %" in label and "seeds and images" in label
     assert not any("uncertainty unknown" in t for t in legend)
     # the mark's legend handle is a dot like the marks
-    (legend_obj,) = fig.legends
+    (legend_obj,) = _legends(fig)
     handle = legend_obj.legend_handles[legend.index(label)]
     assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
 
@@ -935,7 +935,7 @@ def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, t
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
-    assert not fig.legends[0].get_title().get_text()  # where the note goes
+    assert not _legends(fig)[0].get_title().get_text()  # where the note goes
     assert not caplog.records
 
 
@@ -1048,7 +1048,8 @@ def _drawn_texts_extents(fig) -> list[tuple[str, object]]:
             texts += [t for t, x in zip(axis.get_ticklabels(), axis.get_ticklocs()) if lo - 1e-9 <= x <= hi + 1e-9]
             texts.append(axis.label)
         texts += [*ax.texts, ax.title, ax._left_title, ax._right_title]
-    texts += [t for legend in fig.legends for t in (legend.get_title(), *legend.get_texts())]
+    texts += [t for legend in _legends(fig) for t in (legend.get_title(), *legend.get_texts())]
+    texts += [fig._suptitle] if fig._suptitle else []
     shown = [t for t in texts if t.get_visible() and t.get_text()]
     return [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
 
@@ -1056,7 +1057,7 @@ def _drawn_texts_extents(fig) -> list[tuple[str, object]]:
 @pytest.mark.parametrize(
     ("study", "name"),
     [("demo", "criticality_heatmap"), ("paper", "difference_heatmap"), ("mixed", "difference_heatmap"),
-     ("mixed", "seed_std_heatmap")],  # fmt: skip
+     ("mixed", "seed_std_heatmap"), ("mixed", "titled_difference_heatmap")],  # fmt: skip
 )
 def test_heatmap_text_lies_inside_the_figure_and_overlaps_no_other_text(study, name, monkeypatch, tmp_path):
     """The layout engine makes room for every label (row and column labels, titles, the colour
@@ -1065,7 +1066,11 @@ def test_heatmap_text_lies_inside_the_figure_and_overlaps_no_other_text(study, n
     summary, models = {"demo": lambda: fabricate(demo_models(), DEMO_LAYERS), "paper": _paper_sized,
                        "mixed": fabricate_mixed}[study]()  # fmt: skip
     info = figures.StudyInfo(categories=CATEGORIES, baseline=models["model"].iloc[0])
-    fig = _drawn_figure(monkeypatch, lambda: figures.draw(name, summary, models, info, tmp_path / "f"))
+    if name.startswith("titled_"):  # a title above the legend (the workflow draws none)
+        draw = lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f", title="Fig. 4")
+    else:
+        draw = lambda: figures.draw(name, summary, models, info, tmp_path / "f")
+    fig = _drawn_figure(monkeypatch, draw)
     extents = _drawn_texts_extents(fig)
     box = fig.bbox
     outside = [text for text, e in extents if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1]

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, ListedColormap, Normalize
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
+from matplotlib.gridspec import SubplotSpec
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.transforms import blended_transform_factory
@@ -77,7 +78,7 @@ def _column_group(label: str) -> str:
     return m[1] if m else label
 
 
-def _draw_cells(fig: Figure, slot: Any, s: PanelStats, style: Style) -> Axes:
+def _draw_cells(fig: FigureBase, slot: SubplotSpec, s: PanelStats, style: Style) -> Axes:
     """The heatmap axes. NaN cells are transparent and show a hatched background instead."""
     ax = fig.add_subplot(slot)
     n_rows, n_cols = s.values.shape
@@ -91,7 +92,7 @@ def _draw_cells(fig: Figure, slot: Any, s: PanelStats, style: Style) -> Axes:
     return ax
 
 
-def _draw_band(fig: Figure, slot: Any, ax: Axes, rows: pd.DataFrame, row_label_title: str) -> None:
+def _draw_band(fig: FigureBase, slot: SubplotSpec, ax: Axes, rows: pd.DataFrame, row_label_title: str) -> None:
     """Category band with the row labels to its left, headed by what they show; white rules
     between category groups."""
     ax_band = fig.add_subplot(slot, sharey=ax)
@@ -115,7 +116,7 @@ def _draw_band(fig: Figure, slot: Any, ax: Axes, rows: pd.DataFrame, row_label_t
                      ha="right", va="bottom", fontsize=ROW_TEXT_SIZE, style="italic")  # fmt: skip
 
 
-def _draw_row_margin(fig: Figure, slot: Any, ax: Axes, s: PanelStats, rows: pd.DataFrame, style: Style) -> None:
+def _draw_row_margin(fig: FigureBase, slot: SubplotSpec, ax: Axes, s: PanelStats, rows: pd.DataFrame, style: Style) -> None:
     """Right margin: per-row mean ± std over columns, as a bar with error and as numbers. Its
     axis and numbers hang into cells the grid keeps empty for them: out of the engine's layout."""
     ax_right = fig.add_subplot(slot, sharey=ax)
@@ -137,7 +138,7 @@ def _draw_row_margin(fig: Figure, slot: Any, ax: Axes, s: PanelStats, rows: pd.D
         ax_right.text(1.04, y, text, transform=trans, va="center", ha="left", fontsize=ROW_TEXT_SIZE, in_layout=False)
 
 
-def _draw_col_margin(fig: Figure, slot: Any, ax: Axes, s: PanelStats, style: Style) -> None:
+def _draw_col_margin(fig: FigureBase, slot: SubplotSpec, ax: Axes, s: PanelStats, style: Style) -> None:
     """Bottom margin: per-column mean ± std over rows; it carries the column labels. Its y axis
     hangs left under the row labels, which the grid keeps empty there: out of the layout."""
     ax_bottom = fig.add_subplot(slot, sharex=ax)
@@ -157,7 +158,7 @@ def _draw_col_margin(fig: Figure, slot: Any, ax: Axes, s: PanelStats, style: Sty
     ax_bottom.tick_params(axis="x", length=2)
 
 
-def _draw_panel(fig: Figure, slots: PanelSlots, panel: HeatmapPanel, s: PanelStats, style: Style,
+def _draw_panel(fig: FigureBase, slots: PanelSlots, panel: HeatmapPanel, s: PanelStats, style: Style,
                 cell: tuple[float, float], titled: bool) -> Axes:  # fmt: skip
     """One panel: cells, category band, both margins and, with several panels, its title."""
     ax = _draw_cells(fig, slots.heat, s, style)
@@ -228,7 +229,7 @@ def draw_heatmap(
         col_extent=margin_extent(joined["col_mean"], joined["col_std"], value_bound, fixed_margins),
         row_margin_label=row_margin_label, col_margin_label=col_margin_label, row_label_title=row_label_title,
     )  # fmt: skip
-    fig = grid.figure
+    fig = grid.body
     axes = [_draw_panel(fig, slots, p, s, style, grid.cell, len(panels) > 1)
             for slots, p, s in zip(grid.panels, panels, stats)]  # fmt: skip
     cax = fig.add_subplot(grid.colorbar)
@@ -238,5 +239,5 @@ def draw_heatmap(
                columnspacing=1.2, title=grid.note, alignment="left",
                title_fontproperties=FontProperties(size=LABEL_SIZE, style="italic"))  # fmt: skip
     if title:
-        fig.suptitle(title, x=0.0, ha="left", fontsize=10, weight="bold")
-    return fig
+        grid.figure.suptitle(title, x=0.0, ha="left", fontsize=10, weight="bold")
+    return grid.figure

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.font_manager import FontProperties
 from matplotlib.gridspec import GridSpec, SubplotSpec
 from matplotlib.textpath import TextToPath
@@ -32,7 +32,7 @@ LABEL_SIZE = 7  # tick labels and legend (common._STYLE)
 ROW_TEXT_SIZE = 6.5  # the row margin's "mean ± std" beside each bar
 # Constrained layout's padding around every axes: none across, since it would also pad a narrow
 # panel's axes inside the span of a wider one and widen that one's cells; the grid has gaps instead.
-_W_PAD, _H_PAD = 0.0, 2 / 72
+_W_PAD, _H_PAD = 0.0, 3 / 72
 _NOTE_CHARS = 150  # a note wraps at the figure's width, but never to lines longer than this
 
 _TEXT_PATHS = TextToPath()
@@ -88,11 +88,13 @@ class PanelSlots:
 
 @dataclass(frozen=True)
 class HeatmapGrid:
-    """A constrained-layout figure and where each part goes: one ``PanelSlots`` per panel (top
-    first), the colour bar's cell and height, the cell size aimed at, the legend's columns and the note
-    wrapped to the figure's width."""
+    """A constrained-layout figure, the (sub)figure that holds the panels, legend and colour bar
+    (``body``), and where each part goes: one ``PanelSlots`` per panel (top first), the colour
+    bar's cell and height, the cell size aimed at, the legend's columns and the note wrapped to
+    the figure's width."""
 
     figure: Figure
+    body: Figure | SubFigure
     panels: list[PanelSlots]
     colorbar: SubplotSpec
     colorbar_h: float
@@ -140,13 +142,16 @@ def heatmap_grid(
 
     fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
     fig.get_layout_engine().set(w_pad=_W_PAD, h_pad=_H_PAD, wspace=0.0, hspace=0.0)
-    grid = fig.add_gridspec(len(heights), len(width_ratios), width_ratios=width_ratios, height_ratios=heights)
+    # With a title, everything else goes into a subfigure: the engine stacks a figure's title above
+    # its subfigures, but not above a legend placed outside the figure's own axes.
+    body = fig.subfigures(1, 1) if title else fig
+    grid = body.add_gridspec(len(heights), len(width_ratios), width_ratios=width_ratios, height_ratios=heights)
     slots = []
     for k, (w, start, end, _) in enumerate(spans):
         col = {e: edges.index(round(e, 6)) + 2 for e in (w, start, end)}  # the grid column that ends at e
         slots.append(PanelSlots(heat=grid[2 * k, 2 : col[w]], band=grid[2 * k, 0], right=grid[2 * k, col[start] : col[end]],
                                 bottom=grid[2 * k + 1, 2 : col[w]]))  # fmt: skip
-    return HeatmapGrid(fig, slots, *_colorbar_slot(grid, heights), (cw, ch), cols, wrapped)
+    return HeatmapGrid(fig, body, slots, *_colorbar_slot(grid, heights), (cw, ch), cols, wrapped)
 
 
 def _colorbar_slot(grid: GridSpec, heights: Sequence[float]) -> tuple[SubplotSpec, float]:
