@@ -119,26 +119,27 @@ def heatmap_grid(
 
     Text that overhangs into cells known to be empty (the margins' axis labels and tick labels,
     the row margin's numbers) is left out of the engine's layout (``set_in_layout(False)`` where
-    drawn); inside the span of a wider panel it would otherwise widen that panel's cells."""
+    drawn); inside the span of a wider panel it would otherwise widen that panel's cells.
+
+    The figure's size is the grid's plus the text around it, measured as it will be drawn (the
+    engine fits axes into a given size but does not choose one): a cell then gets about the size
+    ``cell_size`` gives, and the engine places everything exactly."""
     cw, ch = cell_size([s.values.shape for s in stats])
     text_w = max(text_width(t, ROW_TEXT_SIZE) for s in stats for t in s.row_texts) + 0.04 * RIGHT_W + 0.1
-    widths = [s.values.shape[1] * cw for s in stats]
-    spans = [(w, w + GAP_W, w + GAP_W + RIGHT_W, w + GAP_W + RIGHT_W + text_w) for w in widths]
+    # x-ranges in inches from the heatmaps' left edge: heatmap, gap, row margin, its numbers
+    spans = [(w, w + GAP_W, w + GAP_W + RIGHT_W, w + GAP_W + RIGHT_W + text_w) for w in
+             (s.values.shape[1] * cw for s in stats)]  # fmt: skip
     edges = sorted({0.0, *(round(e, 6) for span in spans for e in span)})
     width_ratios = [BAND_W, BAND_GAP, *np.diff(edges), CBAR_W]
     heights = [h for s in stats for h in (s.values.shape[0] * ch, BOTTOM_H)]
 
-    # The figure's size: the grid plus the text around it, measured as the engine will draw it.
     label_w = max(max(text_width(s, LABEL_SIZE) for s in row_labels) + 0.1, text_width(row_label_title, 6.5, "italic"))
-    col_label_h = [max(text_width(t, LABEL_SIZE) for t in s.col_labels) + 0.1 for s in stats]
     fig_w = label_w + sum(width_ratios) + 0.8  # the colour bar's ticks and label
     cols = legend_columns(legend_labels, fig_w - 0.2)
-    wrapped = None
-    if note:  # a legend's title does not wrap itself
-        char_w = text_width(note, LABEL_SIZE, "italic") / len(note)
-        wrapped = "\n".join(textwrap.wrap(note, min(_NOTE_CHARS, max(40, int((fig_w - 0.3) / char_w)))))
+    wrapped = _wrapped(note, fig_w - 0.3) if note else None
     legend_h = 0.1 + 0.18 * math.ceil(len(legend_labels) / cols) + (0.15 * wrapped.count("\n") + 0.2 if wrapped else 0.0)
-    fig_h = sum(heights) + sum(col_label_h) + 0.3 * len(stats) + legend_h + (0.3 if title else 0.05)
+    col_label_h = sum(max(text_width(t, LABEL_SIZE) for t in s.col_labels) + 0.1 for s in stats)
+    fig_h = sum(heights) + col_label_h + 0.3 * len(stats) + legend_h + (0.3 if title else 0.05)
 
     fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
     fig.get_layout_engine().set(w_pad=_W_PAD, h_pad=_H_PAD, wspace=0.0, hspace=0.0)
@@ -152,6 +153,13 @@ def heatmap_grid(
         slots.append(PanelSlots(heat=grid[2 * k, 2 : col[w]], band=grid[2 * k, 0], right=grid[2 * k, col[start] : col[end]],
                                 bottom=grid[2 * k + 1, 2 : col[w]]))  # fmt: skip
     return HeatmapGrid(fig, body, slots, *_colorbar_slot(grid, heights), (cw, ch), cols, wrapped)
+
+
+def _wrapped(note: str, width_in: float) -> str:
+    """``note`` wrapped to lines ``width_in`` inches wide at most (a legend's title does not wrap
+    itself), and never longer than ``_NOTE_CHARS`` characters."""
+    char_w = text_width(note, LABEL_SIZE, "italic") / len(note)
+    return "\n".join(textwrap.wrap(note, min(_NOTE_CHARS, max(40, int(width_in / char_w)))))
 
 
 def _colorbar_slot(grid: GridSpec, heights: Sequence[float]) -> tuple[SubplotSpec, float]:
