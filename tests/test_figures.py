@@ -1072,8 +1072,8 @@ def test_heatmap_text_lies_inside_the_figure_and_overlaps_no_other_text(study, n
         draw = lambda: figures.draw(name, summary, models, info, tmp_path / "f")
     fig = _drawn_figure(monkeypatch, draw)
     extents = _drawn_texts_extents(fig)
-    box = fig.bbox
-    outside = [text for text, e in extents if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1]
+    inside = fig.bbox.padded(1)  # pixels
+    outside = [text for text, e in extents if not (inside.contains(e.x0, e.y0) and inside.contains(e.x1, e.y1))]
     assert not outside
     x0, y0, x1, y1 = (np.array([getattr(e, k) for _, e in extents]) for k in ("x0", "y0", "x1", "y1"))
     overlap = (np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0) > 1) & (

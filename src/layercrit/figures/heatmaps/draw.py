@@ -116,13 +116,16 @@ def _draw_band(fig: FigureBase, slot: SubplotSpec, ax: Axes, rows: pd.DataFrame,
                      ha="right", va="bottom", fontsize=ROW_TEXT_SIZE, style="italic")  # fmt: skip
 
 
-def _draw_row_margin(fig: FigureBase, slot: SubplotSpec, ax: Axes, s: PanelStats, rows: pd.DataFrame, style: Style) -> None:
+def _draw_row_margin(
+    fig: FigureBase, slot: SubplotSpec, ax: Axes, s: PanelStats, rows: pd.DataFrame, style: Style
+) -> None:
     """Right margin: per-row mean ± std over columns, as a bar with error and as numbers. Its
     axis and numbers hang into cells the grid keeps empty for them: out of the engine's layout."""
     ax_right = fig.add_subplot(slot, sharey=ax)
     ypos = np.arange(len(rows))
-    bars = ax_right.barh(ypos, s.row_mean, height=0.72, color=rows["category_color"].tolist(),
-                         xerr=clipped_whiskers(s.row_mean, s.row_std, style.row_extent), error_kw=_WHISKERS)  # fmt: skip
+    whiskers = clipped_whiskers(s.row_mean, s.row_std, style.row_extent)
+    bars = ax_right.barh(ypos, s.row_mean, height=0.72, color=rows["category_color"].tolist(), xerr=whiskers,
+                         error_kw=_WHISKERS)  # fmt: skip
     _hatch(bars, s.row_partial)
     ax_right.set_xlim(*style.row_extent)
     if style.signed:
@@ -143,8 +146,8 @@ def _draw_col_margin(fig: FigureBase, slot: SubplotSpec, ax: Axes, s: PanelStats
     hangs left under the row labels, which the grid keeps empty there: out of the layout."""
     ax_bottom = fig.add_subplot(slot, sharex=ax)
     xpos = np.arange(s.values.shape[1])
-    bars = ax_bottom.bar(xpos, s.col_mean, width=0.72, color="#7f7f7f",
-                         yerr=clipped_whiskers(s.col_mean, s.col_std, style.col_extent), error_kw=_WHISKERS)  # fmt: skip
+    whiskers = clipped_whiskers(s.col_mean, s.col_std, style.col_extent)
+    bars = ax_bottom.bar(xpos, s.col_mean, width=0.72, color="#7f7f7f", yerr=whiskers, error_kw=_WHISKERS)
     _hatch(bars, s.col_partial)
     ax_bottom.set_ylim(*style.col_extent)
     if style.signed:

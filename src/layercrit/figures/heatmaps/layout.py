@@ -137,7 +137,8 @@ def heatmap_grid(
     fig_w = label_w + sum(width_ratios) + 0.8  # the colour bar's ticks and label
     cols = legend_columns(legend_labels, fig_w - 0.2)
     wrapped = _wrapped(note, fig_w - 0.3) if note else None
-    legend_h = 0.1 + 0.18 * math.ceil(len(legend_labels) / cols) + (0.15 * wrapped.count("\n") + 0.2 if wrapped else 0.0)
+    note_h = 0.15 * wrapped.count("\n") + 0.2 if wrapped else 0.0
+    legend_h = 0.1 + 0.18 * math.ceil(len(legend_labels) / cols) + note_h
     col_label_h = sum(max(text_width(t, LABEL_SIZE) for t in s.col_labels) + 0.1 for s in stats)
     fig_h = sum(heights) + col_label_h + 0.3 * len(stats) + legend_h + (0.3 if title else 0.05)
 
@@ -150,8 +151,9 @@ def heatmap_grid(
     slots = []
     for k, (w, start, end, _) in enumerate(spans):
         col = {e: edges.index(round(e, 6)) + 2 for e in (w, start, end)}  # the grid column that ends at e
-        slots.append(PanelSlots(heat=grid[2 * k, 2 : col[w]], band=grid[2 * k, 0], right=grid[2 * k, col[start] : col[end]],
-                                bottom=grid[2 * k + 1, 2 : col[w]]))  # fmt: skip
+        heat, right = slice(2, col[w]), slice(col[start], col[end])
+        slots.append(PanelSlots(heat=grid[2 * k, heat], band=grid[2 * k, 0], right=grid[2 * k, right],
+                                bottom=grid[2 * k + 1, heat]))  # fmt: skip
     return HeatmapGrid(fig, body, slots, *_colorbar_slot(grid, heights), (cw, ch), cols, wrapped)
 
 
