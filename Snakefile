@@ -4,13 +4,10 @@
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/evaluation.smk"
-include: "workflow/rules/fetching.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
-include: "workflow/rules/baseline.smk"
-include: "workflow/rules/reset.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/published.smk"

@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake, standin_imagenet, write_layer_list
+from support.config_cases import plan_error
 
 HARNESS = Path(__file__).resolve().parent / "authors_harness.py"
 # Layers compared: stem, blocks of every stage, a downsample, BatchNorms (their loop resets
@@ -332,9 +333,7 @@ def test_an_unknown_seed_scheme_is_refused_at_parse_time(workdir):
     config["reset"]["seed_scheme"] = "sequential"
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
-    message = proc.stderr + proc.stdout
-    assert proc.returncode != 0
+    message = plan_error(workdir, path)
     assert "config key 'reset.seed_scheme': 'sequential' is not allowed; allowed: ['independent', 'authors']" in message
 
 

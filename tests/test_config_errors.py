@@ -1,30 +1,14 @@
-"""An invalid config stops `snakemake` before any job, with a message naming the key and what is allowed."""
+"""An invalid config stops `snakemake` before any job, with a message naming the key and what is allowed.
+
+The messages are checked against the run's own check (layercrit.study.load_workflow_study) in
+this process; a few smoke tests run `snakemake -n` to show that they reach the user.
+"""
 
 import pytest
 import yaml
 
 from conftest import REPO, run_snakemake, tiny_study, write_layer_list
-
-
-def break_config(path, mutate):
-    config = yaml.safe_load(path.read_text())
-    mutate(config)
-    path.write_text(yaml.safe_dump(config))
-
-
-def break_zoo(workdir, mutate):
-    zoo = yaml.safe_load((workdir / "zoo.yaml").read_text())
-    mutate(zoo)
-    (workdir / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
-
-
-def assert_plan_fails(workdir, path, expected, *targets):
-    """`snakemake -n` refuses the study, and its output holds every expected fragment."""
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", *targets, check=False)
-    assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    for fragment in expected:
-        assert fragment in output, f"{fragment!r} not in:\n{output[-3000:]}"
+from support.config_cases import assert_config_fails, assert_plan_fails, break_config, break_zoo, plan_error
 
 
 CONFIG_CASES = {
@@ -62,6 +46,16 @@ def test_config_errors(workdir, case):
     mutate, expected = CONFIG_CASES[case]
     path = tiny_study(workdir)
     break_config(path, mutate)
+    assert_config_fails(workdir, path, expected)
+
+
+@pytest.mark.parametrize("case", ["unknown key", "unknown model"], ids=["schema", "build_study"])
+def test_a_config_error_reaches_the_user_of_snakemake(workdir, case):
+    """Smoke: common.smk raises the check's message as a WorkflowError, before any job (a schema
+    problem, and one of the study's cross-references)."""
+    mutate, expected = CONFIG_CASES[case]
+    path = tiny_study(workdir)
+    break_config(path, mutate)
     assert_plan_fails(workdir, path, expected)
     assert not (workdir / "results").exists()
 
@@ -89,7 +83,7 @@ def test_zoo_errors(workdir, case):
     mutate, expected = ZOO_CASES[case]
     path = tiny_study(workdir)
     break_zoo(workdir, mutate)
-    assert_plan_fails(workdir, path, expected)
+    assert_config_fails(workdir, path, expected)
 
 
 def test_replication_target_says_why_there_is_nothing_to_compare(workdir):
@@ -126,7 +120,7 @@ def test_reinit_on_the_recorded_demo_zoo_names_retraining(demo_arch):
 def test_an_empty_zoo_file_is_named(workdir):
     path = tiny_study(workdir)
     (workdir / "zoo.yaml").write_text("# nothing yet\n")
-    assert_plan_fails(workdir, path, ["zoo: 'zoo.yaml' holds nothing, not a zoo", "architectures, categories and models"])
+    assert_config_fails(workdir, path, ["zoo: 'zoo.yaml' holds nothing, not a zoo", "architectures, categories and models"])
 
 
 def test_a_layer_list_with_a_name_that_is_no_module_name_is_refused(workdir):
@@ -134,7 +128,7 @@ def test_a_layer_list_with_a_name_that_is_no_module_name_is_refused(workdir):
     layers = workdir / "layers.tsv"
     layers.write_text((REPO / "config/architectures/demo_resnet.tsv").read_text() + "..\tLinear\t10x128\n")
     break_zoo(workdir, lambda z: z["architectures"]["demo_resnet"].update(layers=str(layers)))
-    assert_plan_fails(workdir, path, ["layers.tsv", "['..'] are not module names"])
+    assert_config_fails(workdir, path, ["layers.tsv", "['..'] are not module names"])
 
 
 def test_a_local_run_on_a_gpu_this_machine_lacks_stops_before_any_job(workdir):
@@ -151,9 +145,8 @@ def test_a_local_run_on_a_gpu_this_machine_lacks_stops_before_any_job(workdir):
 def test_a_value_out_of_range_names_the_bound_not_the_description(workdir):
     path = tiny_study(workdir)
     break_config(path, lambda c: c.update(activation_cache_mb=-1))
-    proc = run_snakemake(workdir, "--configfile", str(path), "-n", check=False)
-    line = next(l for l in (proc.stdout + proc.stderr).splitlines() if "'activation_cache_mb'" in l)
-    assert proc.returncode != 0 and "-1 is less than the minimum of 0" in line
+    line = next(l for l in plan_error(workdir, path).splitlines() if "'activation_cache_mb'" in l)
+    assert "-1 is less than the minimum of 0" in line
     assert "expected minimum: memory" not in line  # the description once stood where the bound belongs
 
 
@@ -164,7 +157,7 @@ def test_timms_default_class_count_is_named(workdir):
     spec = {"timm": "resnet50", "kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}, "layers": str(workdir / "default.tsv")}
     write_layer_list(workdir, "demo_resnet", spec)
     break_zoo(workdir, lambda z: z["architectures"].update(demo_resnet=spec))
-    assert_plan_fails(workdir, path, ["1000 outputs (timm's default", "10 classes (data.n_classes)"])
+    assert_config_fails(workdir, path, ["1000 outputs (timm's default", "10 classes (data.n_classes)"])
 
 
 def test_a_layer_list_without_a_header_is_refused(workdir):
@@ -173,7 +166,7 @@ def test_a_layer_list_without_a_header_is_refused(workdir):
     rows = [l for l in (REPO / "config/architectures/demo_resnet.tsv").read_text().splitlines() if not l.startswith("#")]
     layers.write_text("\n".join(rows) + "\n")
     break_zoo(workdir, lambda z: z["architectures"]["demo_resnet"].update(layers=str(layers)))
-    assert_plan_fails(workdir, path, ["handmade.tsv' has no header saying which architecture it lists", "python -m layercrit.zoo layers"])
+    assert_config_fails(workdir, path, ["handmade.tsv' has no header saying which architecture it lists", "python -m layercrit.zoo layers"])
 
 
 def test_the_layers_command_names_an_architecture_timm_does_not_know(workdir):
@@ -198,23 +191,22 @@ def test_a_model_of_an_architecture_without_pretrained_config_must_give_its_norm
     write_layer_list(workdir, "tv_resnet18", spec)
     model = {"id": "tv", "category": "baseline", "architecture": "tv_resnet18", "source": {"kind": "train", "recipe": {"epochs": 1}}}
     break_zoo(workdir, lambda z: z["architectures"].update(tv_resnet18=spec) or z["models"].append(model))
-    assert_plan_fails(workdir, path, ["zoo.models.tv.normalization: not given", "torchvision resnet18", "or null for a model that takes raw"])
+    assert_config_fails(workdir, path, ["zoo.models.tv.normalization: not given", "torchvision resnet18", "or null for a model that takes raw"])
 
 
 def test_an_integer_given_as_a_float_on_the_command_line_is_refused(workdir):  # issue 21 D7
     path = tiny_study(workdir)
-    proc = run_snakemake(workdir, "--configfile", str(path), "--config", "batch_size=1e3", "-n", check=False)
-    assert proc.returncode != 0 and "'batch_size': 1000.0 is not of type 'integer'" in proc.stdout + proc.stderr
+    assert "'batch_size': 1000.0 is not of type 'integer'" in plan_error(workdir, path, "batch_size=1e3")
 
 
 def test_a_key_given_twice_in_the_config_or_the_zoo_is_refused(workdir):  # issue 21 D10
     path = tiny_study(workdir)
     path.write_text(path.read_text() + "batch_size: 7\n" + "batch_size: 9\n")
-    assert_plan_fails(workdir, path, [f"{path}, line", "key 'batch_size' is given a second time", "remove one of them"])
+    assert_config_fails(workdir, path, [f"{path}, line", "key 'batch_size' is given a second time", "remove one of them"])
     path = tiny_study(workdir)
     zoo = (workdir / "zoo.yaml").read_text()
     (workdir / "zoo.yaml").write_text(zoo + "baseline: demo_control\n")
-    assert_plan_fails(workdir, path, ["zoo.yaml, line", "key 'baseline' is given a second time"])
+    assert_config_fails(workdir, path, ["zoo.yaml, line", "key 'baseline' is given a second time"])
 
 
 def edit_layer_list(workdir, edit):
@@ -238,8 +230,7 @@ def edit_layer_list(workdir, edit):
 def test_a_hand_edited_layer_list_stops_at_parse_time(workdir, edit):  # issue 21 D8, D9
     path = tiny_study(workdir)
     edit_layer_list(workdir, edit)
-    assert_plan_fails(workdir, path, ["edited.tsv' was edited after it was written", "reset.layers", "python -m layercrit.zoo layers"])
-    assert not (workdir / "results").exists()
+    assert_config_fails(workdir, path, ["edited.tsv' was edited after it was written", "reset.layers", "python -m layercrit.zoo layers"])
 
 
 def test_a_torchvision_architectures_default_class_count_is_named_as_torchvisions():  # issue 31 item 8
@@ -252,9 +243,8 @@ def test_a_torchvision_architectures_default_class_count_is_named_as_torchvision
 
 def test_values_inside_a_nested_command_line_config_arrive_as_strings_and_the_message_says_so(workdir):  # issue 31 item 8
     path = tiny_study(workdir)
-    proc = run_snakemake(workdir, "--configfile", str(path), "--config", "reset={seeds: [0, 1, 2]}", "-n", check=False)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "config key 'reset.seeds.0': '0' is not of type 'integer'" in output
+    output = plan_error(workdir, path, "reset={seeds: [0, 1, 2]}")
+    assert "config key 'reset.seeds.0': '0' is not of type 'integer'" in output
     assert "Snakemake passes the values inside a nested --config entry" in output and "--configfile" in output
 
 

@@ -785,7 +785,7 @@ def test_mixed_heatmap_has_a_panel_per_layer_list_with_its_own_columns(monkeypat
     fig = _drawn_figure(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
     panels = _panel_axes(fig)
     assert len(panels) == 2
-    labels = {r.layer: r.label for r in figures.heatmaps._layer_table(summary).itertuples()}
+    labels = {r.layer: r.label for r in figures.heatmaps.layer_table(summary).itertuples()}
     rows = figures.ordered_models(models, CATEGORIES).set_index("model")["row_label"]
     for (heat, band, right, bottom), names, members in zip(panels, (DEMO_LAYERS, VIT_LAYERS), (RESNET_ROWS, VIT_ROWS)):
         assert heat.images[0].get_array().shape == (len(members), len(names))
@@ -795,16 +795,19 @@ def test_mixed_heatmap_has_a_panel_per_layer_list_with_its_own_columns(monkeypat
         assert right.get_xlim() == (0.0, 100.0)
     vit_labels = [t.get_text() for t in panels[1][3].get_xticklabels()]
     assert vit_labels[:3] == ["[Stem] proj:16x16", "[0] attn.qkv", "[0] attn.proj"] and vit_labels[-1] == "[Head] head"
-    texts = [t.get_text() for t in fig.texts]
-    assert "resnet_demo (18 layers)" in texts and "vit_small (50 layers)" in texts
-    # stacked: the ViT panel below the ResNet one, left-aligned with it, each narrower per column
-    (h1, *_), (h2, *_) = panels
+    assert [heat.get_title(loc="left") for heat, *_ in panels] == ["resnet_demo (18 layers)", "vit_small (50 layers)"]
+    # stacked, as the layout engine places them: the ViT panel below the ResNet one, left-aligned
+    # with it, the same cell width in both (the ResNet panel narrower), its row margin right after it
+    fig.draw_without_rendering()
+    (h1, _, r1, _), (h2, _, r2, _) = panels
     b1, b2 = h1.get_position(), h2.get_position()
     assert b2.y1 < b1.y0 and b1.x0 == pytest.approx(b2.x0)
-    assert b1.width / len(DEMO_LAYERS) == pytest.approx(b2.width / len(VIT_LAYERS))  # one cell width
+    assert b1.width / len(DEMO_LAYERS) == pytest.approx(b2.width / len(VIT_LAYERS), rel=0.02)  # one cell width
+    gaps = [(r.get_position().x0 - b.x1) * fig.get_figwidth() for r, b in ((r1, b1), (r2, b2))]
+    assert gaps == pytest.approx([0.25, 0.25], abs=0.05)  # inches: room for the margin's first tick label
     # one colour bar (the last axes, _panel_axes checks) and one legend for the whole figure
     assert len(fig.axes) == 2 * 4 + 1
-    assert sum(a.get_legend() is not None for a in fig.axes) == 1
+    assert len(_legends(fig)) == 1 and not any(a.get_legend() for a in fig.axes)
 
 
 def test_single_architecture_heatmap_has_no_panel_titles(demo, monkeypatch, tmp_path):
@@ -812,7 +815,7 @@ def test_single_architecture_heatmap_has_no_panel_titles(demo, monkeypatch, tmp_
     models = models.assign(architecture="resnet_demo")
     fig = _drawn_figure(monkeypatch, lambda: figures.criticality_heatmap(summary, models, CATEGORIES, tmp_path / "f"))
     assert len(_panel_axes(fig)) == 1 and len(fig.axes) == 5
-    assert not any("layers)" in t.get_text() for t in fig.texts)
+    assert not any("layers)" in t.get_text() for t in fig.findobj(matplotlib.text.Text))
 
 
 def test_identical_layer_lists_of_two_architectures_share_a_panel_named_after_both(monkeypatch, tmp_path):
@@ -831,12 +834,12 @@ def _marked_cells(fig) -> set[tuple[int, int]]:
 
 
 def _legend_texts(fig) -> list[str]:
-    return [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+    return [t.get_text() for legend in _legends(fig) for t in legend.get_texts()]
 
 
 def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch, tmp_path, caplog):
     summary, models = fabricate_mixed()
-    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
@@ -846,7 +849,7 @@ def test_difference_heatmap_leaves_other_layer_lists_out_and_says_so(monkeypatch
     assert [t.get_text() for t in band.get_yticklabels()][0] == "Baseline [76.1%]"
     assert heat.images[0].get_array().shape == (len(RESNET_ROWS), len(DEMO_LAYERS))
     assert [t.get_text() for t in bottom.get_xticklabels()][-1] == "[Head] fc"
-    note = " ".join(t.get_text() for t in fig.texts if t.get_style() == "italic")  # wrapped over lines
+    note = _legends(fig)[0].get_title().get_text().replace("\n", " ")  # above the entries, wrapped over lines
     assert "Not compared" in note and "ViT-S AT, ViT-S AugReg" in note and "vit_small, 50 layers" in note
     assert "resnet_demo, 18 layers" in note  # the baseline's list, which theirs is not
     warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -879,12 +882,12 @@ def test_difference_heatmap_marks_exactly_the_cells_that_differ_beyond_the_inter
     fig = _drawn_figure(monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f"))
     assert _marked_cells(fig) == expected
     legend = _legend_texts(fig)
-    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    label = figures.heatmaps.significance_label(statistics.MIN_DIFFERENCE)
     assert label in legend
     assert "95 %" in label and "seeds and images" in label
     assert not any("uncertainty unknown" in t for t in legend)
     # the mark's legend handle is a dot like the marks
-    (legend_obj,) = [a.get_legend() for a in fig.axes if a.get_legend()]
+    (legend_obj,) = _legends(fig)
     handle = legend_obj.legend_handles[legend.index(label)]
     assert handle.get_marker() == "o" and handle.get_markerfacecolor() == "black"
 
@@ -907,10 +910,10 @@ def test_difference_heatmap_marks_only_differences_of_the_stated_size(monkeypatc
 
     marked, legend = marks_and_legend()  # the documented default, statistics.MIN_DIFFERENCE
     assert marked == expected
-    label = figures.difference.significance_label(statistics.MIN_DIFFERENCE)
+    label = figures.heatmaps.significance_label(statistics.MIN_DIFFERENCE)
     assert label in legend and f"≥ {statistics.MIN_DIFFERENCE:g} points" in label
     marked, legend = marks_and_legend(min_difference=0.05)
-    assert marked > expected and figures.difference.significance_label(0.05) in legend  # the small ones too
+    assert marked > expected and figures.heatmaps.significance_label(0.05) in legend  # the small ones too
     marked, _ = marks_and_legend(min_difference=10.5)
     assert marked == set()  # no difference here reaches 10.5 points
 
@@ -923,17 +926,17 @@ def test_difference_heatmap_marks_nothing_where_the_uncertainty_is_unknown(monke
         )
         assert _marked_cells(fig) == set()
         legend = _legend_texts(fig)
-        assert figures.difference.significance_label(statistics.MIN_DIFFERENCE) not in legend
+        assert figures.heatmaps.significance_label(statistics.MIN_DIFFERENCE) not in legend
         assert any(t.startswith("uncertainty unknown") for t in legend)
 
 
 def test_difference_heatmap_of_one_architecture_has_no_note(demo, monkeypatch, tmp_path, caplog):
     summary, models = demo
-    with caplog.at_level("WARNING", logger="layercrit.figures.difference"):
+    with caplog.at_level("WARNING", logger="layercrit.figures.heatmaps.difference"):
         fig = _drawn_figure(
             monkeypatch, lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f")
         )
-    assert not any("Not compared" in t.get_text() for t in fig.texts)
+    assert not _legends(fig)[0].get_title().get_text()  # where the note goes
     assert not caplog.records
 
 
@@ -1023,3 +1026,61 @@ def test_labels_of_torchvisions_models_are_distinct_and_short(name):  # issue 22
     labels = [figures.layer_label(layer.name, layer.type, layer.kernel) for layer in layers]
     assert len(set(labels)) == len(labels), [x for x in labels if labels.count(x) > 1]
     assert max(map(len, labels)) <= 24
+
+
+def _paper_sized() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A study the size of the paper's: 51 models × the 54 layers of a ResNet-50."""
+    rows = [{**m, "model": f"{m['model']}_{k}", "display_name": f"{m['display_name']} v{k}"}
+            for k in range(7) for m in demo_models()[:-1]][:51]  # fmt: skip
+    return fabricate(rows, PAPER_LAYERS)
+
+
+def _drawn_texts_extents(fig) -> list[tuple[str, object]]:
+    """(text, window extent) of every text the figure draws, after the layout engine has placed it:
+    tick labels within their axis' view only (matplotlib keeps others, not drawn)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figures are built without pyplot: no canvas
+    fig.draw_without_rendering()
+    texts = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            texts += [t for t, x in zip(axis.get_ticklabels(), axis.get_ticklocs()) if lo - 1e-9 <= x <= hi + 1e-9]
+            texts.append(axis.label)
+        texts += [*ax.texts, ax.title, ax._left_title, ax._right_title]
+    texts += [t for legend in _legends(fig) for t in (legend.get_title(), *legend.get_texts())]
+    texts += [fig._suptitle] if fig._suptitle else []
+    shown = [t for t in texts if t.get_visible() and t.get_text()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
+
+
+@pytest.mark.parametrize(
+    ("study", "name"),
+    [("demo", "criticality_heatmap"), ("paper", "difference_heatmap"), ("mixed", "difference_heatmap"),
+     ("mixed", "seed_std_heatmap"), ("mixed", "titled_difference_heatmap")],  # fmt: skip
+)
+def test_heatmap_text_lies_inside_the_figure_and_overlaps_no_other_text(study, name, monkeypatch, tmp_path):
+    """The layout engine makes room for every label (row and column labels, titles, the colour
+    bar's, the legend with Fig. 4's note): after layout each lies inside the figure, none clipped
+    and none over another, for a demo-sized study, a paper-sized one and a mix of layer lists."""
+    summary, models = {"demo": lambda: fabricate(demo_models(), DEMO_LAYERS), "paper": _paper_sized,
+                       "mixed": fabricate_mixed}[study]()  # fmt: skip
+    info = figures.StudyInfo(categories=CATEGORIES, baseline=models["model"].iloc[0])
+    if name.startswith("titled_"):  # a title above the legend (the workflow draws none)
+        draw = lambda: figures.difference_heatmap(summary, models, CATEGORIES, "base", tmp_path / "f", title="Fig. 4")
+    else:
+        draw = lambda: figures.draw(name, summary, models, info, tmp_path / "f")
+    fig = _drawn_figure(monkeypatch, draw)
+    extents = _drawn_texts_extents(fig)
+    inside = fig.bbox.padded(1)  # pixels
+    outside = [text for text, e in extents if not (inside.contains(e.x0, e.y0) and inside.contains(e.x1, e.y1))]
+    assert not outside
+    x0, y0, x1, y1 = (np.array([getattr(e, k) for _, e in extents]) for k in ("x0", "y0", "x1", "y1"))
+    overlap = (np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0) > 1) & (
+        np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0) > 1
+    )
+    np.fill_diagonal(overlap, False)
+    assert not [(extents[i][0], extents[j][0]) for i, j in zip(*np.nonzero(overlap)) if i < j]
+    colorbar = fig.axes[-1]
+    assert colorbar.get_ylabel() and colorbar.get_position().x0 > max(a.get_position().x1 for a in fig.axes[:-1])

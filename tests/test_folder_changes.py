@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import run_snakemake, standin_imagenet
-from test_config_errors import break_config
+from support.config_cases import break_config
 from test_input_pipelines import RESNET_INPUT, pipeline_study
 from test_own_data import folder_study, own_folder
 

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import transforms
 
 from conftest import REPO, run_snakemake, standin_imagenet, tiny_study
-from test_config_errors import assert_plan_fails, break_config, break_zoo
+from support.config_cases import assert_config_fails, break_config, break_zoo
 from test_own_data import own_folder
 
 # The demo ResNet said to take torchvision-style bilinear input; the demo ViT (built for 32x32)
@@ -180,7 +180,7 @@ def test_pipeline_errors_stop_the_workflow_at_parse_time(workdir, mutate_config,
     if mutate_zoo:
         assert yaml.safe_load((workdir / "zoo.yaml").read_text())["models"][8]["id"] == "demo_vit"
         break_zoo(workdir, mutate_zoo)
-    assert_plan_fails(workdir, path, expected)
+    assert_config_fails(workdir, path, expected)
 
 
 def test_the_study_pipeline_plans_one_file_for_every_model_as_before(workdir):

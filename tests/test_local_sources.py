@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_snakemake, tiny_study
-from test_config_errors import assert_plan_fails, break_config
+from support.config_cases import assert_config_fails, break_config
 from test_workflow import planned_jobs
 
 CHECKPOINT = "results/tiny/models/demo_baseline.safetensors"
@@ -122,4 +122,4 @@ def test_a_tilde_in_a_local_url_is_the_home_directory_as_in_data_root(workdir):
 @pytest.mark.parametrize("url", ["~/own/gone.safetensors", "own/gone.safetensors", "file:///nowhere/gone.safetensors"])
 def test_a_missing_local_source_file_stops_the_plan_naming_its_zoo_key(workdir, url):
     path = own_model_study(workdir, url)
-    assert_plan_fails(workdir, path, ["zoo.models.demo_baseline.source.url:", f"{url!r} names the local file", "does not exist"])
+    assert_config_fails(workdir, path, ["zoo.models.demo_baseline.source.url:", f"{url!r} names the local file", "does not exist"])

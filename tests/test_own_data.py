@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake, tiny_study
-from test_config_errors import assert_plan_fails, break_config
+from support.config_cases import assert_config_fails, break_config
 
 
 def own_folder(root, classes=10, per_class=3, size=(40, 36)):
@@ -65,16 +65,16 @@ def test_an_own_folder_of_ten_classes_plans_every_image(workdir):
 )
 def test_an_own_folder_that_cannot_serve_stops_at_parse_time(workdir, setup, data, expected):
     setup(workdir)
-    assert_plan_fails(workdir, folder_study(workdir, **data), expected)
+    assert_config_fails(workdir, folder_study(workdir, **data), expected)
 
 
 def test_imagenet_settings_on_an_own_folder_name_the_folder_kind(workdir):
     own_folder(workdir / "images")
     path = folder_study(workdir)
     break_config(path, lambda c: c.update(data={"kind": "imagenet"}, imagenet_val=str(workdir / "images")))
-    assert_plan_fails(workdir, path, ["has 10 class folders, but ImageNet-1k has 1000", "use data.kind: folder"])
+    assert_config_fails(workdir, path, ["has 10 class folders, but ImageNet-1k has 1000", "use data.kind: folder"])
     break_config(path, lambda c: c.update(data={"kind": "imagenet", "expected_classes": None}))
-    assert_plan_fails(workdir, path, ["data.subset_size: 10000 images asked for", "holds 30"])
+    assert_config_fails(workdir, path, ["data.subset_size: 10000 images asked for", "holds 30"])
 
 
 @pytest.mark.slow
@@ -97,4 +97,4 @@ def test_models_that_train_here_need_the_generated_training_images(workdir):
     own_folder(workdir / "images")
     path = folder_study(workdir)
     break_config(path, lambda c: c["training"].update(retrain=True))
-    assert_plan_fails(workdir, path, ["train here (zoo source kind train), which needs the generated training images", "'folder'"])
+    assert_config_fails(workdir, path, ["train here (zoo source kind train), which needs the generated training images", "'folder'"])

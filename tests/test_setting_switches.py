@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import REPO, run_snakemake, tiny_study
-from test_config_errors import break_config
+from support.config_cases import break_config
 from test_workflow import planned_jobs
 
 

@@ -1,6 +1,9 @@
 # Tidy tables: every reset result, the per model × layer summary, the per-model table.
 
 
+include: "functions/aggregate.smk"
+
+
 # The tables check every baseline against the files it evaluated (sha256, accuracy from its
 # logits), so those files are inputs too: a file replaced with an old modification time, which
 # Snakemake cannot see, stops the tables instead of mixing models.

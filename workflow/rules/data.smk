@@ -3,6 +3,9 @@
 # image folder's listing is in their params (prepared_data_params): a changed folder re-makes them.
 
 
+include: "functions/data.smk"
+
+
 # Defined in every study (without per-model pipelines it has no job), so that the command its
 # messages give, snakemake --forcerun pipeline_images, runs anywhere.
 rule pipeline_images:

@@ -3,6 +3,9 @@
 # downloaded and verified like any published model unless training.retrain).
 
 
+include: "functions/models.smk"
+
+
 rule train_model:
     input:
         train=f"{RESULTS}/data/train.safetensors",

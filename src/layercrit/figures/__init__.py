@@ -19,8 +19,8 @@ Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pypl
 no GUI backend (so no ``matplotlib.use`` call that would change a caller's backend) and leaves no
 global figure registry behind to leak memory across many figures.
 
-Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (Figs. 1 and 5, and the
-panels Fig. 4 is drawn with), ``difference`` (Fig. 4), ``epsilon`` (Fig. 2),
+Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (a package: Figs. 1, 4
+and 5, their labels, panels, layout and drawing), ``epsilon`` (Fig. 2),
 ``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1). The statistics they
 show are computed in ``layercrit.statistics``.
 """
@@ -37,11 +37,11 @@ import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
 from layercrit.statistics import MIN_DIFFERENCE
-from layercrit.figures.difference import difference_heatmap
 from layercrit.figures.epsilon import criticality_vs_epsilon
 from layercrit.figures.heatmaps import (
     HeatmapPanel,
     criticality_heatmap,
+    difference_heatmap,
     heatmap_matrix,
     heatmap_panels,
     layer_label,

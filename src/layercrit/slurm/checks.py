@@ -39,18 +39,17 @@ def study_config(options: argparse.Namespace) -> dict[str, Any]:
     from snakemake.settings.types import ConfigSettings
     from snakemake.utils import update_config
 
-    from layercrit.study import SCHEMA_DIR, check_config_files, validated, workflow_file
+    from layercrit.study import CHECKOUT, check_config_files, workflow_config, workflow_file
 
     workdir = snakemake_workdir(options)
-    root = Path(options.snakefile).resolve().parent if options.snakefile else SCHEMA_DIR.parents[1]
-    # the steps' own checks (common.smk): a key given twice, then the schema (an integer is an int)
+    root = Path(options.snakefile).resolve().parent if options.snakefile else CHECKOUT
+    # a key given twice first: Snakemake's merge below reads the files without that check
     check_config_files(p for p in options.configfile or [] if Path(p).is_file())
     given = ConfigSettings(config=parse_config(options.config), configfiles=options.configfile).overwrite_config
     config = {} if "study" in given else load_configfile(workflow_file("config/demo.yaml", root, workdir))
     update_config(config, given)
-    validated(config, "config", "config")
-    config["zoo"] = workflow_file(config["zoo"], root, workdir)
-    return config
+    # then the steps' own checks of the merged config (layercrit.study.workflow, as common.smk)
+    return workflow_config(config, (), root, workdir)
 
 
 def snakemake_workdir(options: argparse.Namespace) -> Path:

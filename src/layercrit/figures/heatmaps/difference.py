@@ -1,6 +1,6 @@
 """Fig. 4: criticality minus the baseline model's, per layer, with a mark on each cell that
 differs from the baseline beyond its uncertainty. Drawn with the heatmaps' panel machinery
-(``layercrit.figures.heatmaps``); the test of each cell is ``statistics.difference_from_baseline``."""
+(``panels``, ``draw``); the test of each cell is ``statistics.difference_from_baseline``."""
 
 from __future__ import annotations
 
@@ -16,23 +16,13 @@ from matplotlib.lines import Line2D
 
 from layercrit.figures import common
 from layercrit.figures.common import architecture_name, architectures, figure_style, ordered_models
-from layercrit.figures.heatmaps import (
-    _MARK_STYLE,
-    HeatmapPanel,
-    LayerList,
-    _cell_size,
-    _draw_heatmap,
-    _groups_of,
-    _mark_size,
-    _panel,
-    _pivot,
-    _row_label_title,
-    model_layer_lists,
-)
+from layercrit.figures.heatmaps.criticality import row_label_title
+from layercrit.figures.heatmaps.draw import MARK_STYLE, draw_heatmap, mark_size
+from layercrit.figures.heatmaps.layout import cell_size
+from layercrit.figures.heatmaps.panels import HeatmapPanel, LayerList, groups_of, model_layer_lists, panel_of, pivot
 from layercrit.statistics import CONFIDENCE, MIN_DIFFERENCE, cell_text, difference_from_baseline
 
 log = logging.getLogger(__name__)
-
 
 
 def significance_label(min_difference: float) -> str:
@@ -65,7 +55,7 @@ def _comparable_with(summary: pd.DataFrame, models: pd.DataFrame, rows: pd.DataF
     order = rows["model"].tolist()
     known = pd.concat([rows, models.assign(model=models["model"].astype(str))], ignore_index=True)
     known = known.drop_duplicates("model")
-    groups = _groups_of(summary, known, order if baseline in order else [*order, baseline])
+    groups = groups_of(summary, known, order if baseline in order else [*order, baseline])
     group = next(g for g in groups if baseline in g)
     return [m for m in order if m in group]
 
@@ -108,9 +98,9 @@ def _significance_legend(
     some or all could not."""
     handles: list[Any] = []
     if significant_known:
-        handles.append(Line2D([], [], linestyle="", markersize=math.sqrt(_mark_size(cell)),
-                              markeredgewidth=_MARK_STYLE["linewidth"], marker=_MARK_STYLE["marker"],
-                              markerfacecolor=_MARK_STYLE["facecolor"], markeredgecolor=_MARK_STYLE["edgecolor"],
+        handles.append(Line2D([], [], linestyle="", markersize=math.sqrt(mark_size(cell)),
+                              markeredgewidth=MARK_STYLE["linewidth"], marker=MARK_STYLE["marker"],
+                              markerfacecolor=MARK_STYLE["facecolor"], markeredgecolor=MARK_STYLE["edgecolor"],
                               label=significance_label(min_difference)))  # fmt: skip
     if unknown.any():
         if significant_known:
@@ -149,7 +139,7 @@ def difference_heatmap(
     published results or tables from before it) nothing is marked and the legend says so.
     """
     summary = _with_string_ids(summary)
-    wide = _pivot(summary, "criticality_mean")
+    wide = pivot(summary, "criticality_mean")
     base = str(baseline)
     if base not in wide.index:
         raise ValueError(f"baseline model {baseline!r} has no rows in summary")
@@ -160,7 +150,7 @@ def difference_heatmap(
             f"difference_heatmap: no figure model besides the baseline {base!r} shares the baseline's layers: "
             "nothing to compare with it (its own row is all zeros)"
         )
-    panel = _panel(summary, rows[rows["model"].isin(compared)], "criticality_mean")
+    panel = panel_of(summary, rows[rows["model"].isin(compared)], "criticality_mean")
     diff = panel.matrix - wide.loc[base].reindex(panel.matrix.columns)
     marked, unknown = _marks(summary, base, diff, min_difference)
     names = _display_names(models)
@@ -174,11 +164,11 @@ def difference_heatmap(
     known = bool((np.isfinite(diff.to_numpy(dtype=float)) & ~unknown).any())
     shown = HeatmapPanel(diff, panel.rows, panel.layers, panel.architectures, marks=marked)
     with figure_style():
-        fig = _draw_heatmap(
+        fig = draw_heatmap(
             [shown], cmap_name="coolwarm", vmin=-100, vmax=100,
             cbar_label=f"Criticality − {base_name} [pp]", title=title, value_bound=DIFFERENCE_BOUND,
             fixed_margins=False, row_margin_label="mean ± std\nover layers [pp]",
-            col_margin_label="mean ± std\nover models [pp]", row_label_title=_row_label_title(models),
-            legend_extra=_significance_legend(known, unknown, _cell_size([diff.shape]), min_difference), note=note,
+            col_margin_label="mean ± std\nover models [pp]", row_label_title=row_label_title(models),
+            legend_extra=_significance_legend(known, unknown, cell_size([diff.shape]), min_difference), note=note,
         )  # fmt: skip
     return common.save_figure(fig, out_base)

@@ -1,0 +1,88 @@
+"""What builds a model: an architecture of timm or torchvision, its keyword arguments and its
+layer list, as the zoo's ``architectures`` give them. Torch-free: the layer list is read from
+its file (layercrit.study.layers), and checked to have been written for this entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import InitVar, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layercrit.study.errors import ConfigError
+from layercrit.study.layers import Layer, layer_rows_sha256, read_layer_list_header, read_layer_table
+
+
+# timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
+TIMM_DEFAULT_CLASSES = 1000
+
+
+# The libraries an architecture can come from (a zoo entry's key names the library).
+ARCHITECTURE_LIBRARIES = ("timm", "torchvision")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    id: str
+    name: str = ""  # the library's model name, e.g. resnet50, vit_small_patch16_224
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[Layer, ...] = ()
+    library: str = "timm"
+    input: dict[str, Any] = field(default_factory=dict)  # LayerListHeader.input of its layer list
+    # The name's key in the jobs' params before torchvision support (``job_params``).
+    timm_name: InitVar[str | None] = None
+
+    def __post_init__(self, timm_name: str | None) -> None:
+        if timm_name is not None:
+            object.__setattr__(self, "name", timm_name)
+        if not self.name:
+            raise ValueError(f"architecture {self.id!r} has no model name")
+
+    def job_params(self) -> dict[str, Any]:
+        """The architecture as a job's params (what a script builds it from: ``Architecture(**params)``).
+
+        A timm architecture keeps the params it had before torchvision architectures existed:
+        Snakemake re-runs a job whose params changed, and for a finished study that would mean
+        fetching every model and recomputing every reset result again, for the same numbers.
+        """
+        if self.library == "timm":
+            return {"id": self.id, "timm_name": self.name, "kwargs": self.kwargs, "layers": ()}
+        return {"id": self.id, "name": self.name, "kwargs": self.kwargs, "layers": (), "library": self.library}
+
+
+def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None) -> Architecture:
+    """An ``Architecture`` from its zoo entry (``timm: <name>`` or ``torchvision: <name>``, kwargs)."""
+    library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
+    return Architecture(arch_id, spec[library], dict(spec.get("kwargs", {})), layers, library, dict(input or {}))
+
+
+def architecture_identity(arch: Architecture) -> dict[str, Any]:
+    """What builds the architecture, as data: two entries with the same identity have the same layers."""
+    return {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
+
+
+def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
+    """The architecture of a zoo entry with its layer list, which must have been written for it."""
+    layer_file = zoo_dir / spec["layers"]
+    redo = f"python -m layercrit.zoo layers {zoo_dir / '<zoo>.yaml'} {arch_id}"
+    if not layer_file.is_file():
+        raise ConfigError(f"architectures.{arch_id}.layers: layer list {str(layer_file)!r} does not exist; create it with: {redo}")
+    header = read_layer_list_header(layer_file)
+    arch = architecture_from_spec(arch_id, spec, read_layer_table(layer_file), header.input if header else None)
+    users = [m["id"] for m in zoo.get("models", []) if m.get("architecture") == arch_id]
+    expected = architecture_identity(arch)
+    if header is None or header.architecture != expected:
+        found = "has no header saying which architecture it lists" if header is None else f"was written for {header.architecture}"
+        raise ConfigError(
+            f"architectures.{arch_id} (models {users}): the layer list {str(layer_file)!r} {found}, but the zoo builds "
+            f"{expected}; its layers may not be this model's. Write it for this entry with: {redo}"
+        )
+    if header.rows_sha256 != layer_rows_sha256(arch.layers):
+        found = "records no digest of its rows (written by an older version)" if header.rows_sha256 is None else "was edited after it was written"
+        raise ConfigError(
+            f"architectures.{arch_id} (models {users}): the layer list {str(layer_file)!r} {found}: a row removed, "
+            f"renamed or retyped would skip a layer, fail its jobs or mislabel it in the tables. It must list every "
+            f"layer as the model has it; choose the layers to reset with reset.layers (types, include, exclude) in "
+            f"the config. Write it again with: {redo}"
+        )
+    return arch

@@ -1,0 +1,54 @@
+# The data stage's helpers (its rules: ../data.smk): the params of the jobs that prepare the
+# evaluation and training images. Snakemake's lint keeps functions and rules in separate files.
+import functools
+from dataclasses import asdict
+
+from snakemake.logging import logger
+
+from layercrit.study import jobs as study_jobs
+from layercrit.study.image_folders import listing_param
+
+# The study's input pipelines by name: with data.pipeline per_model, one evaluation-data file each.
+PIPELINES = {pipeline.name: pipeline for pipeline in STUDY.pipelines.values()}
+# The folder the evaluation images are read from (data.kind imagenet or folder; generated images have none).
+IMAGE_FOLDER = {
+    "imagenet": config.get("imagenet_val"),
+    "folder": config["data"].get("root"),
+}.get(config["data"]["kind"])
+
+
+def synthetic_split(split):
+    """The params of one split of the generated images (layercrit.study.jobs.synthetic_split)."""
+    return study_jobs.synthetic_split(config["data"], split)
+
+
+def data_params():
+    """The data settings as the preparing job's params (layercrit.study.jobs.data_params)."""
+    return study_jobs.data_params(config["data"], STUDY.per_model_pipelines)
+
+
+@functools.lru_cache
+def folder_listing_of(prepared):
+    """The image folder's listing as the param of the job that prepares ``prepared``
+    (layercrit.image_folders.listing_param); a change since it was prepared is said once.
+    """
+    listing = listing_param(IMAGE_FOLDER, prepared)
+    if listing.change and workflow.is_main_process:
+        if params_trigger_on():
+            then = "it is prepared again, and every model is evaluated on it again"
+        else:
+            then = f"--rerun-triggers leaves out params, so nothing is made again: add params, or --forcerun {prepared}"
+        logger.warning(f"data: {listing.change}: {then}")
+    return listing
+
+
+def prepared_data_params(prepared):
+    """data_params() and the image folder's listing, as the params of the job that prepares
+    ``prepared``: images added, replaced or removed in the folder make the file again (and,
+    through it, every baseline and reset), which Snakemake could not see otherwise."""
+    return data_params() | folder_listing_of(prepared).param
+
+
+def pipeline_params(wildcards):
+    """The input pipeline of one evaluation-data file (data.pipeline per_model), as its params."""
+    return asdict(PIPELINES[wildcards.pipeline])

@@ -1,0 +1,69 @@
+# The model stage's helpers (its rules: ../models.smk): the params and priorities of the
+# training and download jobs, and the download job's body.
+from layercrit.source_specs import local_source_files, local_source_param
+from layercrit.study import jobs as study_jobs
+
+
+def checkpoint_entry(model_id):
+    """A model's zoo entry as its download job's params (layercrit.study.jobs.checkpoint_entry)."""
+    return study_jobs.checkpoint_entry(STUDY, model_id)
+
+
+def download_entry(model_id):
+    """A downloaded model's params: its checkpoint_entry, and the sha256 of its local source files
+    (layercrit.source_specs.local_source_param): a file saved over with other content re-makes
+    the checkpoint, also with an older modification time (rsync -a, cp -p)."""
+    source = STUDY.models[model_id].source
+    return checkpoint_entry(model_id) | local_source_param(
+        source, model_checkpoint(model_id)
+    )
+
+
+def local_model_files(wildcards):
+    """A downloaded model's source files on this machine (file:// or a path): inputs of its
+    download, so that a file saved over (a model retrained) re-makes its checkpoint and all that
+    depends on it. Web files are not: their cached copy is verified by sha256 instead.
+    """
+    return local_source_files(STUDY.models[wildcards.model].source)
+
+
+def training_entry(model_id):
+    """A trained model's zoo entry as its training job's params (layercrit.study.jobs.training_entry)."""
+    return study_jobs.training_entry(STUDY, model_id)
+
+
+def training_priority(wildcards):
+    """Longest training first (layercrit.study.jobs.training_priority)."""
+    return study_jobs.training_priority(STUDY.models[wildcards.model])
+
+
+def training_records(wildcards=None):
+    """The training records of the models trained here, for the tables' provenance. As inputs
+    they also make the switch to training.retrain: true re-make checkpoints that were fetched
+    from their recorded training: the records are then missing, so train_model runs, and the
+    baselines and resets after it (Snakemake re-runs no job for changed params whose outputs
+    lack its metadata, as the training's record and initial weights do after a download).
+    """
+    return [f"{RESULTS}/models/{model}.training.json" for model in TRAINED_MODELS]
+
+
+# The download job's body. It is a `run:` job, executed as a thread of the Snakemake process like
+# the evaluation jobs (see evaluation.smk): torch, timm and the download libraries are imported
+# once for all models instead of once per model (~4 s each), and a download waits on the
+# network, not on the CPU.
+def run_download(wildcards, output, params, log):
+    """The download job: layercrit.sources.fetch_model of one model into its canonical checkpoint."""
+    from pathlib import Path
+
+    from layercrit.joblog import job_log
+    from layercrit.sources import fetch_model
+    from layercrit.study import Architecture
+
+    with job_log(log[0]) as logger:
+        record = fetch_model(
+            params.model,
+            Architecture(**params.architecture),
+            cache_dir=Path(params.cache),
+            out=Path(output.checkpoint),
+        )
+        logger.info("model %s: %s", wildcards.model, record)
