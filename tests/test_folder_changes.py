@@ -64,7 +64,7 @@ def write_prepared(path, **metadata):
 
 
 def listing_param(root, prepared):
-    from layercrit import image_folders
+    from layercrit.study import image_folders
 
     image_folders._count_images.cache_clear()
     image_folders._folder_listing.cache_clear()
@@ -94,7 +94,7 @@ def test_the_listing_of_the_papers_imagenet_folder_costs_a_fraction_of_a_second(
     """What every parse pays when a data job is planned: one stat per image (50,000 here)."""
     import time
 
-    from layercrit import image_folders
+    from layercrit.study import image_folders
 
     val = standin_imagenet(tmp_path / "val", classes=1000, per_class=50)
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def test_a_model_added_later_gets_its_pipeline_file_from_the_same_listing_as_the
 
 def test_a_pipeline_job_refuses_a_folder_that_changed_after_planning(tmp_path):
     from layercrit.imagenet import ImageNetLayoutError, prepare_pipeline_images
-    from layercrit.pipelines import InputPipeline
+    from layercrit.study.pipelines import InputPipeline
 
     images = own_folder(tmp_path / "images", classes=2)
     data = {"kind": "folder", "root": str(images), "subset_size": None, "subset_seed": 0, "listing_sha256": "0" * 64}
@@ -132,7 +132,7 @@ def test_a_pipeline_job_refuses_a_folder_that_changed_after_planning(tmp_path):
 def test_the_tables_refuse_pipeline_files_that_hold_other_images(tmp_path):
     """Two pipeline files made from the folder at different times (one image more in the second)."""
     from layercrit.imagenet import prepare_pipeline_images, read_metadata
-    from layercrit.pipelines import InputPipeline
+    from layercrit.study.pipelines import InputPipeline
     from layercrit.analysis.readback import check_one_image_set
 
     images = own_folder(tmp_path / "images", classes=2)
@@ -143,7 +143,7 @@ def test_the_tables_refuse_pipeline_files_that_hold_other_images(tmp_path):
     check_one_image_set([a, c])  # the same images, prepared two ways
     assert read_metadata(a)["listing_sha256"] == read_metadata(c)["listing_sha256"]
     shutil.copy(images / "class_01/img0.jpg", images / "class_01/img5.jpg")
-    from layercrit import image_folders
+    from layercrit.study import image_folders
 
     image_folders._count_images.cache_clear()
     image_folders._folder_listing.cache_clear()

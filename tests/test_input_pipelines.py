@@ -99,7 +99,7 @@ def test_the_vits_pipeline_from_its_layer_list_is_timms_own_evaluation_transform
     from timm.data import resolve_data_config
     from timm.data.transforms_factory import transforms_imagenet_eval
 
-    from layercrit.pipelines import model_pipeline
+    from layercrit.study.pipelines import model_pipeline
     from layercrit.study import read_layer_list_header
 
     seen = set()
@@ -116,7 +116,7 @@ def test_the_vits_pipeline_from_its_layer_list_is_timms_own_evaluation_transform
 def test_the_interpolations_are_the_zoo_schemas_and_timms():
     from timm.data.transforms import _str_to_torch_interpolation
 
-    from layercrit.pipelines import INTERPOLATIONS
+    from layercrit.study.pipelines import INTERPOLATIONS
     from layercrit.study import load_schema
 
     schema = load_schema("zoo")["properties"]["models"]["items"]["properties"]["input"]["properties"]["interpolation"]
@@ -135,7 +135,7 @@ def test_the_interpolations_are_the_zoo_schemas_and_timms():
     ],
 )
 def test_a_models_pipeline_comes_from_its_zoo_entry_else_its_pretrained_config(given, arch_input, expected):
-    from layercrit.pipelines import model_pipeline
+    from layercrit.study.pipelines import model_pipeline
 
     assert model_pipeline("m", given, arch_input, "a").name == expected
 
@@ -154,7 +154,7 @@ def test_a_models_pipeline_comes_from_its_zoo_entry_else_its_pretrained_config(g
     ids=["neither resize nor crop_pct", "both", "crop larger than resize", "unknown interpolation", "no pretrained config", "not square", "fixed input size"],
 )
 def test_a_pipeline_that_cannot_serve_names_the_setting(given, arch_input, expected):
-    from layercrit.pipelines import PipelineError, model_pipeline
+    from layercrit.study.pipelines import PipelineError, model_pipeline
 
     with pytest.raises(PipelineError, match=re.escape(expected)):
         model_pipeline("m", given, arch_input, "a")
@@ -208,7 +208,7 @@ def test_an_imagenet_folder_and_an_own_folder_give_one_pipeline_the_same_images(
     give the same subset, order, labels and pixels, prepared with the pipeline."""
     from layercrit.data import load_image_set
     from layercrit.imagenet import prepare_pipeline_images, read_metadata
-    from layercrit.pipelines import InputPipeline
+    from layercrit.study.pipelines import InputPipeline
 
     root = own_folder(workdir / "images", classes=3, per_class=3, size=(41, 37))
     subset = {"subset_size": 5, "subset_seed": 0}

@@ -40,7 +40,7 @@ def folder_study(workdir, **data):
 def test_torchvisions_image_extensions_are_the_parse_time_ones():
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from layercrit.image_folders import IMAGE_EXTENSIONS
+    from layercrit.study.image_folders import IMAGE_EXTENSIONS
 
     assert IMAGE_EXTENSIONS == IMG_EXTENSIONS
 

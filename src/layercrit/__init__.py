@@ -4,9 +4,9 @@ Reset the parameters of one layer of a trained model, keep the rest, and measure
 model's outputs change (Gavrikov et al., 2024). One subpackage per concept:
 
 - ``study``: the study configuration and the schemas' facts (pure Python, parse time)
-- ``data``, ``synthetic``, ``imagenet``, ``image_folders``, ``pipelines``: evaluation images
-  (uint8), the demo's generated dataset, the paper's ImageNet subset, your own folders, how
-  images are prepared per model
+- ``data``, ``synthetic``, ``imagenet``: evaluation images (uint8), the demo's generated
+  dataset, the paper's ImageNet subset (your own folders and how images are prepared per model
+  are the study's: ``study.image_folders``, ``study.pipelines``)
 - ``models``: building architectures, checkpoints and layer lists (``zoo``), which fresh model a
   seed stands for (``seed_schemes``), training the demo zoo (``training``)
 - ``weights``, ``downloads``: where published weights live and how they become the

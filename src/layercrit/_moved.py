@@ -27,6 +27,8 @@ from typing import Any
 MOVED: dict[str, str] = {
     f"layercrit.{old}": f"layercrit.{new}"
     for old, new in {
+        "pipelines": "study.pipelines",
+        "image_folders": "study.image_folders",
         "reset": "evaluation.reset",
         "metrics": "evaluation.metrics",
         "forward": "evaluation.forward",

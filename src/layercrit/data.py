@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.io import atomic_path, read_safetensors
-from layercrit.pipelines import STUDY_INTERPOLATION
+from layercrit.study.pipelines import STUDY_INTERPOLATION
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@
 # runs them as threads of its own process, where torch is imported once and the evaluation
 # images, models and fresh initializations stay loaded (layercrit.evaluation.EvaluationCache).
 # As separate processes each job would spend ~4 s importing torch and timm alone, more than
-# its forward passes. Device leases (layercrit.devices) keep concurrent jobs off each other's GPU.
+# its forward passes. Device leases (layercrit.evaluation.devices) keep concurrent jobs off
+# each other's GPU.
 
 
 include: "functions/evaluation.smk"

@@ -1,6 +1,6 @@
 """What evaluation jobs side by side in one process share, and the locks that keep them apart.
 
-Evaluation and download jobs run as threads of one Snakemake process (workflow/rules/reset.smk),
+Evaluation and download jobs run as threads of one Snakemake process (workflow/rules/evaluation.smk),
 one per device. Two things of torch's are process-wide, not per thread, and would let a job's
 numbers depend on what runs beside it:
 

@@ -1,6 +1,6 @@
 """Which devices evaluations run on, and leases so that concurrent jobs never share one.
 
-Reset jobs run as threads of one long-lived Snakemake process (see workflow/rules/reset.smk).
+Reset jobs run as threads of one long-lived Snakemake process (see workflow/rules/evaluation.smk).
 Each job leases a device for the duration of its forward passes: one per GPU that Snakemake
 granted the run (``--resources gpu=N``, at most the visible ones), or a single CPU slot. A
 thread that finds every device taken waits for the next one to be returned, so no two jobs

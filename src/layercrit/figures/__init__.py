@@ -22,7 +22,7 @@ global figure registry behind to leak memory across many figures.
 Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (a package: Figs. 1, 4
 and 5, their labels, panels, layout and drawing), ``epsilon`` (Fig. 2),
 ``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1). The statistics they
-show are computed in ``layercrit.statistics``.
+show are computed in ``layercrit.analysis.statistics``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from layercrit.figures.common import format_top1, ordered_models, save_figure
-from layercrit.statistics import MIN_DIFFERENCE
+from layercrit.analysis.statistics import MIN_DIFFERENCE
 from layercrit.figures.epsilon import criticality_vs_epsilon
 from layercrit.figures.heatmaps import (
     HeatmapPanel,

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from layercrit.io import atomic_path
-from layercrit.statistics import bool_column, cell_text, headline_top1
+from layercrit.analysis.statistics import bool_column, cell_text, headline_top1
 
 PNG_DPI = 200
 

@@ -25,7 +25,7 @@ from layercrit.figures.common import (
     figure_style,
     format_top1,
 )
-from layercrit.statistics import cell_text, figure_models, headline_top1, numeric_column
+from layercrit.analysis.statistics import cell_text, figure_models, headline_top1, numeric_column
 
 _NORM_STYLE = {
     # Circles for both: marker area encodes accuracy, and a square of the same size has more area.

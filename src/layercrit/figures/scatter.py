@@ -25,8 +25,8 @@ from layercrit.figures.common import (
     figure_style,
     ordered_models,
 )
-from layercrit.replication import agreement
-from layercrit.statistics import ARCHITECTURE_SUBSET, accuracy_correlations, headline_top1, numeric_column
+from layercrit.analysis.replication import agreement
+from layercrit.analysis.statistics import ARCHITECTURE_SUBSET, accuracy_correlations, headline_top1, numeric_column
 
 
 def _fmt_r(r: float) -> str:

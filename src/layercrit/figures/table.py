@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from layercrit.figures import common
 from layercrit.figures.common import TOP1_DECIMALS, architectures, figure_style, ordered_models
-from layercrit.statistics import cell_text, top1_by_source
+from layercrit.analysis.statistics import cell_text, top1_by_source
 
 TABLE1_COLUMNS = {
     "category_label": "Category",

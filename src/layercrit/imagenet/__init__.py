@@ -11,7 +11,7 @@ the DataLoader; the tests check it against a real DataLoader.
 
 Each image is decoded once (``Resize(256)``, ``CenterCrop(224)``, kept as uint8) and the subset
 is stored as one ``ImageSet`` file, in subset order, so that every evaluation job reads the
-same tensor and decodes nothing. With per-model input pipelines (``layercrit.pipelines``) the
+same tensor and decodes nothing. With per-model input pipelines (``layercrit.study.pipelines``) the
 same subset is stored once per pipeline, each file resized and cropped as its pipeline says.
 Decoding is ``decode``'s, the prepared file ``prepare``'s.
 

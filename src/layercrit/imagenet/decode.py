@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from layercrit.pipelines import STUDY_INTERPOLATION
+from layercrit.study.pipelines import STUDY_INTERPOLATION
 
 
 class ImageDecodeError(ValueError):
@@ -33,7 +33,7 @@ def _transform(resize: int, crop: int, interpolation: str = STUDY_INTERPOLATION)
 
 def preprocess(path: str | Path, resize: int = 256, crop: int = 224, interpolation: str = STUDY_INTERPOLATION) -> torch.Tensor:
     """One image as uint8 3×crop×crop: RGB, shorter side resized to ``resize`` with
-    ``interpolation`` (a name of ``layercrit.pipelines.INTERPOLATIONS``), center crop."""
+    ``interpolation`` (a name of ``layercrit.study.pipelines.INTERPOLATIONS``), center crop."""
     try:
         # ImageFolder's pil_loader: open, convert to RGB (grayscale, CMYK, palette → RGB).
         with Image.open(path) as img:

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from layercrit.data import ImageSet, save_image_set
-from layercrit.image_folders import folder_listing
+from layercrit.study.image_folders import folder_listing
 from layercrit.imagenet.decode import ImageDecodeError, decode_images, default_workers
 from layercrit.imagenet.layout import IMAGENET_VAL_IMAGES, LAYOUT_HINT, ImageNetLayoutError, scan_validation_folder
 from layercrit.imagenet.subset import paper_subset_indices
 from layercrit.io import atomic_path, provenance
-from layercrit.pipelines import STUDY_INTERPOLATION, InputPipeline
+from layercrit.study.pipelines import STUDY_INTERPOLATION, InputPipeline
 
 
 # safetensors refuses headers over 100,000,000 bytes; past this size the file list goes to a

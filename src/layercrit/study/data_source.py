@@ -146,7 +146,7 @@ def data_image_side(config: dict[str, Any]) -> tuple[int | None, str]:
 
 
 def input_pipelines(config: dict[str, Any], zoo: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> dict[str, InputPipeline]:
-    """Each model's input pipeline (layercrit.pipelines): the study's one, or with data.pipeline
+    """Each model's input pipeline (layercrit.study.pipelines): the study's one, or with data.pipeline
     per_model its zoo entry's ``input``, else its architecture's pretrained config. None where the
     images are generated (data.kind synthetic: the schema allows only study there)."""
     data = config.get("data", {})

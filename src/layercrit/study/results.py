@@ -34,7 +34,7 @@ FIGURE_NAMES = (
 )
 # Table 1, rendered beside the figures (layercrit.figures.table).
 MODEL_TABLE = "model_table"
-# The comparisons with the published results (layercrit.replication): of the means over seeds,
+# The comparisons with the published results (layercrit.analysis.replication): of the means over seeds,
 # and, under reset.seed_scheme authors, trial by trial.
 REPLICATION_FIGURES = ("replication", "replication_trials")
 # Every figure the workflow draws into a study's figures/<mode>/, the one list of them: the

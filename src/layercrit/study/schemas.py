@@ -28,9 +28,9 @@ def load_schema(name: str) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-# The reset modes: the config schema's list is the one list (layercrit.reset says what each does).
+# The reset modes: the config schema's list is the one list (layercrit.evaluation.reset says what each does).
 RESET_MODES: tuple[str, ...] = tuple(load_schema("config")["properties"]["reset"]["properties"]["mode"]["enum"])
-# How a randomize reset's seed names its fresh model (layercrit.seed_schemes).
+# How a randomize reset's seed names its fresh model (layercrit.models.seed_schemes).
 SEED_SCHEMES: tuple[str, ...] = tuple(load_schema("config")["properties"]["reset"]["properties"]["seed_scheme"]["enum"])
 
 

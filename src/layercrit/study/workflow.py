@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layercrit.source_specs import missing_local_files
+from layercrit.weights.specs import missing_local_files
 from layercrit.study.core import PUBLISHED_STUDY, Study, build_study
 from layercrit.study.errors import ConfigError
 from layercrit.study.schemas import CHECKOUT, validated

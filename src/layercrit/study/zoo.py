@@ -1,7 +1,7 @@
 """The zoo file and its models: ``load_zoo`` reads it, ``Model`` is one entry resolved, and
 ``trains_here`` says whether a study trains a model or downloads it.
 
-(The torch side of a model, building it and its checkpoints, is ``layercrit.zoo``.)
+(The torch side of a model, building it and its checkpoints, is ``layercrit.models.zoo``.)
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def data_params():
 @functools.lru_cache
 def folder_listing_of(prepared):
     """The image folder's listing as the param of the job that prepares ``prepared``
-    (layercrit.image_folders.listing_param); a change since it was prepared is said once.
+    (layercrit.study.image_folders.listing_param); a change since it was prepared is said once.
     """
     listing = listing_param(IMAGE_FOLDER, prepared)
     if listing.change and workflow.is_main_process:

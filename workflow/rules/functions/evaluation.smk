@@ -6,7 +6,7 @@ from collections import Counter
 
 from snakemake.logging import logger
 
-from layercrit.devices import (
+from layercrit.evaluation.devices import (
     EMULATED_GPUS,
     emulated_gpus,
     gpus_visible,
@@ -19,7 +19,7 @@ from layercrit.study import jobs as study_jobs
 # `--resources gpu=N` (locally) or Slurm (`--gpus=1`) hands each running job its own GPU.
 GPU = 0 if config["device"] == "cpu" else 1
 # The GPUs Snakemake grants this run (--resources gpu=N; None: not limited). The evaluation
-# threads of this process share the first N visible GPUs (layercrit.devices).
+# threads of this process share the first N visible GPUs (layercrit.evaluation.devices).
 GRANTED_GPUS = getattr(workflow.global_resources.get("gpu"), "value", None)
 # On the CPU an evaluation uses every core (torch's intra-op threads) and says so with its
 # `threads`: Snakemake then neither starts a training on cores it uses nor parks a second
@@ -194,7 +194,7 @@ def shard_results(wildcards):
 
 # The jobs' bodies: called from the rules' run blocks, at job time.
 def eval_settings(params, threads):
-    from layercrit.forward import EvalSettings
+    from layercrit.evaluation.forward import EvalSettings
 
     return EvalSettings(
         **{k: params.evaluation[k] for k in EVALUATION},
@@ -215,7 +215,7 @@ def require_evaluation_allowed(rule, output, resources):
 
 
 def evaluation_devices():
-    """The devices this process's evaluation threads share (layercrit.devices)."""
+    """The devices this process's evaluation threads share (layercrit.evaluation.devices)."""
     return shared_pool(config["device"], GRANTED_GPUS)
 
 

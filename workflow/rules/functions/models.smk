@@ -1,6 +1,6 @@
 # The model stage's helpers (its rules: ../models.smk): the params and priorities of the
 # training and download jobs, and the download job's body.
-from layercrit.source_specs import local_source_files, local_source_param
+from layercrit.weights.specs import local_source_files, local_source_param
 from layercrit.study import jobs as study_jobs
 
 
@@ -11,7 +11,7 @@ def checkpoint_entry(model_id):
 
 def download_entry(model_id):
     """A downloaded model's params: its checkpoint_entry, and the sha256 of its local source files
-    (layercrit.source_specs.local_source_param): a file saved over with other content re-makes
+    (layercrit.weights.specs.local_source_param): a file saved over with other content re-makes
     the checkpoint, also with an older modification time (rsync -a, cp -p)."""
     source = STUDY.models[model_id].source
     return checkpoint_entry(model_id) | local_source_param(
@@ -52,11 +52,11 @@ def training_records(wildcards=None):
 # once for all models instead of once per model (~4 s each), and a download waits on the
 # network, not on the CPU.
 def run_download(wildcards, output, params, log):
-    """The download job: layercrit.sources.fetch_model of one model into its canonical checkpoint."""
+    """The download job: layercrit.weights.sources.fetch_model of one model into its canonical checkpoint."""
     from pathlib import Path
 
     from layercrit.joblog import job_log
-    from layercrit.sources import fetch_model
+    from layercrit.weights.sources import fetch_model
     from layercrit.study import Architecture
 
     with job_log(log[0]) as logger:

@@ -16,7 +16,7 @@ from layercrit.figures import common
 from layercrit.figures.common import ACCURACY_TEXT, figure_style
 from layercrit.figures.heatmaps.draw import draw_heatmap
 from layercrit.figures.heatmaps.panels import HeatmapPanel, heatmap_panels
-from layercrit.statistics import CRITICALITY_RANGE, accuracy_sources, figure_models
+from layercrit.analysis.statistics import CRITICALITY_RANGE, accuracy_sources, figure_models
 
 CRITICALITY_LABEL = "Layer Criticality [%]"
 

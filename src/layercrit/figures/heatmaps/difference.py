@@ -20,7 +20,7 @@ from layercrit.figures.heatmaps.criticality import row_label_title
 from layercrit.figures.heatmaps.draw import MARK_STYLE, draw_heatmap, mark_size
 from layercrit.figures.heatmaps.layout import cell_size
 from layercrit.figures.heatmaps.panels import HeatmapPanel, LayerList, groups_of, model_layer_lists, panel_of, pivot
-from layercrit.statistics import CONFIDENCE, MIN_DIFFERENCE, cell_text, difference_from_baseline
+from layercrit.analysis.statistics import CONFIDENCE, MIN_DIFFERENCE, cell_text, difference_from_baseline
 
 log = logging.getLogger(__name__)
 

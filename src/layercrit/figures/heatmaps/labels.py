@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from layercrit.statistics import cell_text
+from layercrit.analysis.statistics import cell_text
 
 _BLOCK_CONV = re.compile(r"^layer(\d+)\.(\d+)\.(conv\d+)$")
 _BLOCK_DOWNSAMPLE = re.compile(r"^layer(\d+)\.(\d+)\.downsample\.\d+$")
