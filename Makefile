@@ -14,7 +14,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 LOCK := requirements/lock.txt
 UV := uv==0.13.9
 
-.PHONY: install demo test lint format clean-demo gpu-check lock docs demo-check config-docs demo-zoo
+.PHONY: install demo test test-all lint format clean-demo gpu-check lock docs demo-check config-docs demo-zoo
 
 install: $(VENV)/.installed
 
@@ -41,9 +41,13 @@ demo: install
 	$(SNAKEMAKE) --cores $(CORES)
 	@echo "Figures: results/demo/figures/randomize/  Tables: results/demo/tables/randomize/"
 
-# Test files run in parallel, one worker per core (files stay whole: their fixtures are shared).
+# Test files run in parallel, one worker per core (files stay whole: their fixtures are shared);
+# the 30 slowest tests are listed at the end. test-all adds the rehearsals (pyproject's markers).
 test: install
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PY) -m pytest -n auto --dist loadfile --durations=30
+
+test-all: install
+	$(PY) -m pytest -n auto --dist loadfile --durations=30 -m ""
 
 lint: install
 	$(SNAKEMAKE) --lint

@@ -85,6 +85,52 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
     return path
 
 
+TINY_RESULTS = Path("results") / "tiny"
+# The models the end-to-end tests train (test_workflow's and test_bad_input_workflow's).
+TRAINED_TINY_MODELS = ["demo_baseline", "demo_linf_4", "demo_control", "demo_cutout"]
+# What training the tiny study makes: its images and every demo model's checkpoint, initial
+# weights and record. Copied with their modification times, so Snakemake sees them as made.
+_TRAINED_FILES = ("data/train.safetensors", "data/eval.safetensors", "models")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_zoo(tmp_path_factory, worker_id) -> Path:
+    """The tiny study's images and trained models (tiny_study's defaults, TRAINED_TINY_MODELS),
+    made once per test run however many xdist workers share it (the lock pattern of
+    pytest-xdist's documentation): training is checked by test_training and test_workflow,
+    the other end-to-end tests start from its results (copy_trained)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    root = shared / "trained_tiny_zoo"
+    with FileLock(str(shared / "trained_tiny_zoo.lock")):
+        if not (root / "done").is_file():
+            root.mkdir(exist_ok=True)
+            config = tiny_study(root, models=TRAINED_TINY_MODELS)
+            made = [TINY_RESULTS / "data/eval.safetensors", *(TINY_RESULTS / f"models/{m}.safetensors" for m in TRAINED_TINY_MODELS)]
+            run_snakemake(root, "--configfile", str(config), "--cores", "2", *map(str, made))
+            (root / "done").touch()
+    return root / TINY_RESULTS
+
+
+def copy_trained(trained: Path, workdir: Path) -> None:
+    """The trained tiny zoo's images and models into ``workdir``'s tiny study (see trained_tiny_zoo);
+    models a test's zoo leaves out are copied too and stay unused. The study must train
+    (tiny_study's default) and keep tiny_study's data settings."""
+    import shutil
+
+    target = workdir / TINY_RESULTS
+    for name in _TRAINED_FILES:
+        source, destination = trained / name, target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, destination)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a test module's in-process evaluations: its models are so small that

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_snakemake, tiny_study
+from conftest import copy_trained, run_snakemake, tiny_study
 from test_workflow import planned_jobs
 
 pytestmark = pytest.mark.slow
@@ -18,9 +18,10 @@ MODELS = ["demo_baseline", "demo_cutout"]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, trained_tiny_zoo):
     workdir = tmp_path_factory.mktemp("bad_input")
     config = tiny_study(workdir, models=MODELS, seeds=(0,))
+    copy_trained(trained_tiny_zoo, workdir)
     cfg = yaml.safe_load(config.read_text())
     cfg["reset"]["layers"] = {"include": ["conv1", "fc"]}
     config.write_text(yaml.safe_dump(cfg))

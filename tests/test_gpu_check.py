@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 CHECK = [sys.executable, str(REPO / "benchmarks/gpu_check.py")]
 
 
+@pytest.mark.rehearsal  # its study and benchmark repeat test_workflow's and test_side_by_side's runs
 def test_the_check_runs_on_the_cpu_in_quick_mode(tmp_path):
     # Its tests step runs test files this suite runs anyway: here only that they exist (below).
     proc = subprocess.run([*CHECK, "--device", "cpu", "--quick", "--precision", "fp32", "bf16", "--steps", "study", "benchmark", "side_by_side",

@@ -57,6 +57,7 @@ def test_every_paper_source_layout_round_trips_through_its_conversion():
         paper_scale.check_round_trip(state, {"kind": "url", "strip_prefix": ["module."], "rename": [["fc.", "head."]]}, state, "m")
 
 
+@pytest.mark.rehearsal  # test_paper_offline runs the paper's rules; `make test-all` runs this too
 def test_small_rehearsal_runs_the_paper_dag_and_reorders_without_changing_a_number(tmp_path):
     workdir = tmp_path / "rehearsal"
     out = tmp_path / "record.json"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import REPO, SNAKEMAKE, run_snakemake, snakemake_env, tiny_study
+from conftest import REPO, SNAKEMAKE, copy_trained, run_snakemake, snakemake_env, tiny_study
 
 MODELS = ["demo_baseline", "demo_linf_4", "demo_control"]
 LAYERS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3", "layer4.0.downsample.0", "fc"]
@@ -27,9 +27,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, trained_tiny_zoo):
     workdir = tmp_path_factory.mktemp("tiny")
     config = tiny_study(workdir, models=MODELS, seeds=SEEDS)
+    copy_trained(trained_tiny_zoo, workdir)
     cfg = yaml.safe_load(config.read_text())
     cfg["reset"]["layers"] = {"include": ["conv1", "layer1.*", "layer4.0.downsample.0", "fc"]}
     config.write_text(yaml.safe_dump(cfg))
