@@ -10,7 +10,7 @@ fresh process tree whose numerical libraries are told to use only that instructi
 
 the way another vendor's or an older CPU runs the same code: other vector widths, other
 summation orders. Each run's tables are compared with the committed ones (docs/demo/) with
-``tools/demo_docs.py``'s comparison, whose bounds the demo check in `make test` applies on any
+``tools/demo_compare.py``'s comparison, whose bounds the demo check in `make test` applies on any
 CPU, and its evaluation images with those of the first setting. Usage:
 
     python benchmarks/demo_isa.py --out docs/demo_isa_cpu.json          # every setting (minutes each)
@@ -21,13 +21,14 @@ CPU, and its evaluation images with those of the first setting. Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from tools import demo_compare, demo_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +48,6 @@ SETTINGS: dict[str, dict[str, str]] = {
         "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4 X86_V3",
     },
 }
-
-
-def demo_docs():
-    spec = importlib.util.spec_from_file_location("demo_docs", ROOT / "tools" / "demo_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def what_runs(env: dict[str, str]) -> dict[str, Any]:
@@ -84,24 +78,23 @@ def pixel_differences(a: Path, b: Path) -> dict[str, int]:
 def run(names: list[str], workdir: Path) -> dict[str, Any]:
     from layercrit.io import provenance
 
-    docs = demo_docs()
-    record: dict[str, Any] = {**provenance(), "machine": docs.machine(), "bounds": {f"{t}:{c}": b for (t, c), b in docs.TOLERANCE.items()}, "runs": []}
+    record: dict[str, Any] = {**provenance(), "machine": demo_docs.machine(), "bounds": {f"{t}:{c}": b for (t, c), b in demo_compare.TOLERANCE.items()}, "runs": []}
     first_eval = None
     for name in names:
         env = {**os.environ, **SETTINGS[name]}
         study = f"demo_isa_{name}"
-        wall = docs.run_demo(workdir, study, env)
+        wall = demo_docs.run_demo(workdir, study, env)
         tables = workdir / "results" / study / "tables" / "randomize"
         eval_data = workdir / "results" / study / "data" / "eval.safetensors"
         first_eval = first_eval or (names[0], eval_data)
-        differences = docs.largest_differences(tables, docs.DOCS)
+        differences = demo_compare.largest_differences(tables, demo_compare.DOCS)
         record["runs"].append({
             "setting": name,
             "environment": SETTINGS[name],
             "reports": what_runs(SETTINGS[name]),
             "wall_s": round(wall, 1),
             "largest_differences": {f"{t}:{c}": {"largest": d["largest"], "where": str(d["where"])} for (t, c), d in differences.items()},
-            "problems": docs.compare_tables(tables, docs.DOCS),
+            "problems": demo_compare.compare_tables(tables, demo_compare.DOCS),
             "eval_images_vs_first": {"setting": first_eval[0], **pixel_differences(eval_data, first_eval[1])},
         })  # fmt: skip
         print(markdown(record), flush=True)
@@ -112,7 +105,7 @@ def markdown(record: dict[str, Any]) -> str:
     keys = list(record["bounds"])
     head = "| setting | torch kernels | numpy kernels x86-64-v4 / v3 | wall | " + " | ".join(f"`{k}`" for k in keys) + " | eval images vs first |"
     rows = [head, "|" + "---|" * (5 + len(keys))]
-    rows.append("| bound (`tools/demo_docs.py`) | | | | " + " | ".join(f"{record['bounds'][k]:g}" for k in keys) + " | |")
+    rows.append("| bound (`tools/demo_compare.py`) | | | | " + " | ".join(f"{record['bounds'][k]:g}" for k in keys) + " | |")
     for r in record["runs"]:
         reports, pixels = r["reports"], r["eval_images_vs_first"]
         same = "identical" if pixels["pixels"] == 0 and pixels["labels"] == 0 else (

@@ -47,13 +47,12 @@ from layercrit.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.zoo import build_architecture
 
-sys.path.insert(0, str(Path(__file__).parent))
-from activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start  # noqa: E402
+from benchmarks.activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class Case(NamedTuple):  # not a dataclass: tests/test_benchmark_docs.py loads this file outside sys.modules
+class Case(NamedTuple):
     family: str
     library: str
     model: str

@@ -10,7 +10,7 @@ What it sets up in ``--workdir`` (default: a temporary directory, removed afterw
   initialization, different per model) published the way its source says the real file is laid
   out: the inverse of its conversion fields (key, prefixes, renames, the SimCLRv2 names, an
   attacker's copy or auxiliary BatchNorms to be dropped, the file format), each checked by
-  converting it back with layercrit.conversion. They are served on 127.0.0.1 (tests/fake_hosts.py:
+  converting it back with layercrit.conversion. They are served on 127.0.0.1 (layercrit.testing.fake_hosts:
   plain files and the Hugging Face Hub's resolve endpoint) at the addresses the zoo names, through
   the workflow's own LAYERCRIT_URL_REWRITE and HF_ENDPOINT. torchvision's file names carry a
   sha256 prefix fabricated bytes cannot match, so the rehearsal's copy of the zoo pins their sha256;
@@ -66,11 +66,10 @@ from safetensors.torch import save as safetensors_bytes
 from layercrit.conversion import convert_state_dict
 from layercrit.io import machine, provenance
 from layercrit.study import Architecture
+from layercrit.testing.fake_hosts import FakeHosts
 from layercrit.zoo import build_architecture
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from fake_hosts import FakeHosts  # noqa: E402
 
 DRIVE_PREFIX = "https://drive.google.com/uc?id="
 STAGES = {  # stage -> the outputs whose times bound it (relative to results/<study>/)

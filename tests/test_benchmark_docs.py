@@ -1,7 +1,7 @@
 """docs/benchmarks.md shows what the benchmarks' committed JSON records say, rendered by the
 benchmarks' own `markdown()`: no number there is typed by hand or left behind by a newer run."""
 
-import importlib.util
+import importlib
 import json
 
 import pytest
@@ -17,8 +17,6 @@ RECORDS = [
 
 @pytest.mark.parametrize(("benchmark", "record"), RECORDS)
 def test_benchmarks_md_shows_the_committed_record(benchmark, record):
-    spec = importlib.util.spec_from_file_location(benchmark, REPO / "benchmarks" / f"{benchmark}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"benchmarks.{benchmark}")
     rendered = module.markdown(json.loads((REPO / record).read_text()))
-    assert rendered in (REPO / "docs/benchmarks.md").read_text(), f"docs/benchmarks.md does not show {record}: run python benchmarks/{benchmark}.py --markdown {record}"
+    assert rendered in (REPO / "docs/benchmarks.md").read_text(), f"docs/benchmarks.md does not show {record}: run python -m benchmarks.{benchmark} --markdown {record}"
