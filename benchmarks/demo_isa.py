@@ -13,9 +13,9 @@ summation orders. Each run's tables are compared with the committed ones (docs/d
 ``tools/demo_compare.py``'s comparison, whose bounds the demo check in `make test` applies on any
 CPU, and its evaluation images with those of the first setting. Usage:
 
-    python benchmarks/demo_isa.py --out docs/demo_isa_cpu.json          # every setting (minutes each)
-    python benchmarks/demo_isa.py --only avx2 --out /tmp/avx2.json
-    python benchmarks/demo_isa.py --markdown docs/demo_isa_cpu.json     # the table of a record
+    python -m benchmarks.demo_isa --out docs/demo_isa_cpu.json          # every setting (minutes each)
+    python -m benchmarks.demo_isa --only avx2 --out /tmp/avx2.json
+    python -m benchmarks.demo_isa --markdown docs/demo_isa_cpu.json     # the table of a record
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from tools import demo_compare, demo_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +76,8 @@ def pixel_differences(a: Path, b: Path) -> dict[str, int]:
     }
 
 
-def run(names: list[str], workdir: Path) -> dict[str, Any]:
-    from layercrit.io import provenance
-
-    record: dict[str, Any] = {**provenance(), "machine": demo_docs.machine(), "bounds": {f"{t}:{c}": b for (t, c), b in demo_compare.TOLERANCE.items()}, "runs": []}
+def run(names: list[str], workdir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    record.update(bounds={f"{t}:{c}": b for (t, c), b in demo_compare.TOLERANCE.items()}, runs=[])
     first_eval = None
     for name in names:
         env = {**os.environ, **SETTINGS[name]}
@@ -121,16 +120,13 @@ def markdown(record: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--out", type=Path, help="write the JSON record here")
     parser.add_argument("--workdir", type=Path, default=ROOT, help="where the runs' results/ go (default: the checkout)")
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = harness.start(parser, "demo_isa", markdown, out="optional", not_settings=("workdir",))
+    if started is None:
         return
-    record = run(args.only, args.workdir)
-    if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    args, record = started
+    record = run(args.only, args.workdir, record)
+    harness.finish(args, record, markdown)
     failed = [r["setting"] for r in record["runs"] if r["problems"]]
     if failed:
         sys.exit(f"beyond the bounds under {failed}: " + "; ".join(p for r in record["runs"] for p in r["problems"]))
