@@ -389,7 +389,8 @@ def resume_sweep(workdir: Path, scheduler: str, stop_after: int, cores: int, opt
     """The resumed case: in a finished rehearsal, every reset result deleted, then the same
     command again (all 8,262 reset jobs ready at once, as after a kill or in a Slurm shard) until
     ``stop_after`` results exist; per-job overhead of those, with ``scheduler`` (and the
-    Snakemake ``options`` given with it). ``gaps_s``: every job's overhead, in order."""
+    Snakemake ``options`` given with it). ``gaps_s``: every job's overhead, in order;
+    ``outside_gaps_s``: the same less the time inside the evaluation (Snakemake's own share)."""
     results = workdir / "results" / "paper_rehearsal"
     for path in results.glob("resets/*/*/*/*.json"):
         path.unlink()
@@ -405,7 +406,7 @@ def resume_sweep(workdir: Path, scheduler: str, stop_after: int, cores: int, opt
     shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
     overheads = reset_overheads(results, window=stop_after)
     first = min(datetime.fromisoformat(json.loads(p.read_text())["created"]).timestamp() for p in results.glob("resets/*/*/*/*.json"))
-    keep = ("reset_jobs", "overhead_s", "inside_evaluation_s", "forward_s", "gaps_s")
+    keep = ("reset_jobs", "overhead_s", "inside_evaluation_s", "forward_s", "gaps_s", "outside_gaps_s")
     return {"scheduler": scheduler, "first_result_after_s": round(first - started, 1), **{k: overheads[k] for k in keep}}
 
 
@@ -417,10 +418,11 @@ def reset_overheads(results: Path, window: int = 1000, max_gap_s: float = 5.0) -
     # gaps within one process: the Slurm shards run side by side, each its own Snakemake
     process = [r.get("slurm_job_id") for r in rows]
     last: dict = {}
-    gaps = []
+    gaps, outside = [], []  # outside: the gap minus the job's whole evaluation (Snakemake's share)
     for t, r, proc in zip(times, rows, process):
         if proc in last and t - last[proc] <= max_gap_s:
             gaps.append((t - last[proc]) - r["forward_s"])
+            outside.append((t - last[proc]) - r["wall_s"])
         last[proc] = t
     inside = [r["wall_s"] - r["forward_s"] for r in rows]
     middle = max(0, len(gaps) // 2 - window // 2)
@@ -434,6 +436,7 @@ def reset_overheads(results: Path, window: int = 1000, max_gap_s: float = 5.0) -
         "forward_from": dict(collections.Counter(r.get("forward_from", "?") for r in rows)),
         "models_in_order": list(dict.fromkeys(r["model"] for r in rows)),
         "gaps_s": gaps,
+        "outside_gaps_s": outside,
         "spans": {m: (min(t for t, r in zip(times, rows) if r["model"] == m), max(t for t, r in zip(times, rows) if r["model"] == m))
                   for m in dict.fromkeys(r["model"] for r in rows)},  # fmt: skip
     }
@@ -511,7 +514,7 @@ def rehearse(args: argparse.Namespace, workdir: Path, record: dict) -> dict:
         hosts.close()
     results = workdir / "results" / "paper_rehearsal"
     resets = reset_overheads(results)
-    resets.pop("gaps_s")
+    resets.pop("gaps_s"), resets.pop("outside_gaps_s")
     per_model = memory_per_model(run["memory"], resets.pop("spans"))
     peaks = list(per_model.values())
     return dict(
@@ -613,7 +616,7 @@ def main() -> None:
     if args.resume:
         record = json.loads(args.out.read_text())
         resumed = resume_sweep(args.resume, args.scheduler, args.stop_after, args.cores)
-        resumed.pop("gaps_s")
+        resumed.pop("gaps_s"), resumed.pop("outside_gaps_s")
         record.setdefault("resumed", {})[args.scheduler] = resumed
         harness.write_record(record, args.out)
         print(json.dumps(record["resumed"][args.scheduler], indent=1))

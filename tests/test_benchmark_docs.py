@@ -12,6 +12,7 @@ RECORDS = [
     ("paper_scale", "docs/benchmark_paper_scale.json"),
     ("paper_scale", "docs/benchmark_paper_scale_slurm.json"),
     ("snakemake_scheduling", "docs/benchmark_snakemake_scheduling.json"),
+    ("scheduler_comparison", "docs/benchmark_scheduler_firstfit.json"),
 ]
 
 
