@@ -19,7 +19,7 @@ UV := uv==0.13.9
 install: $(VENV)/.installed
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
-	$(PYTHON) tools/check_python.py
+	$(PYTHON) -m tools.check_python
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-cache-dir --require-hashes --no-deps -r $(LOCK)
@@ -35,7 +35,7 @@ lock:
 	.venv-lock/bin/uv pip compile --quiet --upgrade --generate-hashes --extra test --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --constraint requirements/constraints.in \
 		--output-file $(LOCK) pyproject.toml
-	$(PYTHON) tools/conda_env.py $(LOCK) envs/layercrit.yaml
+	$(PYTHON) -m tools.conda_env $(LOCK) envs/layercrit.yaml
 
 demo: install
 	$(SNAKEMAKE) --cores $(CORES)
@@ -62,26 +62,27 @@ clean-demo:
 # The README's demo numbers: run the demo on a clean results/demo (timed), copy its tables to
 # docs/demo/ and its heatmap to docs/demo_heatmap.png, and rewrite the README's demo block.
 docs: install
-	$(PY) tools/demo_docs.py run
+	$(PY) -m tools.demo_docs run
 
 # Retrain the demo zoo from its recipes (config/demo_training.yaml: tens of minutes on 2 cores),
 # ship the checkpoints to resources/demo_zoo/ and record their sha256 in config/zoo/demo.yaml;
 # then `make docs`. Commit the three together.
 demo-zoo: install
-	$(PY) tools/demo_zoo.py train
+	$(PY) -m tools.demo_zoo train
 
 # config/README.md from the schemas' descriptions (a test checks it is current).
 config-docs: install
-	$(PY) tools/config_docs.py
+	$(PY) -m tools.config_docs
 
 # The demo afresh (into results/demo_check), its tables against docs/demo/ (make test runs the same,
 # as tests/test_demo_run.py).
 demo-check: install
-	$(PY) tools/demo_docs.py check-run
+	$(PY) -m tools.demo_docs check-run
 
 # On a machine with an NVIDIA GPU: GPU tests, a study on the GPU against the CPU in every
 # precision, the ResNet-50 benchmark; writes docs/gpu_check.json and docs/gpu_check.md. Uses the
-# Python it finds (GPU_PYTHON), with no install step: torch & co. are usually there already.
+# Python it finds (GPU_PYTHON), with no install step: torch & co. are usually there already, and
+# src/ on PYTHONPATH stands for the project.
 GPU_PYTHON ?= python3
 gpu-check:
-	$(GPU_PYTHON) benchmarks/gpu_check.py --out docs
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m tools.gpu_check --out docs

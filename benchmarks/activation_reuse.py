@@ -15,9 +15,9 @@ models are random initializations (timing only) on random uint8 images at the mo
 Small models are timed on every Conv2d/Linear layer; the 224×224 ones on an evenly spaced sample
 of them (``--max-layers``), in module order so that the sample spans the depth. Usage:
 
-    python benchmarks/activation_reuse.py --out docs/activation_reuse_cpu.json --runs 2
-    python benchmarks/activation_reuse.py --only demo_resnet vit_tiny --images-small 200
-    python benchmarks/activation_reuse.py --markdown docs/activation_reuse_cpu.json   # table only
+    python -m benchmarks.activation_reuse --out docs/activation_reuse_cpu.json --runs 2
+    python -m benchmarks.activation_reuse --only demo_resnet vit_tiny --images-small 200
+    python -m benchmarks.activation_reuse --markdown docs/activation_reuse_cpu.json   # table only
 
 Prints a table and writes a JSON record (provenance, machine, load averages, per-layer timings).
 """
@@ -28,14 +28,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from layercrit.data import ImageSet
 from layercrit.evaluation.forward import (
     CleanActivations,
@@ -45,7 +44,6 @@ from layercrit.evaluation.forward import (
     predict_logits,
 )
 from layercrit.evaluation.graph import graph_segments
-from layercrit.io import provenance
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.models.zoo import build_architecture
@@ -171,12 +169,6 @@ def measure(name: str, case: Case, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
-def machine() -> dict:
-    lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), None)
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-
-
 def markdown(record: dict) -> str:
     """The record's table, for docs/benchmarks.md (so that no number there is typed by hand)."""
     header = ("| run | architecture | input | images | layers timed | full s/job | reused s/job | saving | "
@@ -200,20 +192,14 @@ def markdown(record: dict) -> str:
 
 
 def start(parser: argparse.ArgumentParser, benchmark: str, table: Callable[[dict], str]) -> tuple[argparse.Namespace, dict] | None:
-    """The command line of a CPU reuse benchmark (``parser`` plus --out and --markdown): with
-    --markdown, print ``table`` of that record and return None; else set torch's threads and
-    return the arguments and the record's provenance, to which the runs are added."""
-    parser.add_argument("--out", type=Path, default=Path(f"{benchmark}.json"))
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(table(json.loads(args.markdown.read_text())))
+    """The command line of a CPU reuse benchmark (benchmarks.harness, plus --threads: torch's
+    threads, set here); the record says the device and precision."""
+    started = harness.start(parser, benchmark, table)
+    if started is None:
         return None
+    args, record = started
     torch.set_num_threads(args.threads)
-    record = provenance(
-        benchmark=benchmark, machine=machine(), device="cpu", precision="fp32",
-        settings={k: v for k, v in vars(args).items() if k not in ("out", "markdown")},
-    )  # fmt: skip
+    record.update(device="cpu", precision="fp32")
     return args, record
 
 
@@ -247,8 +233,7 @@ def main() -> None:
         f"timed with other work running on the machine (1-minute load average up to {max(loaded)} on {os.cpu_count()} cores)"
         if loaded and max(loaded) > 1 else "machine otherwise idle (1-minute load average ≤ 1)"
     )  # fmt: skip
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(markdown(record))
+    harness.finish(args, record, markdown)
     print(record["note"])
 
 

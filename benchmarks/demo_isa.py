@@ -10,24 +10,26 @@ fresh process tree whose numerical libraries are told to use only that instructi
 
 the way another vendor's or an older CPU runs the same code: other vector widths, other
 summation orders. Each run's tables are compared with the committed ones (docs/demo/) with
-``tools/demo_docs.py``'s comparison, whose bounds the demo check in `make test` applies on any
+``tools/demo_compare.py``'s comparison, whose bounds the demo check in `make test` applies on any
 CPU, and its evaluation images with those of the first setting. Usage:
 
-    python benchmarks/demo_isa.py --out docs/demo_isa_cpu.json          # every setting (minutes each)
-    python benchmarks/demo_isa.py --only avx2 --out /tmp/avx2.json
-    python benchmarks/demo_isa.py --markdown docs/demo_isa_cpu.json     # the table of a record
+    python -m benchmarks.demo_isa --out docs/demo_isa_cpu.json          # every setting (minutes each)
+    python -m benchmarks.demo_isa --only avx2 --out /tmp/avx2.json
+    python -m benchmarks.demo_isa --markdown docs/demo_isa_cpu.json     # the table of a record
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
+from tools import demo_compare, demo_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +49,6 @@ SETTINGS: dict[str, dict[str, str]] = {
         "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4 X86_V3",
     },
 }
-
-
-def demo_docs():
-    spec = importlib.util.spec_from_file_location("demo_docs", ROOT / "tools" / "demo_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def what_runs(env: dict[str, str]) -> dict[str, Any]:
@@ -81,27 +76,24 @@ def pixel_differences(a: Path, b: Path) -> dict[str, int]:
     }
 
 
-def run(names: list[str], workdir: Path) -> dict[str, Any]:
-    from layercrit.io import provenance
-
-    docs = demo_docs()
-    record: dict[str, Any] = {**provenance(), "machine": docs.machine(), "bounds": {f"{t}:{c}": b for (t, c), b in docs.TOLERANCE.items()}, "runs": []}
+def run(names: list[str], workdir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    record.update(bounds={f"{t}:{c}": b for (t, c), b in demo_compare.TOLERANCE.items()}, runs=[])
     first_eval = None
     for name in names:
         env = {**os.environ, **SETTINGS[name]}
         study = f"demo_isa_{name}"
-        wall = docs.run_demo(workdir, study, env)
+        wall = demo_docs.run_demo(workdir, study, env)
         tables = workdir / "results" / study / "tables" / "randomize"
         eval_data = workdir / "results" / study / "data" / "eval.safetensors"
         first_eval = first_eval or (names[0], eval_data)
-        differences = docs.largest_differences(tables, docs.DOCS)
+        differences = demo_compare.largest_differences(tables, demo_compare.DOCS)
         record["runs"].append({
             "setting": name,
             "environment": SETTINGS[name],
             "reports": what_runs(SETTINGS[name]),
             "wall_s": round(wall, 1),
             "largest_differences": {f"{t}:{c}": {"largest": d["largest"], "where": str(d["where"])} for (t, c), d in differences.items()},
-            "problems": docs.compare_tables(tables, docs.DOCS),
+            "problems": demo_compare.compare_tables(tables, demo_compare.DOCS),
             "eval_images_vs_first": {"setting": first_eval[0], **pixel_differences(eval_data, first_eval[1])},
         })  # fmt: skip
         print(markdown(record), flush=True)
@@ -112,7 +104,7 @@ def markdown(record: dict[str, Any]) -> str:
     keys = list(record["bounds"])
     head = "| setting | torch kernels | numpy kernels x86-64-v4 / v3 | wall | " + " | ".join(f"`{k}`" for k in keys) + " | eval images vs first |"
     rows = [head, "|" + "---|" * (5 + len(keys))]
-    rows.append("| bound (`tools/demo_docs.py`) | | | | " + " | ".join(f"{record['bounds'][k]:g}" for k in keys) + " | |")
+    rows.append("| bound (`tools/demo_compare.py`) | | | | " + " | ".join(f"{record['bounds'][k]:g}" for k in keys) + " | |")
     for r in record["runs"]:
         reports, pixels = r["reports"], r["eval_images_vs_first"]
         same = "identical" if pixels["pixels"] == 0 and pixels["labels"] == 0 else (
@@ -128,16 +120,13 @@ def markdown(record: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--out", type=Path, help="write the JSON record here")
     parser.add_argument("--workdir", type=Path, default=ROOT, help="where the runs' results/ go (default: the checkout)")
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the table of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = harness.start(parser, "demo_isa", markdown, out="optional", not_settings=("workdir",))
+    if started is None:
         return
-    record = run(args.only, args.workdir)
-    if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    args, record = started
+    record = run(args.only, args.workdir, record)
+    harness.finish(args, record, markdown)
     failed = [r["setting"] for r in record["runs"] if r["problems"]]
     if failed:
         sys.exit(f"beyond the bounds under {failed}: " + "; ".join(p for r in record["runs"] for p in r["problems"]))

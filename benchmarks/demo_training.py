@@ -8,9 +8,9 @@ clean top-1 and the mean criticality over the demo's 17 layers × reset seeds, c
 package's own reset and metric code on the demo's evaluation images. Compare criticality at
 matched accuracy, not at matched epochs.
 
-    python benchmarks/demo_training.py --out docs/demo_training.json            # all variants
-    python benchmarks/demo_training.py --only baseline_e5 linf4_e10 --out /tmp/x.json
-    python benchmarks/demo_training.py --only baseline_e40_s1001 --add --out docs/demo_training.json
+    python -m benchmarks.demo_training --out docs/demo_training.json            # all variants
+    python -m benchmarks.demo_training --only baseline_e5 linf4_e10 --out /tmp/x.json
+    python -m benchmarks.demo_training --only baseline_e40_s1001 --add --out docs/demo_training.json
 
 Variants run two at a time (one torch thread each, as the demo's trainings do). Each result
 records the variant's recipe, history summary and wall time; nothing is cached between runs.
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks import harness
 from layercrit.evaluation.forward import EvalSettings, predict_logits
 from layercrit.evaluation.metrics import criticality, output_change
 from layercrit.evaluation.reset import reset_layer
@@ -129,9 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="variant names (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--add", action="store_true", help="keep the other variants of an existing --out record (same-named ones are replaced)")
-    args = parser.parse_args()
+    args, record = harness.start(parser, "demo_training", out="required")
     study, _ = _demo()
     todo = variants(study)
     if args.only:
@@ -154,10 +154,8 @@ def main() -> None:
         results += [r for r in json.loads(args.out.read_text())["results"] if r["variant"] not in todo]
     order = list(variants(study))
     results.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"torch": torch.__version__, "config": str(CONFIG.relative_to(ROOT)), "results": results}, indent=1) + "\n"
-    )
+    record.update(torch=torch.__version__, config=str(CONFIG.relative_to(ROOT)), results=results)
+    harness.write_record(record, args.out)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ segment: over the timed layers and over all Conv2d/Linear layers; machine-indepe
 memory the kept inputs take, the time to trace and split, and whether every pass was bitwise
 equal. Random initializations (timing only) on random uint8 images at 224×224, float32. Usage:
 
-    python benchmarks/graph_reuse.py --out docs/graph_reuse_cpu.json
-    python benchmarks/graph_reuse.py --only efficientnet_b0 tv_swin_t --images 8 --max-layers 3 --repeats 1
-    python benchmarks/graph_reuse.py --markdown docs/graph_reuse_cpu.json   # table only
+    python -m benchmarks.graph_reuse --out docs/graph_reuse_cpu.json
+    python -m benchmarks.graph_reuse --only efficientnet_b0 tv_swin_t --images 8 --max-layers 3 --repeats 1
+    python -m benchmarks.graph_reuse --markdown docs/graph_reuse_cpu.json   # table only
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.models.zoo import build_architecture
 
-sys.path.insert(0, str(Path(__file__).parent))
-from activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start  # noqa: E402
+from benchmarks import harness
+from benchmarks.activation_reuse import IMAGENET, layers_to_time, load, segment_flops, start
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class Case(NamedTuple):  # not a dataclass: tests/test_benchmark_docs.py loads this file outside sys.modules
+class Case(NamedTuple):
     family: str
     library: str
     model: str
@@ -215,8 +215,7 @@ def main() -> None:
         run["architectures"].append(result := measure(name, CASES[name], args, chains))
         print(f"{name}: " + json.dumps({key: v for key, v in result.items() if key != "per_layer"}), flush=True)
     record["runs"] = [run | {"load_after": load()}]
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(markdown(record))
+    harness.finish(args, record, markdown)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-job overhead of a finished reset sweep, from the results' own timestamps.
 
-    python benchmarks/job_overhead.py results/demo/tables/randomize/resets.csv
+    python -m benchmarks.job_overhead results/demo/tables/randomize/resets.csv
 
 Every reset result records when it was written (``created``, ms), its wall time inside the
 evaluation function (``wall_s``) and its forward passes (``forward_s``). When evaluations run one
@@ -14,9 +14,10 @@ baseline, a training) or no job was ready.
 from __future__ import annotations
 
 import argparse
-import json
 
 import pandas as pd
+
+from benchmarks import harness
 
 
 def job_overheads(resets: pd.DataFrame, device: str | None = None, max_gap_s: float = 5.0) -> dict:
@@ -43,8 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("resets", help="tables/<mode>/resets.csv of a finished study")
     parser.add_argument("--device", help="only results of this device (as in the 'device' column)")
-    args = parser.parse_args()
-    print(json.dumps(job_overheads(pd.read_csv(args.resets), args.device), indent=2))
+    args, record = harness.start(parser, "job_overhead", out="optional")
+    record.update(job_overheads(pd.read_csv(args.resets), args.device))
+    harness.finish(args, record)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The paper's study at its full job count, offline: 51 models × 54 layers × 3 seeds = 8,262 resets.
 
-    python benchmarks/paper_scale.py --out docs/benchmark_paper_scale.json      # ~1 h on 2 CPU cores
-    python benchmarks/paper_scale.py --models tv_resnet50 resnet50_dino --layers conv1 fc --seeds 0
-    python benchmarks/paper_scale.py --markdown docs/benchmark_paper_scale.json  # the docs' table
+    python -m benchmarks.paper_scale --out docs/benchmark_paper_scale.json      # ~1 h on 2 CPU cores
+    python -m benchmarks.paper_scale --models tv_resnet50 resnet50_dino --layers conv1 fc --seeds 0
+    python -m benchmarks.paper_scale --markdown docs/benchmark_paper_scale.json  # the docs' table
 
 What it sets up in ``--workdir`` (default: a temporary directory, removed afterwards):
 
@@ -10,7 +10,7 @@ What it sets up in ``--workdir`` (default: a temporary directory, removed afterw
   initialization, different per model) published the way its source says the real file is laid
   out: the inverse of its conversion fields (key, prefixes, renames, the SimCLRv2 names, an
   attacker's copy or auxiliary BatchNorms to be dropped, the file format), each checked by
-  converting it back with layercrit.weights.conversion. They are served on 127.0.0.1 (tests/fake_hosts.py:
+  converting it back with layercrit.weights.conversion. They are served on 127.0.0.1 (layercrit.testing.fake_hosts:
   plain files and the Hugging Face Hub's resolve endpoint) at the addresses the zoo names, through
   the workflow's own LAYERCRIT_URL_REWRITE and HF_ENDPOINT. torchvision's file names carry a
   sha256 prefix fabricated bytes cannot match, so the rehearsal's copy of the zoo pins their sha256;
@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,14 +62,14 @@ import yaml
 from PIL import Image
 from safetensors.torch import save as safetensors_bytes
 
+from benchmarks import harness
+from benchmarks.harness import quantiles
 from layercrit.weights.conversion import convert_state_dict
-from layercrit.io import machine, provenance
 from layercrit.study import Architecture
+from layercrit.testing.fake_hosts import FakeHosts
 from layercrit.models.zoo import build_architecture
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from fake_hosts import FakeHosts  # noqa: E402
 
 DRIVE_PREFIX = "https://drive.google.com/uc?id="
 STAGES = {  # stage -> the outputs whose times bound it (relative to results/<study>/)
@@ -386,15 +385,17 @@ def slurm_allocations(slurm: SlurmJobs, results: Path) -> dict:
     }
 
 
-def resume_sweep(workdir: Path, scheduler: str, stop_after: int, cores: int) -> dict:
+def resume_sweep(workdir: Path, scheduler: str, stop_after: int, cores: int, options: tuple[str, ...] = ()) -> dict:
     """The resumed case: in a finished rehearsal, every reset result deleted, then the same
     command again (all 8,262 reset jobs ready at once, as after a kill or in a Slurm shard) until
-    ``stop_after`` results exist; per-job overhead of those, with ``scheduler``."""
+    ``stop_after`` results exist; per-job overhead of those, with ``scheduler`` (and the
+    Snakemake ``options`` given with it). ``gaps_s``: every job's overhead, in order;
+    ``outside_gaps_s``: the same less the time inside the evaluation (Snakemake's own share)."""
     results = workdir / "results" / "paper_rehearsal"
     for path in results.glob("resets/*/*/*/*.json"):
         path.unlink()
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
-               "--configfile", str(workdir / "config.yaml"), "--scheduler", scheduler, "--until", "reset"]  # fmt: skip
+               "--configfile", str(workdir / "config.yaml"), "--scheduler", scheduler, *options, "--until", "reset"]  # fmt: skip
     started = time.time()
     with open(workdir / f"resume-{scheduler}.log", "w") as log:
         proc = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -404,16 +405,9 @@ def resume_sweep(workdir: Path, scheduler: str, stop_after: int, cores: int) -> 
         proc.wait()
     shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
     overheads = reset_overheads(results, window=stop_after)
-    overheads.pop("spans")
     first = min(datetime.fromisoformat(json.loads(p.read_text())["created"]).timestamp() for p in results.glob("resets/*/*/*/*.json"))
-    return {"scheduler": scheduler, "first_result_after_s": round(first - started, 1), **{k: overheads[k] for k in ("reset_jobs", "overhead_s", "inside_evaluation_s", "forward_s")}}
-
-
-def quantiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {"n": len(values), "median": round(statistics.median(ordered), 4), "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 4)}
+    keep = ("reset_jobs", "overhead_s", "inside_evaluation_s", "forward_s", "gaps_s", "outside_gaps_s")
+    return {"scheduler": scheduler, "first_result_after_s": round(first - started, 1), **{k: overheads[k] for k in keep}}
 
 
 def reset_overheads(results: Path, window: int = 1000, max_gap_s: float = 5.0) -> dict:
@@ -424,10 +418,11 @@ def reset_overheads(results: Path, window: int = 1000, max_gap_s: float = 5.0) -
     # gaps within one process: the Slurm shards run side by side, each its own Snakemake
     process = [r.get("slurm_job_id") for r in rows]
     last: dict = {}
-    gaps = []
+    gaps, outside = [], []  # outside: the gap minus the job's whole evaluation (Snakemake's share)
     for t, r, proc in zip(times, rows, process):
         if proc in last and t - last[proc] <= max_gap_s:
             gaps.append((t - last[proc]) - r["forward_s"])
+            outside.append((t - last[proc]) - r["wall_s"])
         last[proc] = t
     inside = [r["wall_s"] - r["forward_s"] for r in rows]
     middle = max(0, len(gaps) // 2 - window // 2)
@@ -440,6 +435,8 @@ def reset_overheads(results: Path, window: int = 1000, max_gap_s: float = 5.0) -
         "forward_s": quantiles([r["forward_s"] for r in rows]),
         "forward_from": dict(collections.Counter(r.get("forward_from", "?") for r in rows)),
         "models_in_order": list(dict.fromkeys(r["model"] for r in rows)),
+        "gaps_s": gaps,
+        "outside_gaps_s": outside,
         "spans": {m: (min(t for t, r in zip(times, rows) if r["model"] == m), max(t for t, r in zip(times, rows) if r["model"] == m))
                   for m in dict.fromkeys(r["model"] for r in rows)},  # fmt: skip
     }
@@ -490,7 +487,7 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def rehearse(args: argparse.Namespace, workdir: Path) -> dict:
+def rehearse(args: argparse.Namespace, workdir: Path, record: dict) -> dict:
     hosts = FakeHosts()
     try:
         t0 = time.time()
@@ -517,12 +514,11 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict:
         hosts.close()
     results = workdir / "results" / "paper_rehearsal"
     resets = reset_overheads(results)
+    resets.pop("gaps_s"), resets.pop("outside_gaps_s")
     per_model = memory_per_model(run["memory"], resets.pop("spans"))
     peaks = list(per_model.values())
-    return provenance(
-        benchmark="paper_scale",
-        machine=machine(),
-        settings={k: v for k, v in vars(args).items() if k not in ("out", "markdown", "workdir", "keep")},
+    return dict(
+        record,
         command=("layercrit-slurm " + " ".join(run["command"][1:])) if args.slurm_allocations
         else f"snakemake --cores {args.cores} --configfile config.yaml",
         setup_s=round(setup_s, 1),
@@ -613,26 +609,25 @@ def main() -> None:
                         "adds it to the record --out under 'resumed'")  # fmt: skip
     parser.add_argument("--scheduler", default="by-priority", help="with --resume: Snakemake's --scheduler")
     parser.add_argument("--stop-after", type=int, default=1200, help="with --resume: reset results after which it stops")
-    parser.add_argument("--out", type=Path, default=Path("paper_scale.json"))
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="only print the docs' text of an existing record")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = harness.start(parser, "paper_scale", markdown, not_settings=("workdir", "resume", "scheduler", "stop_after"))
+    if started is None:
         return
+    args, record = started
     if args.resume:
         record = json.loads(args.out.read_text())
-        record.setdefault("resumed", {})[args.scheduler] = resume_sweep(args.resume, args.scheduler, args.stop_after, args.cores)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        resumed = resume_sweep(args.resume, args.scheduler, args.stop_after, args.cores)
+        resumed.pop("gaps_s"), resumed.pop("outside_gaps_s")
+        record.setdefault("resumed", {})[args.scheduler] = resumed
+        harness.write_record(record, args.out)
         print(json.dumps(record["resumed"][args.scheduler], indent=1))
         return
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=False)
-        record = rehearse(args, args.workdir)
+        record = rehearse(args, args.workdir, record)
     else:
         with tempfile.TemporaryDirectory(prefix="paper_scale.") as tmp:
-            record = rehearse(args, Path(tmp))
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(markdown(record))
+            record = rehearse(args, Path(tmp), record)
+    harness.finish(args, record, markdown)
 
 
 if __name__ == "__main__":

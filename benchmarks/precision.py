@@ -1,7 +1,7 @@
 """How much does the arithmetic change criticality? Re-evaluate finished fp32 reset results of a
 study in another precision (bf16 / tf32) and report the differences, in criticality points.
 
-    python benchmarks/precision.py --configfile config/demo.yaml --precision bf16 --seeds 0
+    python -m benchmarks.precision --configfile config/demo.yaml --precision bf16 --seeds 0
 
 Run it in the directory the study ran in (it reads results/<study>/), on the same kind of device
 (tf32 only differs from fp32 on a GPU). Reports the differences per model × layer × seed and of
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks import harness
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings
 from layercrit.io import read_json
@@ -30,8 +31,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--models", nargs="*", default=None)
-    parser.add_argument("--out", type=Path, default=Path("precision.json"))
-    args = parser.parse_args()
+    started = harness.start(parser, "precision", summary_table)
+    if started is None:
+        return
+    args, record = started
 
     config = yaml.safe_load(args.configfile.read_text())
     config["reset"].setdefault("mode", "randomize")
@@ -75,8 +78,12 @@ def main() -> None:
         "max_abs_diff_of_model_mean": max(abs(v) for v in model_mean_diffs.values()),
         "model_mean_diffs": model_mean_diffs,
     }
-    print(json.dumps(summary, indent=2))
-    args.out.write_text(json.dumps({"summary": summary, "rows": diffs}, indent=2) + "\n")
+    record.update(summary=summary, rows=diffs)
+    harness.finish(args, record, summary_table)
+
+
+def summary_table(record: dict) -> str:
+    return json.dumps(record["summary"], indent=2)
 
 
 if __name__ == "__main__":

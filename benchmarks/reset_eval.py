@@ -11,8 +11,8 @@
 Both compare against clean outputs computed beforehand. The JPEGs are generated at ImageNet's
 typical size (500×375). Usage:
 
-    python benchmarks/reset_eval.py --images 200 --repeats 3            # CPU, reduced image count
-    python benchmarks/reset_eval.py --images 10000 --device cuda --precision fp32 tf32 bf16 --sweep
+    python -m benchmarks.reset_eval --images 200 --repeats 3            # CPU, reduced image count
+    python -m benchmarks.reset_eval --images 10000 --device cuda --precision fp32 tf32 bf16 --sweep
 
 Prints a JSON record (machine, versions, timings, ratio) and writes it to --out.
 """
@@ -20,9 +20,7 @@ Prints a JSON record (machine, versions, timings, ratio) and writes it to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -33,10 +31,10 @@ import torch
 from PIL import Image
 from torchvision import datasets, transforms
 
+from benchmarks import harness
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings
 from layercrit.imagenet import prepare_validation_set
-from layercrit.io import package_versions
 from layercrit.evaluation.reset import reset_layer
 from layercrit.study import Architecture
 from layercrit.models.zoo import build_architecture, save_checkpoint
@@ -125,21 +123,10 @@ def main() -> None:
                         help="(b) also with the clean model's activations reused (0: full forward only)")
     parser.add_argument("--sweep", action="store_true",
                         help="(b) also once per layer of ResNet-50 (seed 0), for the mean cost of a reset job over layers")
-    parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
-    args = parser.parse_args()
-
-    record: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-        },
-        "versions": package_versions(),
-        "images": args.images,
-        "layer": args.layer,
-        "repeats": args.repeats,
-    }
+    args, record = harness.start(parser, "reset_eval")
+    record["machine"].update(torch_threads=torch.get_num_threads(),
+                             gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None)  # fmt: skip
+    record.update(images=args.images, layer=args.layer, repeats=args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
@@ -189,8 +176,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         record["authors_style_fp32"] = {"per_eval_s": statistics.median(times), "images_per_s": args.images / statistics.median(times)}
         record["speedup_fp32"] = record["authors_style_fp32"]["per_eval_s"] / record["ours_fp32"]["per_eval_s"] if "ours_fp32" in record else None
-    print(json.dumps(record, indent=2))
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    harness.finish(args, record)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ cache calls (so the same script measures an older version of the package too). E
 compared with the serial one (one thread, a fresh cache, the full forward pass): "bitwise" says
 whether all metrics are equal.
 
-    LAYERCRIT_EMULATED_GPUS=4 python benchmarks/side_by_side.py --out side_by_side.json
-    python benchmarks/side_by_side.py --images 2000    # on the GPUs of this machine (the GPU check)
+    LAYERCRIT_EMULATED_GPUS=4 python -m benchmarks.side_by_side --out side_by_side.json
+    python -m benchmarks.side_by_side --images 2000    # on the GPUs of this machine (the GPU check)
 
 The serial reference runs on the first device, so on GPUs too "bitwise" compares like with like.
 The activation budget each device gave each model is reported (``budgets``, from the log): from
@@ -32,10 +32,10 @@ from tempfile import TemporaryDirectory
 import torch
 
 import layercrit.evaluation.cache as evaluation_cache
+from benchmarks import harness
 from layercrit.data import ImageSet, save_image_set
 from layercrit.evaluation import EvaluationCache, ResetInputs, evaluate_baseline, evaluate_reset
 from layercrit.evaluation.forward import EvalSettings
-from layercrit.io import provenance
 from layercrit.study import Architecture
 from layercrit.models.zoo import build_architecture, save_checkpoint
 
@@ -123,8 +123,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--activation-cache-mb", type=int, default=64)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args, record = harness.start(parser, "side_by_side", out="optional")
     devices = int(os.environ.get("LAYERCRIT_EMULATED_GPUS") or 0) or torch.cuda.device_count()
     if devices < 1:
         raise SystemExit("no GPU here: set LAYERCRIT_EMULATED_GPUS=N to run N emulated ones side by side")
@@ -149,17 +148,14 @@ def main() -> None:
     ok = [k for k in jobs if k in side["results"]]
     differ = [k for k in ok if any(side["results"][k][m] != serial["results"][k][m] for m in METRICS)]
     zeros = [k for k in ok if side["results"][k]["criticality"] == 0]
-    record = {
+    record.update({
         "devices": devices, "jobs": len(jobs), "models": args.models, "seeds": args.seeds, "images": args.images,
         "per_job": {name: n / len(jobs) for name, n in counts.items()}, "counts": counts,
         "failed": len(side["errors"]), "first_errors": side["errors"][:3], "differ_from_serial": len(differ),
         "zero_criticality": len(zeros), "bitwise": not side["errors"] and not differ, "wall_s": wall,
         "budgets": budgets.lines, "device": side["results"][ok[0]]["device"] if ok else None,
-        **provenance(),
-    }  # fmt: skip
-    print(json.dumps({k: v for k, v in record.items() if k not in ("versions",)}, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    })  # fmt: skip
+    harness.finish(args, record, lambda r: json.dumps({k: v for k, v in r.items() if k != "versions"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Per-job overhead on Slurm: today's per-job profile, layercrit-slurm, and the local run, side by side.
 
     tests/slurm/start_slurm.sh                      # a real one-node Slurm (root, Debian)
-    python benchmarks/slurm_overhead.py --out docs/benchmark_slurm.json
+    python -m benchmarks.slurm_overhead --out docs/benchmark_slurm.json
 
 One study (demo models, every layer, several seeds, on the CPU: the test cluster's GPUs are
 fake) is prepared once (data, models, baselines), then its reset sweep runs three times from the
@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks import harness
 from layercrit.study import relocatable_zoo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,8 +127,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--allocations", type=int, default=2)
     parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=Path("benchmark_slurm.json"))
-    args = parser.parse_args()
+    args, record = harness.start(parser, "slurm_overhead", not_settings=("workdir",))
     cores = str(os.cpu_count() or 1)
     base = args.workdir or Path(tempfile.mkdtemp(prefix="layercrit-slurm-bench-"))
     prepared = base / "prepared"
@@ -141,7 +141,7 @@ def main() -> None:
         shutil.copytree(prepared, workdir, ignore=shutil.ignore_patterns(".snakemake"))
         return workdir
 
-    record: dict = {"study": {"models": args.models, "seeds": args.seeds, "device": "cpu (the cluster's GPUs are fake)"}}
+    record["study"] = {"models": args.models, "seeds": args.seeds, "device": "cpu (the cluster's GPUs are fake)"}
     local = fresh("local")
     wall = run([*SNAKEMAKE, "--configfile", "config.yaml", "--cores", cores, "--until", "reset"], local)
     local_results = results(local)
@@ -179,13 +179,8 @@ def main() -> None:
     local_median = record["local"]["per_job_overhead_s_median"]
     for name in ("profile", "allocations"):
         record[name]["overhead_ratio_to_local"] = round(record[name]["per_job_overhead_s_median"] / local_median, 2)
-    from layercrit.io import package_versions
-
-    record["versions"] = package_versions()
     record["slurm"] = subprocess.run(["sinfo", "--version"], capture_output=True, text=True).stdout.strip()
-    record["machine"] = {"cores": os.cpu_count()}
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    harness.finish(args, record)
 
 
 if __name__ == "__main__":

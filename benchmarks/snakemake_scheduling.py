@@ -1,7 +1,7 @@
 """Snakemake's own cost per job at the paper's scale, with a minimal Snakefile of trivial jobs.
 
-    python benchmarks/snakemake_scheduling.py --out docs/benchmark_snakemake_scheduling.json
-    python benchmarks/snakemake_scheduling.py --markdown docs/benchmark_snakemake_scheduling.json
+    python -m benchmarks.snakemake_scheduling --out docs/benchmark_snakemake_scheduling.json
+    python -m benchmarks.snakemake_scheduling --markdown docs/benchmark_snakemake_scheduling.json
 
 The Snakefile below has what the workflow's reset jobs have and nothing else: ``groups`` × ``per_group``
 jobs (default 51 × 162 = 8,262, the paper's reset jobs), all ready at once, each with ``inputs``
@@ -24,14 +24,14 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from layercrit.io import machine, provenance
+from benchmarks import harness
+from benchmarks.harness import quantiles
 
 SNAKEFILE = '''
 import time
@@ -72,14 +72,7 @@ CASES = {  # name -> (snakemake arguments, inputs per job)
 
 def gaps_summary(times: list[float], window: int = 1000) -> dict:
     gaps = [b - a for a, b in zip(times, times[1:])]
-
-    def q(values: list[float]) -> dict | None:
-        if not values:
-            return None
-        ordered = sorted(values)
-        return {"n": len(values), "median": round(statistics.median(ordered), 4), "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 4)}
-
-    return {"first": q(gaps[:window]), "last": q(gaps[-window:]), "all": q(gaps)}
+    return {"first": quantiles(gaps[:window]), "last": quantiles(gaps[-window:]), "all": quantiles(gaps)}
 
 
 def run_case(workdir: Path, args: list[str], inputs: int, groups: int, per_group: int, stop_after: int) -> dict:
@@ -132,13 +125,11 @@ def main() -> None:
     parser.add_argument("--stop-after-ilp", type=int, default=400)
     parser.add_argument("--full", nargs="*", default=["by-priority, 1 input"], help="cases run to the end (every job)")
     parser.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--out", type=Path, default=Path("snakemake_scheduling.json"))
-    parser.add_argument("--markdown", type=Path, metavar="JSON")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    started = harness.start(parser, "snakemake_scheduling", markdown)
+    if started is None:
         return
-    record = provenance(benchmark="snakemake_scheduling", machine=machine(), settings=vars(args) | {"out": str(args.out)}, cases={}, dry_runs={})
+    args, record = started
+    record.update(cases={}, dry_runs={})
     with tempfile.TemporaryDirectory(prefix="snakemake_scheduling.") as tmp:
         workdir = Path(tmp)
         (workdir / "Snakefile").write_text(SNAKEFILE)
@@ -152,8 +143,7 @@ def main() -> None:
                 stop = min(stop, args.stop_after_ilp)  # ~0.6 s per job: its first few hundred say enough
             record["cases"][name] = run_case(workdir, options, inputs, args.groups, args.per_group, stop)
             print(name, json.dumps(record["cases"][name]), flush=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(markdown(record))
+    harness.finish(args, record, markdown)
 
 
 if __name__ == "__main__":

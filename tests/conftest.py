@@ -31,16 +31,6 @@ _NO_SLURM_BIN = Path(tempfile.mkdtemp(prefix="layercrit-no-slurm-"))
 (_NO_SLURM_BIN / "scontrol").chmod(0o755)
 
 
-def load_tool(name: str):
-    """One of the repository's tools/ scripts as a module (they are scripts, not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def snakemake_env(slurm: bool = False, **extra: str) -> dict[str, str]:
     """The environment of a Snakemake run in the tests (see _NO_SLURM_BIN)."""
     env = {**os.environ, **extra}

@@ -106,7 +106,7 @@ def hugging_face_cache_with_timm(cache: Path, model: str, state: dict[str, torch
 
 def run_authors_main(model: str, images: Path, out: Path, home: Path) -> subprocess.Popen:
     env = {**os.environ, "TORCH_HOME": str(home / "torch"), "HF_HUB_CACHE": str(home / "hf"), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}  # fmt: skip
+           "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(HARNESS.parent / "authors_code")}  # fmt: skip
     args = ["--model", model, "--imagenet", str(images), "--device", "cpu", "--batch_size", str(BATCH),
             "--num_batches", "1", "--num_workers", "0", "--n_trials", str(TRIALS), "--output_path", str(out),
             "--save_logits", "false"]  # fmt: skip
@@ -125,8 +125,6 @@ def authors_results(out: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def both_runs(tmp_path_factory):
     """The authors' main.py and this workflow (seed scheme authors) on the same two models."""
-    from layercrit.models.zoo import build_architecture
-    from layercrit.study import Architecture
 
     work = tmp_path_factory.mktemp("authors")
     images = image_folder(work / "images")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import load_tool, snakemake_env
-
-demo_docs = load_tool("demo_docs")
+from conftest import snakemake_env
+from tools import demo_docs
 
 
 @pytest.mark.slow

@@ -12,14 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import load_tool
+from tools import check_python, conda_env, config_docs, demo_compare, demo_docs, demo_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
-
-
-conda_env = load_tool("conda_env")
-demo_docs = load_tool("demo_docs")
 
 
 def test_every_locked_package_is_installed_at_its_locked_version():
@@ -80,14 +76,15 @@ def test_make_install_stops_at_once_on_a_python_the_lock_does_not_install_on(tmp
 
 
 def test_the_versions_claimed_are_pyprojects():
-    assert load_tool("check_python").lowest_supported() == (3, SUPPORTED_MINORS[0])
+    assert check_python.lowest_supported() == (3, SUPPORTED_MINORS[0])
     claimed = ", ".join(f"3.{m}" for m in SUPPORTED_MINORS[:-1]) + f" or 3.{SUPPORTED_MINORS[-1]}"
     assert f"(Python {claimed}:" in (ROOT / "README.md").read_text()
 
 
 def test_the_conda_environment_pins_what_the_lock_pins():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools/conda_env.py"), str(LOCK), str(ROOT / "envs/layercrit.yaml"), "--check"],
+        [sys.executable, "-m", "tools.conda_env", str(LOCK), str(ROOT / "envs/layercrit.yaml"), "--check"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
@@ -102,7 +99,7 @@ def test_the_conda_environment_pins_what_the_lock_pins():
 @pytest.mark.parametrize("block", sorted(demo_docs.BLOCKS))
 def test_the_readme_numbers_are_what_the_committed_runs_say(block):
     assert demo_docs.current_block(demo_docs.README.read_text(), block) == demo_docs.BLOCKS[block](), (
-        f"README.md's {block} block differs from docs/: run `python tools/demo_docs.py render`"
+        f"README.md's {block} block differs from docs/: run `python -m tools.demo_docs render`"
     )
 
 
@@ -134,22 +131,22 @@ def _nudge(fresh, table, column, by, row=0):
 
 
 def test_a_run_equal_to_the_committed_one_passes(tmp_path):
-    assert demo_docs.compare_tables(_fresh_copy(tmp_path), demo_docs.DOCS) == []
+    assert demo_compare.compare_tables(_fresh_copy(tmp_path), demo_compare.DOCS) == []
 
 
 def test_float_noise_passes_on_any_cpu(tmp_path):
     fresh = _fresh_copy(tmp_path)  # what other kernels change in an evaluation: ~1e-5 points
-    for table, column in demo_docs.TOLERANCE:
+    for table, column in demo_compare.TOLERANCE:
         if table != "layer profile":
             _nudge(fresh, table, column, 1e-4, row=3)
-    assert demo_docs.compare_tables(fresh, demo_docs.DOCS) == []
+    assert demo_compare.compare_tables(fresh, demo_compare.DOCS) == []
 
 
-@pytest.mark.parametrize("table, column", [key for key in demo_docs.TOLERANCE if key[0] != "layer profile"])
+@pytest.mark.parametrize("table, column", [key for key in demo_compare.TOLERANCE if key[0] != "layer profile"])
 def test_any_number_moved_beyond_its_bound_fails(tmp_path, table, column):
     fresh = _fresh_copy(tmp_path)
-    _nudge(fresh, table, column, 1.5 * demo_docs.TOLERANCE[(table, column)], row=2)
-    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS)
+    _nudge(fresh, table, column, 1.5 * demo_compare.TOLERANCE[(table, column)], row=2)
+    problems = demo_compare.compare_tables(fresh, demo_compare.DOCS)
     assert any(p.startswith(f"{table}:{column}: differs by") for p in problems), problems
 
 
@@ -158,36 +155,33 @@ def test_a_shifted_layer_profile_fails_even_when_each_cell_stays_within_its_boun
     summary = pd.read_csv(fresh / "summary.csv")
     summary.loc[summary["layer"] == "conv1", "criticality_mean"] += 0.09  # every model, just under 0.1
     summary.to_csv(fresh / "summary.csv", index=False)
-    problems = demo_docs.compare_tables(fresh, demo_docs.DOCS)
+    problems = demo_compare.compare_tables(fresh, demo_compare.DOCS)
     assert [p.split(":")[0] for p in problems] == ["layer profile"], problems
 
 
 def test_a_number_missing_on_one_side_fails(tmp_path):
     fresh = _fresh_copy(tmp_path)
     _nudge(fresh, "models.csv", "top1", float("nan"))
-    assert any(p.startswith("models.csv:top1") for p in demo_docs.compare_tables(fresh, demo_docs.DOCS))
+    assert any(p.startswith("models.csv:top1") for p in demo_compare.compare_tables(fresh, demo_compare.DOCS))
 
 
 def test_a_run_with_other_rows_fails(tmp_path):
     fresh = _fresh_copy(tmp_path)
     models = pd.read_csv(fresh / "models.csv")
     models.iloc[1:].to_csv(fresh / "models.csv", index=False)
-    assert "models.csv: rows differ (['model'])" in demo_docs.compare_tables(fresh, demo_docs.DOCS)
+    assert "models.csv: rows differ (['model'])" in demo_compare.compare_tables(fresh, demo_compare.DOCS)
 
 
 def test_config_readme_is_what_the_schemas_say():
-    config_docs = load_tool("config_docs")
     assert config_docs.OUT.read_text() == config_docs.render(), "config/README.md is stale: run make config-docs"
 
 
 def test_config_readme_describes_every_key():
-    config_docs = load_tool("config_docs")
     undescribed = [key for name in ("config", "zoo") for key, _, _, _, text in config_docs.rows(config_docs.load(name), "") if not text]
     assert not undescribed, f"keys without a description in workflow/schemas/: {undescribed}"
 
 
 def test_config_readme_follows_a_schema_change(tmp_path, monkeypatch):
-    config_docs = load_tool("config_docs")
     for name in ("config", "zoo"):
         (tmp_path / f"{name}.schema.yaml").write_text((config_docs.SCHEMAS / f"{name}.schema.yaml").read_text())
     schema = tmp_path / "config.schema.yaml"
@@ -196,8 +190,6 @@ def test_config_readme_follows_a_schema_change(tmp_path, monkeypatch):
     text = config_docs.render()
     assert "images per batch" in text and text != config_docs.OUT.read_text()
 
-
-demo_zoo = load_tool("demo_zoo")
 
 
 def test_the_shipped_demo_zoo_is_what_its_zoo_records_and_was_trained_from_its_recipes():

@@ -2,7 +2,7 @@
 reuse exact on CUDA, and the GPU's numbers against the CPU's in every precision.
 
 Skipped without CUDA (CI has none); run them where there is a GPU with `make gpu-check`, which
-also runs a study end to end on the GPU and the benchmarks (benchmarks/gpu_check.py).
+also runs a study end to end on the GPU and the benchmarks (tools/gpu_check.py).
 """
 
 import math
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 METRICS = ["criticality", "cosine", "l1", "l2", "kl", "top1_agreement", "top1", "top5", "n_nonfinite"]
 # How far a GPU's criticality may be from the CPU's, in points, for the tiny model here (the
-# workflow-level comparison with stated tolerances is benchmarks/gpu_check.py's).
+# workflow-level comparison with stated tolerances is tools/gpu_check.py's).
 TOLERANCE = {"fp32": 0.01, "torch_default": 0.05, "tf32": 0.5, "bf16": 1.0}
 
 

@@ -4,7 +4,6 @@ advice; ImageNet's settings on such a folder stop there too."""
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake, tiny_study

@@ -11,7 +11,6 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake
-from fake_hosts import FakeHosts
 from test_sources import (
     DINO_HEAD_URL,
     DINO_URL,
@@ -29,6 +28,7 @@ from test_sources import (
     without,
 )
 
+from layercrit.testing.fake_hosts import FakeHosts
 from layercrit.models.zoo import build_architecture, load_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -1,8 +1,7 @@
-"""The paper-scale rehearsal (benchmarks/paper_scale.py), small: one model of every source format
+"""The paper-scale rehearsal (benchmarks.paper_scale), small: one model of every source format
 of the paper zoo, fabricated in its published layout and served on 127.0.0.1, through the whole
 DAG of the paper config (fetch, baselines, resets, tables, figures, replication)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from benchmarks import paper_scale
 from conftest import REPO, snakemake_env
 
 pytestmark = pytest.mark.slow
@@ -31,17 +31,9 @@ MODELS = [
 ]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("paper_scale", REPO / "benchmarks/paper_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_paper_source_layout_round_trips_through_its_conversion():
     """The fabricated files are what the zoo's conversion fields expect (checked by converting
     back), for every one of the 51 models: the rehearsal cannot pass on a layout it got wrong."""
-    paper_scale = load_benchmark()
     zoo = yaml.safe_load((REPO / "config/zoo/paper.yaml").read_text())
     state = {"conv1.weight": torch.randn(2, 3), "layer1.0.conv1.weight": torch.randn(2), "layer1.0.downsample.1.running_mean": torch.randn(2),
              "fc.weight": torch.randn(3, 2), "fc.bias": torch.randn(3)}  # fmt: skip
@@ -61,9 +53,9 @@ def test_every_paper_source_layout_round_trips_through_its_conversion():
 def test_small_rehearsal_runs_the_paper_dag_and_reorders_without_changing_a_number(tmp_path):
     workdir = tmp_path / "rehearsal"
     out = tmp_path / "record.json"
-    cmd = [sys.executable, str(REPO / "benchmarks/paper_scale.py"), "--models", *MODELS, "--layers", "conv1", "layer4.2.conv3", "fc",
+    cmd = [sys.executable, "-m", "benchmarks.paper_scale", "--models", *MODELS, "--layers", "conv1", "layer4.2.conv3", "fc",
            "--seeds", "0", "1", "--workdir", str(workdir), "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=1500)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=1500, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     record = json.loads(out.read_text())
     jobs = len(MODELS) * 3 * 2

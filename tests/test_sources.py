@@ -26,12 +26,12 @@ import torch
 import yaml
 from safetensors.torch import save as safetensors_bytes
 
-from fake_hosts import FakeHosts, route_drive_hosts
 from layercrit.weights.conversion import KEY_MAPPINGS, CheckpointReadError, ConversionError
 from layercrit.downloads import ChecksumError, DownloadError, DownloadSettings, SourceError
 from layercrit.weights.sources import check_source, fetch_model, fetch_source_file
 from layercrit.study import load_schema
 from layercrit.study import Architecture
+from layercrit.testing.fake_hosts import FakeHosts, route_drive_hosts
 from layercrit.models.zoo import build_architecture, load_checkpoint
 
 RESNET50 = Architecture("resnet50", "resnet50", {}, ())

@@ -1,7 +1,7 @@
 """Write the workflow's conda environment from the lock file, so both pin the same releases.
 
-    python tools/conda_env.py requirements/lock.txt envs/layercrit.yaml   (part of `make lock`)
-    python tools/conda_env.py requirements/lock.txt envs/layercrit.yaml --check
+    python -m tools.conda_env requirements/lock.txt envs/layercrit.yaml   (part of `make lock`)
+    python -m tools.conda_env requirements/lock.txt envs/layercrit.yaml --check
 
 The environment holds what the workflow runs, not the test tools: the packages pyproject.toml
 lists as dependencies and everything the lock says they need (its ``# via`` annotations),
@@ -90,7 +90,7 @@ def main() -> None:
     text = conda_environment(args.lock.resolve())
     if args.check:
         if not args.out.exists() or args.out.read_text() != text:
-            sys.exit(f"{args.out} does not match {args.lock}: run `python tools/conda_env.py {args.lock} {args.out}`")
+            sys.exit(f"{args.out} does not match {args.lock}: run `python -m tools.conda_env {args.lock} {args.out}`")
         return
     args.out.write_text(text)
 

@@ -4,8 +4,8 @@ The schemas (workflow/schemas/) are the one home of what a key is, its type, def
 values and description; this renders them for people, and a test checks that the committed file
 is what this writes (`make config-docs` refreshes it).
 
-    python tools/config_docs.py            # write config/README.md
-    python tools/config_docs.py --check    # exit 1 if config/README.md is not current
+    python -m tools.config_docs            # write config/README.md
+    python -m tools.config_docs --check    # exit 1 if config/README.md is not current
 """
 
 from __future__ import annotations

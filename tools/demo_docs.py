@@ -1,17 +1,16 @@
 """The README's demo numbers, made from a run of the demo and checked against it.
 
-    python tools/demo_docs.py run            # `make docs`: run the demo on a clean results/demo, then `render`
-    python tools/demo_docs.py render         # copy the demo's tables into docs/demo/, rewrite the README block
-    python tools/demo_docs.py check-readme   # the README block is what docs/demo/ says (a test runs this)
-    python tools/demo_docs.py check-run      # `make demo-check`: run the demo afresh, compare with docs/demo/
+    python -m tools.demo_docs run            # `make docs`: run the demo on a clean results/demo, then `render`
+    python -m tools.demo_docs render         # copy the demo's tables into docs/demo/, rewrite the README block
+    python -m tools.demo_docs check-readme   # the README block is what docs/demo/ says (a test runs this)
+    python -m tools.demo_docs check-run      # `make demo-check`: run the demo afresh, compare with docs/demo/
                                              # (tests/test_demo_run.py does the same in `make test`, so in CI)
-    python tools/demo_docs.py compare DIR    # largest differences of a run's tables DIR from docs/demo/
 
 What is committed is the run's tables (docs/demo/models.csv, summary.csv), a record of where
 and with what it ran (docs/demo/run.json: CPU, cores, versions, wall time), and its heatmap
 (docs/demo_heatmap.png). The README's demo table and findings are rendered from those files,
 never typed; a test keeps the README equal to them, and CI compares a fresh run's tables with
-them on whatever CPU it runs (see TOLERANCE).
+them on whatever CPU it runs (tools/demo_compare.py: the tables within TOLERANCE).
 """
 
 from __future__ import annotations
@@ -32,9 +31,16 @@ import pandas as pd
 
 from layercrit.io import machine
 from layercrit.analysis.statistics import ARCHITECTURE_SUBSET, accuracy_correlations
+from tools.demo_compare import (
+    DOCS,
+    TOLERANCE,
+    baseline_architecture_models,
+    compare_tables,
+    largest_differences,
+    layer_profile,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "demo"
 README = ROOT / "README.md"
 HEATMAP = ROOT / "docs" / "demo_heatmap.png"
 TABLES = ("models.csv", "summary.csv")
@@ -44,25 +50,6 @@ BLOCKS = {  # README block name -> what renders it
     "demo-training": lambda: training_block(),
 }
 
-# Numbers a fresh run must reproduce, by table and key.
-KEY = {"models.csv": ["model"], "summary.csv": ["model", "layer"], "layer profile": ["layer"]}
-# The demo evaluates checkpoints trained once and shipped (resources/demo_zoo/), so what differs
-# between CPUs is the evaluation's floating-point arithmetic (other vector widths and kernels):
-# differences of order 1e-5 points, measured under other instruction sets in docs/benchmarks.md
-# ("Demo reproducibility"). The bounds are the same on every CPU: a top-1 may move by two of the
-# 1,000 images (an image whose two best classes tie to float precision), every (model, layer)
-# criticality and each model's mean and spread by 0.1 points, the layer profile (each layer's
-# criticality averaged over the figure models of the baseline's architecture) by 0.05; a change
-# of the code, the data or the models moves them by far more.
-TOLERANCE = {
-    ("models.csv", "top1"): 0.2,
-    ("models.csv", "top5"): 0.2,
-    ("models.csv", "mean_criticality"): 0.1,
-    ("models.csv", "std_criticality"): 0.1,
-    ("summary.csv", "criticality_mean"): 0.1,
-    ("summary.csv", "criticality_std"): 0.1,
-    ("layer profile", "criticality_mean"): 0.05,
-}
 
 
 def run_demo(workdir: Path, study: str, env: dict[str, str] | None = None) -> float:
@@ -175,21 +162,6 @@ def layer_counts(models: pd.DataFrame) -> str:
     return ", ".join(f"{n} for {arch}" for arch, n in counts.items())
 
 
-def baseline_architecture_models(models: pd.DataFrame) -> pd.DataFrame:
-    """The figure models of the baseline's architecture: a layer profile averages one layer list."""
-    shown = models[models["in_figures"]]
-    baseline = shown.loc[shown["category"] == "baseline", "architecture"]
-    base = baseline.iloc[0] if len(baseline) else shown["architecture"].mode().iloc[0]  # a run that lost its baseline row
-    return shown[shown["architecture"] == base]
-
-
-def layer_profile(models: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
-    """Each layer's criticality averaged over the figure models of the baseline's architecture, in
-    layer order: the paper's "which layers matter", and what is stable from run to run (see TOLERANCE)."""
-    shown = summary[summary["model"].isin(baseline_architecture_models(models)["model"])]
-    return shown.groupby("layer", sort=False)["criticality_mean"].mean()
-
-
 def demo_findings(models: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """The paper's findings, each checked on the demo's tables, in words with the numbers."""
     shown = models[models["in_figures"]]
@@ -299,7 +271,7 @@ def training_block() -> str:
         )
     torch_version = json.loads(TRAINING_STUDY.read_text())["torch"]
     note = (
-        f"*Runs named in code font are from `docs/demo_training.json` (`python benchmarks/demo_training.py --out "
+        f"*Runs named in code font are from `docs/demo_training.json` (`python -m benchmarks.demo_training --out "
         f"docs/demo_training.json`, torch {torch_version}; one run each, the demo's data, initialization and data "
         f"order unless another training seed is named); \"demo:\" rows are the demo run above.*"
     )
@@ -337,47 +309,6 @@ def seeds_block(runs: list[dict]) -> str:
     )
 
 
-def comparable_tables(tables: Path) -> dict[str, pd.DataFrame]:
-    """A run's models.csv and summary.csv, and its layer profile (mean criticality of each layer
-    over the models in the figures), each indexed by its KEY."""
-    models = pd.read_csv(tables / "models.csv")
-    summary = pd.read_csv(tables / "summary.csv")
-    profile = layer_profile(models, summary).reset_index()
-    out = {"models.csv": models, "summary.csv": summary, "layer profile": profile}
-    return {name: table.set_index(KEY[name]).sort_index() for name, table in out.items()}
-
-
-def compare_tables(fresh: Path, committed: Path) -> list[str]:
-    """Differences between a fresh run's tables and the committed ones beyond TOLERANCE (or in
-    their rows); [] when they agree."""
-    problems = []
-    a_tables, b_tables = comparable_tables(fresh), comparable_tables(committed)
-    for name in KEY:
-        if not a_tables[name].index.equals(b_tables[name].index):
-            problems.append(f"{name}: rows differ ({KEY[name]})")
-    for (name, column), diff in largest_differences(fresh, committed).items():
-        bound = TOLERANCE[(name, column)]
-        if not diff["largest"] <= bound:  # NaN (a number missing on one side only) fails too
-            problems.append(f"{name}:{column}: differs by {diff['largest']:.3g} at {diff['where']} (bound {bound})")
-    return problems
-
-
-def largest_differences(fresh: Path, committed: Path) -> dict[tuple[str, str], dict]:
-    """For each TOLERANCE number: the largest |fresh − committed| (NaN where one side has a number
-    and the other not) and where; tables whose rows differ are compared on the rows they share."""
-    a_tables, b_tables = comparable_tables(fresh), comparable_tables(committed)
-    out = {}
-    for name, column in TOLERANCE:
-        a, b = a_tables[name].align(b_tables[name], join="inner", axis=0)
-        x, y = a[column].to_numpy(float), b[column].to_numpy(float)
-        diff = np.abs(x - y)
-        diff[np.isnan(x) & np.isnan(y)] = 0.0
-        worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if len(diff) else 0
-        largest = float(diff[worst]) if len(diff) else 0.0
-        out[(name, column)] = {"largest": largest, "where": a.index[worst] if len(diff) else None}
-    return out
-
-
 def check_run(workdir: Path, env: dict[str, str] | None = None) -> list[str]:
     """Run the demo afresh in ``workdir`` and compare its tables with docs/demo/ within TOLERANCE
     (on any CPU). Returns the differences beyond it ([] if none)."""
@@ -396,15 +327,9 @@ def check_run(workdir: Path, env: dict[str, str] | None = None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["run", "render", "check-readme", "check-run", "compare"])
-    parser.add_argument("tables", nargs="?", type=Path, help="compare: a run's tables folder (against docs/demo/)")
+    parser.add_argument("action", choices=["run", "render", "check-readme", "check-run"])
     args = parser.parse_args()
-    if args.action == "compare":
-        if args.tables is None:
-            parser.error("compare needs the tables folder of a run, e.g. results/demo_avx2/tables/randomize")
-        for (name, column), diff in largest_differences(args.tables, DOCS).items():
-            print(f"{name}:{column}: largest difference {diff['largest']:.3g} at {diff['where']} (bound {TOLERANCE[(name, column)]})")
-    elif args.action == "run":
+    if args.action == "run":
         render(run_demo(ROOT, "demo"))
     elif args.action == "render":
         render(None)
@@ -412,7 +337,7 @@ def main() -> None:
         text = README.read_text()
         stale = [name for name, make in BLOCKS.items() if current_block(text, name) != make()]
         if stale:
-            sys.exit(f"README.md's blocks {stale} are not what docs/ says: run `python tools/demo_docs.py render`")
+            sys.exit(f"README.md's blocks {stale} are not what docs/ says: run `python -m tools.demo_docs render`")
     else:
         problems = check_run(ROOT)
         if problems:

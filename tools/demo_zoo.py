@@ -1,8 +1,8 @@
 """The demo's shipped zoo: checkpoints trained once by the workflow, recorded in the demo zoo.
 
-    python tools/demo_zoo.py train   # `make demo-zoo`: retrain the demo zoo (config/demo_training.yaml), then `ship`
-    python tools/demo_zoo.py ship    # ship the checkpoints of a finished retraining (results/demo_training/models/)
-    python tools/demo_zoo.py check   # the shipped files are what the zoo records, trained from its recipes (a test runs this)
+    python -m tools.demo_zoo train   # `make demo-zoo`: retrain the demo zoo (config/demo_training.yaml), then `ship`
+    python -m tools.demo_zoo ship    # ship the checkpoints of a finished retraining (results/demo_training/models/)
+    python -m tools.demo_zoo check   # the shipped files are what the zoo records, trained from its recipes (a test runs this)
 
 Why: training carries the last bits of a CPU's floating-point sums into every weight, so the
 same recipe gives another model on another CPU (docs/benchmarks.md, "Demo reproducibility").
@@ -22,7 +22,6 @@ Then the zoo's `sha256:` of each checkpoint is rewritten.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -95,7 +94,7 @@ def ship(results: Path) -> None:
         expected = trained_from(study, model_id)
         if history.get("recipe") != expected["recipe"] or history.get("seed") != expected["seed"]:
             sys.exit(f"{trained} was trained from {history.get('recipe')} (seed {history.get('seed')}), not from the zoo's "
-                     f"{expected['recipe']} (seed {expected['seed']}): retrain with `python tools/demo_zoo.py train`")
+                     f"{expected['recipe']} (seed {expected['seed']}): retrain with `python -m tools.demo_zoo train`")
         checkpoint = load_checkpoint(trained)
         floats = {k: v for k, v in checkpoint.state_dict.items() if v.is_floating_point()}
         too_large = [k for k, v in floats.items() if v.abs().max() > torch.finfo(torch.float16).max]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import MutableMapping, Sequence

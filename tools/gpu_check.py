@@ -1,11 +1,12 @@
 """The GPU check: everything only a GPU can show, in one command, with its numbers written down.
 
     make gpu-check                                    # on a machine with an NVIDIA GPU
-    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/check   # the plumbing, anywhere
+    PYTHONPATH=src python -m tools.gpu_check --device cpu --quick --out /tmp/check   # the plumbing, anywhere
 
 It needs torch, torchvision, timm, pandas, matplotlib and the project's other dependencies, not
-an installed project: it puts src/ on the path. Where snakemake (or another package) is missing,
-bring it along as wheels and put them on PYTHONPATH; every step runs with this interpreter.
+an installed project: with src/ on PYTHONPATH (as `make gpu-check` puts it) it runs from the
+checkout, and its steps get src/ on their path too. Where snakemake (or another package) is
+missing, bring it along as wheels and put them on PYTHONPATH; every step runs with this interpreter.
 
 1. ``tests``: the GPU tests (tests/test_gpu.py: leases over the GPUs, images on the device,
    activation reuse exact on CUDA, the GPU against the CPU in each precision) and the evaluation
@@ -14,10 +15,10 @@ bring it along as wheels and put them on PYTHONPATH; every step runs with this i
    the CPU), then evaluated on the CPU in fp32 (the reference) and on the GPU in fp32, PyTorch's
    defaults (cuDNN TF32 on, matmul TF32 off: what the authors' runs used), tf32 and bf16; every
    reset's criticality is compared with the CPU's against the tolerances in ``TOLERANCE``.
-3. ``benchmark``: benchmarks/reset_eval.py on ResNet-50 at 224 with 10,000 generated images,
+3. ``benchmark``: benchmarks.reset_eval on ResNet-50 at 224 with 10,000 generated images,
    authors'-style against this project's evaluation, full forward and with activation reuse,
    every precision, and the per-layer sweep.
-4. ``side_by_side``: benchmarks/side_by_side.py on every visible GPU at once (reset jobs as
+4. ``side_by_side``: benchmarks.side_by_side on every visible GPU at once (reset jobs as
    threads, one per GPU): bitwise the serial results, image reads and model builds per job, and
    the activation budget each GPU gave each model (with ``--device cpu``: 2 emulated GPUs).
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,14 +39,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+import torch
+import yaml
+
+from layercrit.io import machine, provenance
+from layercrit.study import relocatable_zoo
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from layercrit.study import relocatable_zoo  # noqa: E402
 
 # Largest |criticality − CPU fp32 criticality| (points) accepted per reset, per precision: fp32
 # differs from the CPU only by summation order; TF32 rounds matmul/conv inputs to 10 mantissa
@@ -141,24 +141,24 @@ def check_study(device: str, precisions: list[str], quick: bool, base: Path) -> 
 def check_benchmark(device: str, precisions: list[str], quick: bool, base: Path) -> dict:
     images, repeats = (16, 1) if quick else (10_000, 3)
     out = base / "reset_eval.json"
-    command = [sys.executable, str(REPO / "benchmarks/reset_eval.py"), "--images", str(images), "--repeats", str(repeats),
+    command = [sys.executable, "-m", "benchmarks.reset_eval", "--images", str(images), "--repeats", str(repeats),
                "--device", device, "--precision", *precisions, "--workers", str(os.cpu_count() or 1), "--out", str(out)]  # fmt: skip
     if not quick:
         command += ["--sweep", "--activation-cache-mb", "60000"]
     rc, output, seconds = run(command)
     if rc:
-        return {"ok": False, "error": "reset_eval.py failed", "log": output[-3000:]}
+        return {"ok": False, "error": "benchmarks.reset_eval failed", "log": output[-3000:]}
     return {"ok": True, "seconds": round(seconds, 1), **json.loads(out.read_text())}
 
 
 def check_side_by_side(device: str, quick: bool, base: Path) -> dict:
     out = base / "side_by_side.json"
-    command = [sys.executable, str(REPO / "benchmarks/side_by_side.py"), "--images", "64" if quick else "2000",
+    command = [sys.executable, "-m", "benchmarks.side_by_side", "--images", "64" if quick else "2000",
                "--activation-cache-mb", "64" if quick else "20000", "--out", str(out)]  # fmt: skip
     emulated = None if device.startswith("cuda") else {"LAYERCRIT_EMULATED_GPUS": "2"}
     rc, output, seconds = run(command, extra_env=emulated)
     if rc:
-        return {"ok": False, "error": "side_by_side.py failed", "log": output[-3000:]}
+        return {"ok": False, "error": "benchmarks.side_by_side failed", "log": output[-3000:]}
     record = json.loads(out.read_text())
     return {"ok": record["bitwise"], "seconds": round(seconds, 1), **record}
 
@@ -211,15 +211,9 @@ def main() -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA GPU here; use --device cpu --quick to check the command itself", file=sys.stderr)
         return 2
-    from layercrit.io import package_versions
-
-    record: dict = {
-        "command": " ".join(["python benchmarks/gpu_check.py", *sys.argv[1:]]),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {"device": args.device, "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-                    "gpus": torch.cuda.device_count(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-        "versions": package_versions(),
-    }  # fmt: skip
+    gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
+    record = provenance(command=" ".join(["python -m tools.gpu_check", *sys.argv[1:]]),
+                        machine={**machine(), "device": args.device, "gpu": gpu, "gpus": torch.cuda.device_count()})  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="layercrit-gpu-check-") as tmp:
         if "tests" in args.steps:
             record["tests"] = check_tests()

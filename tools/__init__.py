@@ -1,0 +1,2 @@
+"""The repository's maintenance commands (`make` targets), each run as `python -m tools.<name>`
+from the repository root."""
