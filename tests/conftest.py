@@ -159,3 +159,11 @@ def standin_imagenet(root: Path, classes: int = 1000, per_class: int = 10) -> Pa
         for i in range(per_class):
             (folder / f"ILSVRC2012_val_{c * per_class + i + 1:08d}.JPEG").touch()
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with end-to-end (slow) tests first: `make test` hands whole files to its workers in
+    this order (--dist loadfile), and a long file started last would leave the other worker idle
+    at the end. Files stay whole and keep their own order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
