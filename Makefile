@@ -41,13 +41,16 @@ demo: install
 	$(SNAKEMAKE) --cores $(CORES)
 	@echo "Figures: results/demo/figures/randomize/  Tables: results/demo/tables/randomize/"
 
-# Test files run in parallel, one worker per core (files stay whole: their fixtures are shared);
-# the 30 slowest tests are listed at the end. test-all adds the rehearsals (pyproject's markers).
+# Test files run in parallel, one worker per core (files stay whole: their fixtures are shared),
+# longest first (tests/conftest.py orders them); the 30 slowest tests are listed at the end.
+# test-all adds the rehearsals (pyproject's markers).
+PYTEST := $(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=30
+
 test: install
-	$(PY) -m pytest -n auto --dist loadfile --durations=30
+	$(PYTEST)
 
 test-all: install
-	$(PY) -m pytest -n auto --dist loadfile --durations=30 -m ""
+	$(PYTEST) -m ""
 
 lint: install
 	$(SNAKEMAKE) --lint
