@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, snakemake_env, standin_imagenet
+from conftest import REPO, SNAKEMAKE, snakemake_env, standin_imagenet
 
 GOLDEN = REPO / "tests" / "golden" / "job_records"
 STUDIES = {
@@ -58,3 +58,27 @@ def test_the_jobs_of_a_finished_study_are_unchanged(study, tmp_path):
             f"rule {rule}: the records of some of its {entry['jobs']} jobs changed (see `python -m "
             "layercrit.testing.job_records --full` before and after)"
         )
+
+
+# The last commit before issue 32 moved the package into subpackages and the rules' helpers into
+# workflow/rules/functions/ (its job records are the golden ones).
+BEFORE_THE_MOVES = "52c7884"
+
+
+@pytest.mark.rehearsal  # a whole demo run; the job records above check the same on every run
+def test_a_demo_made_before_the_moves_plans_nothing_after_them(tmp_path):
+    """The demo made in a clone at BEFORE_THE_MOVES, that clone then checked out at this commit
+    (as a user's `git pull` does: only changed files get a new modification time)."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE_THE_MOVES}^{{commit}}"]).returncode or not head:
+        pytest.skip(f"this checkout lacks the history back to {BEFORE_THE_MOVES}")
+    clone, run = tmp_path / "layercrit", tmp_path / "run"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", BEFORE_THE_MOVES], check=True)
+    run.mkdir()
+    snakemake = [SNAKEMAKE, "-s", str(clone / "Snakefile"), "--directory", str(run)]
+    env = snakemake_env(PYTHONPATH=str(clone / "src"))
+    subprocess.run([*snakemake, "--cores", "2"], check=True, capture_output=True, env=env, timeout=1200)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", head], check=True)
+    proc = subprocess.run([*snakemake, "-n"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
