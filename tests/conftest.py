@@ -78,7 +78,7 @@ def tiny_study(workdir: Path, *, models: list[str] | None = None, seeds=(0, 1), 
 TINY_RESULTS = Path("results") / "tiny"
 # The models the end-to-end tests train (test_workflow's and test_bad_input_workflow's).
 TRAINED_TINY_MODELS = ["demo_baseline", "demo_linf_4", "demo_control", "demo_cutout"]
-# What training the tiny study makes: its images and every demo model's checkpoint, initial
+# What training the tiny study makes: its images and each trained model's checkpoint, initial
 # weights and record. Copied with their modification times, so Snakemake sees them as made.
 _TRAINED_FILES = ("data/train.safetensors", "data/eval.safetensors", "models")
 
@@ -87,8 +87,9 @@ _TRAINED_FILES = ("data/train.safetensors", "data/eval.safetensors", "models")
 def trained_tiny_zoo(tmp_path_factory, worker_id) -> Path:
     """The tiny study's images and trained models (tiny_study's defaults, TRAINED_TINY_MODELS),
     made once per test run however many xdist workers share it (the lock pattern of
-    pytest-xdist's documentation): training is checked by test_training and test_workflow,
-    the other end-to-end tests start from its results (copy_trained)."""
+    pytest-xdist's documentation). The end-to-end tests that need these models start from them
+    (copy_trained); test_training checks training itself, test_workflow that a forced retraining
+    gives the same checkpoint."""
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp()

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake
+from support.reruns import assert_recomputed_with_the_same_numbers, reset_records
 from test_sources import (
     DINO_HEAD_URL,
     DINO_URL,
@@ -103,11 +104,7 @@ def test_paper_rules_end_to_end_offline(tmp_path):
 
     # The same reset jobs again with Snakemake's own greedy scheduler (the default profile's
     # setting before the by-priority plugin): the same numbers, bit for bit.
-    before = {p: json.loads(p.read_text()) for p in results.glob("resets/*/*/*/*.json")}
+    before = reset_records(results)
     run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--scheduler", "greedy",
                   "--forcerun", "reset", "--until", "reset", "-q")  # fmt: skip
-    metrics = ("criticality", "cosine", "top1", "top5", "l1", "l2", "kl", "top1_agreement")
-    for path, old in before.items():
-        new = json.loads(path.read_text())
-        assert new["created"] != old["created"], f"{path} was not recomputed"
-        assert {m: new[m] for m in metrics} == {m: old[m] for m in metrics}, path
+    assert_recomputed_with_the_same_numbers(before)

@@ -13,6 +13,7 @@ import yaml
 
 from benchmarks import paper_scale
 from conftest import REPO, snakemake_env
+from support.reruns import assert_recomputed_with_the_same_numbers, reset_records
 
 pytestmark = pytest.mark.slow
 
@@ -79,14 +80,10 @@ def test_small_rehearsal_runs_the_paper_dag_and_reorders_without_changing_a_numb
 
     # The same jobs again in a fresh process with Snakemake's own greedy scheduler (the default
     # profile's setting before the by-priority plugin): the same numbers, bit for bit.
-    before = {p: json.loads(p.read_text()) for p in results.glob("resets/*/*/*/*.json")}
+    before = reset_records(results)
     config = workdir / "config.yaml"
     rerun = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(config),
              "--scheduler", "greedy", "--forcerun", "reset", "--until", "reset", "-q"]  # fmt: skip
     proc = subprocess.run(rerun, cwd=workdir, capture_output=True, text=True, env=snakemake_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    metrics = ("criticality", "cosine", "top1", "top5", "l1", "l2", "kl", "top1_agreement")
-    for path, old in before.items():
-        new = json.loads(path.read_text())
-        assert new["created"] != old["created"], f"{path} was not recomputed"
-        assert {m: new[m] for m in metrics} == {m: old[m] for m in metrics}, path
+    assert_recomputed_with_the_same_numbers(before)
