@@ -32,7 +32,7 @@ rule aggregate_tables:
     params:
         baseline_inputs=BASELINE_FILES,
         # the models' labels (display name, category, …) are in the tables: a change re-makes them
-        zoo_entries={m: asdict(model) for m, model in STUDY.models.items()},
+        zoo_entries={m: model_record(model) for m, model in STUDY.models.items()},
     script:
         "../scripts/aggregate.py"
 

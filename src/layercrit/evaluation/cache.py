@@ -150,7 +150,7 @@ class EvaluationCache:
             self._count("fresh_builds")
             return fresh_model(arch, seed, scheme).state_dict()
 
-        key = (arch.library, arch.name, repr(sorted(arch.kwargs.items())), seed, scheme)
+        key = (arch.library, arch.name, repr(sorted(arch.kwargs.items())), repr(sorted(arch.extra.items())), seed, scheme)
         return self.fresh.get(key, build)
 
     def init_state(self, path: str | Path) -> dict[str, torch.Tensor]:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import save_file
 
 from layercrit.evaluation.concurrency import global_rng, module_calls
 from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
+from layercrit.models.builders import create_model, unknown_architecture_message
 from layercrit.study import (
     Architecture,
     Layer,
@@ -29,14 +29,6 @@ from layercrit.study import (
     load_zoo,
     write_layer_table,
 )
-
-
-def _create(arch: Architecture) -> torch.nn.Module:
-    if arch.library == "torchvision":
-        import torchvision
-
-        return torchvision.models.get_model(arch.name, weights=None, **arch.kwargs)
-    return timm.create_model(arch.name, pretrained=False, **arch.kwargs)
 
 
 def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.Module:
@@ -49,7 +41,7 @@ def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.
     no torch.fx trace runs (a constructor may run a forward pass): ``layercrit.evaluation.concurrency``.
     """
     with global_rng(seed), module_calls():
-        return _create(arch).eval()
+        return create_model(arch).eval()
 
 
 def enumerate_layers(model: torch.nn.Module) -> list[Layer]:
@@ -64,22 +56,6 @@ def enumerate_layers(model: torch.nn.Module) -> list[Layer]:
             weight = params.get("weight", next(iter(params.values())))
             layers.append(Layer(name, type(module).__name__, tuple(weight.shape), len(layers)))
     return layers
-
-
-def unknown_architecture_message(library: str, name: str) -> str | None:
-    """None if ``library`` (timm or torchvision) can build ``name``, else what it can build that is close."""
-    import difflib
-
-    if library == "torchvision":
-        import torchvision
-
-        known, lister = torchvision.models.list_models(), "torchvision.models.list_models()"
-    else:
-        known, lister = timm.list_models(), "timm.list_models()"
-    if name in known:
-        return None
-    close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
-    return f"{library} has no architecture {name!r}; " + (f"close names: {close}" if close else f"{lister} lists them")
 
 
 def model_input_facts(model: torch.nn.Module) -> dict[str, Any]:
@@ -199,7 +175,7 @@ def write_layers(zoo_path: Path, arch_id: str) -> tuple[Path, int]:
         raise SystemExit(f"{zoo_path}: no architecture {arch_id!r}; it has {sorted(specs)}")
     spec = specs[arch_id]
     arch = architecture_from_spec(arch_id, spec, ())
-    problem = unknown_architecture_message(arch.library, arch.name)
+    problem = unknown_architecture_message(arch)
     if problem:
         raise SystemExit(f"{zoo_path}: architectures.{arch_id}: {problem}")
     model = build_architecture(arch, seed=0)

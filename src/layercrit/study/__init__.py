@@ -33,7 +33,7 @@ from layercrit.study.selection import (
 from layercrit.study.architectures import (
     Architecture, ARCHITECTURE_LIBRARIES, TIMM_DEFAULT_CLASSES, architecture_from_spec, architecture_identity,
 )
-from layercrit.study.zoo import Model, load_zoo, model_normalization, relocatable_zoo, trains_here
+from layercrit.study.zoo import Model, load_zoo, model_normalization, model_record, relocatable_zoo, trains_here
 from layercrit.study.results import (
     FIGURE_NAMES, MODEL_TABLE, REPLICATION_FIGURES, RESET_RESULT, STUDY_FIGURE_FILES, reset_result_identity,
     reset_result_path,
@@ -52,7 +52,7 @@ __all__ = [
     "MODULE_NAME", "layer_rows_sha256", "read_layer_list_header", "read_layer_table", "write_layer_table",
     "DEFAULT_LAYER_TYPES", "check_layer_types", "layer_selections", "select_layers", "selected_layers",
     "Architecture", "ARCHITECTURE_LIBRARIES", "TIMM_DEFAULT_CLASSES", "architecture_from_spec",
-    "architecture_identity", "Model", "load_zoo", "model_normalization", "relocatable_zoo", "trains_here",
+    "architecture_identity", "Model", "load_zoo", "model_normalization", "model_record", "relocatable_zoo", "trains_here",
     "FIGURE_NAMES", "MODEL_TABLE", "REPLICATION_FIGURES", "RESET_RESULT", "STUDY_FIGURE_FILES",
     "reset_result_identity", "reset_result_path", "IMAGENET_LAYOUTS", "OWN_FOLDER_HINT", "check_class_count",
     "check_data_source", "check_input_size", "check_no_stray_images", "check_own_folder", "check_subset_size",

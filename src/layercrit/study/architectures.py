@@ -1,5 +1,6 @@
-"""What builds a model: an architecture of timm or torchvision, its keyword arguments and its
-layer list, as the zoo's ``architectures`` give them. Torch-free: the layer list is read from
+"""What builds a model: an architecture of timm or torchvision (or of the libraries in
+``ARCHITECTURE_LIBRARIES``), its keyword arguments and its layer list, as the zoo's
+``architectures`` give them. Torch-free: the layer list is read from
 its file (layercrit.study.layers), and checked to have been written for this entry.
 """
 
@@ -29,6 +30,9 @@ class Architecture:
     layers: tuple[Layer, ...] = ()
     library: str = "timm"
     input: dict[str, Any] = field(default_factory=dict)  # LayerListHeader.input of its layer list
+    # What builds it besides name and kwargs, for libraries that need more (e.g. where the code
+    # is and its digest): part of its identity and of its jobs' params, so a change re-runs them.
+    extra: dict[str, Any] = field(default_factory=dict)
     # The name's key in the jobs' params before torchvision support (``job_params``).
     timm_name: InitVar[str | None] = None
 
@@ -45,9 +49,10 @@ class Architecture:
         Snakemake re-runs a job whose params changed, and for a finished study that would mean
         fetching every model and recomputing every reset result again, for the same numbers.
         """
-        if self.library == "timm":
+        if self.library == "timm" and not self.extra:
             return {"id": self.id, "timm_name": self.name, "kwargs": self.kwargs, "layers": ()}
-        return {"id": self.id, "name": self.name, "kwargs": self.kwargs, "layers": (), "library": self.library}
+        params = {"id": self.id, "name": self.name, "kwargs": self.kwargs, "layers": (), "library": self.library}
+        return params | ({"extra": self.extra} if self.extra else {})
 
 
 def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None) -> Architecture:
@@ -58,7 +63,8 @@ def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Lay
 
 def architecture_identity(arch: Architecture) -> dict[str, Any]:
     """What builds the architecture, as data: two entries with the same identity have the same layers."""
-    return {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
+    identity = {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
+    return identity | ({"extra": arch.extra} if arch.extra else {})
 
 
 def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,16 @@ class Model:
     method: str = ""
     # what the authors' code built this model with, where not its architecture (seed scheme authors)
     authors_constructor: Architecture | None = None
+
+
+def model_record(model: Model) -> dict[str, Any]:
+    """A model's zoo entry as data (the tables' params). An ``authors_constructor`` without
+    ``extra`` is written without the key, as before that field existed: a finished study's
+    tables would otherwise be re-made for the same content."""
+    record = asdict(model)
+    if record["authors_constructor"] is not None and not record["authors_constructor"]["extra"]:
+        del record["authors_constructor"]["extra"]
+    return record
 
 
 def trains_here(source: dict[str, Any], retrain: bool) -> bool:

@@ -2,7 +2,7 @@
 # leaves out params.
 import functools
 import json
-from dataclasses import asdict
+from layercrit.study import model_record
 
 from snakemake.logging import logger
 

@@ -1,0 +1,78 @@
+"""How each library an architecture can come from builds an untrained model of it.
+
+One entry per library of ``layercrit.study.ARCHITECTURE_LIBRARIES``: ``create`` builds the model
+(its own initializer draws the weights; the caller decides the RNG state), ``unknown`` says why
+the library cannot build the entry's name (None when it can), with close names where it has
+them. Everything else (seeding, eval mode, the layer list, checkpoints) is the same for every
+library and lives in ``layercrit.models.zoo``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from layercrit.study import Architecture
+
+
+@dataclass(frozen=True)
+class Library:
+    create: Callable[[Architecture], torch.nn.Module]
+    unknown: Callable[[Architecture], str | None]
+
+
+def _close_names(library: str, name: str, known: list[str], lister: str) -> str | None:
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
+    return f"{library} has no architecture {name!r}; " + (f"close names: {close}" if close else f"{lister} lists them")
+
+
+def _timm_create(arch: Architecture) -> torch.nn.Module:
+    import timm
+
+    return timm.create_model(arch.name, pretrained=False, **arch.kwargs)
+
+
+def _timm_unknown(arch: Architecture) -> str | None:
+    import timm
+
+    return _close_names("timm", arch.name, timm.list_models(), "timm.list_models()")
+
+
+def _torchvision_create(arch: Architecture) -> torch.nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(arch.name, weights=None, **arch.kwargs)
+
+
+def _torchvision_unknown(arch: Architecture) -> str | None:
+    import torchvision
+
+    return _close_names("torchvision", arch.name, torchvision.models.list_models(), "torchvision.models.list_models()")
+
+
+LIBRARIES: dict[str, Library] = {
+    "timm": Library(_timm_create, _timm_unknown),
+    "torchvision": Library(_torchvision_create, _torchvision_unknown),
+}
+
+
+def library_of(arch: Architecture) -> Library:
+    try:
+        return LIBRARIES[arch.library]
+    except KeyError:
+        raise ValueError(f"architecture {arch.id!r}: no library {arch.library!r}; known: {sorted(LIBRARIES)}") from None
+
+
+def create_model(arch: Architecture) -> torch.nn.Module:
+    """An untrained model of ``arch`` (train mode, as its library returns it)."""
+    return library_of(arch).create(arch)
+
+
+def unknown_architecture_message(arch: Architecture) -> str | None:
+    """None if ``arch``'s library can build it, else what is wrong and what is close."""
+    return library_of(arch).unknown(arch)
