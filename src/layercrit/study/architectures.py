@@ -2,11 +2,15 @@
 ``ARCHITECTURE_LIBRARIES``), its keyword arguments and its layer list, as the zoo's
 ``architectures`` give them. Torch-free: the layer list is read from
 its file (layercrit.study.layers), and checked to have been written for this entry.
+
+A transformers entry names a Hub repository and revision; what builds the model (its config)
+is what the layer-list command fetched from there and recorded in the list's header, so its
+``extra`` comes from that header, for a header written for the entry's revision.
 """
 
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,10 @@ TIMM_DEFAULT_CLASSES = 1000
 
 
 # The libraries an architecture can come from (a zoo entry's key names the library).
-ARCHITECTURE_LIBRARIES = ("timm", "torchvision")
+ARCHITECTURE_LIBRARIES = ("timm", "torchvision", "transformers")
+# Libraries whose entries the layer-list command completes with what it fetched (the header's
+# ``extra`` holds the zoo's ``extra`` keys, as the zoo gives them, and more).
+COMPLETED_BY_LAYER_LIST = ("transformers",)
 
 
 @dataclass(frozen=True)
@@ -58,13 +65,22 @@ class Architecture:
 def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None) -> Architecture:
     """An ``Architecture`` from its zoo entry (``timm: <name>`` or ``torchvision: <name>``, kwargs)."""
     library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
-    return Architecture(arch_id, spec[library], dict(spec.get("kwargs", {})), layers, library, dict(input or {}))
+    extra = {"revision": spec.get("revision", "main")} if library == "transformers" else {}
+    return Architecture(arch_id, spec[library], dict(spec.get("kwargs", {})), layers, library, dict(input or {}), extra)
 
 
 def architecture_identity(arch: Architecture) -> dict[str, Any]:
     """What builds the architecture, as data: two entries with the same identity have the same layers."""
     identity = {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
     return identity | ({"extra": arch.extra} if arch.extra else {})
+
+
+def _zoo_part(recorded: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """A header's architecture with only the ``extra`` keys that the zoo entry gives."""
+    extra = recorded.get("extra")
+    if not isinstance(extra, dict):
+        return recorded
+    return {**recorded, "extra": {k: v for k, v in extra.items() if k in expected.get("extra", {})}}
 
 
 def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
@@ -77,6 +93,9 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
     arch = architecture_from_spec(arch_id, spec, read_layer_table(layer_file), header.input if header else None)
     users = [m["id"] for m in zoo.get("models", []) if m.get("architecture") == arch_id]
     expected = architecture_identity(arch)
+    if header is not None and arch.library in COMPLETED_BY_LAYER_LIST and _zoo_part(header.architecture, expected) == expected:
+        arch = replace(arch, extra=dict(header.architecture["extra"]))
+        expected = architecture_identity(arch)
     if header is None or header.architecture != expected:
         found = "has no header saying which architecture it lists" if header is None else f"was written for {header.architecture}"
         raise ConfigError(

@@ -73,6 +73,12 @@ _TORCHVISION_NAMES = (
     (re.compile(r"^features\.0\.(\d+)$"), r"stem.\1"),
     (re.compile(r"^stage(\d+)\."), r"stages.\1."),  # ShuffleNetV2
     (re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\."), r"stages.\1.blocks.\2."),  # DenseNet
+    # transformers' ViT family: <base>.layers.N (or <base>.encoder.layer.N), its patch projection
+    # and embeddings (class token, position embedding), the final layernorm
+    (re.compile(r"^[a-z0-9_]+\.(?:encoder\.)?layers?\.(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^[a-z0-9_]+\.embeddings\.patch_embeddings\.projection$"), "patch_embed.proj"),
+    (re.compile(r"^[a-z0-9_]+\.embeddings$"), "patch_embed.embeddings"),
+    (re.compile(r"^[a-z0-9_]+\.layernorm$"), "norm"),
 )
 # A module that is a member of a Sequential is named by its index alone ("block.0.0"): its kind
 # is put before the index ("block.0 conv0"), which stays (two Linear layers of one MLP).
