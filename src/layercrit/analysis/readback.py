@@ -222,6 +222,15 @@ def check_baseline_files(
     labels = {}
     for model, baseline in baselines.items():
         eval_path, logits_path = str(files[model]["eval_data"]), str(files[model]["logits"])
+        if baseline.get("data_kind") == "text":  # a language model's next-token record
+            record = read_safetensors(logits_path, names=("target_logprob", "top1_hit", "top5_hit"))[0]
+            if wrong := summary_contradictions(baseline, next_token_accuracy(record)):
+                raise DamagedFileError(
+                    baseline_files[model],
+                    f"it records {', '.join(f'{k} {r!r}' for k, (r, _) in wrong.items())}, but its next-token record "
+                    f"{logits_path} gives {', '.join(f'{k} {v!r}' for k, (_, v) in wrong.items())}",
+                )
+            continue
         if eval_path not in labels:
             labels[eval_path] = load_labels(eval_path)
         logits = read_safetensors(logits_path, names=("logits",))[0]["logits"]
