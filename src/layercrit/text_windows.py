@@ -128,7 +128,7 @@ def write_token_windows(out: str | Path, data: dict[str, Any], tokenizer: dict[s
         "window_tokens": data["window_tokens"],
         "documents": len(documents),
         "documents_used": used,
-        "first_documents": order[: min(used, 16)],
+        "order_head": order[:16],  # the seeded order's start: equal in every token file of a study
         "tokenizer": tokenizer,
         "vocab_size": vocab,
     }

@@ -98,7 +98,8 @@ def evaluate_lm_baseline(
         "nonfinite_outputs": bool(accuracy["n_nonfinite"]),
         "checkpoint_sha256": cache.sha256(weights),
         "eval_data_sha256": cache.sha256(eval_data),
-        "eval_pipeline": f"tokens of {windows['tokenizer']['repo']}",
+        "eval_pipeline": None,
+        "tokenizer": windows["tokenizer"]["repo"],
         **provenance(device=device_description(device), precision=settings.precision, batch_size=settings.batch_size, wall_s=time.perf_counter() - started),
     }
     log.info("baseline of %s: next-token top-1 %.2f, perplexity %.3f on %d positions (%.1f s)", model_id, summary["top1"], summary["perplexity"], summary["n_images"], summary["wall_s"])

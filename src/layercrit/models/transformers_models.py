@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ def logits_class(base: type) -> type:
         _LOGITS_CLASSES[base] = type(base.__name__, (LogitsForward, base), {"__module__": __name__})
     return _LOGITS_CLASSES[base]
 
+
+# transformers builds and loads models through process-wide state (its loading and init
+# contexts): two at once in one process (Snakemake's job threads) can leave a tied weight untied
+# (a causal LM's lm_head after loading, seen with transformers 5.25). One at a time.
+_BUILDING = threading.RLock()
 
 CAUSAL_LM = "causal-lm"
 IMAGE_CLASSIFICATION = "image-classification"
@@ -154,12 +160,10 @@ def create(arch: Architecture) -> torch.nn.Module:
     transformers' initializer from torch's global RNG."""
     from transformers import AutoModelForCausalLM, AutoModelForImageClassification
 
-    if task_of(arch) == CAUSAL_LM:
-        model = AutoModelForCausalLM.from_config(built_config(arch), dtype=torch.float32)
-        model.__class__ = next_token_class(type(model))
-        return model
-    model = AutoModelForImageClassification.from_config(built_config(arch), dtype=torch.float32)
-    model.__class__ = logits_class(type(model))
+    auto, add_forward = (AutoModelForCausalLM, next_token_class) if task_of(arch) == CAUSAL_LM else (AutoModelForImageClassification, logits_class)
+    with _BUILDING:
+        model = auto.from_config(built_config(arch), dtype=torch.float32)
+    model.__class__ = add_forward(type(model))
     return model
 
 
@@ -170,9 +174,10 @@ def to_model_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> 
 
     base = _auto_mapping(arch)[type(built_config(arch))]
     try:
-        model, info = base.from_pretrained(
-            None, config=built_config(arch), state_dict=state_dict, output_loading_info=True, dtype=torch.float32
-        )
+        with _BUILDING:
+            model, info = base.from_pretrained(
+                None, config=built_config(arch), state_dict=state_dict, output_loading_info=True, dtype=torch.float32
+            )
     except (RuntimeError, ValueError) as e:
         raise ConversionError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
     problems = [f"{len(info[k])} {k.replace('_', ' ')}: {listing(sorted(map(str, info[k])))}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
