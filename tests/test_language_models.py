@@ -266,8 +266,9 @@ def plain_transformers_criticality(repo: Path, tokens: torch.Tensor, layer: str,
 
 @pytest.mark.slow
 def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, tmp_path):
-    """GPT-NeoX at a branch, Llama and Qwen2 (sharing one tokenizer, so one token file); a
-    randomize study of a few layers each, two seeds: baseline, resets, tables, heatmap."""
+    """GPT-NeoX at a branch, Llama and Qwen2 (sharing one tokenizer, so one token file; Qwen2's
+    weights from a local file as saved by save_pretrained); a randomize study of a few layers
+    each, two seeds: baseline, resets, tables, heatmap."""
     import pandas as pd
 
     from layercrit.text_windows import read_token_windows
@@ -280,6 +281,7 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
         serve_lm(hosts, f"owner/{name}", trained[name], tok, tmp_path / "repos" / name, revision=revision)
         architectures[name] = arch_entry(f"owner/{name}", revision, f"{name}.tsv")
         models.append(model_entry(f"{name}_lm", name, f"owner/{name}", revision))
+    models[2]["source"] = {"kind": "url", "url": str(tmp_path / "repos/qwen/model.safetensors")}  # a local checkpoint
     zoo = write_zoo(tmp_path / "zoo.yaml", architectures, models)
     for name in repos:
         layer_command(zoo, name, tmp_path)
