@@ -17,8 +17,7 @@ the logits tensor (``LogitsForward``), not transformers' output object, since ev
 takes ``model(x)`` as the logits; its modules and state-dict keys are the library's own.
 
 What a repository holds is decided from its config, not by a zoo key: a config whose
-``architectures`` name a ``…ForCausalLM`` class (or, without that list, whose model type
-transformers builds only as a causal LM) is a causal language model, recorded in the layer list
+``architectures`` name a ``…ForCausalLM`` class is a causal language model, recorded in the layer list
 as ``extra["task"] = "causal-lm"`` (an image classifier's record has no ``task``, so the records
 written before language models existed stay as they are). A causal LM is built with
 ``AutoModelForCausalLM.from_config``, its forward returns the next-token logits (N, L, V)
@@ -106,16 +105,11 @@ def task_of(arch: Architecture) -> str:
 
 
 def config_task(config: dict[str, Any]) -> str:
-    """What a repository's config describes: its ``architectures`` (the classes it was saved
-    from) if it names any, else its model type where transformers builds that only as a causal LM."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
-
+    """What a repository's config describes: a causal LM where its ``architectures`` (the classes
+    it was saved from; save_pretrained writes them) name a ``…ForCausalLM`` class, else an image
+    classifier. The model type alone cannot tell: transformers builds many (BERT, ViT's kin) as both."""
     named = config.get("architectures") or []
-    if named:
-        return CAUSAL_LM if any(str(name).endswith("ForCausalLM") for name in named) else IMAGE_CLASSIFICATION
-    model_type = config.get("model_type")
-    causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
-    return CAUSAL_LM if causal else IMAGE_CLASSIFICATION
+    return CAUSAL_LM if any(str(name).endswith("ForCausalLM") for name in named) else IMAGE_CLASSIFICATION
 
 
 def _auto_mapping(arch: Architecture) -> Any:

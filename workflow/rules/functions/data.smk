@@ -61,7 +61,11 @@ TOKENIZERS = tokenizers(STUDY.architectures) if config["data"]["kind"] == "text"
 
 def text_data_params():
     """The text settings as the token job's params, with the text file's size and modification
-    time: a text replaced or edited makes the token files (and every evaluation) again."""
+    time: a text replaced or edited makes the token files (and every evaluation) again.
+    """
     path = Path(config["data"]["path"]).expanduser()
     stat = path.stat()
-    return config["data"] | {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
+    return config["data"] | {
+        "text_bytes": stat.st_size,
+        "text_mtime_ns": stat.st_mtime_ns,
+    }

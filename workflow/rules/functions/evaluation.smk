@@ -248,7 +248,8 @@ def run_baseline(wildcards, input, output, params, threads, resources, log):
         devices=evaluation_devices(),
     )
     with job_log(log[0]):
-        if TEXT_STUDY:  # next-token outputs on token windows (layercrit.evaluation.language)
+        # a language model: next-token outputs on token windows (layercrit.evaluation.language)
+        if TEXT_STUDY:
             evaluate_lm_baseline(**common)
         else:
             evaluate_baseline(
