@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_snakemake
+from conftest import REPO, run_snakemake
 from layercrit.testing.fake_hosts import FakeHosts
 
 WORDS = "the a cat dog bird sees eats runs over under big small red blue green house tree river and then".split()
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
 FAMILIES = {  # model type: its extra config (grouped-query attention where the family has it)
     "gpt_neox": {},
     "llama": {"num_key_value_heads": 2},
@@ -60,8 +61,10 @@ def train_tokenizer(vocab_size: int, seed: int):
     return tokenizer
 
 
-def tiny_lm(model_type: str, vocab_size: int, seed: int = 1) -> torch.nn.Module:
-    """The 'trained' model: a seeded draw (what matters is that the workflow evaluates exactly these weights)."""
+def tiny_lm(model_type: str, vocab_size: int, seed: int = 7) -> torch.nn.Module:
+    """The 'trained' model: a seeded draw (what matters is that the workflow evaluates exactly
+    these weights). Its seed must be none of the study's reset seeds: randomize with seed s
+    draws the model built under seed s, which would be this one."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -146,7 +149,7 @@ def test_the_layer_list_of_a_causal_lm_records_its_task_tokenizer_and_every_laye
     repo = tmp_path / "repo"
     assert arch.extra["task"] == "causal-lm"
     assert arch.extra["tokenizer"] == {f: hashlib.sha256((repo / f).read_bytes()).hexdigest() for f in ("tokenizer.json", "tokenizer_config.json")}
-    assert arch.input["tokens"] and arch.input["max_positions"] == 64 and arch.input["vocab_size"] == 300
+    assert arch.input["tokens"] and arch.input["max_positions"] == 128 and arch.input["vocab_size"] == 300
     types = {layer.name: layer.type for layer in arch.layers}
     for block in (0, 1):
         for sub in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
@@ -214,7 +217,7 @@ def test_bad_text_input_stops_at_parse_time_with_what_to_do(hosts, tmp_path):
     text = write_text(tmp_path / "docs.txt", documents(20, 1))
     assert "does not exist" in problem(text_config(tmp_path, zoo, tmp_path / "none.txt"))
     assert "too short for data.windows x data.window_tokens = 100 x 64 = 6400 tokens" in problem(text_config(tmp_path, zoo, text, windows=100, window_tokens=64))
-    assert "takes at most 64 positions" in problem(text_config(tmp_path, zoo, text, windows=1, window_tokens=128))
+    assert "takes at most 128 positions" in problem(text_config(tmp_path, zoo, text, windows=1, window_tokens=256))
     (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n' * 500)
     assert "no string field 'text'" in problem(text_config(tmp_path, zoo, tmp_path / "bad.jsonl"))
     assert "windos" in problem(text_config(tmp_path, zoo, text, windos=3))  # an unknown key: the schema's message
@@ -315,4 +318,43 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
     for path in sorted((results / "resets/randomize").rglob("*.json")):
         record = json.loads(path.read_text())
         print(f"{path.relative_to(results)}: wall_s={record['wall_s']:.3f} forward_s={record['forward_s']:.3f} tokens/s={record['tokens_per_s']:.0f}")
+    assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+
+
+README_SECTION = re.search(r"### Language models\n(.*?)\n(?=#### |### |## )", (REPO / "README.md").read_text(), re.S)
+
+
+@pytest.mark.slow
+def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
+    """The README's zoo, layer command and study config as written, against a stand-in of its
+    repository (a tiny Llama and a trained tokenizer under the README's repository id) and a
+    generated corpus at the README's path: every layer, both seeds, tables and heatmap."""
+    import pandas as pd
+
+    text = README_SECTION.group(1)
+    zoo_text, config_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    command = re.search(r"```bash\n(python -m layercrit\.zoo layers [^\n]*)\n```", text).group(1)
+    zoo, config = yaml.safe_load(zoo_text), yaml.safe_load(config_text)
+    (arch_id, spec), = zoo["architectures"].items()
+    tokenizer = train_tokenizer(350, seed=4)
+    serve_lm(hosts, spec["transformers"], tiny_lm("llama", tokenizer.get_vocab_size(), seed=7), tokenizer, tmp_path / "repo", revision=spec["revision"])
+    (tmp_path / zoo_text.splitlines()[0].removeprefix("# ")).parent.mkdir(parents=True)
+    (tmp_path / "config/architectures").mkdir()
+    (tmp_path / config["zoo"]).write_text(zoo_text)
+    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (tmp_path / "data").mkdir()
+    write_text(tmp_path / config["data"]["path"], documents(1500, 5))
+    config_path = tmp_path / config_text.splitlines()[0].removeprefix("# ")
+    config_path.write_text(config_text)
+    run_snakemake(tmp_path, "--configfile", str(config_path), "--cores", "2")
+
+    results = tmp_path / "results" / config["study"]
+    resets = pd.read_csv(results / "tables/randomize/resets.csv")
+    n_layers = len(pd.read_csv(tmp_path / "config/architectures" / Path(spec["layers"]).name, sep="\t", comment="#"))
+    assert n_layers == 21 and len(resets) == n_layers * 2
+    assert (resets["n_images"] == 64 * 127).all() and (resets["criticality"] > 0).all()
+    assert (resets["clean_perplexity"] == resets["clean_perplexity"].iloc[0]).all()
+    timing = resets.groupby("layer_type")[["wall_s", "forward_s", "tokens_per_s"]].median()
+    print(timing.to_string())
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
