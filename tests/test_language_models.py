@@ -177,6 +177,10 @@ def test_a_fresh_lm_is_transformers_own_init_drawn_from_torchs_global_rng(hosts,
         torch.manual_seed(seed)
         by_hand = AutoModelForCausalLM.from_config(trained.config).state_dict()
         assert list(drawn) == list(by_hand) and all(torch.equal(drawn[k], by_hand[k]) for k in by_hand), seed
+    torch.manual_seed(0)  # seed scheme authors: trial t is the (t + 2)-th model built after seeding 0 once
+    by_hand = [AutoModelForCausalLM.from_config(trained.config).state_dict() for _ in range(3)][2]
+    drawn = fresh_model(arch, 1, "authors").state_dict()
+    assert all(torch.equal(drawn[k], by_hand[k]) for k in by_hand)
     model = build_architecture(arch, seed=0)
     x = torch.randint(0, 300, (2, 10))
     logits = model(x)
@@ -245,6 +249,23 @@ def test_token_windows_take_the_same_seeded_documents_and_say_when_the_text_is_t
         assert docs[order[0]].startswith(tokenizer.decode(windows.flatten()[:8].tolist()))
     with pytest.raises(TextTooShort, match=r"the text gives \d+ tokens \(30 documents\), fewer than .* 100 x 64 = 6400"):
         token_windows(small, eos, docs, order, 100, 64, "here")
+
+
+@pytest.mark.slow
+def test_a_text_its_tokenizer_makes_too_few_tokens_of_stops_the_token_job(hosts, tmp_path):
+    """Long enough in bytes (the parse-time bound), too short in tokens: known only once the
+    tokenizer has run, so the token job, the study's first, stops with what to change."""
+    zoo, _, _ = one_lm_zoo(hosts, tmp_path)
+    layer_command(zoo, "lm", tmp_path)
+    text = write_text(tmp_path / "short.txt", documents(12, 1))
+    config = text_config(tmp_path, zoo, text, windows=8, window_tokens=128) | {"downloads": str(tmp_path / "downloads")}
+    assert 8 * 128 <= text.stat().st_size
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", check=False)
+    assert proc.returncode
+    log = "".join(path.read_text() for path in (tmp_path / "results/lm/logs/data").glob("tokens-*.log"))
+    assert re.search(r"the text gives \d+ tokens \(12 documents\), fewer than data.windows x data.window_tokens = 8 x 128 = 1024", log)
+    assert not (tmp_path / "results/lm/baselines").exists()
 
 
 def plain_transformers_criticality(repo: Path, tokens: torch.Tensor, layer: str, fresh_seed: int) -> tuple[float, float]:
