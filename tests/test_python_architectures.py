@@ -188,3 +188,29 @@ def test_the_example_layer_list_is_what_the_command_writes(own_code):
     edit(own_code / "zoo.yaml", "path: .  ", "path: code")
     out, n = write_layers(own_code / "zoo.yaml", "tinynet")
     assert n == 19 and out.read_text() == (EXAMPLE / "tinynet.tsv").read_text()
+
+
+def test_own_code_gives_no_input_facts_so_its_models_say_their_normalization(own_code):
+    from layercrit.study import ConfigError, check_class_count, model_normalization
+
+    arch = arch_of(own_code)
+    assert model_normalization({"id": "m", "normalization": None}, arch) is None
+    with pytest.raises(ConfigError, match=r"zoo\.models\.m\.normalization: not given, and architecture 'tinynet' \(python tinynets\.resnet:build\) has no pretrained config that says; set it"):
+        model_normalization({"id": "m"}, arch)
+    synthetic = {"data": {"kind": "synthetic", "n_classes": 10}}
+    check_class_count(synthetic, {"tinynet": arch})
+    check_class_count(synthetic, {"tinynet": arch_of(own_code, {**SPEC, "kwargs": {"width": 8}})})  # its own default: unknown here
+    with pytest.raises(ConfigError, match=r"architectures\.tinynet: 7 outputs \(kwargs\.num_classes\), but the data has 10 classes"):
+        check_class_count(synthetic, {"tinynet": arch_of(own_code, {**SPEC, "kwargs": {"num_classes": 7, "width": 8}})})
+
+
+def test_code_that_draws_on_import_does_not_shift_the_seeded_draws(own_code):
+    from layercrit.models.seed_schemes import fresh_model
+
+    edit(own_code / "code/tinynets/resnet.py", "from torch import Tensor, nn\n", "import torch\nfrom torch import Tensor, nn\n\nNOISE = torch.rand(3)  # drawn on import\n")
+    fresh = fresh_model(arch_of(own_code), 4).state_dict()  # the first build: imports the package
+    from tinynets.resnet import build
+
+    torch.manual_seed(4)
+    by_hand = build(num_classes=10, width=8).state_dict()
+    assert all(torch.equal(fresh[k], by_hand[k]) for k in by_hand)
