@@ -37,7 +37,8 @@ def criticality_profile(
 ) -> list[Path]:
     """Criticality (``summary.criticality_mean``, band ± ``criticality_std`` where there are
     several seeds) along each figure model's layers, models in figure order (``ordered_models``),
-    each a colour of its own and labelled with its row label. Non-finite values leave a gap."""
+    each a colour of its own and labelled with its row label (legend to the right). The band is
+    clipped to 0–100; non-finite values leave a gap."""
     rows = ordered_models(models, categories)
     rows = rows[rows["model"].isin(summary["model"].astype(str))]
     if rows.empty:
@@ -58,9 +59,11 @@ def criticality_profile(
             colour = _COLOURS[k % len(_COLOURS)]
             ax.plot(x, mean, marker="o", markersize=3, linewidth=1.2, color=colour, label=row.row_label)
             band = np.isfinite(std)
-            if band.any():
-                ax.fill_between(x, mean - std, mean + std, where=band, color=colour, alpha=0.2, linewidth=0)
-            top = max(top, np.nanmax(np.concatenate([mean, mean + np.where(band, std, 0)]), initial=0.0))
+            if band.any():  # clipped to criticality's bounds, as the heatmaps' whiskers are
+                low, high = np.clip(mean - std, *CRITICALITY_RANGE), np.clip(mean + std, *CRITICALITY_RANGE)
+                ax.fill_between(x, low, high, where=band, color=colour, alpha=0.2, linewidth=0)
+                top = max(top, np.nanmax(high, initial=0.0))
+            top = max(top, np.nanmax(mean, initial=0.0))
         if shared:
             layers = layer_table(summary[summary["model"].astype(str).isin(rows["model"])])
             ax.set_xticks(np.arange(len(layers)))
@@ -72,7 +75,7 @@ def criticality_profile(
         ax.set_ylim(CRITICALITY_RANGE[0], upper)
         ax.set_ylabel("Layer Criticality [%]\n(mean ± std over seeds)")
         ax.grid(axis="y", linewidth=0.4, alpha=0.5)
-        ax.legend(loc="upper right", frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the lines, never on them
         if title:
             ax.set_title(title, loc="left")
     return common.save_figure(fig, out_base)

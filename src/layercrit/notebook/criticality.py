@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from layercrit.analysis.aggregation import reset_rows
-from layercrit.data import check_labels, normalize, to_model_input
+from layercrit.data import normalize, to_model_input
 from layercrit.evaluation.baseline_checks import BASELINE_INPUTS
 from layercrit.evaluation.concurrency import global_rng, module_calls
 from layercrit.evaluation.forward import EvalSettings, device_description, evaluating
@@ -118,7 +118,7 @@ def layer_criticality(
         labelled = y is not None
         targets = y.to(device) if labelled else torch.zeros(len(x), dtype=torch.long, device=device)
         if labelled:
-            check_labels(targets, clean.shape[1], "labels")
+            _check_classes(targets, clean.shape[1])
         accuracy = clean_accuracy(clean, targets)
         if accuracy["n_nonfinite"]:
             log.warning("%s: %d of %d images have non-finite clean outputs: every metric is NaN", model_id, accuracy["n_nonfinite"], len(x))
@@ -193,6 +193,18 @@ def _collected(images: torch.Tensor | Iterable[Any], labels: torch.Tensor | None
     return x, y
 
 
+def _check_classes(labels: torch.Tensor, n_classes: int) -> None:
+    """Labels must be classes of the model (0 … n_classes − 1), as the workflow checks its data's:
+    one outside would count as a miss no model could avoid."""
+    outside = (labels < 0) | (labels >= n_classes)
+    if bool(outside.any()):
+        values = sorted({int(v) for v in labels[outside][:1000]})[:10]
+        raise ValueError(
+            f"labels: {int(outside.sum())} of {len(labels)} are not classes of the model, which has {n_classes} "
+            f"outputs (classes 0 to {n_classes - 1}): {values}; give the class index of each image in the model's outputs"
+        )
+
+
 def _check_normalization(normalization: Mapping[str, Sequence[float]] | None, x: torch.Tensor) -> None:
     """``normalization`` must give one mean and std per channel, and applies to images in [0, 1]:
     float images outside it were most likely normalized already (and would be twice)."""
@@ -248,10 +260,8 @@ def _sources(
         shapes = [f"{key}: {tuple(source[key].shape)} there, {tuple(reference[key].shape)} in the model"
                   for key in needed if key in source and source[key].shape != reference[key].shape]  # fmt: skip
         if missing or shapes:
-            raise ValueError(
-                f"{what} does not fit the model: it lacks {missing[:3]}, other shapes {shapes[:3]}; it must be the "
-                "model's architecture, untrained"
-            )
+            problems = [f"it lacks {missing[:3]}"] * bool(missing) + [f"other shapes: {shapes[:3]}"] * bool(shapes)
+            raise ValueError(f"{what} does not fit the model: {'; '.join(problems)}. It must be the model's architecture, untrained")
     return sources
 
 

@@ -18,19 +18,23 @@ from layercrit.figures.profile import criticality_profile
 _CATEGORY = {"id": "notebook", "label": "Models"}
 
 
-def figure_tables(table: pd.DataFrame, names: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def figure_tables(
+    table: pd.DataFrame, names: Mapping[str, str] | None = None, architectures: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The figures' ``summary`` (per model × layer over seeds) and ``models`` (per model, in the
-    table's order: its ``names`` or id, and its top-1 measured on the images) from reset rows."""
+    table's order: its ``names`` or id, its ``architectures`` entry, which titles a heatmap panel
+    where models of several layer lists get one each, and its top-1 measured on the images)."""
     if table.empty:
         raise ValueError("the table has no rows: nothing to draw")
     summary = summarize(table)
     first = table.drop_duplicates("model")
-    names = dict(names or {})
+    names, architectures = dict(names or {}), dict(architectures or {})
     models = pd.DataFrame(
         {
             "model": first["model"].astype(str),
             "display_name": [names.get(m, m) for m in first["model"].astype(str)],
             "category": _CATEGORY["id"],
+            "architecture": [architectures.get(m, "") for m in first["model"].astype(str)],
             "top1": first["original_top1"].astype(float),
             "top1_source": "measured",
             "in_figures": True,
@@ -39,11 +43,18 @@ def figure_tables(table: pd.DataFrame, names: Mapping[str, str] | None = None) -
     return summary, models
 
 
-def plot_heatmap(table: pd.DataFrame, out_base: str | Path, *, names: Mapping[str, str] | None = None) -> list[Path]:
+def plot_heatmap(
+    table: pd.DataFrame,
+    out_base: str | Path,
+    *,
+    names: Mapping[str, str] | None = None,
+    architectures: Mapping[str, str] | None = None,
+) -> list[Path]:
     """The workflow's criticality heatmap (models × layers, mean over seeds, with mean ± std
     margins) of ``table``, written to ``<out_base>.png`` and ``.pdf``; returns their paths.
-    ``names`` gives models a display name (row label, with the top-1 on the images)."""
-    summary, models = figure_tables(table, names)
+    ``names`` gives models a display name (row label, with the top-1 on the images);
+    ``architectures`` (model id -> name) titles the panels of models with different layers."""
+    summary, models = figure_tables(table, names, architectures)
     return criticality_heatmap(summary, models, [_CATEGORY], out_base)
 
 
