@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,9 +95,12 @@ def layer_criticality(
     Bad arguments raise ``ValueError`` naming the argument, before any forward pass. The ``*_sha256``
     columns and ``lease_wait_s`` are empty: there are no files and no device lease.
     """
+    if layers is not None and not isinstance(layers, Mapping):
+        raise ValueError(f'layers: a selection as the config\'s reset.layers, e.g. {{"include": ["layer4.*"]}}, not {layers!r}')
     selection = dict(layers) if layers is not None else {}
+    seeds = [int(s) if isinstance(s, numbers.Integral) else s for s in seeds]  # numpy's integers too
     problems = schema_problems(
-        {"mode": mode, "seeds": list(seeds), "layers": selection, "batch_size": batch_size, "precision": precision,
+        {"mode": mode, "seeds": seeds, "layers": selection, "batch_size": batch_size, "precision": precision,
          "device": device},
         _ARGUMENTS, "layer_criticality argument",
     )  # fmt: skip
@@ -106,7 +110,7 @@ def layer_criticality(
     chosen = _chosen_layers(model, selection, model_id)
     x, y = _collected(images, labels)
     _check_normalization(normalization, x)
-    sources = _sources(model, chosen, mode, list(seeds), fresh_model, initial_weights)
+    sources = _sources(model, chosen, mode, seeds, fresh_model, initial_weights)
     settings = EvalSettings(device=device, precision=precision, batch_size=batch_size)
     was_training = model.training
     model.to(device).eval()
