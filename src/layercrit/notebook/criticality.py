@@ -92,8 +92,9 @@ def layer_criticality(
     - The model is moved to ``device`` (in place, as ``Module.to`` does) and evaluated in eval mode;
       its weights are restored bitwise after every reset, and its train/eval mode at the end.
 
-    Bad arguments raise ``ValueError`` naming the argument, before any forward pass. The ``*_sha256``
-    columns and ``lease_wait_s`` are empty: there are no files and no device lease.
+    Bad arguments raise ``ValueError`` naming the argument before any reset: before any forward pass,
+    but for what only the clean pass shows (labels outside the model's classes, images it cannot
+    take). The ``*_sha256`` columns and ``lease_wait_s`` are empty: no files, no device lease.
     """
     if layers is not None and not isinstance(layers, Mapping):
         raise ValueError(f'layers: a selection as the config\'s reset.layers, e.g. {{"include": ["layer4.*"]}}, not {layers!r}')
