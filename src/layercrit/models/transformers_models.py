@@ -55,6 +55,15 @@ class LogitsForward:
 _LOGITS_CLASSES: dict[type, type] = {}
 
 
+class WeightsLayoutError(ValueError):
+    """Published weights that do not fit the architecture (the weights' fetching names the model)."""
+
+
+def _listing(keys: Any, shown: int = 5) -> str:
+    keys = sorted(map(str, keys))
+    return ", ".join(keys[:shown]) + (f" … ({len(keys) - shown} more)" if len(keys) > shown else "")
+
+
 def logits_class(base: type) -> type:
     """``base`` with ``LogitsForward`` (one class per base, named after it)."""
     if base not in _LOGITS_CLASSES:
@@ -99,21 +108,25 @@ def create(arch: Architecture) -> torch.nn.Module:
 
 def to_model_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict as transformers publishes it (``save_pretrained``) in the keys of ``arch``'s
-    modules, converted by transformers itself; every tensor must be there, with its shape."""
-    from layercrit.weights.conversion import ConversionError, listing
-
+    modules, converted by transformers itself; every tensor must be there, with its shape
+    (``WeightsLayoutError`` otherwise)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
     base = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(image_classifier_config(arch))]
     try:
         model, info = base.from_pretrained(
-            None, config=image_classifier_config(arch), state_dict=state_dict, output_loading_info=True, dtype=torch.float32
+            None,
+            config=image_classifier_config(arch),
+            state_dict=state_dict,
+            output_loading_info=True,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,  # reported in the loading info, refused below with the others
         )
     except (RuntimeError, ValueError) as e:
-        raise ConversionError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
-    problems = [f"{len(info[k])} {k.replace('_', ' ')}: {listing(sorted(map(str, info[k])))}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
+        raise WeightsLayoutError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
+    problems = [f"{len(info[k])} {k.replace('_', ' ')}: {_listing(info[k])}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
     if problems:
-        raise ConversionError(
+        raise WeightsLayoutError(
             f"architecture {arch.id!r}: the weights do not fit {base.__name__} as its layer list's config builds it "
             f"({'; '.join(problems)}); check the architecture's kwargs (e.g. num_labels) and the weights' repository and revision"
         )
