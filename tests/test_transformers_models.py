@@ -267,3 +267,20 @@ def test_the_readme_example_fetches_verifies_and_evaluates_a_transformers_vit(ho
         record = json.loads(path.read_text())
         print(f"{path.relative_to(results)}: wall_s={record.get('wall_s')} forward_s={record.get('forward_s')}")
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "entry, complaint",
+    [
+        ({"timm": "resnet50", "revision": "main"}, "'transformers' is a dependency of 'revision'"),
+        ({"transformers": "vit-base"}, "'vit-base' does not match"),
+    ],
+    ids=["revision without transformers", "not owner/name"],
+)
+def test_a_zoo_entry_the_schema_refuses_is_named(entry, complaint):
+    from layercrit.study import load_schema, schema_problems
+
+    spec = {"architectures": {"tiny_vit": {**entry, "layers": "tiny_vit.tsv"}}, "categories": [{"id": "a", "label": "A"}],
+            "models": [{"id": "m", "category": "a", "architecture": "tiny_vit", "source": {"kind": "huggingface", "repo": "o/r", "file": "model.safetensors"}}]}  # fmt: skip
+    problems = schema_problems(spec, load_schema("zoo"), "zoo")
+    assert len(problems) == 1 and complaint in problems[0] and "architectures.tiny_vit" in problems[0]
