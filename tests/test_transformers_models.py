@@ -284,3 +284,14 @@ def test_a_zoo_entry_the_schema_refuses_is_named(entry, complaint):
             "models": [{"id": "m", "category": "a", "architecture": "tiny_vit", "source": {"kind": "huggingface", "repo": "o/r", "file": "model.safetensors"}}]}  # fmt: skip
     problems = schema_problems(spec, load_schema("zoo"), "zoo")
     assert len(problems) == 1 and complaint in problems[0] and "architectures.tiny_vit" in problems[0]
+
+
+def test_a_config_with_other_labels_than_the_data_has_classes_stops_at_parse_time(tmp_path):
+    from layercrit.study import Architecture, ConfigError, check_class_count
+    from test_own_data import own_folder
+
+    own_folder(tmp_path / "images", classes=8, per_class=1)
+    arch = Architecture("tiny_vit", "owner/tiny-vit", {}, library="transformers", extra={"revision": "main", "config": {"model_type": "vit", "num_labels": 10}})
+    config = {"data": {"kind": "folder", "root": str(tmp_path / "images")}}
+    with pytest.raises(ConfigError, match=r"10 outputs \(its repository's config, no kwargs.num_labels\).* 8 classes .*kwargs.num_labels to 8, then rewrite its layer list"):
+        check_class_count(config, {"tiny_vit": arch})

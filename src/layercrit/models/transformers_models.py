@@ -14,6 +14,9 @@ the caller chose: transformers' own initializer (``_init_weights``) draws from t
 so ``layercrit.models.zoo.build_architecture`` seeds it as it seeds timm. Its forward returns
 the logits tensor (``LogitsForward``), not transformers' output object, since every evaluation
 takes ``model(x)`` as the logits; its modules and state-dict keys are the library's own.
+(transformers 5 has no torch.fx tracer, and its models' forwards branch on their input's dtype
+and shape, so ``layercrit.evaluation.graph`` cannot trace them: their resets run the full
+forward pass, and the log says so once.)
 
 Published weights (``model.safetensors`` of the repository, through the ``huggingface`` source
 kind) are stored in transformers' published key layout, which for many models (ViT among them)
@@ -53,15 +56,6 @@ class LogitsForward:
 
 
 _LOGITS_CLASSES: dict[type, type] = {}
-
-
-class WeightsLayoutError(ValueError):
-    """Published weights that do not fit the architecture (the weights' fetching names the model)."""
-
-
-def _listing(keys: Any, shown: int = 5) -> str:
-    keys = sorted(map(str, keys))
-    return ", ".join(keys[:shown]) + (f" … ({len(keys) - shown} more)" if len(keys) > shown else "")
 
 
 def logits_class(base: type) -> type:
@@ -104,6 +98,15 @@ def create(arch: Architecture) -> torch.nn.Module:
     model = AutoModelForImageClassification.from_config(image_classifier_config(arch), dtype=torch.float32)
     model.__class__ = logits_class(type(model))
     return model
+
+
+class WeightsLayoutError(ValueError):
+    """Published weights that do not fit the architecture (the weights' fetching names the model)."""
+
+
+def _listing(keys: Any, shown: int = 5) -> str:
+    keys = sorted(map(str, keys))
+    return ", ".join(keys[:shown]) + (f" … ({len(keys) - shown} more)" if len(keys) > shown else "")
 
 
 def to_model_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
