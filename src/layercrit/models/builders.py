@@ -26,6 +26,9 @@ class Library:
     unknown: Callable[[Architecture], str | None]
     # what must happen before the seeded build (outside its RNG state), e.g. importing user code
     prepare: Callable[[Architecture], None] = lambda arch: None
+    # A published state dict in the keys of the model's modules, where the library publishes
+    # weights in a layout of its own (transformers' save_pretrained); None: as published.
+    to_model_layout: Callable[[Architecture, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
 def _close_names(library: str, name: str, known: list[str], lister: str) -> str | None:
@@ -59,10 +62,29 @@ def _torchvision_unknown(arch: Architecture) -> str | None:
     return _close_names("torchvision", arch.name, torchvision.models.list_models(), "torchvision.models.list_models()")
 
 
+def _transformers_create(arch: Architecture) -> torch.nn.Module:
+    from layercrit.models.transformers_models import create
+
+    return create(arch)
+
+
+def _transformers_unknown(arch: Architecture) -> str | None:
+    from layercrit.models.transformers_models import not_an_image_classifier
+
+    return not_an_image_classifier(arch)
+
+
+def _transformers_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from layercrit.models.transformers_models import to_model_layout
+
+    return to_model_layout(arch, state_dict)
+
+
 LIBRARIES: dict[str, Library] = {
     "timm": Library(_timm_create, _timm_unknown),
     "torchvision": Library(_torchvision_create, _torchvision_unknown),
     "python": Library(python_create, python_unknown, python_prepare),
+    "transformers": Library(_transformers_create, _transformers_unknown, to_model_layout=_transformers_layout),
 }
 
 

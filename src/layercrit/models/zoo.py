@@ -31,6 +31,10 @@ from layercrit.study import (
 )
 
 
+# The config's default download cache (``downloads``), relative to the working directory.
+DEFAULT_DOWNLOADS = Path("resources/downloads")
+
+
 def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.Module:
     """A freshly initialized model of ``arch``, in eval mode, drawn by its library's own
     initializer (timm's per-architecture init, e.g. truncated normal for ViTs; torchvision's).
@@ -167,23 +171,56 @@ def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
     return model.eval()
 
 
-def write_layers(zoo_path: Path, arch_id: str) -> tuple[Path, int]:
+def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOADS) -> tuple[Path, int]:
     """Write the layer list of architecture ``arch_id`` of the zoo at ``zoo_path`` (its TSV, with
-    the header the parse-time checks compare with the zoo); returns the file and its layer count."""
+    the header the parse-time checks compare with the zoo); returns the file and its layer count.
+    A transformers architecture's config is fetched into the download cache ``downloads``."""
     zoo = load_zoo(zoo_path)
     specs = zoo.get("architectures", {})
     if arch_id not in specs:
         raise SystemExit(f"{zoo_path}: no architecture {arch_id!r}; it has {sorted(specs)}")
     spec = specs[arch_id]
     arch = architecture_from_spec(arch_id, spec, (), zoo_dir=zoo_path.parent)
+    processor = None
+    if arch.library == "transformers":
+        arch, config, processor = _hub_architecture(zoo_path, arch, downloads)
     problem = unknown_architecture_message(arch)
     if problem:
         raise SystemExit(f"{zoo_path}: architectures.{arch_id}: {problem}")
     model = build_architecture(arch, seed=0)
     out = zoo_path.parent / spec["layers"]
     layers = enumerate_layers(model)
-    write_layer_table(layers, out, LayerListHeader(architecture_identity(arch), model_input_facts(model)))
+    if arch.library == "transformers":
+        from layercrit.models.transformers_models import processor_input_facts
+
+        facts = processor_input_facts(model, config, processor)
+    else:
+        facts = model_input_facts(model)
+    write_layer_table(layers, out, LayerListHeader(architecture_identity(arch), facts))
     return out, len(layers)
+
+
+def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tuple[Architecture, dict, dict | None]:
+    """A transformers architecture with what its repository's config says (``extra``), that
+    config, and its image processor's config (None where the repository has none)."""
+    from dataclasses import replace
+
+    from layercrit.downloads import DownloadError
+    from layercrit.models.transformers_models import CONFIG_FILE, PROCESSOR_FILE, fetch_hub_json, hub_extra
+
+    where = f"{zoo_path}: architectures.{arch.id} ({arch.name} at revision {arch.extra['revision']!r})"
+    try:
+        fetched = fetch_hub_json(arch, CONFIG_FILE, downloads)
+        processor = fetch_hub_json(arch, PROCESSOR_FILE, downloads)
+    except DownloadError as e:
+        raise SystemExit(f"{where}: {e}. Check the repository id and the revision (a branch, tag or commit of it)") from None
+    if fetched is None:
+        raise SystemExit(
+            f"{where}: the repository has no {CONFIG_FILE} at this revision: check the repository id and the revision "
+            "(a branch, tag or commit of it)"
+        )
+    config, record = fetched
+    return replace(arch, extra=hub_extra(arch, config, record)), config, processor and processor[0]
 
 
 def _main() -> None:
@@ -192,9 +229,13 @@ def _main() -> None:
     p = sub.add_parser("layers", help="write the layer list (TSV) of an architecture of a zoo file")
     p.add_argument("zoo", type=Path, help="zoo YAML, e.g. config/zoo/demo.yaml")
     p.add_argument("architecture", nargs="+", help="architecture id(s) in that zoo")
+    p.add_argument(
+        "--downloads", type=Path, default=DEFAULT_DOWNLOADS,
+        help="download cache for a transformers architecture's config (the config's `downloads`; default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args()
     for arch_id in args.architecture:
-        out, n = write_layers(args.zoo, arch_id)
+        out, n = write_layers(args.zoo, arch_id, args.downloads)
         print(f"wrote {n} layers of {arch_id} to {out}")
 
 

@@ -2,11 +2,15 @@
 Python code (the libraries in ``ARCHITECTURE_LIBRARIES``), its keyword arguments and its layer
 list, as the zoo's ``architectures`` give them. Torch-free: the layer list is read from
 its file (layercrit.study.layers), and checked to have been written for this entry.
+
+A transformers entry names a Hub repository and revision; what builds the model (its config)
+is what the layer-list command fetched from there and recorded in the list's header, so its
+``extra`` comes from that header, for a header written for the entry's revision.
 """
 
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,10 @@ TIMM_DEFAULT_CLASSES = 1000
 
 # The libraries an architecture can come from (a zoo entry's key names the library); "python" is
 # the user's own code: ``python: package.module:build`` (layercrit.study.python_code).
-ARCHITECTURE_LIBRARIES = ("timm", "torchvision", "python")
+ARCHITECTURE_LIBRARIES = ("timm", "torchvision", "python", "transformers")
+# Libraries whose entries the layer-list command completes with what it fetched (the header's
+# ``extra`` holds the zoo's ``extra`` keys, as the zoo gives them, and more).
+COMPLETED_BY_LAYER_LIST = ("transformers",)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ def architecture_from_spec(
     another node, imports the factory from there) and ``code_sha256``, the digest of its code.
     """
     library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"revision": spec.get("revision", "main")} if library == "transformers" else {}
     if library == "python":
         path = str((Path(zoo_dir) / spec["path"]).resolve()) if spec.get("path") is not None else None
         try:
@@ -89,6 +96,14 @@ def architecture_identity(arch: Architecture) -> dict[str, Any]:
     return identity | ({"extra": extra} if extra else {})
 
 
+def _zoo_part(recorded: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """A header's architecture with only the ``extra`` keys that the zoo entry gives."""
+    extra = recorded.get("extra")
+    if not isinstance(extra, dict):
+        return recorded
+    return {**recorded, "extra": {k: v for k, v in extra.items() if k in expected.get("extra", {})}}
+
+
 def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
     """The architecture of a zoo entry with its layer list, which must have been written for it."""
     layer_file = zoo_dir / spec["layers"]
@@ -106,6 +121,9 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
             f"{str(layer_file)!r} was written: its layers may differ. Write it again with: {redo}; Snakemake then "
             f"re-makes the results of models {users} (their checkpoints, baselines and resets), as those of another model"
         )
+    if header is not None and arch.library in COMPLETED_BY_LAYER_LIST and _zoo_part(header.architecture, expected) == expected:
+        arch = replace(arch, extra=dict(header.architecture["extra"]))
+        expected = architecture_identity(arch)
     if header is None or header.architecture != expected:
         found = "has no header saying which architecture it lists" if header is None else f"was written for {header.architecture}"
         raise ConfigError(

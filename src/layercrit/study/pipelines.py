@@ -98,8 +98,10 @@ def model_pipeline(model_id: str, given: dict[str, Any] | None, arch_input: dict
                 f"zoo.models.{model_id}.input: not given, and {where} takes {size[0]}x{size[1]} input; the evaluation "
                 "images are square: give the model an input with a square crop"
             )
-        # timm's own defaults where its config is silent (timm.data.resolve_data_config)
+        # timm's own defaults where its config is silent (timm.data.resolve_data_config); an
+        # image processor's (transformers) gives the resized side itself
         crop_pct = arch_input.get("crop_pct") or DEFAULT_CROP_PCT
-        pipeline = InputPipeline(timm_resize(size[0], crop_pct), size[0], arch_input.get("interpolation") or "bicubic")
+        resize = arch_input.get("resize") or timm_resize(size[0], crop_pct)
+        pipeline = InputPipeline(resize, size[0], arch_input.get("interpolation") or "bicubic")
     pipeline.check(where)
     return pipeline

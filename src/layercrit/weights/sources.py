@@ -21,7 +21,9 @@ Source kinds
     as torchvision itself does, unless the spec gives a ``sha256``, which then replaces it.
 ``{kind: huggingface, repo: owner/name, file: path/in/repo, revision: main}``
     A file of a Hugging Face Hub repository (``hf_hub_download``). The commit the revision
-    resolved to is recorded; for LFS files the Hub's sha256 (the ETag) is verified.
+    resolved to is recorded; for LFS files the Hub's sha256 (the ETag) is verified. For a
+    transformers architecture (its ``model.safetensors``) the keys are converted from
+    transformers' published layout by transformers itself, strictly.
 ``{kind: timm, tag: resnet50.a1_in1k}``
     timm's pretrained weights for that tag, located with timm's own pretrained config
     (``hf_hub_id`` and file, unless the spec gives ``file`` or ``revision``; like timm,
@@ -66,6 +68,7 @@ from layercrit.downloads import (
     version,
 )
 from layercrit.io import provenance
+from layercrit.models.builders import library_of
 from layercrit.models.zoo import save_checkpoint
 from layercrit.study import Architecture, load_schema, schema_problems
 from layercrit.weights.checkpoint_files import read_checkpoint, recorded_metadata
@@ -136,6 +139,13 @@ def fetch_model(
         state_dict.update(part_sd)
         origin.update(dict.fromkeys(part_sd, role))
 
+    to_model_layout = library_of(arch).to_model_layout
+    if to_model_layout is not None:  # transformers' published keys: converted by the library
+        try:
+            state_dict = to_model_layout(arch, state_dict)
+        except ValueError as e:
+            raise ConversionError(f"model {model_id!r}: {e}") from e
+        conversions.append({"role": "model", "library_layout": arch.library})
     lenient = {role for role, spec in parts if not spec.get("strict", True)}
     state_dict, fit = fit_to_architecture(
         state_dict, arch, model_id=model_id, lenient_keys={k for k, r in origin.items() if r in lenient}

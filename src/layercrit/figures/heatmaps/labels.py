@@ -73,6 +73,14 @@ _TORCHVISION_NAMES = (
     (re.compile(r"^features\.0\.(\d+)$"), r"stem.\1"),
     (re.compile(r"^stage(\d+)\."), r"stages.\1."),  # ShuffleNetV2
     (re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\."), r"stages.\1.blocks.\2."),  # DenseNet
+    # transformers' ViT family: <base>.layers.N (or <base>.encoder.layer.N), its patch projection
+    # and embeddings (class token, position embedding), the final layernorm
+    (re.compile(r"^[a-z0-9_]+\.(?:encoder\.)?layers?\.(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^[a-z0-9_]+\.embeddings\.patch_embeddings\.projection$"), "patch_embed.proj"),
+    (re.compile(r"^[a-z0-9_]+\.embeddings$"), "patch_embed.embeddings"),
+    (re.compile(r"^[a-z0-9_]+\.layernorm$"), "norm"),
+    (re.compile(r"^(blocks\.\d+\.)attention\."), r"\1attn."),
+    (re.compile(r"^(blocks\.\d+\.)layernorm_(before|after)$"), r"\1ln_\2"),
 )
 # A module that is a member of a Sequential is named by its index alone ("block.0.0"): its kind
 # is put before the index ("block.0 conv0"), which stays (two Linear layers of one MLP).
@@ -135,7 +143,8 @@ def layer_label(layer: str, layer_type: str, kernel: str) -> str:
     kind = norm_kind(layer_type)
     mark = f" ({kind})" if kind else ""
     kernel = cell_text(kernel)
-    suffix = f":{kernel}" if kernel and not kind else ""
+    # an embeddings module's first parameter is a token (1x1xD), not a kernel (transformers' ViTEmbeddings)
+    suffix = f":{kernel}" if kernel and not kind and not cell_text(layer_type).endswith("Embeddings") else ""
     if not kind and (paper := paper_layer_label(layer, layer_type, kernel)) != name:
         return paper
     if kind and core == "bn1":
