@@ -714,6 +714,14 @@ VIT_ROWS = ["vit_adv", "vit_a"]
         ("heads.head", "Linear", "", "[Head] head"),
         ("stage3.1.branch2.5", "Conv2d", "1x1", "[3.1] branch2 conv5:1x1"),  # ShuffleNetV2
         ("features.denseblock2.denselayer7.conv1", "Conv2d", "1x1", "[2.7] conv1:1x1"),  # DenseNet
+        # transformers' ViT (issue 33)
+        ("vit.embeddings", "ViTEmbeddings", "32", "[Stem] embeddings"),  # class token, position embedding
+        ("vit.embeddings.patch_embeddings.projection", "Conv2d", "16x16", "[Stem] proj:16x16"),
+        ("vit.layers.3.attention.q_proj", "Linear", "", "[3] attn.q_proj"),
+        ("vit.layers.11.layernorm_before", "LayerNorm", "", "[11] ln_before (LN)"),
+        ("vit.layers.11.mlp.fc2", "Linear", "", "[11] mlp.fc2"),
+        ("vit.layernorm", "LayerNorm", "", "norm (LN)"),
+        ("classifier", "Linear", "", "[Head] classifier"),
     ],
 )
 def test_layer_label(layer, typ, kernel, expected):

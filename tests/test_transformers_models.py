@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from conftest import REPO, run_snakemake
+from layercrit.models.zoo import load_checkpoint
 from layercrit.testing.fake_hosts import FakeHosts
 
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, num_labels=10)
@@ -31,13 +32,24 @@ PROCESSOR = {
 }  # fmt: skip
 
 
-def tiny_vit(seed: int = 1) -> torch.nn.Module:
-    """The 'trained' model: a tiny ViT whose weights are a seeded draw (what matters here is
-    that the workflow evaluates exactly these weights)."""
+def tiny_vit(seed: int) -> torch.nn.Module:
+    """A tiny ViT as transformers initializes it after ``torch.manual_seed(seed)``."""
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
     return ViTForImageClassification(ViTConfig(**TINY_VIT)).eval()
+
+
+def trained_vit() -> torch.nn.Module:
+    """The 'trained' model: a tiny ViT whose weights are moved away from any initialization by
+    seeded noise (what matters is that the workflow evaluates exactly these weights, and that
+    its outputs are not the near-uniform ones of an initialization)."""
+    model = tiny_vit(seed=7)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=generator))
+    return model
 
 
 def serve_repo(hosts: FakeHosts, repo: str, model: torch.nn.Module, folder: Path, revision: str = "main") -> str:
@@ -90,7 +102,9 @@ def zoo_architecture(zoo: Path):
 
 
 def test_the_layer_list_records_the_pinned_config_and_the_image_processor(hosts, tmp_path):
-    commit = serve_repo(hosts, "owner/tiny-vit", tiny_vit(), tmp_path / "repo")
+    from layercrit.figures.heatmaps.labels import layer_label
+
+    commit = serve_repo(hosts, "owner/tiny-vit", trained_vit(), tmp_path / "repo")
     zoo = write_zoo(tmp_path / "zoo.yaml", commit)
     layer_command(zoo, "tiny_vit", tmp_path)
     arch = zoo_architecture(zoo)
@@ -104,12 +118,15 @@ def test_the_layer_list_records_the_pinned_config_and_the_image_processor(hosts,
     names = [layer.name for layer in arch.layers]
     assert names[:2] == ["vit.embeddings", "vit.embeddings.patch_embeddings.projection"] and names[-1] == "classifier"
     assert arch.job_params()["extra"] == arch.extra  # jobs build from the record: no network, no Hub cache
+    labels = [layer_label(layer.name, layer.type, layer.kernel) for layer in arch.layers]
+    assert labels[:3] == ["[Stem] embeddings", "[Stem] proj:8x8", "[0] attn.q_proj"] and labels[-1] == "[Head] classifier"
+    assert len(set(labels)) == len(labels) and max(map(len, labels)) <= 24  # as test_figures asks of every list
 
 
 def test_a_layer_list_of_another_revision_or_kwargs_stops_at_parse_time(hosts, tmp_path):
     from layercrit.study import ConfigError
 
-    commit = serve_repo(hosts, "owner/tiny-vit", tiny_vit(), tmp_path / "repo")
+    commit = serve_repo(hosts, "owner/tiny-vit", trained_vit(), tmp_path / "repo")
     zoo = write_zoo(tmp_path / "zoo.yaml", commit)
     layer_command(zoo, "tiny_vit", tmp_path)
     for changed in (write_zoo(tmp_path / "zoo.yaml", "main"), write_zoo(tmp_path / "zoo.yaml", commit, num_labels=5)):
@@ -118,7 +135,7 @@ def test_a_layer_list_of_another_revision_or_kwargs_stops_at_parse_time(hosts, t
 
 
 def test_an_unknown_revision_or_a_model_that_is_no_image_classifier_is_refused_by_the_layer_command(hosts, tmp_path):
-    serve_repo(hosts, "owner/tiny-vit", tiny_vit(), tmp_path / "repo")
+    serve_repo(hosts, "owner/tiny-vit", trained_vit(), tmp_path / "repo")
     proc = layer_command(write_zoo(tmp_path / "zoo.yaml", "no-such-branch"), "tiny_vit", tmp_path, check=False)
     assert proc.returncode and "owner/tiny-vit at revision 'no-such-branch'" in proc.stderr and "no config.json" in proc.stderr
     hosts.add_hf_file("owner/bert", "config.json", json.dumps({"model_type": "bert", "hidden_size": 32}).encode())
@@ -127,12 +144,38 @@ def test_an_unknown_revision_or_a_model_that_is_no_image_classifier_is_refused_b
     assert not (tmp_path / "tiny_vit.tsv").exists()
 
 
+def test_published_weights_load_strictly_in_the_modules_keys_or_stop_the_download(hosts, tmp_path):
+    """save_pretrained writes a ViT's legacy keys (vit.encoder.layer.N.attention.attention.query);
+    they become the modules' keys (vit.layers.N.attention.q_proj), tensor for tensor. Weights
+    for another number of labels than the config's stop with the tensors named."""
+    from layercrit.downloads import DownloadSettings
+    from layercrit.weights.conversion import ConversionError
+    from layercrit.weights.sources import fetch_model
+
+    original = trained_vit()
+    commit = serve_repo(hosts, "owner/tiny-vit", original, tmp_path / "repo")
+    settings = DownloadSettings(hf_endpoint=hosts.base, retries=0)
+    for labels in (10, 5):
+        zoo = write_zoo(tmp_path / "zoo.yaml", commit, num_labels=labels)
+        layer_command(zoo, "tiny_vit", tmp_path)
+        model = yaml.safe_load(zoo.read_text())["models"][0]
+        fetch = lambda: fetch_model(model, zoo_architecture(zoo), cache_dir=tmp_path / "cache", out=tmp_path / f"{labels}.safetensors", progress=False, settings=settings)  # noqa: E731
+        if labels == 10:
+            fetch()
+            state = load_checkpoint(tmp_path / "10.safetensors").state_dict
+            assert "vit.layers.0.attention.q_proj.weight" in state and set(state) == set(original.state_dict())
+            assert all(torch.equal(state[k], v) for k, v in original.state_dict().items())
+        else:
+            with pytest.raises(ConversionError, match=r"model 'hf_vit'.*classifier\.weight"):
+                fetch()
+
+
 def test_randomize_draws_equal_a_model_built_by_hand_from_the_config(hosts, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     from layercrit.models.seed_schemes import fresh_model
 
-    commit = serve_repo(hosts, "owner/tiny-vit", tiny_vit(), tmp_path / "repo")
+    commit = serve_repo(hosts, "owner/tiny-vit", trained_vit(), tmp_path / "repo")
     zoo = write_zoo(tmp_path / "zoo.yaml", commit)
     layer_command(zoo, "tiny_vit", tmp_path)
     arch = zoo_architecture(zoo)
@@ -152,7 +195,7 @@ def test_activation_reuse_falls_back_to_the_full_pass_with_one_warning(hosts, tm
     from layercrit.evaluation import graph
     from layercrit.models.zoo import build_architecture
 
-    commit = serve_repo(hosts, "owner/tiny-vit", tiny_vit(), tmp_path / "repo")
+    commit = serve_repo(hosts, "owner/tiny-vit", trained_vit(), tmp_path / "repo")
     zoo = write_zoo(tmp_path / "zoo.yaml", commit)
     layer_command(zoo, "tiny_vit", tmp_path)
     model = build_architecture(zoo_architecture(zoo), seed=0)
@@ -181,14 +224,16 @@ def test_the_readme_example_fetches_verifies_and_evaluates_a_transformers_vit(ho
     command = re.search(r"```bash\n(python -m layercrit\.zoo layers [^\n]*)\n```", text).group(1)
     (arch_id, spec), = snippet["architectures"].items()
     model_entry = snippet["models"][0]
-    original = tiny_vit()
+    original = trained_vit()
     serve_repo(hosts, spec["transformers"], original, tmp_path / "repo", revision=spec["revision"])
     zoo_path = tmp_path / command.split()[4]
     zoo_path.parent.mkdir(parents=True)
     (tmp_path / "config/architectures").mkdir()
     zoo = {"architectures": snippet["architectures"], "categories": [{"id": model_entry["category"], "label": "Supervised"}], "models": snippet["models"]}
     zoo_path.write_text(yaml.safe_dump(zoo, sort_keys=False))
-    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    # as in the README's setup, with the workflow's environment activated (its python first on PATH)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "resources/downloads/huggingface.co" / spec["transformers"] / spec["revision"] / "config.json").is_file()
 
@@ -204,13 +249,13 @@ def test_the_readme_example_fetches_verifies_and_evaluates_a_transformers_vit(ho
     results = tmp_path / "results/hf"
     model_id = model_entry["id"]
     checkpoint = load_checkpoint(results / f"models/{model_id}.safetensors")
-    assert checkpoint.normalization is None or checkpoint.normalization == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert checkpoint.normalization == {"mean": [0.5] * 3, "std": [0.5] * 3}  # the image processor's
     expected = original.state_dict()
     assert set(checkpoint.state_dict) == set(expected) and all(torch.equal(checkpoint.state_dict[k], v) for k, v in expected.items())
     files = checkpoint.metadata["files"]
     assert files[0]["sha256"] == hashlib.sha256((tmp_path / "repo/model.safetensors").read_bytes()).hexdigest()
     baseline = json.loads((results / f"baselines/{model_id}.json").read_text())
-    assert baseline["eval_pipeline"] == "bilinear-resize32-crop32" and baseline["n_images"] == 20
+    assert baseline["eval_pipeline"] == {"resize": 32, "crop": 32, "interpolation": "bilinear"} and baseline["n_images"] == 20
     import pandas as pd
 
     resets = pd.read_csv(results / "tables/randomize/resets.csv")
@@ -222,3 +267,31 @@ def test_the_readme_example_fetches_verifies_and_evaluates_a_transformers_vit(ho
         record = json.loads(path.read_text())
         print(f"{path.relative_to(results)}: wall_s={record.get('wall_s')} forward_s={record.get('forward_s')}")
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "entry, complaint",
+    [
+        ({"timm": "resnet50", "revision": "main"}, "'transformers' is a dependency of 'revision'"),
+        ({"transformers": "vit-base"}, "'vit-base' does not match"),
+    ],
+    ids=["revision without transformers", "not owner/name"],
+)
+def test_a_zoo_entry_the_schema_refuses_is_named(entry, complaint):
+    from layercrit.study import load_schema, schema_problems
+
+    spec = {"architectures": {"tiny_vit": {**entry, "layers": "tiny_vit.tsv"}}, "categories": [{"id": "a", "label": "A"}],
+            "models": [{"id": "m", "category": "a", "architecture": "tiny_vit", "source": {"kind": "huggingface", "repo": "o/r", "file": "model.safetensors"}}]}  # fmt: skip
+    problems = schema_problems(spec, load_schema("zoo"), "zoo")
+    assert len(problems) == 1 and complaint in problems[0] and "architectures.tiny_vit" in problems[0]
+
+
+def test_a_config_with_other_labels_than_the_data_has_classes_stops_at_parse_time(tmp_path):
+    from layercrit.study import Architecture, ConfigError, check_class_count
+    from test_own_data import own_folder
+
+    own_folder(tmp_path / "images", classes=8, per_class=1)
+    arch = Architecture("tiny_vit", "owner/tiny-vit", {}, library="transformers", extra={"revision": "main", "config": {"model_type": "vit", "num_labels": 10}})
+    config = {"data": {"kind": "folder", "root": str(tmp_path / "images")}}
+    with pytest.raises(ConfigError, match=r"10 outputs \(its repository's config, no kwargs.num_labels\).* 8 classes .*kwargs.num_labels to 8, then rewrite its layer list"):
+        check_class_count(config, {"tiny_vit": arch})

@@ -16,6 +16,8 @@ model's outputs change (Gavrikov et al., 2024). One subpackage per concept:
 - ``analysis``: results back into tables and numbers (``readback``, ``aggregation``,
   ``statistics``, ``published``, ``replication``)
 - ``figures``: the paper's figures (one registry, ``figures.FIGURES``)
+- ``notebook``: the method on a model in memory, without a study (``notebook.layer_criticality``,
+  the rows of ``resets.csv``), and its heatmap and depth profile
 - ``slurm``: ``layercrit-slurm``, a study as a few Slurm allocations running the local Snakemake
 - ``io``, ``joblog``: outputs with provenance, job logs
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from layercrit.analysis.statistics import criticality_interval
 from layercrit.io import provenance, write_csv, write_json
-from layercrit.study import Study
+from layercrit.study import Layer, Study
 
 RESET_COLUMNS = [
     "model", "layer", "layer_index", "layer_type", "kernel", "seed", "mode",
@@ -37,19 +37,26 @@ RESET_COLUMNS = [
 
 def reset_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     """Reset results with layer index/type/kernel, in the study's model / layer / seed order."""
+    return reset_rows(results, {m: study.layers_of(m) for m in study.models})
+
+
+def reset_rows(results: pd.DataFrame, layers: Mapping[str, Sequence[Layer]]) -> pd.DataFrame:
+    """Reset results (one dict per result, as ``evaluation.jobs.reset_result`` makes them) as the
+    rows of ``resets.csv``: with each layer's index, type and kernel from ``layers`` (model id ->
+    its layers), in model (``layers``' order) / layer / seed order, ``RESET_COLUMNS`` first."""
     df = results
     layer_info = pd.DataFrame(
         [
             {"model": m, "layer": l.name, "layer_index": l.index, "layer_type": l.type, "kernel": l.kernel}
-            for m in study.models
-            for l in study.layers_of(m)
+            for m, model_layers in layers.items()
+            for l in model_layers
         ]
     )
     df = df.merge(layer_info, on=["model", "layer"], how="left", validate="many_to_one")
     if df["layer_index"].isna().any():
         stray = df.loc[df["layer_index"].isna(), ["model", "layer"]].drop_duplicates().values.tolist()
         raise ValueError(f"results for layers the study does not contain: {stray}")
-    order = {m: i for i, m in enumerate(study.models)}
+    order = {m: i for i, m in enumerate(layers)}
     df = df.sort_values(["model", "layer_index", "seed"], key=lambda s: s.map(order) if s.name == "model" else s)
     extra = [c for c in df.columns if c not in RESET_COLUMNS and c != "versions"]
     return df[[c for c in RESET_COLUMNS if c in df.columns] + extra].reset_index(drop=True)

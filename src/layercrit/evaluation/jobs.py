@@ -134,6 +134,34 @@ def measure_reset(
     return change
 
 
+def reset_result(
+    *,
+    model_id: str,
+    layer: str,
+    seed: int,
+    mode: str,
+    seed_scheme: str,
+    change: OutputChangeAccumulator,
+    original_top1: float,
+    inputs_sha256: Mapping[str, str | None],
+    **provenance_fields: Any,
+) -> dict[str, Any]:
+    """One reset result as a reset job writes it (and the notebook API returns it): what was reset,
+    the metrics of ``change`` (``measure_reset``), the sha256 of the files it was computed from
+    (``inputs_sha256``, by ``BASELINE_INPUTS`` name) and ``io.provenance(**provenance_fields)``."""
+    return {
+        "model": model_id,
+        "layer": layer,
+        "seed": seed,
+        "mode": mode,
+        **({"seed_scheme": seed_scheme} if mode == "randomize" else {}),
+        **change.result(original_top1),
+        "original_top1": original_top1,
+        **{f"{name}_sha256": sha for name, sha in inputs_sha256.items()},
+        **provenance(**provenance_fields),
+    }
+
+
 def evaluate_reset(
     *,
     model_id: str,
@@ -195,25 +223,23 @@ def evaluate_reset(
             )
             forward.activations, forward.start = activations, activations.start_for(layer)
         change = measure_reset(model, layer, mode, source, clean, data.labels, forward)
-    result = {
-        "model": model_id,
-        "layer": layer,
-        "seed": seed,
-        "mode": mode,
-        **({"seed_scheme": seed_scheme} if draws else {}),
-        **change.result(baseline["top1"]),
-        "original_top1": baseline["top1"],
-        **{f"{name}_sha256": sha for name, (_, sha) in verified.items()},
-        **provenance(
-            device=device_description(device),
-            precision=settings.precision,
-            batch_size=settings.batch_size,
-            forward_s=forward.seconds,
-            forward_from=forward.starts_at,
-            lease_wait_s=lease_wait_s,
-            wall_s=time.perf_counter() - started,
-        ),
-    }
+    result = reset_result(
+        model_id=model_id,
+        layer=layer,
+        seed=seed,
+        mode=mode,
+        seed_scheme=seed_scheme,
+        change=change,
+        original_top1=baseline["top1"],
+        inputs_sha256={name: sha for name, (_, sha) in verified.items()},
+        device=device_description(device),
+        precision=settings.precision,
+        batch_size=settings.batch_size,
+        forward_s=forward.seconds,
+        forward_from=forward.starts_at,
+        lease_wait_s=lease_wait_s,
+        wall_s=time.perf_counter() - started,
+    )
     if result["n_nonfinite"]:
         log.warning(
             "%s %s seed %d: %d images with non-finite outputs (%d clean, %d after the reset): the metrics are NaN",

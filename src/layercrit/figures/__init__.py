@@ -21,7 +21,8 @@ global figure registry behind to leak memory across many figures.
 
 Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (a package: Figs. 1, 4
 and 5, their labels, panels, layout and drawing), ``epsilon`` (Fig. 2),
-``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1). The statistics they
+``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1), ``profile`` (criticality along
+the layers, drawn from a notebook's table: ``layercrit.notebook``; no figure of the workflow's). The statistics they
 show are computed in ``layercrit.analysis.statistics``.
 """
 

@@ -1,4 +1,5 @@
-"""How each library an architecture can come from builds an untrained model of it.
+"""How each library an architecture can come from builds an untrained model of it (the user's
+own code, ``python``: ``layercrit.models.own_code``).
 
 One entry per library of ``layercrit.study.ARCHITECTURE_LIBRARIES``: ``create`` builds the model
 (its own initializer draws the weights; the caller decides the RNG state), ``unknown`` says why
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from layercrit.models.own_code import python_create, python_prepare, python_unknown
 from layercrit.study import Architecture
 
 
@@ -22,6 +24,8 @@ from layercrit.study import Architecture
 class Library:
     create: Callable[[Architecture], torch.nn.Module]
     unknown: Callable[[Architecture], str | None]
+    # what must happen before the seeded build (outside its RNG state), e.g. importing user code
+    prepare: Callable[[Architecture], None] = lambda arch: None
     # A published state dict in the keys of the model's modules, where the library publishes
     # weights in a layout of its own (transformers' save_pretrained); None: as published.
     to_model_layout: Callable[[Architecture, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
@@ -79,7 +83,8 @@ def _transformers_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]
 LIBRARIES: dict[str, Library] = {
     "timm": Library(_timm_create, _timm_unknown),
     "torchvision": Library(_torchvision_create, _torchvision_unknown),
-    "transformers": Library(_transformers_create, _transformers_unknown, _transformers_layout),
+    "python": Library(python_create, python_unknown, python_prepare),
+    "transformers": Library(_transformers_create, _transformers_unknown, to_model_layout=_transformers_layout),
 }
 
 
@@ -91,8 +96,14 @@ def library_of(arch: Architecture) -> Library:
 
 
 def create_model(arch: Architecture) -> torch.nn.Module:
-    """An untrained model of ``arch`` (train mode, as its library returns it)."""
+    """An untrained model of ``arch`` (train mode, as its library returns it); ``prepare_model``
+    first, outside the caller's RNG state."""
     return library_of(arch).create(arch)
+
+
+def prepare_model(arch: Architecture) -> None:
+    """What its library does once before ``arch`` is built (a python factory: import its code)."""
+    library_of(arch).prepare(arch)
 
 
 def unknown_architecture_message(arch: Architecture) -> str | None:

@@ -28,6 +28,7 @@ import torch
 
 from layercrit.evaluation.concurrency import global_rng
 from layercrit.io import package_versions
+from layercrit.models.builders import prepare_model
 from layercrit.models.zoo import build_architecture
 from layercrit.study import Architecture, SEED_SCHEMES
 
@@ -50,6 +51,7 @@ def fresh_model(arch: Architecture, seed: int, scheme: str = "independent") -> t
         raise ValueError(f"unknown seed scheme {scheme!r}; allowed: {', '.join(SEED_SCHEMES)}")
     if seed < 0:
         raise ValueError(f"seed scheme authors: trial {seed} is not a trial (0, 1, 2, ...)")
+    prepare_model(arch)  # imports outside the stream: constructions are what it counts
     with global_rng(AUTHORS_GLOBAL_SEED):  # one stream for all of them: no other thread draws between
         # the model under test and the fresh models of the trials before this one
         for _ in range(seed + 1):

@@ -15,6 +15,9 @@ the caller chose: transformers' own initializer (``_init_weights``) draws from t
 so ``layercrit.models.zoo.build_architecture`` seeds it as it seeds timm. Its forward returns
 the logits tensor (``LogitsForward``), not transformers' output object, since every evaluation
 takes ``model(x)`` as the logits; its modules and state-dict keys are the library's own.
+(transformers 5 has no torch.fx tracer, and its models' forwards branch on their input's dtype
+and shape, so ``layercrit.evaluation.graph`` cannot trace them: their resets run the full
+forward pass, and the log says so once.)
 
 What a repository holds is decided from its config, not by a zoo key: a config whose
 ``architectures`` name a ``…ForCausalLM`` class is a causal language model, recorded in the layer list
@@ -161,22 +164,35 @@ def create(arch: Architecture) -> torch.nn.Module:
     return model
 
 
+class WeightsLayoutError(ValueError):
+    """Published weights that do not fit the architecture (the weights' fetching names the model)."""
+
+
+def _listing(keys: Any, shown: int = 5) -> str:
+    keys = sorted(map(str, keys))
+    return ", ".join(keys[:shown]) + (f" … ({len(keys) - shown} more)" if len(keys) > shown else "")
+
+
 def to_model_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict as transformers publishes it (``save_pretrained``) in the keys of ``arch``'s
-    modules, converted by transformers itself; every tensor must be there, with its shape."""
-    from layercrit.weights.conversion import ConversionError, listing
-
+    modules, converted by transformers itself; every tensor must be there, with its shape
+    (``WeightsLayoutError`` otherwise)."""
     base = _auto_mapping(arch)[type(built_config(arch))]
     try:
         with _BUILDING:
             model, info = base.from_pretrained(
-                None, config=built_config(arch), state_dict=state_dict, output_loading_info=True, dtype=torch.float32
+                None,
+                config=built_config(arch),
+                state_dict=state_dict,
+                output_loading_info=True,
+                dtype=torch.float32,
+                ignore_mismatched_sizes=True,  # reported in the loading info, refused below with the others
             )
     except (RuntimeError, ValueError) as e:
-        raise ConversionError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
-    problems = [f"{len(info[k])} {k.replace('_', ' ')}: {listing(sorted(map(str, info[k])))}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
+        raise WeightsLayoutError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
+    problems = [f"{len(info[k])} {k.replace('_', ' ')}: {_listing(info[k])}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
     if problems:
-        raise ConversionError(
+        raise WeightsLayoutError(
             f"architecture {arch.id!r}: the weights do not fit {base.__name__} as its layer list's config builds it "
             f"({'; '.join(problems)}); check the architecture's kwargs (e.g. num_labels) and the weights' repository and revision"
         )

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from layercrit.evaluation.concurrency import global_rng, module_calls
 from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
-from layercrit.models.builders import create_model, unknown_architecture_message
+from layercrit.models.builders import create_model, prepare_model, unknown_architecture_message
 from layercrit.study import (
     Architecture,
     Layer,
@@ -44,6 +44,7 @@ def build_architecture(arch: Architecture, seed: int | None = None) -> torch.nn.
     global stream as it stands. Either way no other thread of this process draws meanwhile, and
     no torch.fx trace runs (a constructor may run a forward pass): ``layercrit.evaluation.concurrency``.
     """
+    prepare_model(arch)
     with global_rng(seed), module_calls():
         return create_model(arch).eval()
 
@@ -179,7 +180,7 @@ def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOA
     if arch_id not in specs:
         raise SystemExit(f"{zoo_path}: no architecture {arch_id!r}; it has {sorted(specs)}")
     spec = specs[arch_id]
-    arch = architecture_from_spec(arch_id, spec, ())
+    arch = architecture_from_spec(arch_id, spec, (), zoo_dir=zoo_path.parent)
     processor = None
     if arch.library == "transformers":
         arch, config, processor = _hub_architecture(zoo_path, arch, downloads)

@@ -10,6 +10,7 @@ One module per idea; this package re-exports the names ``layercrit.study`` alway
 - schemas: the config and zoo schemas as messages; the reset modes and seed schemes;
 - layers: an architecture's layer list (TSV) and its header; selection: ``reset.layers``;
 - architectures: what builds a model; zoo: the zoo file and its models;
+- python_code: an architecture from the user's own code: its factory's files and their digest;
 - pipelines, image_folders: how images are prepared per model, what an image folder holds;
 - data_source: what the study's images can give its models;
 - results: the names of what a study writes (reset-result paths, figures);

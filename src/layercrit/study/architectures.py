@@ -1,6 +1,6 @@
-"""What builds a model: an architecture of timm or torchvision (or of the libraries in
-``ARCHITECTURE_LIBRARIES``), its keyword arguments and its layer list, as the zoo's
-``architectures`` give them. Torch-free: the layer list is read from
+"""What builds a model: an architecture of timm or torchvision, or a factory of the user's own
+Python code (the libraries in ``ARCHITECTURE_LIBRARIES``), its keyword arguments and its layer
+list, as the zoo's ``architectures`` give them. Torch-free: the layer list is read from
 its file (layercrit.study.layers), and checked to have been written for this entry.
 
 A transformers entry names a Hub repository and revision; what builds the model (its config)
@@ -16,14 +16,16 @@ from typing import Any
 
 from layercrit.study.errors import ConfigError
 from layercrit.study.layers import Layer, layer_rows_sha256, read_layer_list_header, read_layer_table
+from layercrit.study.python_code import locate_factory_code
 
 
 # timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
 TIMM_DEFAULT_CLASSES = 1000
 
 
-# The libraries an architecture can come from (a zoo entry's key names the library).
-ARCHITECTURE_LIBRARIES = ("timm", "torchvision", "transformers")
+# The libraries an architecture can come from (a zoo entry's key names the library); "python" is
+# the user's own code: ``python: package.module:build`` (layercrit.study.python_code).
+ARCHITECTURE_LIBRARIES = ("timm", "torchvision", "python", "transformers")
 # Libraries whose entries the layer-list command completes with what it fetched (the header's
 # ``extra`` holds the zoo's ``extra`` keys, as the zoo gives them, and more).
 COMPLETED_BY_LAYER_LIST = ("transformers",)
@@ -62,17 +64,36 @@ class Architecture:
         return params | ({"extra": self.extra} if self.extra else {})
 
 
-def architecture_from_spec(arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None) -> Architecture:
-    """An ``Architecture`` from its zoo entry (``timm: <name>`` or ``torchvision: <name>``, kwargs)."""
+def architecture_from_spec(
+    arch_id: str, spec: dict[str, Any], layers: tuple[Layer, ...], input: dict | None = None, zoo_dir: str | Path = "."
+) -> Architecture:
+    """An ``Architecture`` from its zoo entry (``timm: <name>``, ``torchvision: <name>`` or
+    ``python: package.module:build`` with an optional ``path`` relative to ``zoo_dir``; kwargs).
+
+    A python architecture's ``extra`` holds the absolute ``path`` (every job process, also one on
+    another node, imports the factory from there) and ``code_sha256``, the digest of its code.
+    """
     library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
-    extra = {"revision": spec.get("revision", "main")} if library == "transformers" else {}
+    extra: dict[str, Any] = {"revision": spec.get("revision", "main")} if library == "transformers" else {}
+    if library == "python":
+        path = str((Path(zoo_dir) / spec["path"]).resolve()) if spec.get("path") is not None else None
+        try:
+            code = locate_factory_code(spec["python"], path)
+        except ConfigError as e:
+            raise ConfigError(f"architectures.{arch_id}.{e}") from None
+        extra = {"path": path, "code_sha256": code.sha256()}
     return Architecture(arch_id, spec[library], dict(spec.get("kwargs", {})), layers, library, dict(input or {}), extra)
 
 
 def architecture_identity(arch: Architecture) -> dict[str, Any]:
-    """What builds the architecture, as data: two entries with the same identity have the same layers."""
+    """What builds the architecture, as data: two entries with the same identity have the same layers.
+
+    Where a python architecture's code lies (``extra.path``) is left out: its digest says what the
+    code is, so a layer list stays valid for a copy of the same code elsewhere (another clone).
+    """
     identity = {"library": arch.library, "name": arch.name, "kwargs": arch.kwargs}
-    return identity | ({"extra": arch.extra} if arch.extra else {})
+    extra = {key: value for key, value in arch.extra.items() if key != "path"}
+    return identity | ({"extra": extra} if extra else {})
 
 
 def _zoo_part(recorded: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +111,16 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
     if not layer_file.is_file():
         raise ConfigError(f"architectures.{arch_id}.layers: layer list {str(layer_file)!r} does not exist; create it with: {redo}")
     header = read_layer_list_header(layer_file)
-    arch = architecture_from_spec(arch_id, spec, read_layer_table(layer_file), header.input if header else None)
+    arch = architecture_from_spec(arch_id, spec, read_layer_table(layer_file), header.input if header else None, zoo_dir)
     users = [m["id"] for m in zoo.get("models", []) if m.get("architecture") == arch_id]
     expected = architecture_identity(arch)
+    if header is not None and _only_code_changed(header.architecture, expected):
+        code = locate_factory_code(arch.name, arch.extra["path"])
+        raise ConfigError(
+            f"architectures.{arch_id}: the code of {arch.name} ({code.describe()}) changed since its layer list "
+            f"{str(layer_file)!r} was written: its layers may differ. Write it again with: {redo}; Snakemake then "
+            f"re-makes the results of models {users} (their checkpoints, baselines and resets), as those of another model"
+        )
     if header is not None and arch.library in COMPLETED_BY_LAYER_LIST and _zoo_part(header.architecture, expected) == expected:
         arch = replace(arch, extra=dict(header.architecture["extra"]))
         expected = architecture_identity(arch)
@@ -111,3 +139,10 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
             f"the config. Write it again with: {redo}"
         )
     return arch
+
+
+def _only_code_changed(written: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """The layer list was written for this python factory with these kwargs, from other code."""
+    same_entry = all(written.get(key) == expected[key] for key in ("library", "name", "kwargs"))
+    digests = (written.get("extra", {}).get("code_sha256"), expected.get("extra", {}).get("code_sha256"))
+    return expected["library"] == "python" and same_entry and None not in digests and digests[0] != digests[1]

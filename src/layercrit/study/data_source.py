@@ -127,12 +127,16 @@ def check_class_count(config: dict[str, Any], architectures: dict[str, Architect
         return
     problems = []
     for arch in architectures.values():
+        if arch.library == "python" and "num_classes" not in arch.kwargs:
+            continue  # own code: its default is unknown here (kwargs.num_classes has it checked)
         if arch.library == "transformers":  # its config's num_labels (the layer list's record)
             outputs, key, redo = arch.extra["config"].get("num_labels", 2), "num_labels", ", then rewrite its layer list"
+            default = "its repository's config"
         else:
             outputs, key, redo = arch.kwargs.get("num_classes", TIMM_DEFAULT_CLASSES), "num_classes", ""
+            default = f"{arch.library}'s default"
         if outputs != n_classes:
-            where = f"kwargs.{key}" if key in arch.kwargs else f"{arch.library}'s default, no kwargs.{key}"
+            where = f"kwargs.{key}" if key in arch.kwargs else f"{default}, no kwargs.{key}"
             problems.append(
                 f"architectures.{arch.id}: {outputs} outputs ({where}), but the data has {n_classes} classes "
                 f"({data_key}); set architectures.{arch.id}.kwargs.{key} to {n_classes}{redo}"

@@ -63,12 +63,14 @@ def load_zoo(path: str | Path, key: str = "zoo") -> dict[str, Any]:
 
 
 def relocatable_zoo(path: str | Path) -> dict[str, Any]:
-    """The zoo at ``path`` with its layer lists as absolute paths, so that a modified copy can be
-    written anywhere (layer lists are otherwise relative to the zoo file)."""
+    """The zoo at ``path`` with its layer lists (and a python architecture's code ``path``) as
+    absolute paths, so that a modified copy can be written anywhere (they are otherwise relative
+    to the zoo file)."""
     zoo = load_zoo(path)
     for arch in zoo.get("architectures", {}).values():
-        if "layers" in arch:
-            arch["layers"] = str((Path(path).parent / arch["layers"]).resolve())
+        for key in ("layers", "path"):
+            if arch.get(key) is not None:
+                arch[key] = str((Path(path).parent / arch[key]).resolve())
     return zoo
 
 

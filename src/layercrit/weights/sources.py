@@ -141,7 +141,10 @@ def fetch_model(
 
     to_model_layout = library_of(arch).to_model_layout
     if to_model_layout is not None:  # transformers' published keys: converted by the library
-        state_dict = to_model_layout(arch, state_dict)
+        try:
+            state_dict = to_model_layout(arch, state_dict)
+        except ValueError as e:
+            raise ConversionError(f"model {model_id!r}: {e}") from e
         conversions.append({"role": "model", "library_layout": arch.library})
     lenient = {role for role, spec in parts if not spec.get("strict", True)}
     state_dict, fit = fit_to_architecture(

@@ -80,6 +80,8 @@ _TORCHVISION_NAMES = (
     (re.compile(r"^[a-z0-9_]+\.embeddings\.patch_embeddings\.projection$"), "patch_embed.proj"),
     (re.compile(r"^[a-z0-9_]+\.embeddings$"), "patch_embed.embeddings"),
     (re.compile(r"^[a-z0-9_]+\.layernorm$"), "norm"),
+    (re.compile(r"^(blocks\.\d+\.)attention\."), r"\1attn."),
+    (re.compile(r"^(blocks\.\d+\.)layernorm_(before|after)$"), r"\1ln_\2"),
 )
 # A module that is a member of a Sequential is named by its index alone ("block.0.0"): its kind
 # is put before the index ("block.0 conv0"), which stays (two Linear layers of one MLP).
@@ -142,7 +144,8 @@ def layer_label(layer: str, layer_type: str, kernel: str) -> str:
     kind = norm_kind(layer_type)
     mark = f" ({kind})" if kind else ""
     kernel = cell_text(kernel)
-    suffix = f":{kernel}" if kernel and not kind else ""
+    # an embeddings module's first parameter is a token (1x1xD), not a kernel (transformers' ViTEmbeddings)
+    suffix = f":{kernel}" if kernel and not kind and not cell_text(layer_type).endswith("Embeddings") else ""
     if not kind and (paper := paper_layer_label(layer, layer_type, kernel)) != name:
         return paper
     if kind and core == "bn1":
