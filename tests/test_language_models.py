@@ -158,7 +158,7 @@ def test_the_layer_list_of_a_causal_lm_records_its_task_tokenizer_and_every_laye
     assert types["model.embed_tokens"] == "Embedding" and types["model.norm"] == "LlamaRMSNorm" and types["lm_head"] == "Linear"
     assert len(arch.layers) == 2 * 9 + 3
     assert layer_label("model.layers.1.mlp.down_proj", "Linear", "") == "[1] mlp.down_proj"
-    assert layer_label("gpt_neox.layers.12.attention.dense", "Linear", "") == "[12] attention.dense"
+    assert layer_label("gpt_neox.layers.12.attention.dense", "Linear", "") == "[12] attn.dense"  # as a ViT's attention
     assert layer_label("model.layers.0.input_layernorm", "LlamaRMSNorm", "") == "[0] input_layernorm (RMS)"
 
 
