@@ -1,0 +1,145 @@
+"""Reset mode remove (issue 34): a block replaced by the identity. Removal must equal a forward of
+the model with that block deleted from its Sequential or ModuleList, bit for bit, for residual
+blocks of vision models and the decoder layers of a transformers language model; a block whose
+output's shape differs from its input's is never offered; the model is restored exactly."""
+
+import copy
+
+import pytest
+import timm
+import torch
+
+from layercrit.models.blocks import enumerate_blocks, remove_block
+from layercrit.study import ConfigError
+from layercrit.study.blocks import selected_blocks
+
+
+def images(n=2, side=32):
+    return torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(1))
+
+
+def assert_removal_equals_deletion(model, block, delete, inputs):
+    """``remove_block(model, block)`` gives exactly the outputs of a copy with ``delete(copy)`` done,
+    and leaves the model bitwise as it was (state and outputs)."""
+    model.eval()
+    call = (lambda m: m(**inputs)) if isinstance(inputs, dict) else (lambda m: m(inputs))
+    output = lambda m: (lambda out: out.logits if hasattr(out, "logits") else out)(call(m))  # noqa: E731
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        clean = output(model)
+        deleted = copy.deepcopy(model)
+        delete(deleted)
+        expected = output(deleted)
+        with remove_block(model, block):
+            removed = output(model)
+        after = output(model)
+    assert torch.equal(removed, expected), f"removing {block} differs from deleting it"
+    assert not torch.equal(removed, clean), f"removing {block} changed nothing: the test would not see a wrong removal"
+    assert torch.equal(after, clean)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not model.get_submodule(block)._forward_hooks
+
+
+def blocks_by_name(model, example):
+    return {b.name: b for b in enumerate_blocks(model, example)}
+
+
+def test_removing_a_resnet_bottleneck_equals_deleting_it_from_its_stage():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50", layers=[2, 1, 1, 2], channels=[8, 16, 32, 64], num_classes=10)
+    blocks = blocks_by_name(model, images())
+    # a stage's first block changes the channels (64 from the stem to 4 × 8): the identity cannot stand in for it
+    assert not blocks["layer1.0"].removable and blocks["layer1.0"].shape == (64, 8, 8) and blocks["layer1.0"].output_shape == (32, 8, 8)
+    assert blocks["layer1.1"].removable and blocks["layer4.1"].removable and blocks["layer1.1"].type == "Bottleneck"
+    assert_removal_equals_deletion(model, "layer1.1", lambda m: m.layer1.__delitem__(1), images())
+    assert_removal_equals_deletion(model, "layer4.1", lambda m: m.layer4.__delitem__(1), images())
+
+
+def test_removing_a_vit_block_equals_deleting_it_from_blocks():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=10)
+    blocks = blocks_by_name(model, images())
+    assert [n for n, b in blocks.items() if b.type == "Block" and b.removable] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert_removal_equals_deletion(model, "blocks.1", lambda m: m.blocks.__delitem__(1), images())
+
+
+def test_removing_a_convnext_block_equals_deleting_it_from_its_stage():
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", depths=[2, 2, 2, 2], num_classes=10)
+    blocks = blocks_by_name(model, images(side=64))
+    assert blocks["stages.2.blocks.1"].type == "ConvNeXtBlock" and blocks["stages.2.blocks.1"].removable
+    assert_removal_equals_deletion(model, "stages.2.blocks.1", lambda m: m.stages[2].blocks.__delitem__(1), images(side=64))
+
+
+def tiny_llama():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, use_cache=False,
+    )  # fmt: skip
+    return AutoModelForCausalLM.from_config(config)
+
+
+def test_removing_a_llama_decoder_layer_equals_deleting_it_from_the_module_list():
+    model = tiny_llama()
+    tokens = {"input_ids": torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(2))}
+    blocks = blocks_by_name(model, tokens)
+    decoder_layers = [n for n, b in blocks.items() if b.type == "LlamaDecoderLayer"]
+    assert decoder_layers == ["model.layers.0", "model.layers.1", "model.layers.2"]
+    assert all(blocks[n].removable and blocks[n].shape == (12, 32) for n in decoder_layers)
+    # transformers 5 decoder layers return the hidden state itself (earlier versions: a tuple)
+    assert isinstance(model.model.layers[0](torch.zeros(1, 12, 32), position_embeddings=model.model.rotary_emb(torch.zeros(1, 12, 32), torch.arange(12)[None])), torch.Tensor)
+    assert_removal_equals_deletion(model, "model.layers.1", lambda m: m.model.layers.__delitem__(1), tokens)
+
+
+class TupleBlock(torch.nn.Module):
+    """A residual block that returns (hidden state, an auxiliary output), as older transformers
+    decoder layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + self.linear(x), x.mean()
+
+
+class TupleStack(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(TupleBlock() for _ in range(3))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)[0]
+        return x
+
+
+def test_removing_a_block_that_returns_a_tuple_keeps_the_rest_of_the_tuple():
+    torch.manual_seed(0)
+    model = TupleStack()
+    x = torch.randn(4, 8)
+    assert blocks_by_name(model, x)["layers.1"].removable
+    assert_removal_equals_deletion(model, "layers.1", lambda m: m.layers.__delitem__(1), x)
+    with torch.no_grad(), remove_block(model, "layers.1"):
+        out, aux = model.layers[1](x)
+    assert torch.equal(out, x) and aux == x.mean()
+
+
+def test_a_downsampling_block_named_for_removal_is_refused_naming_its_shapes():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50", layers=[2, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)
+    blocks = {"r": tuple(enumerate_blocks(model, images()))}
+    with pytest.raises(ConfigError, match=r"layer1\.0 \(Bottleneck, 64x8x8 -> 32x8x8\).*cannot be replaced by the identity"):
+        selected_blocks({"types": ["Bottleneck"], "include": ["layer1.0"]}, blocks, ["r"])
+    # a glob keeps only the removable blocks it matches
+    chosen = selected_blocks({"types": ["Bottleneck"], "include": ["layer*"]}, blocks, ["r"])
+    assert [l.name for l in chosen["r"]] == ["layer1.1"]
+    with pytest.raises(ConfigError, match=r"reset\.blocks\.types: mode remove .*\['Bottleneck'"):
+        selected_blocks({"include": ["layer*"]}, blocks, ["r"])
+    with pytest.raises(ConfigError, match=r"\['Block'\] is no class of a removable block"):
+        selected_blocks({"types": ["Block"]}, blocks, ["r"])
+    with pytest.raises(ConfigError, match="no removable block"):
+        selected_blocks({"types": ["Bottleneck"], "include": ["layer4.*"]}, blocks, ["r"])
