@@ -46,7 +46,8 @@ def blocks_by_name(model, example):
 
 def test_removing_a_resnet_bottleneck_equals_deleting_it_from_its_stage():
     torch.manual_seed(0)
-    model = timm.create_model("resnet50", layers=[2, 1, 1, 2], channels=[8, 16, 32, 64], num_classes=10)
+    # zero_init_last=False: timm zeroes each block's last BatchNorm, which makes a fresh block the identity
+    model = timm.create_model("resnet50", layers=[2, 1, 1, 2], channels=[8, 16, 32, 64], num_classes=10, zero_init_last=False)
     blocks = blocks_by_name(model, images())
     # a stage's first block changes the channels (64 from the stem to 4 × 8): the identity cannot stand in for it
     assert not blocks["layer1.0"].removable and blocks["layer1.0"].shape == (64, 8, 8) and blocks["layer1.0"].output_shape == (32, 8, 8)
@@ -130,7 +131,7 @@ def test_removing_a_block_that_returns_a_tuple_keeps_the_rest_of_the_tuple():
 
 def test_a_downsampling_block_named_for_removal_is_refused_naming_its_shapes():
     torch.manual_seed(0)
-    model = timm.create_model("resnet50", layers=[2, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)
+    model = timm.create_model("resnet50", layers=[2, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10, zero_init_last=False)
     blocks = {"r": tuple(enumerate_blocks(model, images()))}
     with pytest.raises(ConfigError, match=r"layer1\.0 \(Bottleneck, 64x8x8 -> 32x8x8\).*cannot be replaced by the identity"):
         selected_blocks({"types": ["Bottleneck"], "include": ["layer1.0"]}, blocks, ["r"])
