@@ -4,10 +4,15 @@ blocks of vision models and the decoder layers of a transformers language model;
 output's shape differs from its input's is never offered; the model is restored exactly."""
 
 import copy
+import json
+import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import timm
 import torch
+import yaml
 
 from layercrit.models.blocks import enumerate_blocks, remove_block
 from layercrit.study import ConfigError
@@ -144,3 +149,69 @@ def test_a_downsampling_block_named_for_removal_is_refused_naming_its_shapes():
         selected_blocks({"types": ["Block"]}, blocks, ["r"])
     with pytest.raises(ConfigError, match="no removable block"):
         selected_blocks({"types": ["Bottleneck"], "include": ["layer4.*"]}, blocks, ["r"])
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def readme_removal_snippets() -> tuple[dict, dict]:
+    """The README's zoo entry and config part for block removal (the two yaml blocks of its part)."""
+    part = README[README.index("**Block removal**") :]
+    zoo_part, config_part = re.findall(r"```yaml\n(.*?)\n```", part, re.S)[:2]
+    return yaml.safe_load(zoo_part), yaml.safe_load(config_part)
+
+
+@pytest.mark.slow
+def test_a_removal_study_runs_end_to_end_with_the_readme_config(tmp_path):
+    """Two ResNets and a ViT, own checkpoints, mode remove as the README gives it: one job per
+    model and removable block, a table whose layers are blocks, the heatmaps; one result equals
+    the criticality of the model with that block deleted, computed here."""
+    from conftest import run_snakemake, write_layer_list
+    from test_own_models import save_own_checkpoint
+
+    from layercrit.data import load_image_set
+    from layercrit.evaluation.forward import EvalSettings, predict_logits
+    from layercrit.models.zoo import load_checkpoint, load_model
+    from layercrit.study import architecture_from_spec
+
+    readme_zoo, readme_config = readme_removal_snippets()
+    specs = dict(readme_zoo["architectures"])
+    specs["vit"] = {"timm": "vit_tiny_patch16_224", "layers": "vit.tsv", "blocks": "vit.blocks.tsv",
+                    "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 10}}  # fmt: skip
+    (tmp_path / "ckpt").mkdir()
+    models = []
+    for arch_id, model_id, seed in (("resnet", "resnet_a", 1), ("resnet", "resnet_b", 2), ("vit", "vit_a", 3)):
+        if arch_id not in [m["architecture"] for m in models]:
+            write_layer_list(tmp_path, arch_id, specs[arch_id])
+        save_own_checkpoint(tmp_path / "ckpt" / f"{model_id}.pth", architecture_from_spec(arch_id, specs[arch_id], ()), seed)
+        models.append({"id": model_id, "category": "own", "architecture": arch_id,
+                       "source": {"kind": "url", "url": str(tmp_path / "ckpt" / f"{model_id}.pth")}})  # fmt: skip
+    zoo = {"architectures": specs, "categories": [{"id": "own", "label": "Own"}], "models": models, "baseline": "resnet_a"}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(zoo, sort_keys=False))
+    config = {"study": "removal", "zoo": "zoo.yaml", "device": "cpu", "data": {"kind": "synthetic", "eval_images": 32}, **readme_config}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "2")
+
+    results = tmp_path / "results/removal"
+    resets = pd.read_csv(results / "tables/remove/resets.csv")
+    # layer1.0 … layer4.0 change the shape; blocks.0 is excluded: one job per model and block, one seed
+    expected = {"resnet_a": ["layer2.1", "layer4.1"], "resnet_b": ["layer2.1", "layer4.1"], "vit_a": ["blocks.1", "blocks.2"]}
+    assert {m: list(g["layer"]) for m, g in resets.groupby("model", sort=False)} == expected
+    assert (resets["seed"] == 0).all() and (resets["mode"] == "remove").all() and (resets["forward_from"] == "input").all()
+    assert set(resets["layer_type"]) == {"Bottleneck", "Block"} and resets["criticality"].gt(0).all()
+    index = json.loads((results / "figures/remove/index.json").read_text())
+    assert "seed_std_heatmap" in index["left_out"]
+    for name in ("criticality_heatmap", "difference_heatmap"):
+        assert (results / f"figures/remove/{name}.png").stat().st_size > 10_000
+
+    # resnet_b's layer4.1 deleted from its stage, evaluated here on the study's images
+    model = load_model(architecture_from_spec("resnet", specs["resnet"], ()), load_checkpoint(results / "models/resnet_b.safetensors"))
+    data = load_image_set(results / "data/eval.safetensors")
+    normalization = load_checkpoint(results / "models/resnet_b.safetensors").normalization
+    settings = EvalSettings(device="cpu", precision="fp32", batch_size=500, activation_cache_mb=0)
+    clean = predict_logits(model, data, normalization, settings, "cpu")
+    del model.layer4[1]
+    deleted = predict_logits(model, data, normalization, settings, "cpu")
+    cosine = torch.nn.functional.cosine_similarity(clean.softmax(1), deleted.softmax(1), dim=1).mean().item()
+    row = resets[(resets["model"] == "resnet_b") & (resets["layer"] == "layer4.1")].iloc[0]
+    assert row["criticality"] == pytest.approx(100 * (1 - cosine), abs=1e-4)
