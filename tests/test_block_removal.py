@@ -215,3 +215,63 @@ def test_a_removal_study_runs_end_to_end_with_the_readme_config(tmp_path):
     cosine = torch.nn.functional.cosine_similarity(clean.softmax(1), deleted.softmax(1), dim=1).mean().item()
     row = resets[(resets["model"] == "resnet_b") & (resets["layer"] == "layer4.1")].iloc[0]
     assert row["criticality"] == pytest.approx(100 * (1 - cosine), abs=1e-4)
+
+
+def test_the_notebook_api_removes_blocks_as_deleting_them_does():
+    """layer_criticality(mode="remove"): one row per selected block, criticality as the model with
+    that block deleted gives it; more than one seed, or a downsampling block, is refused."""
+    from layercrit.notebook import layer_criticality
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50", layers=[1, 2, 1, 1], channels=[8, 16, 32, 64], num_classes=10, zero_init_last=False).eval()
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(16) % 10
+    table = layer_criticality(model, x, labels=labels, mode="remove", seeds=[0], layers={"types": ["Bottleneck"]}, normalization=None, progress=False)
+    assert list(table["layer"]) == ["layer2.1"] and list(table["mode"]) == ["remove"] and list(table["kernel"].fillna("")) == [""]
+    with torch.no_grad():
+        clean = model(x.float() / 255)
+        deleted = copy.deepcopy(model)
+        del deleted.layer2[1]
+        removed = deleted(x.float() / 255)
+    cosine = torch.nn.functional.cosine_similarity(clean.softmax(1), removed.softmax(1), dim=1).mean().item()
+    assert table["criticality"].iloc[0] == pytest.approx(100 * (1 - cosine), abs=1e-4) and table["criticality"].iloc[0] > 0.01
+    with pytest.raises(ValueError, match=r"seeds: mode remove draws nothing"):
+        layer_criticality(model, x, mode="remove", seeds=[0, 1], layers={"types": ["Bottleneck"]}, progress=False)
+    with pytest.raises(ValueError, match=r"layers\.include: layer1\.0 \(Bottleneck"):
+        layer_criticality(model, x, mode="remove", seeds=[0], layers={"types": ["Bottleneck"], "include": ["layer1.0"]}, progress=False)
+
+
+def test_a_removal_study_is_checked_at_parse_time(tmp_path):
+    """What build_study refuses, each with its fix, before any job: an architecture without a block
+    list, a block list edited by hand, several seeds, a downsampling block named, reset.blocks in
+    another mode."""
+    from conftest import write_layer_list
+
+    from layercrit.study import build_study
+
+    spec = {"timm": "resnet50", "kwargs": {"layers": [1, 2, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},
+            "layers": "r.tsv", "blocks": "r.blocks.tsv"}  # fmt: skip
+    write_layer_list(tmp_path, "r", spec)
+    zoo = {"architectures": {"r": spec}, "categories": [{"id": "c", "label": "C"}],
+           "models": [{"id": "m", "category": "c", "architecture": "r", "source": {"kind": "url", "url": "https://example.org/m.pth"}}]}  # fmt: skip
+
+    def study(reset, zoo=zoo):
+        config = {"study": "s", "data": {"kind": "synthetic", "image_size": 32, "n_classes": 10}, "reset": {"seeds": [0], **reset}}
+        return build_study(config, zoo, tmp_path)
+
+    assert [l.name for l in study({"mode": "remove", "blocks": {"types": ["Bottleneck"]}}).layers_of("m")] == ["layer2.1"]
+    assert study({"mode": "remove", "blocks": {"types": ["Bottleneck"]}}).reset_jobs() == [("m", "layer2.1", 0)]
+    with pytest.raises(ConfigError, match=r"reset\.seeds: mode 'remove' draws nothing.*seeds: \[0\]"):
+        study({"mode": "remove", "seeds": [0, 1], "blocks": {"types": ["Bottleneck"]}})
+    with pytest.raises(ConfigError, match=r"layer1\.0 \(Bottleneck, 64x56x56 -> 32x56x56\)"):
+        study({"mode": "remove", "blocks": {"types": ["Bottleneck"], "include": ["layer1.0", "layer2.1"]}})
+    with pytest.raises(ConfigError, match=r"reset\.blocks: read only by reset\.mode 'remove'"):
+        study({"mode": "zero", "blocks": {"types": ["Bottleneck"]}})
+    without = {**zoo, "architectures": {"r": {k: v for k, v in spec.items() if k != "blocks"}}}
+    with pytest.raises(ConfigError, match=r"architectures\.r\.blocks: .*add blocks: .*python -m layercrit\.zoo layers"):
+        study({"mode": "remove", "blocks": {"types": ["Bottleneck"]}}, without)
+    assert study({"mode": "zero"}, without).layers_of("m")  # other modes need no block list
+    block_list = tmp_path / "r.blocks.tsv"
+    block_list.write_text(block_list.read_text().replace("layer4.0\tBottleneck", "layer4.0\tBlock"))
+    with pytest.raises(ConfigError, match=r"r\.blocks\.tsv' was edited after it was written"):
+        study({"mode": "remove", "blocks": {"types": ["Bottleneck"]}})

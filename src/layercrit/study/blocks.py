@@ -133,13 +133,12 @@ def architecture_blocks(zoo_dir: Path, arch: Architecture, spec: dict[str, Any])
 
 
 def selected_blocks(
-    selection: dict[str, Any], blocks: dict[str, tuple[Block, ...]], used: list[str]
+    selection: dict[str, Any], blocks: dict[str, tuple[Block, ...]], used: list[str], key: str = "reset.blocks"
 ) -> dict[str, tuple[Layer, ...]]:
     """The blocks each used architecture removes (config ``reset.blocks``: ``types`` required,
     ``include``/``exclude`` globs, ``architectures`` as in ``reset.layers``), as the rows of its
     results. Only removable blocks are selected; one named by its exact name that is not
-    removable (a downsampling block) is an error naming its shapes."""
-    key = "reset.blocks"
+    removable (a downsampling block) is an error naming its shapes. Messages name it ``key``."""
     unknown = sorted(set(selection.get("architectures", {})) - set(blocks))
     if unknown:
         raise ConfigError(f"{key}.architectures: {unknown} are not architectures of the study; allowed: {list(blocks)}")
