@@ -275,3 +275,19 @@ def test_a_removal_study_is_checked_at_parse_time(tmp_path):
     block_list.write_text(block_list.read_text().replace("layer4.0\tBottleneck", "layer4.0\tBlock"))
     with pytest.raises(ConfigError, match=r"r\.blocks\.tsv' was edited after it was written"):
         study({"mode": "remove", "blocks": {"types": ["Bottleneck"]}})
+
+
+def test_a_block_called_twice_is_not_offered():
+    """Weights shared across depth (one module called at two places): the identity would stand in
+    for every call, which is no deletion from a module list."""
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.other = TupleBlock(), TupleBlock()
+
+        def forward(self, x):
+            return self.other(self.block(self.block(x)[0])[0])[0]
+
+    names = [b.name for b in enumerate_blocks(Shared(), torch.randn(2, 8))]
+    assert names == ["other"]
