@@ -291,3 +291,27 @@ def test_a_block_called_twice_is_not_offered():
 
     names = [b.name for b in enumerate_blocks(Shared(), torch.randn(2, 8))]
     assert names == ["other"]
+
+
+def test_a_removal_has_the_interval_of_its_images_alone_with_its_one_seed():
+    """Removal draws nothing: no chance in seeds, so its one seed gets the images' interval
+    (se = image SE, df = n_images − 1), computed here by hand; a randomize result with one seed
+    still has none (its seed spread is unknown)."""
+    from scipy import stats
+
+    from layercrit.analysis.aggregation import model_intervals, summarize
+
+    def resets(mode):
+        return pd.DataFrame(
+            [{"model": "m", "layer": l, "layer_index": i, "layer_type": "Block", "kernel": "", "seed": 0, "mode": mode,
+              "criticality": c, "criticality_se_images": se, "n_images": 100, "cosine": 1 - c / 100}
+             for i, (l, c, se) in enumerate([("blocks.1", 10.0, 0.5), ("blocks.2", 30.0, 1.5)])]
+        )  # fmt: skip
+
+    removal = summarize(resets("remove")).iloc[0]
+    half = stats.t.ppf(0.975, 99) * 0.5
+    assert removal["criticality_se"] == pytest.approx(0.5) and removal["criticality_df"] == pytest.approx(99)
+    assert (removal["criticality_ci_low"], removal["criticality_ci_high"]) == pytest.approx((10 - half, 10 + half))
+    model = model_intervals(resets("remove"), summarize(resets("remove"))).loc["m"]
+    assert model["se"] == pytest.approx(1.0) and model["ci_low"] == pytest.approx(20 - stats.t.ppf(0.975, 99) * 1.0)
+    assert summarize(resets("randomize"))["criticality_ci_low"].isna().all()
