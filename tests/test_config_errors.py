@@ -16,7 +16,7 @@ CONFIG_CASES = {
     "unknown nested key": (lambda c: c["reset"].update(mdoe="zero"), ["'reset'", "['mdoe']", "'mode'"]),
     "wrong type": (lambda c: c.update(batch_size="big"), ["'batch_size'", "'big' is not of type 'integer'"]),
     "missing field": (lambda c: c.pop("reset"), ["'reset' is a required property"]),
-    "unknown mode": (lambda c: c["reset"].update(mode="shuffle"), ["'reset.mode'", "'shuffle'", "['randomize', 'zero', 'reinit']"]),
+    "unknown mode": (lambda c: c["reset"].update(mode="shuffle"), ["'reset.mode'", "'shuffle'", "['randomize', 'zero', 'reinit', 'remove']"]),
     "unknown precision": (lambda c: c.update(precision="fp8"), ["'precision'", "'fp8'", "['fp32', 'torch_default', 'tf32', 'bf16']"]),
     "unknown model": (lambda c: c.update(models=["demo_baseline", "nope"]), ["models: unknown model id(s) ['nope']", "allowed: ['demo_baseline'"]),
     "layer pattern matching nothing": (lambda c: c["reset"].update(layers={"include": ["layer9.*"]}), ["reset.layers", "'layer9.*'", "matches no layer"]),

@@ -202,7 +202,7 @@ def forward_counting(model):
         ({"seeds": []}, "layer_criticality argument key 'seeds': [] should be non-empty"),
         ({"fresh_model": None}, "fresh_model: mode randomize takes each layer from a freshly initialized model"),
         ({"fresh_model": lambda: timm.create_model("resnet18", num_classes=10)}, "fresh_model() builds a model that does not fit the model"),
-        ({"mode": "shuffle"}, "'shuffle' is not allowed; allowed: ['randomize', 'zero', 'reinit']"),
+        ({"mode": "shuffle"}, "'shuffle' is not allowed; allowed: ['randomize', 'zero', 'reinit', 'remove']"),
         ({"seeds": [0, -1]}, "seeds.1"),
         ({"mode": "reinit"}, "initial_weights: mode reinit"),
         ({"images": "x[0]"}, "images: a batch N×C×H×W of at least one image, got shape (3, 32, 32) (one image: images.unsqueeze(0))"),

@@ -129,12 +129,13 @@ def test_each_mode_builds_only_the_source_it_takes_the_layer_from():
     fresh = lambda: built.append("fresh") or {"fresh": torch.zeros(1)}  # noqa: E731
     initial = lambda: built.append("initial") or {"initial": torch.zeros(1)}  # noqa: E731
     taken = {mode: replacement_source(mode, fresh_state=fresh, initial_state=initial) for mode in RESET_MODES}
-    assert set(taken) == {"randomize", "zero", "reinit"}  # the config schema's list
-    assert list(taken["randomize"]) == ["fresh"] and list(taken["reinit"]) == ["initial"] and taken["zero"] is None
+    assert set(taken) == {"randomize", "zero", "reinit", "remove"}  # the config schema's list
+    assert list(taken["randomize"]) == ["fresh"] and list(taken["reinit"]) == ["initial"]
+    assert taken["zero"] is None and taken["remove"] is None
     assert built == ["fresh", "initial"]
     with pytest.raises(ValueError, match="'reinit' needs the model's initial weights"):
         replacement_source("reinit", fresh_state=fresh, initial_state=None)
-    with pytest.raises(ValueError, match="unknown reset mode 'shuffle'; allowed: randomize, zero, reinit"):
+    with pytest.raises(ValueError, match="unknown reset mode 'shuffle'; allowed: randomize, zero, reinit, remove"):
         replacement_source("shuffle", fresh_state=fresh, initial_state=initial)
 
 

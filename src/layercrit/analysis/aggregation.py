@@ -98,12 +98,17 @@ def summarize(resets: pd.DataFrame) -> pd.DataFrame:
     )
     interval = criticality_interval(
         summary["criticality_mean"], summary["criticality_std"], summary["n_seeds"],
-        summary["criticality_se_images"], summary["n_images"],
+        summary["criticality_se_images"], summary["n_images"], seedless=_seedless(group),
     )  # fmt: skip
     at = summary.columns.get_loc("criticality_se_images") + 1
     for offset, (name, values) in enumerate(interval.items()):
         summary.insert(at + offset, f"criticality_{name}", values)
     return summary
+
+
+def _seedless(group: Any) -> Any:
+    """Per group of results (a numpy array), whether its reset draws nothing (mode remove): no chance in seeds."""
+    return (group["mode"].first() == "remove").to_numpy() if "mode" in group.obj else False
 
 
 def model_intervals(resets: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +130,8 @@ def model_intervals(resets: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame
         {"mean": layers["criticality_mean"].agg(_mean), "seed_std": per_seed.agg(_std), "n_seeds": per_seed.size(),
          "image_se": layers["criticality_se_images"].agg(_mean), "n_images": layers["n_images"].min()}
     )  # fmt: skip
-    return pd.DataFrame(criticality_interval(**inputs.to_dict("series")), index=inputs.index)
+    seedless = (resets.groupby("model", sort=False)["mode"].first() == "remove").reindex(inputs.index).to_numpy() if "mode" in resets else False
+    return pd.DataFrame(criticality_interval(**inputs.to_dict("series"), seedless=seedless), index=inputs.index)
 
 
 def model_table(

@@ -289,12 +289,17 @@ def _welch_df(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     Infinite where every term is 0 (e.g. a layer whose reset changes nothing): no spread to
     estimate, so the t quantile is the normal one and the interval is the point."""
     total = sum(v for v, _ in terms)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total == 0, np.inf, total**2 / sum(v**2 / d for v, d in terms))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a term known to be 0 adds nothing, whatever its df
+        return np.where(total == 0, np.inf, total**2 / sum(np.where(v == 0, 0.0, v**2 / d) for v, d in terms))
 
 
 def criticality_interval(
-    mean: np.ndarray, seed_std: np.ndarray, n_seeds: np.ndarray, image_se: np.ndarray, n_images: np.ndarray
+    mean: np.ndarray,
+    seed_std: np.ndarray,
+    n_seeds: np.ndarray,
+    image_se: np.ndarray,
+    n_images: np.ndarray,
+    seedless: np.ndarray | bool = False,
 ) -> dict[str, np.ndarray]:
     """A confidence interval (``CONFIDENCE``) of a layer's criticality, mean over reset seeds,
     that combines the two sources of chance in it.
@@ -312,12 +317,15 @@ def criticality_interval(
       transform such as the logit would instead stretch the far side without limit where se is
       not small against the distance to the bound, as with 3 seeds near 0).
 
+    - ``seedless``: where the reset draws nothing (mode remove: a block replaced by the identity),
+      there is no chance in seeds, and the interval is the images' alone, also with one seed.
+
     Returns ``se``, ``df``, ``ci_low``, ``ci_high``. NaN where it cannot be known: one seed (no seed
-    spread) or no image SE (the published results carry none).
+    spread) of a reset that draws, or no image SE (the published results carry none).
     """
     mean, seed_std, image_se = (np.asarray(a, dtype=float) for a in (mean, seed_std, image_se))
     n_seeds, n_images = np.asarray(n_seeds, dtype=float), np.asarray(n_images, dtype=float)
-    seed_var = np.where(n_seeds >= 2, seed_std**2 / n_seeds, np.nan)
+    seed_var = np.where(seedless, 0.0, np.where(n_seeds >= 2, seed_std**2 / n_seeds, np.nan))
     image_var = image_se**2
     se = np.sqrt(seed_var + image_var)
     df = _welch_df([(seed_var, n_seeds - 1), (image_var, n_images - 1)])

@@ -33,6 +33,7 @@ from layercrit.evaluation.forward import EvalSettings, ForwardPass, device_descr
 from layercrit.evaluation.metrics import OutputChangeAccumulator, clean_accuracy
 from layercrit.evaluation.reset import replacement_source, reset_layer
 from layercrit.io import atomic_path, file_sha256, provenance, read_json, write_json
+from layercrit.models.blocks import remove_block
 from layercrit.models.seed_schemes import unverified_versions
 from layercrit.study import Architecture
 
@@ -126,8 +127,9 @@ def measure_reset(
 ) -> OutputChangeAccumulator:
     """The paper's method for one layer: reset ``layer`` (``mode``, new values from ``source``),
     run the model on the evaluation images (``forward``), and compare its outputs with the clean
-    model's. The model is restored bitwise afterwards."""
-    with reset_layer(model, layer, mode, source):
+    model's. The model is restored bitwise afterwards. In mode remove ``layer`` is a block, which
+    returns its input instead (``source`` is None: removal draws nothing)."""
+    with remove_block(model, layer) if mode == "remove" else reset_layer(model, layer, mode, source):
         reset_logits = forward()
     change = OutputChangeAccumulator()
     change.update(clean_logits, reset_logits, labels)
@@ -217,7 +219,9 @@ def evaluate_reset(
         )
         check_baseline_summary(baseline, files.baseline, accuracy, len(data))
         forward = ForwardPass(model, data, normalization, settings, device)
-        if settings.activation_cache_mb > 0:
+        # Not for removal: the recorded segments are traced graphs (evaluation.graph) that inline a
+        # block's submodules, so the hook that removes it would not run in them.
+        if settings.activation_cache_mb > 0 and mode != "remove":
             activations = cache.clean_activations(
                 tuple(paths.values()), model, data, normalization, settings, device, clean, model_id
             )

@@ -7,7 +7,8 @@ Modes (Zhang, Bengio & Singer 2022 name the first and last):
 - ``reinit`` ("re-initialization"): the layer is rewound to the model's own weights at
   initialization, which only models trained here (the demo zoo) know.
 
-Every other layer keeps its trained values.
+Every other layer keeps its trained values. (Mode ``remove`` replaces a whole block by the
+identity instead: layercrit.models.blocks.)
 
 What a layer is: a module with parameters of its own (the layer lists' rows). The paper resets
 Conv2d and Linear layers; normalization layers (BatchNorm2d, LayerNorm, timm's LayerNorm2d …)
@@ -80,6 +81,8 @@ def replacement_tensors(
     """
     current = layer_tensors(model, layer)
     _check_mode(mode)
+    if mode == "remove":
+        raise ValueError(f"mode remove gives {layer!r} no new values: it replaces a block by the identity (layercrit.models.blocks.remove_block)")
     if mode == "zero":  # parameters only: buffers are statistics of the inputs, not weights (see above)
         parameters = dict(model.get_submodule(layer).named_parameters(recurse=False))
         return {name: torch.zeros_like(t) if name in parameters else t for name, t in current.items()}

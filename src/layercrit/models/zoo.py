@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from layercrit.evaluation.concurrency import global_rng, module_calls
 from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
+from layercrit.models.blocks import enumerate_blocks
 from layercrit.models.builders import create_model, prepare_model, unknown_architecture_message
 from layercrit.study import (
     Architecture,
@@ -29,6 +30,7 @@ from layercrit.study import (
     load_zoo,
     write_layer_table,
 )
+from layercrit.study.blocks import write_block_table
 
 
 # The config's default download cache (``downloads``), relative to the working directory.
@@ -200,8 +202,18 @@ def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOA
         facts = processor_input_facts(model, config, processor)
     else:
         facts = model_input_facts(model)
-    write_layer_table(layers, out, LayerListHeader(architecture_identity(arch), facts))
+    header = LayerListHeader(architecture_identity(arch), facts)
+    write_layer_table(layers, out, header)
+    if "blocks" in spec:  # reset mode remove's list (layercrit.study.blocks)
+        write_block_table(enumerate_blocks(model, example_images(arch, facts)), zoo_path.parent / spec["blocks"], header)
     return out, len(layers)
+
+
+def example_images(arch: Architecture, facts: dict[str, Any]) -> torch.Tensor:
+    """Two images of the size the model says it takes (224 × 224 where it says none), to find its
+    blocks' shapes with: a block list records them at that size."""
+    side = facts.get("input_size") or [224, 224]
+    return torch.randn(2, int(arch.kwargs.get("in_chans", 3)), *side, generator=torch.Generator().manual_seed(0))
 
 
 def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tuple[Architecture, dict, dict | None]:
@@ -244,7 +256,9 @@ def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tu
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m layercrit.zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("layers", help="write the layer list (TSV) of an architecture of a zoo file")
+    p = sub.add_parser(
+        "layers", help="write the layer list (TSV) of an architecture of a zoo file, and its block list where the entry names one"
+    )
     p.add_argument("zoo", type=Path, help="zoo YAML, e.g. config/zoo/demo.yaml")
     p.add_argument("architecture", nargs="+", help="architecture id(s) in that zoo")
     p.add_argument(
@@ -254,7 +268,11 @@ def _main() -> None:
     args = parser.parse_args()
     for arch_id in args.architecture:
         out, n = write_layers(args.zoo, arch_id, args.downloads)
-        print(f"wrote {n} layers of {arch_id} to {out}")
+        print(f"wrote {n} layers of {arch_id} to {out}" + (" and its block list" if _names_blocks(args.zoo, arch_id) else ""))
+
+
+def _names_blocks(zoo_path: Path, arch_id: str) -> bool:
+    return "blocks" in load_zoo(zoo_path)["architectures"][arch_id]
 
 
 if __name__ == "__main__":

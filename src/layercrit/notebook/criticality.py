@@ -34,8 +34,10 @@ from layercrit.evaluation.forward import EvalSettings, device_description, evalu
 from layercrit.evaluation.jobs import measure_reset, reset_result
 from layercrit.evaluation.metrics import clean_accuracy
 from layercrit.evaluation.reset import layer_tensors, replacement_source
+from layercrit.models.blocks import enumerate_blocks
 from layercrit.models.zoo import enumerate_layers
 from layercrit.study import Architecture, Layer, load_schema, schema_problems, selected_layers
+from layercrit.study.blocks import selected_blocks
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,9 @@ def layer_criticality(
     - ``mode``: ``randomize`` takes the layer from ``fresh_model()``, the untrained architecture,
       built under each seed as the workflow's ``independent`` seed scheme builds it (e.g.
       ``lambda: timm.create_model("resnet50", num_classes=10)``); ``zero``; ``reinit`` takes it from
-      ``initial_weights``, the model's state_dict at initialization.
+      ``initial_weights``, the model's state_dict at initialization; ``remove`` replaces each block
+      that ``layers`` selects (as the config's ``reset.blocks``: ``types`` required) by the
+      identity, with one seed (removal draws nothing).
     - The model is moved to ``device`` (in place, as ``Module.to`` does) and evaluated in eval mode;
       its weights are restored bitwise after every reset, and its train/eval mode at the end.
 
@@ -108,8 +112,12 @@ def layer_criticality(
     if problems:
         raise ValueError("; ".join(problems))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    chosen = _chosen_layers(model, selection, model_id)
+    if mode == "remove" and len(seeds) != 1:
+        raise ValueError(f"seeds: mode remove draws nothing, so every seed gives the same result; give one, e.g. seeds=[0], not {seeds}")
+    chosen = _chosen_layers(model, selection, model_id) if mode != "remove" else ()
     x, y = _collected(images, labels)
+    if mode == "remove":  # the blocks' shapes come from a forward pass on two of the images
+        chosen = _chosen_blocks(model, x[:2], selection, model_id)
     _check_normalization(normalization, x)
     sources = _sources(model, chosen, mode, seeds, fresh_model, initial_weights)
     settings = EvalSettings(device=device, precision=precision, batch_size=batch_size)
@@ -155,6 +163,14 @@ def _chosen_layers(model: torch.nn.Module, selection: dict[str, Any], model_id: 
         raise ValueError(f"model: a torch.nn.Module, not {type(model).__name__}")
     arch = Architecture(model_id, type(model).__name__, layers=tuple(enumerate_layers(model)))
     return selected_layers(selection, {model_id: arch}, [model_id], key="layers")[model_id]
+
+
+def _chosen_blocks(model: torch.nn.Module, example: torch.Tensor, selection: dict[str, Any], model_id: str) -> tuple[Layer, ...]:
+    """The model's blocks (mode remove) that ``selection`` keeps, checked as the workflow checks
+    ``reset.blocks`` against a block list (layercrit.study.blocks)."""
+    device = next(model.parameters()).device
+    blocks = tuple(enumerate_blocks(model, example.float().to(device)))
+    return selected_blocks(selection, {model_id: blocks}, [model_id], key="layers")[model_id]
 
 
 def _collected(images: torch.Tensor | Iterable[Any], labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -258,8 +274,8 @@ def _sources(
         for seed in seeds
     }
     reference = model.state_dict()
-    needed = [f"{l.name}.{name}" for l in chosen for name in layer_tensors(model, l.name)]
     what = {"randomize": "fresh_model() builds a model that", "reinit": "initial_weights"}.get(mode)
+    needed = [f"{l.name}.{name}" for l in chosen for name in layer_tensors(model, l.name)] if what else []
     for source in sources.values() if what else ():
         missing = [key for key in needed if key not in source]
         shapes = [f"{key}: {tuple(source[key].shape)} there, {tuple(reference[key].shape)} in the model"

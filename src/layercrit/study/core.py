@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from layercrit.study.architectures import Architecture, _layer_list, architecture_from_spec
+from layercrit.study.blocks import architecture_blocks, selected_blocks
 from layercrit.study.data_source import check_class_count, check_data_source, check_input_size, input_pipelines
 from layercrit.study.errors import ConfigError
 from layercrit.study.layers import Layer
@@ -160,6 +161,25 @@ class Study:
         return reasons
 
 
+def _selected_units(
+    reset: dict[str, Any], zoo_dir: Path, zoo: dict[str, Any], architectures: dict[str, Architecture], used: list[str]
+) -> dict[str, tuple[Layer, ...]]:
+    """What each used architecture's reset jobs reset: its selected layers (``reset.layers``) or,
+    in mode remove, its selected blocks (``reset.blocks``; layercrit.study.blocks). Removal draws
+    nothing, so it runs once per model and block: one seed, which names its results."""
+    if reset["mode"] != "remove":
+        if "blocks" in reset:
+            raise ConfigError(f"reset.blocks: read only by reset.mode 'remove', and this study's mode is {reset['mode']!r}")
+        return selected_layers(reset.get("layers", {}), architectures, used)
+    if len(reset["seeds"]) > 1:
+        raise ConfigError(
+            f"reset.seeds: mode 'remove' draws nothing, so every seed would give the same result; give one, e.g. "
+            f"seeds: [{reset['seeds'][0]}] (it only names the results), not {reset['seeds']}"
+        )
+    blocks = {a: architecture_blocks(zoo_dir, architectures[a], zoo["architectures"][a]) for a in used}
+    return selected_blocks(reset.get("blocks", {}), blocks, used)
+
+
 def parse_shard(shard: str | None) -> tuple[int, int]:
     """``"i/N"`` → (i, N) with 1 ≤ i ≤ N."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard or ""))
@@ -254,7 +274,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     used_architectures = {a: architectures[a] for a in used_archs}
-    selected = selected_layers(config["reset"].get("layers", {}), architectures, used_archs)
+    selected = _selected_units(config["reset"], zoo_dir, zoo, architectures, used_archs)
     check_language_models(config, used_architectures)
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)

@@ -68,7 +68,7 @@ def relocatable_zoo(path: str | Path) -> dict[str, Any]:
     to the zoo file)."""
     zoo = load_zoo(path)
     for arch in zoo.get("architectures", {}).values():
-        for key in ("layers", "path"):
+        for key in ("layers", "blocks", "path"):
             if arch.get(key) is not None:
                 arch[key] = str((Path(path).parent / arch[key]).resolve())
     return zoo
