@@ -274,8 +274,8 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     used_architectures = {a: architectures[a] for a in used_archs}
-    selected = _selected_units(config["reset"], zoo_dir, zoo, architectures, used_archs)
     check_language_models(config, used_architectures)
+    selected = _selected_units(config["reset"], zoo_dir, zoo, architectures, used_archs)
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)
     pipelines = input_pipelines(config, zoo, models, used_architectures)
