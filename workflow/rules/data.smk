@@ -59,6 +59,25 @@ elif config["data"]["kind"] == "folder" and not STUDY.per_model_pipelines:
         script:
             "../scripts/prepare_folder.py"
 
+elif config["data"]["kind"] == "text":
+
+    # One token file per distinct tokenizer of the zoo's language models (layercrit.text_windows).
+    rule text_tokens:
+        output:
+            tokens=f"{RESULTS}/data/tokens-{{tokenizer}}.safetensors",
+        log:
+            f"{RESULTS}/logs/data/tokens-{{tokenizer}}.log",
+        wildcard_constraints:
+            tokenizer="|".join(TOKENIZERS) or "^$",
+        conda:
+            "../../envs/layercrit.yaml"
+        params:
+            data=text_data_params(),
+            tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],
+            cache=config["downloads"],
+        script:
+            "../scripts/prepare_text_tokens.py"
+
 elif config["data"]["kind"] == "synthetic":
 
     rule synthetic_data:

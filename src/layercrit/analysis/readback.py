@@ -23,6 +23,7 @@ a mean. A file is accepted if
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from layercrit.evaluation.baseline_checks import BASELINE_INPUTS, recompute_command, summary_contradictions
-from layercrit.evaluation.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality
+from layercrit.evaluation.metrics import PER_IMAGE_METRICS, clean_accuracy, criticality, next_token_accuracy
 from layercrit.io import DamagedFileError, file_sha256, read_json
 from layercrit.study import load_schema, reset_result_identity, schema_problems, schema_validator
 
@@ -222,6 +223,15 @@ def check_baseline_files(
     labels = {}
     for model, baseline in baselines.items():
         eval_path, logits_path = str(files[model]["eval_data"]), str(files[model]["logits"])
+        if baseline.get("data_kind") == "text":  # a language model's next-token record
+            record = read_safetensors(logits_path, names=("target_logprob", "top1_hit", "top5_hit"))[0]
+            if wrong := summary_contradictions(baseline, next_token_accuracy(record)):
+                raise DamagedFileError(
+                    baseline_files[model],
+                    f"it records {', '.join(f'{k} {r!r}' for k, (r, _) in wrong.items())}, but its next-token record "
+                    f"{logits_path} gives {', '.join(f'{k} {v!r}' for k, (_, v) in wrong.items())}",
+                )
+            continue
         if eval_path not in labels:
             labels[eval_path] = load_labels(eval_path)
         logits = read_safetensors(logits_path, names=("logits",))[0]["logits"]
@@ -251,6 +261,9 @@ def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
     paths = sorted({str(p) for p in eval_files})
     if len(paths) < 2:
         return
+    if _text_windows(paths[0]) is not None:
+        check_one_text(paths)
+        return
     first, first_labels = read_metadata(paths[0]), load_labels(paths[0])
     for path in paths[1:]:
         other = read_metadata(path)
@@ -265,6 +278,31 @@ def check_one_image_set(eval_files: Iterable[str | Path]) -> None:
                 "input pipeline's file must hold the same images, labels and order, or the tables would compare "
                 "models on different images. Prepare them all again from the image folder as it is now: "
                 "snakemake --forcerun pipeline_images  (then every baseline and reset is computed again)"
+            )
+
+
+# What the token files of a text study's tokenizers must share: the same text, documents order and windows.
+SHARED_TEXT_FACTS = ("path", "seed", "windows", "window_tokens", "documents", "order_head")
+
+
+def _text_windows(path: str | Path) -> dict[str, Any] | None:
+    from layercrit.io import safetensors_metadata
+
+    record = (safetensors_metadata(path) or {}).get("text_windows")
+    return json.loads(record) if record else None
+
+
+def check_one_text(paths: list[str]) -> None:
+    """The token files of a text study (one per tokenizer) must be made from the same text, in
+    the same seeded order of documents, with the same windows (their token ids differ)."""
+    first = _text_windows(paths[0])
+    for path in paths[1:]:
+        other = _text_windows(path) or {}
+        differ = [key for key in SHARED_TEXT_FACTS if first.get(key) != other.get(key)]
+        if differ:
+            raise ValueError(
+                f"{paths[0]} and {path} were made from other text or settings (they differ in {', '.join(differ)}): the "
+                "tables would compare models on different text. Make them again: snakemake --forcerun text_tokens"
             )
 
 

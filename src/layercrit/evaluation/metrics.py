@@ -133,3 +133,80 @@ class OutputChangeAccumulator:
             "n_nonfinite_clean": self.n_nonfinite_clean,
             "n_nonfinite_reset": self.n_nonfinite_reset,
         }
+
+
+# Elements (positions x vocabulary) per piece that the next-token metrics take at once: the
+# float64 temporaries of ``output_change`` stay near 8 x this many bytes each (~256 MiB).
+NEXT_TOKEN_CHUNK_ELEMENTS = 1 << 25
+
+
+def next_token_rows(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A language model's next-token predictions as rows: logits (N, L, V) of the first L - 1
+    positions, flattened to (N·(L-1), V), and the tokens they predict (N·(L-1))."""
+    return logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+
+
+def next_token_record(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a language model's baseline keeps of its clean outputs per predicted position (6 bytes,
+    not V x 4): the log-probability of the next token, and whether it is the top-1 and among
+    the top-5 predictions; each (N, L-1)."""
+    rows, targets = next_token_rows(logits.float(), tokens)
+    log_p = rows.log_softmax(dim=1).gather(1, targets.view(-1, 1)).view(-1)
+    top = rows.topk(min(5, rows.shape[1]), dim=1).indices == targets.view(-1, 1)
+    shape = (tokens.shape[0], tokens.shape[1] - 1)
+    return {"target_logprob": log_p.view(shape), "top1_hit": top[:, 0].to(torch.uint8).view(shape), "top5_hit": top.any(dim=1).to(torch.uint8).view(shape)}
+
+
+def next_token_accuracy(record: dict[str, torch.Tensor]) -> dict[str, float | int]:
+    """A language model's clean next-token top-1/top-5 accuracy (percent of positions), as
+    ``clean_accuracy`` gives an image classifier's, from its ``next_token_record``; NaN with any
+    non-finite log-probability."""
+    log_p = record["target_logprob"]
+    n_nonfinite = int((~torch.isfinite(log_p)).sum())
+    if n_nonfinite:
+        return {"top1": math.nan, "top5": math.nan, "n_nonfinite": n_nonfinite}
+    n = log_p.numel()
+    return {"top1": 100.0 * int(record["top1_hit"].sum()) / n, "top5": 100.0 * int(record["top5_hit"].sum()) / n, "n_nonfinite": 0}
+
+
+def perplexity(record: dict[str, torch.Tensor]) -> float:
+    """exp(mean next-token cross-entropy) of a ``next_token_record``."""
+    return math.exp(-float(record["target_logprob"].double().mean()))
+
+
+@dataclass
+class NextTokenAccumulator:
+    """The output-change metrics of a language model, over its next-token distributions: every
+    predicted position is one row of an ``OutputChangeAccumulator`` (its ``n_images`` counts
+    positions), plus the clean and reset models' cross-entropy and the clean top-1, so that
+    ``result`` also gives next-token accuracy and perplexity, clean and reset."""
+
+    change: OutputChangeAccumulator = field(default_factory=OutputChangeAccumulator)
+    clean_nll: float = 0.0
+    reset_nll: float = 0.0
+    clean_correct: int = 0
+
+    def update(self, clean_logits: torch.Tensor, reset_logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        clean, targets = next_token_rows(clean_logits, tokens)
+        reset, _ = next_token_rows(reset_logits, tokens)
+        step = max(1, NEXT_TOKEN_CHUNK_ELEMENTS // clean.shape[1])
+        for start in range(0, len(targets), step):
+            c, r, t = clean[start : start + step], reset[start : start + step], targets[start : start + step]
+            self.change.update(c, r, t)
+            self.clean_nll += float(F.cross_entropy(c.double(), t, reduction="sum"))
+            self.reset_nll += float(F.cross_entropy(r.double(), t, reduction="sum"))
+            self.clean_correct += int((c.argmax(dim=1) == t).sum())
+
+    def result(self, original_top1: float) -> dict[str, float | int]:
+        out = self.change.result(original_top1)
+        n = out["n_images"]
+        clean_ce, reset_ce = self.clean_nll / n, self.reset_nll / n
+        return {
+            **out,
+            "n_positions": n,
+            "clean_top1": 100.0 * self.clean_correct / n,
+            "cross_entropy": reset_ce,
+            "perplexity": math.exp(reset_ce),
+            "clean_cross_entropy": clean_ce,
+            "clean_perplexity": math.exp(clean_ce),
+        }

@@ -69,9 +69,9 @@ def _transformers_create(arch: Architecture) -> torch.nn.Module:
 
 
 def _transformers_unknown(arch: Architecture) -> str | None:
-    from layercrit.models.transformers_models import not_an_image_classifier
+    from layercrit.models.transformers_models import not_buildable
 
-    return not_an_image_classifier(arch)
+    return not_buildable(arch)
 
 
 def _transformers_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Hugging Face transformers image classifiers as architectures of a zoo.
+"""Hugging Face transformers models (image classifiers, causal language models) as architectures
+of a zoo.
 
 A zoo entry ``{transformers: <hub id>, revision: <branch, tag or commit>, kwargs: {config
 overrides}}`` names a model repository; ``python -m layercrit.zoo layers`` fetches its
@@ -18,6 +19,14 @@ takes ``model(x)`` as the logits; its modules and state-dict keys are the librar
 and shape, so ``layercrit.evaluation.graph`` cannot trace them: their resets run the full
 forward pass, and the log says so once.)
 
+What a repository holds is decided from its config, not by a zoo key: a config whose
+``architectures`` name a ``…ForCausalLM`` class is a causal language model, recorded in the layer list
+as ``extra["task"] = "causal-lm"`` (an image classifier's record has no ``task``, so the records
+written before language models existed stay as they are). A causal LM is built with
+``AutoModelForCausalLM.from_config``, its forward returns the next-token logits (N, L, V)
+(``NextTokenLogitsForward``), and its record also holds the sha256 of its repository's tokenizer
+files (``layercrit.models.language_models``), which make the study's token windows.
+
 Published weights (``model.safetensors`` of the repository, through the ``huggingface`` source
 kind) are stored in transformers' published key layout, which for many models (ViT among them)
 differs from the modules' names in transformers 5; ``to_model_layout`` loads them with
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +75,53 @@ def logits_class(base: type) -> type:
     return _LOGITS_CLASSES[base]
 
 
-def image_classifier_config(arch: Architecture) -> Any:
+# transformers builds and loads models through process-wide state (its loading and init
+# contexts): two at once in one process (Snakemake's job threads) can leave a tied weight untied
+# (a causal LM's lm_head after loading, seen with transformers 5.25). One at a time.
+_BUILDING = threading.RLock()
+
+CAUSAL_LM = "causal-lm"
+IMAGE_CLASSIFICATION = "image-classification"
+
+
+class NextTokenLogitsForward:
+    """Mixed in before a transformers causal LM's class: ``model(input_ids)`` returns the
+    next-token logits (N, L, V), without a key-value cache (one full pass per window)."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids=input_ids, use_cache=False).logits
+
+
+_NEXT_TOKEN_CLASSES: dict[type, type] = {}
+
+
+def next_token_class(base: type) -> type:
+    """``base`` with ``NextTokenLogitsForward`` (one class per base, named after it)."""
+    if base not in _NEXT_TOKEN_CLASSES:
+        _NEXT_TOKEN_CLASSES[base] = type(base.__name__, (NextTokenLogitsForward, base), {"__module__": __name__})
+    return _NEXT_TOKEN_CLASSES[base]
+
+
+def task_of(arch: Architecture) -> str:
+    """What ``arch`` is: ``CAUSAL_LM`` or ``IMAGE_CLASSIFICATION`` (its layer list's record)."""
+    return arch.extra.get("task", IMAGE_CLASSIFICATION)
+
+
+def config_task(config: dict[str, Any]) -> str:
+    """What a repository's config describes: a causal LM where its ``architectures`` (the classes
+    it was saved from; save_pretrained writes them) name a ``…ForCausalLM`` class, else an image
+    classifier. The model type alone cannot tell: transformers builds many (BERT, ViT's kin) as both."""
+    named = config.get("architectures") or []
+    return CAUSAL_LM if any(str(name).endswith("ForCausalLM") for name in named) else IMAGE_CLASSIFICATION
+
+
+def _auto_mapping(arch: Architecture) -> Any:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING if task_of(arch) == CAUSAL_LM else MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+
+def built_config(arch: Architecture) -> Any:
     """The transformers config that builds ``arch`` (from its layer list's record)."""
     from transformers import AutoConfig
 
@@ -73,30 +129,38 @@ def image_classifier_config(arch: Architecture) -> Any:
     return AutoConfig.for_model(config.pop("model_type"), **config)
 
 
-def not_an_image_classifier(arch: Architecture) -> str | None:
-    """None if transformers builds ``arch``'s config as an image classifier, else why not."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+def not_buildable(arch: Architecture) -> str | None:
+    """None if transformers builds ``arch``'s config as its task says (an image classifier, or a
+    causal LM), else why not."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
     model_type = arch.extra.get("config", {}).get("model_type")
     try:
-        config = image_classifier_config(arch)
+        config = built_config(arch)
     except (ValueError, KeyError) as e:
         return f"transformers cannot read the config of {arch.name} (model_type {model_type!r}): {str(e)[:200]}"
+    if task_of(arch) == CAUSAL_LM:
+        if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+            return None
+        return f"{arch.name} is a {model_type!r} model, which transformers has no causal language model for (AutoModelForCausalLM)"
     if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING:
         return (
             f"{arch.name} is a {model_type!r} model, which transformers has no image classifier for "
-            "(AutoModelForImageClassification); only image classification models are supported"
+            "(AutoModelForImageClassification); image classifiers and causal language models (a config whose "
+            "architectures name a ...ForCausalLM class) are supported"
         )
     return None
 
 
 def create(arch: Architecture) -> torch.nn.Module:
-    """An untrained image classifier of ``arch`` (train mode), its weights drawn by transformers'
-    initializer from torch's global RNG."""
-    from transformers import AutoModelForImageClassification
+    """An untrained image classifier or causal LM of ``arch`` (train mode), its weights drawn by
+    transformers' initializer from torch's global RNG."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_config(image_classifier_config(arch), dtype=torch.float32)
-    model.__class__ = logits_class(type(model))
+    auto, add_forward = (AutoModelForCausalLM, next_token_class) if task_of(arch) == CAUSAL_LM else (AutoModelForImageClassification, logits_class)
+    with _BUILDING:
+        model = auto.from_config(built_config(arch), dtype=torch.float32)
+    model.__class__ = add_forward(type(model))
     return model
 
 
@@ -113,18 +177,17 @@ def to_model_layout(arch: Architecture, state_dict: dict[str, torch.Tensor]) -> 
     """A state dict as transformers publishes it (``save_pretrained``) in the keys of ``arch``'s
     modules, converted by transformers itself; every tensor must be there, with its shape
     (``WeightsLayoutError`` otherwise)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
-
-    base = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(image_classifier_config(arch))]
+    base = _auto_mapping(arch)[type(built_config(arch))]
     try:
-        model, info = base.from_pretrained(
-            None,
-            config=image_classifier_config(arch),
-            state_dict=state_dict,
-            output_loading_info=True,
-            dtype=torch.float32,
-            ignore_mismatched_sizes=True,  # reported in the loading info, refused below with the others
-        )
+        with _BUILDING:
+            model, info = base.from_pretrained(
+                None,
+                config=built_config(arch),
+                state_dict=state_dict,
+                output_loading_info=True,
+                dtype=torch.float32,
+                ignore_mismatched_sizes=True,  # reported in the loading info, refused below with the others
+            )
     except (RuntimeError, ValueError) as e:
         raise WeightsLayoutError(f"architecture {arch.id!r}: transformers cannot load these weights into {base.__name__}: {e}") from None
     problems = [f"{len(info[k])} {k.replace('_', ' ')}: {_listing(info[k])}" for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
@@ -161,11 +224,13 @@ def hub_extra(arch: Architecture, config: dict[str, Any], record: dict[str, Any]
     if "id2label" in config and "num_labels" not in built:
         built["num_labels"] = len(config["id2label"])
     built |= arch.kwargs
+    task = config_task(config)
     return {
         "revision": arch.extra["revision"],
         "commit": record.get("hf_commit"),
         "config_sha256": record["sha256"],
         "config": dict(sorted(built.items())),
+        **({"task": task} if task == CAUSAL_LM else {}),
     }
 
 

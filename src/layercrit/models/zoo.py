@@ -192,7 +192,11 @@ def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOA
     model = build_architecture(arch, seed=0)
     out = zoo_path.parent / spec["layers"]
     layers = enumerate_layers(model)
-    if arch.library == "transformers":
+    if arch.extra.get("task") == "causal-lm":
+        from layercrit.models.language_models import language_input_facts
+
+        facts = language_input_facts(config)
+    elif arch.library == "transformers":
         from layercrit.models.transformers_models import processor_input_facts
 
         facts = processor_input_facts(model, config, processor)
@@ -232,7 +236,21 @@ def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tu
             "(a branch, tag or commit of it)"
         )
     config, record = fetched
-    return replace(arch, extra=hub_extra(arch, config, record)), config, processor and processor[0]
+    arch = replace(arch, extra=hub_extra(arch, config, record))
+    if arch.extra.get("task") == "causal-lm":  # it reads text its own tokenizer makes
+        from layercrit.models.language_models import TOKENIZER_FILE, NoTokenizer, tokenizer_record
+
+        try:
+            arch.extra["tokenizer"] = tokenizer_record(arch, downloads)
+        except NoTokenizer:
+            raise SystemExit(
+                f"{where}: the repository is a causal language model but has no {TOKENIZER_FILE} at this revision: "
+                "its evaluation text is cut into tokens by its own tokenizer. Use a revision that has it, or a "
+                "repository with the model's tokenizer files (tokenizer.json, tokenizer_config.json)"
+            ) from None
+        except DownloadError as e:
+            raise SystemExit(f"{where}: its tokenizer: {e}") from None
+    return arch, config, processor and processor[0]
 
 
 def _main() -> None:

@@ -21,6 +21,7 @@ from layercrit.study.layers import Layer
 from layercrit.study.pipelines import PER_MODEL, STUDY, InputPipeline
 from layercrit.study.results import FIGURE_NAMES
 from layercrit.study.selection import selected_layers
+from layercrit.study.text_data import check_language_models, is_text, token_file
 from layercrit.study.zoo import Model, model_normalization, trains_here
 
 
@@ -80,7 +81,10 @@ class Study:
 
     def eval_data(self, model_id: str) -> str:
         """The evaluation images of ``model_id``, relative to results/<study>/: the study's one
-        file, or with per-model pipelines its pipeline's (models that share one share the file)."""
+        file, or with per-model pipelines its pipeline's (models that share one share the file);
+        for a text study, the token windows of its tokenizer."""
+        if is_text(self.config):  # the token windows of its tokenizer
+            return token_file(self.architectures[self.models[model_id].architecture])
         if self.per_model_pipelines:
             return f"data/eval-{self.pipelines[model_id].name}.safetensors"
         return "data/eval.safetensors"
@@ -270,6 +274,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     used = {m.architecture for m in models.values()}
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     used_architectures = {a: architectures[a] for a in used_archs}
+    check_language_models(config, used_architectures)
     selected = _selected_units(config["reset"], zoo_dir, zoo, architectures, used_archs)
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)

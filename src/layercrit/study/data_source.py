@@ -14,6 +14,7 @@ from layercrit.study.architectures import TIMM_DEFAULT_CLASSES, Architecture
 from layercrit.study.errors import ConfigError
 from layercrit.study.image_folders import IMAGE_EXTENSIONS, FolderCount, count_images
 from layercrit.study.pipelines import STUDY, InputPipeline, PipelineError, model_pipeline, study_pipeline
+from layercrit.study.text_data import check_text_file
 from layercrit.study.zoo import Model
 
 
@@ -35,6 +36,8 @@ def check_data_source(config: dict[str, Any]) -> None:
     data = config.get("data", {})
     if data.get("kind") == "folder":
         check_own_folder(data)
+    if data.get("kind") == "text":
+        check_text_file(data)
     if data.get("kind") != "imagenet":
         return
     root = config.get("imagenet_val")

@@ -79,6 +79,8 @@ def model_normalization(entry: dict[str, Any], arch: Architecture) -> dict[str, 
     mean/std of its architecture's pretrained config (recorded in the layer list)."""
     if "normalization" in entry:
         return entry["normalization"]
+    if arch.input.get("tokens"):  # a language model reads token ids: nothing to normalize
+        return None
     if "mean" in arch.input and "std" in arch.input:
         return {"mean": list(arch.input["mean"]), "std": list(arch.input["std"])}
     raise ConfigError(

@@ -7,6 +7,7 @@ from snakemake.logging import logger
 
 from layercrit.study import jobs as study_jobs
 from layercrit.study.image_folders import listing_param
+from layercrit.study.text_data import tokenizers
 
 # The study's input pipelines by name: with data.pipeline per_model, one evaluation-data file each.
 PIPELINES = {pipeline.name: pipeline for pipeline in STUDY.pipelines.values()}
@@ -52,3 +53,19 @@ def prepared_data_params(prepared):
 def pipeline_params(wildcards):
     """The input pipeline of one evaluation-data file (data.pipeline per_model), as its params."""
     return asdict(PIPELINES[wildcards.pipeline])
+
+
+# The study's distinct tokenizers (data.kind text): one token file each, by the digest of its files.
+TOKENIZERS = tokenizers(STUDY.architectures) if config["data"]["kind"] == "text" else {}
+
+
+def text_data_params():
+    """The text settings as the token job's params, with the text file's size and modification
+    time: a text replaced or edited makes the token files (and every evaluation) again.
+    """
+    path = Path(config["data"]["path"]).expanduser()
+    stat = path.stat()
+    return config["data"] | {
+        "text_bytes": stat.st_size,
+        "text_mtime_ns": stat.st_mtime_ns,
+    }

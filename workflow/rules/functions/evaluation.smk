@@ -128,6 +128,10 @@ else:
     workflow._onstart = lambda log: (check_before_first_job(log), _project_onstart(log))
 
 
+# Whether the study evaluates causal language models on text (layercrit.evaluation.language).
+TEXT_STUDY = config["data"]["kind"] == "text"
+
+
 # What the evaluation rules' results depend on, as their params: changing one re-runs them
 # (Snakemake's params trigger). activation_cache_mb is not among them: reuse is bit-identical.
 EVALUATION = {k: config[k] for k in ("device", "precision", "batch_size")}
@@ -229,31 +233,39 @@ def reset_files(wildcards):
 def run_baseline(wildcards, input, output, params, threads, resources, log):
     """The baseline job: layercrit.evaluation.evaluate_baseline of one model."""
     from layercrit.evaluation import evaluate_baseline
+    from layercrit.evaluation.language import evaluate_lm_baseline
     from layercrit.joblog import job_log
 
     require_evaluation_allowed("baseline", output.summary, resources)
+    common = dict(
+        model_id=wildcards.model,
+        arch=architecture_of(wildcards.model),
+        weights=input.checkpoint,
+        eval_data=input.eval,
+        settings=eval_settings(params, threads),
+        logits_out=output.logits,
+        summary_out=output.summary,
+        devices=evaluation_devices(),
+    )
     with job_log(log[0]):
-        evaluate_baseline(
-            model_id=wildcards.model,
-            arch=architecture_of(wildcards.model),
-            weights=input.checkpoint,
-            eval_data=input.eval,
-            settings=eval_settings(params, threads),
-            logits_out=output.logits,
-            summary_out=output.summary,
-            reported_top1=STUDY.models[wildcards.model].reported_top1,
-            devices=evaluation_devices(),
-        )
+        # a language model: next-token outputs on token windows (layercrit.evaluation.language)
+        if TEXT_STUDY:
+            evaluate_lm_baseline(**common)
+        else:
+            evaluate_baseline(
+                **common, reported_top1=STUDY.models[wildcards.model].reported_top1
+            )
 
 
 def run_reset(wildcards, input, output, params, threads, resources, log):
     """The reset job: layercrit.evaluation.evaluate_reset of one (model, layer, seed, mode)."""
     from layercrit.evaluation import ResetInputs, evaluate_reset
+    from layercrit.evaluation.language import evaluate_lm_reset
     from layercrit.joblog import job_log
 
     require_evaluation_allowed("reset", output[0], resources)
     with job_log(log[0]):
-        evaluate_reset(
+        (evaluate_lm_reset if TEXT_STUDY else evaluate_reset)(
             model_id=wildcards.model,
             arch=architecture_of(wildcards.model),
             files=ResetInputs(**dict(input.items()), **reset_files(wildcards)),

@@ -76,6 +76,7 @@ _TORCHVISION_NAMES = (
     # transformers' ViT family: <base>.layers.N (or <base>.encoder.layer.N), its patch projection
     # and embeddings (class token, position embedding), the final layernorm
     (re.compile(r"^[a-z0-9_]+\.(?:encoder\.)?layers?\.(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^gpt_neox\."), ""),  # transformers' GPT-NeoX (Pythia); Llama's and Qwen2's model. is cut above
     (re.compile(r"^[a-z0-9_]+\.embeddings\.patch_embeddings\.projection$"), "patch_embed.proj"),
     (re.compile(r"^[a-z0-9_]+\.embeddings$"), "patch_embed.embeddings"),
     (re.compile(r"^[a-z0-9_]+\.layernorm$"), "norm"),

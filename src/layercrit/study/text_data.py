@@ -1,0 +1,119 @@
+"""Text as evaluation data (``data.kind: text``), checked at parse time without reading the
+text: the file exists and is of a kind the data job reads, it is not certainly too short for
+the windows asked for, and the zoo's architectures are causal language models that take windows
+that long. Which models share a token file: those whose tokenizer files are the same (the
+sha256 their layer lists record), whatever their repository or revision.
+
+The exact count of tokens is known only once a tokenizer has cut the text: the data job that
+makes a token file (``layercrit.text_windows``) stops with a clear message when the text gives
+fewer than N x L tokens. Here, before any job, a file with fewer bytes than N x L is refused: a
+byte-level or byte-fallback tokenizer (GPT-NeoX's, Llama's, Qwen2's) makes at most one token
+per byte of text, plus one end-of-text token per document (which its separator pays for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from layercrit.study.architectures import Architecture
+from layercrit.study.errors import ConfigError
+
+TEXT = "text"
+CAUSAL_LM = "causal-lm"  # layercrit.models.transformers_models.CAUSAL_LM (that module imports torch)
+
+
+def is_text(config: dict[str, Any]) -> bool:
+    return config.get("data", {}).get("kind") == TEXT
+
+
+def is_language_model(arch: Architecture) -> bool:
+    return arch.extra.get("task") == CAUSAL_LM
+
+
+def check_text_file(data: dict[str, Any]) -> None:
+    """The text file must exist, be .txt or .jsonl (a JSONL file's first line an object with a
+    string ``text``), and hold at least N x L bytes (see the module's docstring)."""
+    path = Path(data["path"]).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"data.path: {str(path)!r} {what}; set it to a .txt file (documents separated by blank lines) or a .jsonl "
+            'file (one {"text": ...} object per line)'
+        )
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            first = next((line for line in lines if line.strip()), "")
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"data.path: {str(path)!r}: its first line is not JSON ({e}); a .jsonl file holds one JSON object per line") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ConfigError(
+                f"data.path: {str(path)!r}: its first line has no string field 'text' (it has {found}); each line of a "
+                'text .jsonl file is an object {"text": "<document>"}'
+            )
+    needed = data.get("windows", 64) * data.get("window_tokens", 128)
+    size = path.stat().st_size
+    if size < needed:
+        raise ConfigError(
+            f"data.path: {str(path)!r} has {size} bytes, too short for data.windows x data.window_tokens = "
+            f"{data.get('windows', 64)} x {data.get('window_tokens', 128)} = {needed} tokens (a token stands for at least one "
+            "byte of text); give a longer text, or fewer or shorter windows"
+        )
+
+
+def check_language_models(config: dict[str, Any], architectures: dict[str, Architecture]) -> None:
+    """Text goes with causal language models only, and images with no language model; a window
+    must fit each model's positions; block removal is not built for language models."""
+    text = is_text(config)
+    wrong = [a.id for a in architectures.values() if is_language_model(a) != text]
+    if wrong and text:
+        raise ConfigError(
+            f"data.kind text evaluates causal language models, but architectures {wrong} are not (a transformers "
+            "repository whose config names a ...ForCausalLM class, with its layer list written by python -m layercrit.zoo "
+            "layers); evaluate them on images, or leave them out (models: ...)"
+        )
+    if wrong:
+        raise ConfigError(
+            f"architectures {wrong} are causal language models, evaluated on text: set data.kind: text with data.path "
+            f"(README, 'Language models'), or leave them out of this {config['data']['kind']!r} study (models: ...)"
+        )
+    if text and config.get("reset", {}).get("mode") == "remove":
+        raise ConfigError(
+            "reset.mode: 'remove' (block removal) is not built for language models yet (issue 34); use 'randomize' "
+            "or 'zero', or remove blocks of image models"
+        )
+    tokens = config.get("data", {}).get("window_tokens", 128)
+    for arch in architectures.values():
+        limit = arch.input.get("max_positions")
+        if text and limit and tokens > limit:
+            raise ConfigError(
+                f"data.window_tokens: {tokens}, but architectures.{arch.id} ({arch.name}) takes at most {limit} positions "
+                f"(max_position_embeddings); set data.window_tokens to at most {limit}"
+            )
+
+
+def tokenizer_key(arch: Architecture) -> str:
+    """The name of ``arch``'s tokenizer among the study's token files: a digest of its tokenizer
+    files' sha256 (models whose tokenizer files are equal share one token file)."""
+    record = json.dumps(arch.extra["tokenizer"], sort_keys=True)
+    return hashlib.sha256(record.encode()).hexdigest()[:12]
+
+
+def token_file(arch: Architecture) -> str:
+    """The token windows of ``arch``'s tokenizer, relative to results/<study>/."""
+    return f"data/tokens-{tokenizer_key(arch)}.safetensors"
+
+
+def tokenizers(architectures: dict[str, Architecture]) -> dict[str, dict[str, Any]]:
+    """The study's distinct tokenizers by ``tokenizer_key``: where the data job fetches each
+    (the first architecture's repository and revision that has it) and its files' sha256."""
+    found: dict[str, dict[str, Any]] = {}
+    for arch in architectures.values():
+        if is_language_model(arch):
+            found.setdefault(tokenizer_key(arch), {"repo": arch.name, "revision": arch.extra["revision"], "files": dict(arch.extra["tokenizer"])})
+    return found
