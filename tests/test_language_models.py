@@ -364,7 +364,8 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     (tmp_path / zoo_text.splitlines()[0].removeprefix("# ")).parent.mkdir(parents=True)
     (tmp_path / "config/architectures").mkdir()
     (tmp_path / config["zoo"]).write_text(zoo_text)
-    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the environment, activated
+    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (tmp_path / "data").mkdir()
     write_text(tmp_path / config["data"]["path"], documents(1500, 5))

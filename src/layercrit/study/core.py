@@ -21,7 +21,7 @@ from layercrit.study.layers import Layer
 from layercrit.study.pipelines import PER_MODEL, STUDY, InputPipeline
 from layercrit.study.results import FIGURE_NAMES
 from layercrit.study.selection import selected_layers
-from layercrit.study.text_data import check_language_models, is_text, token_file
+from layercrit.study.text_data import check_language_models, check_logits_memory, is_text, token_file
 from layercrit.study.zoo import Model, model_normalization, trains_here
 
 
@@ -275,6 +275,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     used_archs = [a for a in architectures if a in used]  # zoo order: messages do not depend on set order
     used_architectures = {a: architectures[a] for a in used_archs}
     check_language_models(config, used_architectures)
+    check_logits_memory(config, used_architectures)
     selected = _selected_units(config["reset"], zoo_dir, zoo, architectures, used_archs)
     check_class_count(config, used_architectures)
     check_input_size(config, models, used_architectures)

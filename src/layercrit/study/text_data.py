@@ -97,6 +97,34 @@ def check_language_models(config: dict[str, Any], architectures: dict[str, Archi
             )
 
 
+# What one batch's clean and reset logits of a language model may take (float32, both at once):
+# the vocabulary makes them large (B x L x V x 4 bytes each), and batch_size is the images' setting.
+LOGITS_MEMORY_LIMIT_BYTES = 8 * 2**30
+
+
+def check_logits_memory(config: dict[str, Any], architectures: dict[str, Architecture]) -> None:
+    """A text study's ``batch_size`` must keep one batch's clean and reset logits within
+    ``LOGITS_MEMORY_LIMIT_BYTES`` for every model: the default of 500 (windows) that suits
+    images would ask for tens of GB at a vocabulary of 50k-150k, and fail in the first job or
+    swap the machine to a halt."""
+    if not is_text(config):
+        return
+    batch, tokens = config["batch_size"], config["data"].get("window_tokens", 128)
+    for arch in architectures.values():
+        vocab = arch.input.get("vocab_size")
+        if not vocab:
+            continue
+        per_window = 2 * tokens * vocab * 4
+        if batch * per_window > LOGITS_MEMORY_LIMIT_BYTES:
+            most = max(LOGITS_MEMORY_LIMIT_BYTES // per_window, 1)
+            raise ConfigError(
+                f"batch_size: {batch} windows of {tokens} tokens at the vocabulary of {vocab:,} of architectures.{arch.id} "
+                f"({arch.name}) hold 2 x {batch} x {tokens} x {vocab:,} x 4 bytes = {batch * per_window / 2**30:.1f} GiB of "
+                f"clean and reset logits per batch; set batch_size to at most {most} (at most "
+                f"{LOGITS_MEMORY_LIMIT_BYTES / 2**30:g} GiB), or shorter windows (data.window_tokens)"
+            )
+
+
 def tokenizer_key(arch: Architecture) -> str:
     """The name of ``arch``'s tokenizer among the study's token files: a digest of its tokenizer
     files' sha256 (models whose tokenizer files are equal share one token file)."""
