@@ -19,9 +19,9 @@ from layercrit.study.data_source import check_class_count, check_data_source, ch
 from layercrit.study.errors import ConfigError
 from layercrit.study.layers import Layer
 from layercrit.study.pipelines import PER_MODEL, STUDY, InputPipeline
-from layercrit.study.results import FIGURE_NAMES
+from layercrit.study.results import FIGURE_NAMES, LANGUAGE_FIGURE_NAMES
 from layercrit.study.selection import selected_layers
-from layercrit.study.text_data import check_language_models, is_text, token_file
+from layercrit.study.text_data import check_language_models, is_text, token_file, tokenizer_names
 from layercrit.study.zoo import Model, model_normalization, trains_here
 
 
@@ -124,6 +124,18 @@ class Study:
         """The figures (of ``FIGURE_NAMES``, in its order) this study's zoo supports (the others:
         ``figures_left_out``)."""
         return tuple(name for name in FIGURE_NAMES if name not in self.figures_left_out)
+
+    @property
+    def language_figures(self) -> tuple[str, ...]:
+        """The figures of a text study besides ``figures`` (``LANGUAGE_FIGURE_NAMES``; drawn from
+        the per-seed table by their own rule); none for an image study."""
+        return LANGUAGE_FIGURE_NAMES if is_text(self.config) else ()
+
+    def tokenizers(self) -> dict[str, str]:
+        """Each language model's tokenizer, by model id, as the figures name it: perplexities
+        compare only between models of one tokenizer (``text_data.tokenizer_names``)."""
+        names = tokenizer_names({a: self.architectures[a] for a in dict.fromkeys(m.architecture for m in self.models.values())})
+        return {m.id: names[m.architecture] for m in self.models.values() if m.architecture in names}
 
     def share_layers(self, model_a: str, model_b: str) -> bool:
         """Whether two models have the same layers selected: one architecture, or two whose
