@@ -24,6 +24,7 @@ from layercrit.figures.language import (
     draw_language,
 )
 from layercrit.study import LANGUAGE_FIGURE_NAMES
+from test_figures import _drawn_texts_extents  # every text the layout engine placed, tick labels in view only
 
 CATEGORIES = [{"id": "base", "label": "Base", "color": "#1f77b4"}, {"id": "instruct", "label": "Instruct", "color": "#d62728"}]
 LLAMA_KINDS = [("self_attn.q_proj", "Linear"), ("self_attn.k_proj", "Linear"), ("self_attn.v_proj", "Linear"),
@@ -128,3 +129,96 @@ def test_clean_perplexity_is_read_per_model_from_the_reset_rows():
     resets, _, _ = fabricate([("a", "base", llama_layers(1), 12.5), ("b", "instruct", llama_layers(1), 9.0)])
     assert clean_perplexities(resets) == {"a": 12.5, "b": 9.0}
     assert clean_perplexities(resets.drop(columns="clean_perplexity")) == {}
+
+
+def _drawn_figure(monkeypatch, draw):
+    """The matplotlib Figure a plotting function builds, not saved (so not cleared)."""
+    drawn = []
+    monkeypatch.setattr(figures.common, "save_figure", lambda fig, out_base: drawn.append(fig))
+    draw()
+    return drawn[0]
+
+
+# a study like config/llm.yaml's: SmolLM2 (30 blocks) base and instruct, Pythia at two steps
+# (GPT-NeoX, 12 blocks), Qwen2.5 (24 blocks); three tokenizers
+LLM_STUDY = [("smollm2", "base", llama_layers(30), 20.0), ("smollm2_instruct", "instruct", llama_layers(30), 24.0),
+             ("pythia_step1000", "base", neox_layers(12), 80.0), ("pythia_step143000", "base", neox_layers(12), 22.0),
+             ("qwen25", "base", llama_layers(24), 14.0)]  # fmt: skip
+LLM_TOKENIZERS = {"smollm2": "HuggingFaceTB/SmolLM2-135M", "smollm2_instruct": "HuggingFaceTB/SmolLM2-135M",
+                  "pythia_step1000": "EleutherAI/pythia-160m@step1000", "pythia_step143000": "EleutherAI/pythia-160m@step1000",
+                  "qwen25": "Qwen/Qwen2.5-0.5B"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", LANGUAGE_FIGURE_NAMES)
+def test_language_figure_text_lies_inside_the_figure_and_overlaps_no_other_text(name, monkeypatch, tmp_path):
+    resets, summary, models = fabricate(LLM_STUDY)
+    study = StudyInfo(categories=CATEGORIES, tokenizers=LLM_TOKENIZERS)
+    fig = _drawn_figure(monkeypatch, lambda: draw_language(name, resets, summary, models, study, tmp_path / "f"))
+    extents = _drawn_texts_extents(fig)
+    inside = fig.bbox.padded(1)
+    assert not [text for text, e in extents if not (inside.contains(e.x0, e.y0) and inside.contains(e.x1, e.y1))]
+    x0, y0, x1, y1 = (np.array([getattr(e, k) for _, e in extents]) for k in ("x0", "y0", "x1", "y1"))
+    overlap = (np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0) > 1) & (np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0) > 1)
+    np.fill_diagonal(overlap, False)
+    assert not [(extents[i][0], extents[j][0]) for i, j in zip(*np.nonzero(overlap)) if i < j]
+
+
+def test_the_block_heatmap_has_a_panel_per_model_with_its_kinds_its_blocks_and_the_layers_outside(monkeypatch, tmp_path):
+    resets, summary, models = fabricate(LLM_STUDY[2:])  # Pythia twice, then Qwen2.5
+    fig = _drawn_figure(monkeypatch, lambda: figures.language.block_sublayer_heatmap(
+        summary, models, CATEGORIES, tmp_path / "f", perplexities=clean_perplexities(resets)))  # fmt: skip
+    titled = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in titled] == [
+        "pythia step1000\nclean perplexity 80", "pythia step143000\nclean perplexity 22", "qwen25\nclean perplexity 14"]
+    assert [len(ax.get_yticks()) for ax in titled] == [12, 12, 24]
+    assert [t.get_text() for t in titled[0].get_xticklabels()][2:4] == ["attn.query_key_value", "attn.dense"]
+    strips = [ax for ax in fig.axes if not ax.get_title(loc="left") and ax.get_yticklabels() and not ax.get_ylabel().startswith("Layer")]
+    assert [[t.get_text() for t in ax.get_yticklabels()] for ax in strips][2] == ["embed_tokens", "norm (RMS)", "lm_head"]
+    assert fig.axes[-1].get_ylabel().startswith("Layer Criticality [%]")  # the one colour bar, 0-100
+    assert fig.axes[-1].get_ylim() == (0.0, 100.0)
+
+
+def test_criticality_vs_perplexity_gives_each_tokenizer_its_own_panel(monkeypatch, tmp_path):
+    resets, summary, models = fabricate(LLM_STUDY)
+    draw = lambda tokenizers: _drawn_figure(monkeypatch, lambda: figures.language.criticality_vs_perplexity(
+        models, clean_perplexities(resets), tokenizers, CATEGORIES, tmp_path / "f"))  # fmt: skip
+    fig = draw(LLM_TOKENIZERS)
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "tokenizer: HuggingFaceTB/SmolLM2-135M", "tokenizer: EleutherAI/pythia-160m@step1000", "tokenizer: Qwen/Qwen2.5-0.5B"]
+    points = [ax.collections[-1].get_offsets() for ax in panels]
+    assert [len(p) for p in points] == [2, 2, 1]
+    means = models.set_index("model")["mean_criticality"]
+    assert points[1].tolist() == [[80.0, means["pythia_step1000"]], [22.0, means["pythia_step143000"]]]
+    assert panels[1].get_xscale() == "linear"  # 80 / 22 < 10
+    # without a tokenizer's name, a model is grouped by its architecture: never across tokenizers
+    fig = draw({})
+    assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == [
+        "tokenizer: architecture smollm2", "tokenizer: architecture pythia", "tokenizer: architecture qwen25"]
+
+
+def test_the_block_profile_shares_block_indices_only_between_models_of_one_depth(monkeypatch, tmp_path):
+    for specs, label in ((LLM_STUDY[2:4], "block"), (LLM_STUDY[::2], "relative depth")):  # 12 and 12; 30, 12 and 24
+        resets, _, models = fabricate(specs)
+        fig = _drawn_figure(monkeypatch, lambda: figures.language.block_profile(resets, models, CATEGORIES, tmp_path / "f"))
+        (ax,) = fig.axes
+        assert ax.get_xlabel().startswith(label)
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == [models.set_index("model").loc[m, "display_name"] for m, *_ in specs]
+        table = block_profile_table(resets)
+        first = table[table["model"] == specs[0][0]]
+        assert lines[0].get_ydata().tolist() == pytest.approx(first["mean"].tolist())
+        if label == "block":
+            assert lines[0].get_xdata().tolist() == list(range(12))
+        else:
+            assert lines[0].get_xdata()[-1] == 1.0 and lines[2].get_xdata()[-1] == 1.0
+
+
+def test_only_a_text_study_has_the_language_figures():
+    from layercrit.study import Model, Study
+
+    model = Model("m", "m", "c", "a", {"kind": "train"})
+    image = Study("s", {"reset": {"seeds": [0, 1]}, "data": {"kind": "synthetic"}}, {}, {"m": model}, [], None)
+    text = Study("s", {"reset": {"seeds": [0, 1]}, "data": {"kind": "text"}}, {}, {"m": model}, [], None)
+    assert image.language_figures == () and text.language_figures == LANGUAGE_FIGURE_NAMES
+    assert not set(LANGUAGE_FIGURE_NAMES) & set(text.figures)
