@@ -24,6 +24,8 @@ import torch
 import yaml
 
 from conftest import REPO, run_snakemake
+from layercrit.study import LANGUAGE_FIGURE_NAMES
+from layercrit.study.workflow import load_workflow_study
 from layercrit.testing.fake_hosts import FakeHosts
 
 WORDS = "the a cat dog bird sees eats runs over under big small red blue green house tree river and then".split()
@@ -342,6 +344,12 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
         record = json.loads(path.read_text())
         print(f"{path.relative_to(results)}: wall_s={record['wall_s']:.3f} forward_s={record['forward_s']:.3f} tokens/s={record['tokens_per_s']:.0f}")
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+    # the language-model figures; perplexities compared within a tokenizer: Llama's and Qwen2's is one
+    index = json.loads((results / "figures/randomize/index.json").read_text())
+    assert set(LANGUAGE_FIGURE_NAMES) <= set(index["figures"])
+    assert all((results / f"figures/randomize/{name}.{ext}").is_file() for name in LANGUAGE_FIGURE_NAMES for ext in ("png", "pdf"))
+    study = load_workflow_study(config, [], REPO, tmp_path).study
+    assert study.tokenizers() == {"neox_lm": "owner/neox@step100", "llama_lm": "owner/llama", "qwen_lm": "owner/llama"}
 
 
 README_SECTION = re.search(r"### Language models\n(.*?)\n(?=#### |### |## )", (REPO / "README.md").read_text(), re.S)
@@ -381,3 +389,7 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     timing = resets.groupby("layer_type")[["wall_s", "forward_s", "tokens_per_s"]].median()
     print(timing.to_string())
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+    figures = json.loads((results / "figures/randomize/index.json").read_text())["figures"]
+    assert set(LANGUAGE_FIGURE_NAMES) <= set(figures)  # the README names them: they are drawn
+    for name in LANGUAGE_FIGURE_NAMES:
+        assert f"`{name}`" in text and (results / f"figures/randomize/{name}.png").is_file()
