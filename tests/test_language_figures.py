@@ -5,7 +5,7 @@ study that draws them is in tests/test_language_models.py."""
 
 from __future__ import annotations
 
-import math
+import re
 
 import matplotlib.image
 import numpy as np
@@ -72,8 +72,10 @@ def fabricate(specs: list[tuple[str, str, list[tuple[str, str]], float]], seeds=
 
 def test_the_registry_draws_every_language_figure(tmp_path):
     assert tuple(LANGUAGE_FIGURES) == LANGUAGE_FIGURE_NAMES  # the names the workflow's targets and wildcard read
-    resets, summary, models = fabricate([("llama_base", "base", llama_layers(4), 12.0), ("neox_step", "base", neox_layers(3), 30.0)])
-    study = StudyInfo(categories=CATEGORIES, tokenizers={"llama_base": "owner/llama", "neox_step": "owner/neox"})
+    resets, summary, models = fabricate([("llama_base", "base", llama_layers(4), 12.0), ("neox_step", "base", neox_layers(3), 30.0),
+                                         ("llama_instruct", "instruct", llama_layers(4), 10.0)])  # fmt: skip
+    study = StudyInfo(categories=CATEGORIES, tokenizers={"llama_base": "owner/llama", "neox_step": "owner/neox"},
+                      comparisons=[("llama_instruct", "llama_base")])  # fmt: skip
     for name in LANGUAGE_FIGURE_NAMES:
         paths = draw_language(name, resets, summary, models, study, tmp_path / name)
         assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"] and all(p.stat().st_size > 1000 for p in paths)
@@ -148,11 +150,13 @@ LLM_TOKENIZERS = {"smollm2": "HuggingFaceTB/SmolLM2-135M", "smollm2_instruct": "
                   "pythia_step1000": "EleutherAI/pythia-160m@step1000", "pythia_step143000": "EleutherAI/pythia-160m@step1000",
                   "qwen25": "Qwen/Qwen2.5-0.5B"}  # fmt: skip
 
+LLM_COMPARISONS = [("smollm2_instruct", "smollm2"), ("pythia_step143000", "pythia_step1000")]
+
 
 @pytest.mark.parametrize("name", LANGUAGE_FIGURE_NAMES)
 def test_language_figure_text_lies_inside_the_figure_and_overlaps_no_other_text(name, monkeypatch, tmp_path):
     resets, summary, models = fabricate(LLM_STUDY)
-    study = StudyInfo(categories=CATEGORIES, tokenizers=LLM_TOKENIZERS)
+    study = StudyInfo(categories=CATEGORIES, tokenizers=LLM_TOKENIZERS, comparisons=LLM_COMPARISONS)
     fig = _drawn_figure(monkeypatch, lambda: draw_language(name, resets, summary, models, study, tmp_path / "f"))
     extents = _drawn_texts_extents(fig)
     inside = fig.bbox.padded(1)
@@ -220,5 +224,53 @@ def test_only_a_text_study_has_the_language_figures():
     model = Model("m", "m", "c", "a", {"kind": "train"})
     image = Study("s", {"reset": {"seeds": [0, 1]}, "data": {"kind": "synthetic"}}, {}, {"m": model}, [], None)
     text = Study("s", {"reset": {"seeds": [0, 1]}, "data": {"kind": "text"}}, {}, {"m": model}, [], None)
-    assert image.language_figures == () and text.language_figures == LANGUAGE_FIGURE_NAMES
-    assert not set(LANGUAGE_FIGURE_NAMES) & set(text.figures)
+    assert image.language_figures == () and "block_difference_heatmap" not in image.figures_left_out
+    assert text.language_figures == ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity")
+    assert "zoo `comparisons`" in text.figures_left_out["block_difference_heatmap"]
+    text.comparisons = (("m", "m0"),)
+    assert text.language_figures == LANGUAGE_FIGURE_NAMES and not set(LANGUAGE_FIGURE_NAMES) & set(text.figures)
+
+
+def test_the_difference_heatmap_is_each_pairs_model_minus_its_reference_cell_by_cell(monkeypatch, tmp_path):
+    _, summary, models = fabricate(LLM_STUDY)
+    fig = _drawn_figure(monkeypatch, lambda: figures.language.block_difference_heatmap(summary, models, LLM_COMPARISONS, tmp_path / "f"))
+    titled = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in titled] == ["smollm2 instruct\nminus smollm2", "pythia step143000\nminus pythia step1000"]
+    shown = titled[1].images[0].get_array()
+    model, reference = (block_matrix(summary[summary["model"] == m])[0].to_numpy() for m in LLM_COMPARISONS[1])
+    assert np.allclose(shown, model - reference)
+    # criticality() adds 7 per model index: pythia_step143000 (3) minus pythia_step1000 (2), all 7 points
+    assert np.allclose(shown, 7.0)
+    low, high = fig.axes[-1].get_ylim()
+    assert low == -high and high == 10.0  # symmetric, the largest difference rounded up to a multiple of 5
+    with pytest.raises(ValueError, match="reset in different layers"):
+        figures.language.block_difference_heatmap(summary, models, [("qwen25", "smollm2")], tmp_path / "g")
+    with pytest.raises(ValueError, match=r"no results of \['gone'\]"):
+        figures.language.block_difference_heatmap(summary, models, [("gone", "smollm2")], tmp_path / "g")
+
+
+def test_the_zoos_comparisons_are_checked_at_parse_time_and_kept_where_the_study_has_both_models(tmp_path):
+    import yaml
+
+    from conftest import REPO, tiny_study
+    from layercrit.study import ConfigError, load_workflow_study
+
+    config_path = tiny_study(tmp_path)
+    zoo_path = tmp_path / "zoo.yaml"
+    zoo = yaml.safe_load(zoo_path.read_text())
+
+    def study(comparisons, **config):
+        zoo_path.write_text(yaml.safe_dump({**zoo, "comparisons": comparisons}, sort_keys=False))
+        return load_workflow_study({**yaml.safe_load(config_path.read_text()), **config}, [], REPO, tmp_path).study
+
+    pair = {"model": "demo_linf_1", "reference": "demo_baseline"}
+    assert study([pair]).comparisons == (("demo_linf_1", "demo_baseline"),)
+    assert study([pair], models=["demo_linf_1", "demo_cutout"]).comparisons == ()  # its reference is not in the study
+    for comparisons, message in (
+        ([{"model": "demo_linf_1", "reference": "demo_base"}], "zoo.comparisons[0]: unknown model id(s) ['demo_base']"),
+        ([pair, {"model": "demo_cutout", "reference": "demo_cutout"}], "zoo.comparisons[1]: compares 'demo_cutout' with itself"),
+        ([{"model": "demo_vit", "reference": "demo_baseline"}], "'demo_vit' (demo_vit) and 'demo_baseline' (demo_resnet) have different layers"),
+        ([{"model": "demo_linf_1"}], "reference"),  # the schema's message
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            study(comparisons)

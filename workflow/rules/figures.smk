@@ -63,6 +63,9 @@ rule plot_language_figure:
     params:
         categories=lambda wc: study_named(wc.study).categories,
         tokenizers=lambda wc: study_named(wc.study).tokenizers(),
+        comparisons=lambda wc: [
+            list(pair) for pair in study_named(wc.study).comparisons
+        ],
     script:
         "../scripts/plot_language_figure.py"
 

@@ -15,7 +15,11 @@ def main(sm) -> None:
         tables[name] = pd.read_csv(sm.input[name])
         tables[name]["kernel"] = tables[name]["kernel"].astype(object).fillna("")  # linear layers have no kernel
     models = pd.read_csv(sm.input.models)
-    study = figures.StudyInfo(categories=sm.params.categories, tokenizers=sm.params.tokenizers)
+    study = figures.StudyInfo(
+        categories=sm.params.categories,
+        tokenizers=sm.params.tokenizers,
+        comparisons=[tuple(pair) for pair in sm.params.comparisons],
+    )
     draw_language(sm.wildcards.figure, tables["resets"], tables["summary"], models, study, Path(sm.output.png).with_suffix(""))
 
 

@@ -94,12 +94,14 @@ class StudyInfo:
     "color"}``), its baseline model id (None without one) and the smallest difference from the
     baseline that Fig. 4 marks (config figures.min_difference, in criticality points); of a
     language-model study also each model's tokenizer (model id → its name: ``Study.tokenizers``),
-    within which alone perplexities compare."""
+    within which alone perplexities compare, and the pairs (model, reference) whose differences
+    it draws (``Study.comparisons``)."""
 
     categories: Sequence[Mapping[str, Any]]
     baseline: str | None = None
     min_difference: float = MIN_DIFFERENCE
     tokenizers: Mapping[str, str] = field(default_factory=dict)
+    comparisons: Sequence[tuple[str, str]] = ()
 
 
 Draw = Callable[[pd.DataFrame, pd.DataFrame, StudyInfo, str | Path], list[Path]]

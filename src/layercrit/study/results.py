@@ -33,9 +33,10 @@ FIGURE_NAMES = (
     "criticality_vs_epsilon",
 )
 # The figures of a language-model study (data.kind text; layercrit.figures.language), drawn by
-# their own rule from the per-seed table too: by block x sublayer kind, along the blocks, and
-# criticality against the clean perplexity, within each tokenizer. Study.language_figures.
-LANGUAGE_FIGURE_NAMES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity")
+# their own rule from the per-seed table too: by block x sublayer kind, along the blocks,
+# criticality against the clean perplexity within each tokenizer, and the differences of the
+# zoo's comparisons by block x sublayer kind. Study.language_figures.
+LANGUAGE_FIGURE_NAMES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity", "block_difference_heatmap")
 # Table 1, rendered beside the figures (layercrit.figures.table).
 MODEL_TABLE = "model_table"
 # The comparisons with the published results (layercrit.analysis.replication): of the means over seeds,

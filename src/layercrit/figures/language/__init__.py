@@ -1,12 +1,13 @@
 """The figures of a language-model study (``layercrit.study.LANGUAGE_FIGURE_NAMES``), drawn
 besides the heatmaps every study has: criticality by block × sublayer kind (``heatmap``), along
 the blocks (``profile``) and against the clean perplexity within each tokenizer
-(``perplexity``); ``blocks`` reads a layer's block and kind from its name.
+(``perplexity``), and the differences of the pairs a zoo compares (``difference``); ``blocks`` reads a layer's block and kind from its name.
 
 They read the per-seed table (``resets``: a block's spread over seeds, the clean perplexity)
 besides ``summary`` and ``models``, so they have a registry and a rule of their own:
 ``LANGUAGE_FIGURES[name](resets, summary, models, study, out_base)``, ``study`` a
-``layercrit.figures.StudyInfo`` whose ``tokenizers`` names each model's tokenizer.
+``layercrit.figures.StudyInfo`` whose ``tokenizers`` names each model's tokenizer and
+``comparisons`` lists the pairs (model, reference).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 import pandas as pd
 
 from layercrit.figures.language.blocks import block_layout, block_matrix, block_profile_table, sublayer_kinds
-from layercrit.figures.language.heatmap import block_sublayer_heatmap
+from layercrit.figures.language.difference import block_difference_heatmap
+from layercrit.figures.language.heatmap import BlockPanel, block_panels, block_sublayer_heatmap
 from layercrit.figures.language.perplexity import clean_perplexities, criticality_vs_perplexity
 from layercrit.figures.language.profile import block_profile
 
 __all__ = [
-    "LANGUAGE_FIGURES", "block_layout", "block_matrix", "block_profile", "block_profile_table", "block_sublayer_heatmap",
+    "LANGUAGE_FIGURES", "BlockPanel", "block_difference_heatmap", "block_layout", "block_panels", "block_matrix", "block_profile", "block_profile_table", "block_sublayer_heatmap",
     "clean_perplexities", "criticality_vs_perplexity", "draw_language", "sublayer_kinds",
 ]  # fmt: skip
 
@@ -41,6 +43,9 @@ LANGUAGE_FIGURES: Mapping[str, LanguageDraw] = MappingProxyType(
         ),
         "criticality_vs_perplexity": lambda resets, summary, models, study, out_base: criticality_vs_perplexity(
             models, clean_perplexities(resets), study.tokenizers, study.categories, out_base
+        ),
+        "block_difference_heatmap": lambda resets, summary, models, study, out_base: block_difference_heatmap(
+            summary, models, study.comparisons, out_base
         ),
     }
 )
