@@ -24,6 +24,8 @@ import torch
 import yaml
 
 from conftest import REPO, run_snakemake
+from layercrit.study import LANGUAGE_FIGURE_NAMES
+from layercrit.study.workflow import load_workflow_study
 from layercrit.testing.fake_hosts import FakeHosts
 
 WORDS = "the a cat dog bird sees eats runs over under big small red blue green house tree river and then".split()
@@ -119,8 +121,8 @@ def model_entry(model_id: str, arch: str, repo: str, revision: str) -> dict:
             "source": {"kind": "huggingface", "repo": repo, "file": "model.safetensors", "revision": revision}}  # fmt: skip
 
 
-def write_zoo(path: Path, architectures: dict, models: list[dict]) -> Path:
-    zoo = {"architectures": architectures, "categories": [{"id": "base", "label": "Base"}], "models": models}
+def write_zoo(path: Path, architectures: dict, models: list[dict], **extra) -> Path:
+    zoo = {"architectures": architectures, "categories": [{"id": "base", "label": "Base"}], "models": models, **extra}
     path.write_text(yaml.safe_dump(zoo, sort_keys=False))
     return path
 
@@ -293,8 +295,9 @@ def plain_transformers_criticality(repo: Path, tokens: torch.Tensor, layer: str,
 @pytest.mark.slow
 def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, tmp_path):
     """GPT-NeoX at a branch, Llama and Qwen2 (sharing one tokenizer, so one token file; Qwen2's
-    weights from a local file as saved by save_pretrained); a randomize study of a few layers
-    each, two seeds: baseline, resets, tables, heatmap."""
+    weights from a local file as saved by save_pretrained), and GPT-NeoX at a later branch (other
+    weights, one architecture), compared with the first; a randomize study of a few layers
+    each, two seeds: baseline, resets, tables, heatmap, the language-model figures."""
     import pandas as pd
 
     from layercrit.text_windows import read_token_windows
@@ -308,7 +311,11 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
         architectures[name] = arch_entry(f"owner/{name}", revision, f"{name}.tsv")
         models.append(model_entry(f"{name}_lm", name, f"owner/{name}", revision))
     models[2]["source"] = {"kind": "url", "url": str(tmp_path / "repos/qwen/model.safetensors")}  # a local checkpoint
-    zoo = write_zoo(tmp_path / "zoo.yaml", architectures, models)
+    later = tiny_lm("gpt_neox", neox_tok.get_vocab_size(), seed=11)  # a later training step: the neox architecture
+    serve_lm(hosts, "owner/neox", later, neox_tok, tmp_path / "repos/neox_step200", revision="step200")
+    models.append(model_entry("neox_step200_lm", "neox", "owner/neox", "step200"))
+    comparisons = [{"model": "neox_step200_lm", "reference": "neox_lm"}]  # step vs step
+    zoo = write_zoo(tmp_path / "zoo.yaml", architectures, models, comparisons=comparisons)
     for name in repos:
         layer_command(zoo, name, tmp_path)
     text = write_text(tmp_path / "corpus.jsonl", documents(60, 3))
@@ -328,7 +335,7 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
     assert neox_record["order_head"] == shared_record["order_head"]  # the same documents, in one seeded order
 
     resets = pd.read_csv(results / "tables/randomize/resets.csv")
-    assert len(resets) == (2 + 4 + 4) * 2 and set(resets["model"]) == {"neox_lm", "llama_lm", "qwen_lm"}
+    assert len(resets) == (2 + 4 + 4 + 2) * 2 and set(resets["model"]) == {"neox_lm", "llama_lm", "qwen_lm", "neox_step200_lm"}
     assert resets["criticality"].between(0, 100).all() and (resets["criticality"] > 0).all()
     assert (resets["n_images"] == 6 * 31).all() and (resets["clean_max_logprob_diff"] <= 1e-4).all()
     assert (resets["perplexity"] > 0).all() and resets["kl"].ge(0).all()
@@ -342,6 +349,14 @@ def test_three_lm_families_are_fetched_verified_evaluated_and_aggregated(hosts, 
         record = json.loads(path.read_text())
         print(f"{path.relative_to(results)}: wall_s={record['wall_s']:.3f} forward_s={record['forward_s']:.3f} tokens/s={record['tokens_per_s']:.0f}")
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+    # the language-model figures; perplexities compared within a tokenizer: Llama's and Qwen2's is one
+    index = json.loads((results / "figures/randomize/index.json").read_text())
+    assert set(LANGUAGE_FIGURE_NAMES) <= set(index["figures"])
+    assert all((results / f"figures/randomize/{name}.{ext}").is_file() for name in LANGUAGE_FIGURE_NAMES for ext in ("png", "pdf"))
+    study = load_workflow_study(config, [], REPO, tmp_path).study
+    assert study.comparisons == (("neox_step200_lm", "neox_lm"),)
+    assert study.tokenizers() == {"neox_lm": "owner/neox@step100", "llama_lm": "owner/llama", "qwen_lm": "owner/llama",
+                                  "neox_step200_lm": "owner/neox@step100"}  # fmt: skip
 
 
 README_SECTION = re.search(r"### Language models\n(.*?)\n(?=#### |### |## )", (REPO / "README.md").read_text(), re.S)
@@ -382,3 +397,8 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     timing = resets.groupby("layer_type")[["wall_s", "forward_s", "tokens_per_s"]].median()
     print(timing.to_string())
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+    index = json.loads((results / "figures/randomize/index.json").read_text())
+    drawn = [name for name in LANGUAGE_FIGURE_NAMES if name != "block_difference_heatmap"]  # one model: nothing to compare
+    assert set(drawn) <= set(index["figures"]) and "zoo `comparisons`" in index["left_out"]["block_difference_heatmap"]
+    assert all(f"`{name}`" in text for name in LANGUAGE_FIGURE_NAMES)  # the README names them all
+    assert all((results / f"figures/randomize/{name}.png").is_file() for name in drawn)

@@ -27,6 +27,7 @@ sys.path.insert(0, _SRC)
 from layercrit import put_on_subprocess_path
 from layercrit.study import (
     FIGURE_NAMES,
+    LANGUAGE_FIGURE_NAMES,
     MODEL_TABLE,
     MODULE_NAME,
     REPLICATION_FIGURES,

@@ -40,6 +40,36 @@ rule plot_figure:
         "../scripts/plot_figure.py"
 
 
+# A text study's own figures (layercrit.figures.language): they read the per-seed table too.
+rule plot_language_figure:
+    input:
+        resets="results/{study}/tables/{mode}/resets.csv",
+        summary="results/{study}/tables/{mode}/summary.csv",
+        models="results/{study}/tables/{mode}/models.csv",
+    output:
+        png=report(
+            "results/{study}/figures/{mode}/{figure}.png",
+            caption="../report/language_figure.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="results/{study}/figures/{mode}/{figure}.pdf",
+    log:
+        "results/{study}/logs/figures/{mode}/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(LANGUAGE_FIGURE_NAMES),
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        categories=lambda wc: study_named(wc.study).categories,
+        tokenizers=lambda wc: study_named(wc.study).tokenizers(),
+        comparisons=lambda wc: [
+            list(pair) for pair in study_named(wc.study).comparisons
+        ],
+    script:
+        "../scripts/plot_language_figure.py"
+
+
 rule model_table:
     input:
         models="results/{study}/tables/{mode}/models.csv",

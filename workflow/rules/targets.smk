@@ -15,7 +15,7 @@ def figure_targets(study=None, mode=MODE):
     root = f"results/{study.name}"
     targets = expand(
         f"{root}/figures/{mode}/{{figure}}.{{ext}}",
-        figure=[*study.figures, MODEL_TABLE],
+        figure=[*study.figures, *study.language_figures, MODEL_TABLE],
         ext=["png", "pdf"],
     ) + [f"{root}/tables/{mode}/table1.csv", f"{root}/tables/{mode}/correlations.csv"]
     return targets
@@ -33,7 +33,7 @@ def figure_index_target():
 
 def figures_made():
     """The figures this study draws into figures/<mode>/, by name (of layercrit.study.STUDY_FIGURE_FILES)."""
-    return [*STUDY.figures, MODEL_TABLE] + [
+    return [*STUDY.figures, *STUDY.language_figures, MODEL_TABLE] + [
         name for name in REPLICATION_FIGURES if replication_targets(name)
     ]
 

@@ -22,14 +22,16 @@ global figure registry behind to leak memory across many figures.
 Modules: ``common`` (style, saving, row order and labels), ``heatmaps`` (a package: Figs. 1, 4
 and 5, their labels, panels, layout and drawing), ``epsilon`` (Fig. 2),
 ``scatter`` (Fig. 3 and the replication figures), ``table`` (Table 1), ``profile`` (criticality along
-the layers, drawn from a notebook's table: ``layercrit.notebook``; no figure of the workflow's). The statistics they
+the layers, drawn from a notebook's table: ``layercrit.notebook``; no figure of the workflow's),
+``language`` (a package: the figures of language-model studies, with a registry of their own,
+``LANGUAGE_FIGURES``, since they read the per-seed table too). The statistics they
 show are computed in ``layercrit.analysis.statistics``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -90,11 +92,16 @@ __all__ = [
 class StudyInfo:
     """What the figures need of a study: its categories (display order, ``{"id", "label",
     "color"}``), its baseline model id (None without one) and the smallest difference from the
-    baseline that Fig. 4 marks (config figures.min_difference, in criticality points)."""
+    baseline that Fig. 4 marks (config figures.min_difference, in criticality points); of a
+    language-model study also each model's tokenizer (model id → its name: ``Study.tokenizers``),
+    within which alone perplexities compare, and the pairs (model, reference) whose differences
+    it draws (``Study.comparisons``)."""
 
     categories: Sequence[Mapping[str, Any]]
     baseline: str | None = None
     min_difference: float = MIN_DIFFERENCE
+    tokenizers: Mapping[str, str] = field(default_factory=dict)
+    comparisons: Sequence[tuple[str, str]] = ()
 
 
 Draw = Callable[[pd.DataFrame, pd.DataFrame, StudyInfo, str | Path], list[Path]]

@@ -36,7 +36,7 @@ from layercrit.study.architectures import (
 )
 from layercrit.study.zoo import Model, load_zoo, model_normalization, model_record, relocatable_zoo, trains_here
 from layercrit.study.results import (
-    FIGURE_NAMES, MODEL_TABLE, REPLICATION_FIGURES, RESET_RESULT, STUDY_FIGURE_FILES, reset_result_identity,
+    FIGURE_NAMES, LANGUAGE_FIGURE_NAMES, MODEL_TABLE, REPLICATION_FIGURES, RESET_RESULT, STUDY_FIGURE_FILES, reset_result_identity,
     reset_result_path,
 )
 from layercrit.study.data_source import (
@@ -54,7 +54,7 @@ __all__ = [
     "DEFAULT_LAYER_TYPES", "check_layer_types", "layer_selections", "select_layers", "selected_layers",
     "Architecture", "ARCHITECTURE_LIBRARIES", "TIMM_DEFAULT_CLASSES", "architecture_from_spec",
     "architecture_identity", "Model", "load_zoo", "model_normalization", "model_record", "relocatable_zoo", "trains_here",
-    "FIGURE_NAMES", "MODEL_TABLE", "REPLICATION_FIGURES", "RESET_RESULT", "STUDY_FIGURE_FILES",
+    "FIGURE_NAMES", "LANGUAGE_FIGURE_NAMES", "MODEL_TABLE", "REPLICATION_FIGURES", "RESET_RESULT", "STUDY_FIGURE_FILES",
     "reset_result_identity", "reset_result_path", "IMAGENET_LAYOUTS", "OWN_FOLDER_HINT", "check_class_count",
     "check_data_source", "check_input_size", "check_no_stray_images", "check_own_folder", "check_subset_size",
     "data_class_count", "data_image_side", "input_pipelines", "PUBLISHED_STUDY", "Study", "build_study",

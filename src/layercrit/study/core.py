@@ -19,9 +19,9 @@ from layercrit.study.data_source import check_class_count, check_data_source, ch
 from layercrit.study.errors import ConfigError
 from layercrit.study.layers import Layer
 from layercrit.study.pipelines import PER_MODEL, STUDY, InputPipeline
-from layercrit.study.results import FIGURE_NAMES
+from layercrit.study.results import FIGURE_NAMES, LANGUAGE_FIGURE_NAMES
 from layercrit.study.selection import selected_layers
-from layercrit.study.text_data import check_language_models, check_logits_memory, is_text, token_file
+from layercrit.study.text_data import check_language_models, check_logits_memory, is_text, token_file, tokenizer_names
 from layercrit.study.zoo import Model, model_normalization, trains_here
 
 
@@ -53,6 +53,8 @@ class Study:
     trained_models: tuple[str, ...] = ()  # the models this study trains (trains_here); others are downloaded
     # each model's input pipeline where the images are read from files (none for generated images)
     pipelines: dict[str, InputPipeline] = field(default_factory=dict)
+    # the zoo's comparisons among this study's models: (model, reference), drawn as differences
+    comparisons: tuple[tuple[str, str], ...] = ()
 
     @property
     def mode(self) -> str:
@@ -125,6 +127,20 @@ class Study:
         ``figures_left_out``)."""
         return tuple(name for name in FIGURE_NAMES if name not in self.figures_left_out)
 
+    @property
+    def language_figures(self) -> tuple[str, ...]:
+        """The figures of a text study besides ``figures`` (of ``LANGUAGE_FIGURE_NAMES``; drawn
+        from the per-seed table by their own rule); none for an image study."""
+        if not is_text(self.config):
+            return ()
+        return tuple(name for name in LANGUAGE_FIGURE_NAMES if name not in self.figures_left_out)
+
+    def tokenizers(self) -> dict[str, str]:
+        """Each language model's tokenizer, by model id, as the figures name it: perplexities
+        compare only between models of one tokenizer (``text_data.tokenizer_names``)."""
+        names = tokenizer_names({a: self.architectures[a] for a in dict.fromkeys(m.architecture for m in self.models.values())})
+        return {m.id: names[m.architecture] for m in self.models.values() if m.architecture in names}
+
     def share_layers(self, model_a: str, model_b: str) -> bool:
         """Whether two models have the same layers selected: one architecture, or two whose
         selected layer lists name the same layers (one network from two sources). Other
@@ -158,6 +174,10 @@ class Study:
             reasons["criticality_vs_epsilon"] = "no adversarially trained model (zoo `adversarial`) among the figure models"
         if len(self.seeds) < 2:
             reasons["seed_std_heatmap"] = "one seed (reset.seeds): there is no spread across seeds to show"
+        if is_text(self.config) and not self.comparisons:
+            reasons["block_difference_heatmap"] = (
+                "the zoo compares no two of the study's models (zoo `comparisons`: [{model: ..., reference: ...}])"
+            )
         return reasons
 
 
@@ -178,6 +198,30 @@ def _selected_units(
         )
     blocks = {a: architecture_blocks(zoo_dir, architectures[a], zoo["architectures"][a]) for a in used}
     return selected_blocks(reset.get("blocks", {}), blocks, used)
+
+
+def _comparisons(zoo: dict[str, Any], models: dict[str, Model], architectures: dict[str, Architecture]) -> tuple[tuple[str, str], ...]:
+    """The zoo's ``comparisons`` whose two models are both in the study (``models``), checked:
+    each names models of the zoo, two different ones, of one architecture."""
+    known = [entry["id"] for entry in zoo["models"]]
+    arch_of = {entry["id"]: entry["architecture"] for entry in zoo["models"]}
+    pairs = []
+    for k, pair in enumerate(zoo.get("comparisons", [])):
+        model, reference = pair["model"], pair["reference"]
+        unknown = [m for m in (model, reference) if m not in known]
+        if unknown:
+            raise ConfigError(f"zoo.comparisons[{k}]: unknown model id(s) {unknown}; allowed: {known}")
+        if model == reference:
+            raise ConfigError(f"zoo.comparisons[{k}]: compares {model!r} with itself; name two different models")
+        if arch_of[model] != arch_of[reference] and architectures[arch_of[model]].layers != architectures[arch_of[reference]].layers:
+            raise ConfigError(
+                f"zoo.comparisons[{k}]: {model!r} ({arch_of[model]}) and {reference!r} ({arch_of[reference]}) have different "
+                "layers, so their differences compare nothing; compare models of one architecture (a base and its "
+                "instruct model, two training steps of one model)"
+            )
+        if model in models and reference in models:
+            pairs.append((model, reference))
+    return tuple(pairs)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -282,6 +326,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     pipelines = input_pipelines(config, zoo, models, used_architectures)
 
     return Study(
+        comparisons=_comparisons(zoo, models, architectures),
         name=config["study"],
         config=config,
         architectures=architectures,

@@ -32,6 +32,11 @@ FIGURE_NAMES = (
     "difference_heatmap",
     "criticality_vs_epsilon",
 )
+# The figures of a language-model study (data.kind text; layercrit.figures.language), drawn by
+# their own rule from the per-seed table too: by block x sublayer kind, along the blocks,
+# criticality against the clean perplexity within each tokenizer, and the differences of the
+# zoo's comparisons by block x sublayer kind. Study.language_figures.
+LANGUAGE_FIGURE_NAMES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity", "block_difference_heatmap")
 # Table 1, rendered beside the figures (layercrit.figures.table).
 MODEL_TABLE = "model_table"
 # The comparisons with the published results (layercrit.analysis.replication): of the means over seeds,
@@ -39,7 +44,7 @@ MODEL_TABLE = "model_table"
 REPLICATION_FIGURES = ("replication", "replication_trials")
 # Every figure the workflow draws into a study's figures/<mode>/, the one list of them: the
 # targets name theirs from it, and the figure index moves any a study no longer makes to outdated/.
-STUDY_FIGURE_FILES = (*FIGURE_NAMES, MODEL_TABLE, *REPLICATION_FIGURES)
+STUDY_FIGURE_FILES = (*FIGURE_NAMES, *LANGUAGE_FIGURE_NAMES, MODEL_TABLE, *REPLICATION_FIGURES)
 
 
 def reset_result_path(mode: str, model: str, layer: str, seed: int | str) -> str:

@@ -145,3 +145,13 @@ def tokenizers(architectures: dict[str, Architecture]) -> dict[str, dict[str, An
         if is_language_model(arch):
             found.setdefault(tokenizer_key(arch), {"repo": arch.name, "revision": arch.extra["revision"], "files": dict(arch.extra["tokenizer"])})
     return found
+
+
+def tokenizer_names(architectures: dict[str, Architecture]) -> dict[str, str]:
+    """Each language model architecture's tokenizer as a reader knows it: the repository (and
+    revision, unless main) of the first of ``architectures`` that has those tokenizer files, so
+    that architectures with equal files get one name."""
+    keys = {arch_id: tokenizer_key(arch) for arch_id, arch in architectures.items() if is_language_model(arch)}
+    first = {key: architectures[arch_id] for arch_id, key in reversed(keys.items())}
+    named = {key: arch.name + ("" if arch.extra["revision"] == "main" else f"@{arch.extra['revision']}") for key, arch in first.items()}
+    return {arch_id: named[key] for arch_id, key in keys.items()}
