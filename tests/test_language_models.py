@@ -226,8 +226,8 @@ def test_bad_text_input_stops_at_parse_time_with_what_to_do(hosts, tmp_path):
     assert "no string field 'text'" in problem(text_config(tmp_path, zoo, tmp_path / "bad.jsonl"))
     assert "windos" in problem(text_config(tmp_path, zoo, text, windos=3))  # an unknown key: the schema's message
     assert "data.path" in problem(text_config(tmp_path, zoo, tmp_path / "docs.csv"))
-    removal = text_config(tmp_path, zoo, text) | {"reset": {"mode": "remove", "seeds": [0]}}
-    assert "'remove' (block removal) is not built for language models yet" in problem(removal)
+    removal = text_config(tmp_path, zoo, text) | {"reset": {"mode": "remove", "seeds": [0], "blocks": {"types": ["LlamaDecoderLayer"]}}}
+    assert "architectures.lm.blocks: reset mode 'remove' needs the architecture's block list" in problem(removal)
     image_study = text_config(tmp_path, zoo, text) | {"data": {"kind": "synthetic"}}
     assert "are causal language models, evaluated on text: set data.kind: text" in problem(image_study)
     del build_study

@@ -14,6 +14,10 @@ With ``activation_cache_mb`` above 0 both passes of a reset job start from the c
 states at the input of the reset layer's decoder layer (``layercrit.evaluation.hidden_states``:
 d_model x 4 bytes per token and decoder layer, the deepest kept first within the budget), bit
 for bit the full pass.
+
+Mode ``remove`` (block removal: ShortGPT's layer removal) makes the block, a decoder layer or
+its attention or MLP, return its input (``layercrit.models.blocks.remove_block``); its passes
+start at the block's decoder layer too.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from layercrit.evaluation.jobs import ResetInputs
 from layercrit.evaluation.metrics import NextTokenAccumulator, next_token_accuracy, next_token_record, perplexity
 from layercrit.evaluation.reset import replacement_source, reset_layer
 from layercrit.io import atomic_path, file_sha256, provenance, read_json, read_safetensors, write_json
+from layercrit.models.blocks import remove_block
 from layercrit.study import Architecture
 from layercrit.text_windows import read_token_windows
 
@@ -192,7 +197,7 @@ def evaluate_lm_reset(
             t0 = time.perf_counter()
             with reuse.resumed(start, i) if start is not None else contextlib.nullcontext():
                 clean = next_token_logits(model, batch, settings, device)
-                with reset_layer(model, layer, mode, source):
+                with remove_block(model, layer) if mode == "remove" else reset_layer(model, layer, mode, source):
                     reset = next_token_logits(model, batch, settings, device)
             forward_s += time.perf_counter() - t0
             recorded = record["target_logprob"][offset : offset + len(batch)]
