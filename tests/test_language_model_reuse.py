@@ -111,6 +111,9 @@ def test_within_a_small_budget_the_deepest_hidden_states_are_kept_and_others_sta
     assert sorted(states.kept) == [3, 4] and states.nbytes == 2 * per_boundary
     assert [states.start_for(f"model.layers.{k}.mlp.up_proj") for k in range(4)] == [None, None, None, 3]
     assert states.start_for("model.norm") == 4
+    too_small = CleanHiddenStates(model, budget_bytes=per_boundary - 1)
+    too_small.record(batches, settings, "cpu", baseline)
+    assert not too_small.kept and too_small.start_for("model.norm") is None
     off_by_one_ulp = baseline.clone()
     off_by_one_ulp[0, 0] = torch.nextafter(baseline[0, 0], torch.tensor(0.0))
     other = CleanHiddenStates(model, budget_bytes=2**30)

@@ -355,7 +355,7 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     import pandas as pd
 
     text = README_SECTION.group(1)
-    zoo_text, config_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    zoo_text, config_text, removal_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
     command = re.search(r"```bash\n(python -m layercrit\.zoo layers [^\n]*)\n```", text).group(1)
     zoo, config = yaml.safe_load(zoo_text), yaml.safe_load(config_text)
     (arch_id, spec), = zoo["architectures"].items()
@@ -381,3 +381,11 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     timing = resets.groupby("layer_type")[["wall_s", "forward_s", "tokens_per_s"]].median()
     print(timing.to_string())
     assert (results / "figures/randomize/criticality_heatmap.png").is_file()
+    assert set(resets["forward_from"]) == {"input", "model.layers.1", "model.layers.2"}  # activation reuse, on by default
+
+    removal = yaml.safe_load(removal_text)  # block removal of the same model: each decoder layer in turn
+    removal_path = tmp_path / removal_text.splitlines()[0].removeprefix("# ")
+    removal_path.write_text(removal_text)
+    run_snakemake(tmp_path, "--configfile", str(removal_path), "--cores", "2")
+    removed = pd.read_csv(tmp_path / "results" / removal["study"] / "tables/remove/resets.csv")
+    assert sorted(removed["layer"]) == ["model.layers.0", "model.layers.1"] and (removed["criticality"] > 0).all()

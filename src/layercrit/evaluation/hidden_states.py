@@ -127,6 +127,8 @@ class CleanHiddenStates:
                         self._starts = self._profile(first)
                         per_window = {s: t.untyped_storage().nbytes() / len(batch) for s, t in outputs.items()}
                         chosen = self._choose(per_window, sum(len(b) for b in batches))
+                        if not chosen:  # not even the last layer's output fits: every pass runs in full
+                            return
                         self.kept = {s: [] for s in chosen}
                     for s in chosen:
                         self.kept[s].append(outputs[s])
