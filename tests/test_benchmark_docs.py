@@ -13,6 +13,7 @@ RECORDS = [
     ("paper_scale", "docs/benchmark_paper_scale_slurm.json"),
     ("snakemake_scheduling", "docs/benchmark_snakemake_scheduling.json"),
     ("scheduler_comparison", "docs/benchmark_scheduler_firstfit.json"),
+    ("lm_reuse", "docs/lm_reuse_cpu.json"),
 ]
 
 

@@ -228,8 +228,8 @@ def test_bad_text_input_stops_at_parse_time_with_what_to_do(hosts, tmp_path):
     assert "no string field 'text'" in problem(text_config(tmp_path, zoo, tmp_path / "bad.jsonl"))
     assert "windos" in problem(text_config(tmp_path, zoo, text, windos=3))  # an unknown key: the schema's message
     assert "data.path" in problem(text_config(tmp_path, zoo, tmp_path / "docs.csv"))
-    removal = text_config(tmp_path, zoo, text) | {"reset": {"mode": "remove", "seeds": [0]}}
-    assert "'remove' (block removal) is not built for language models yet" in problem(removal)
+    removal = text_config(tmp_path, zoo, text) | {"reset": {"mode": "remove", "seeds": [0], "blocks": {"types": ["LlamaDecoderLayer"]}}}
+    assert "architectures.lm.blocks: reset mode 'remove' needs the architecture's block list" in problem(removal)
     image_study = text_config(tmp_path, zoo, text) | {"data": {"kind": "synthetic"}}
     assert "are causal language models, evaluated on text: set data.kind: text" in problem(image_study)
     del build_study
@@ -370,7 +370,7 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     import pandas as pd
 
     text = README_SECTION.group(1)
-    zoo_text, config_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    zoo_text, config_text, removal_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
     command = re.search(r"```bash\n(python -m layercrit\.zoo layers [^\n]*)\n```", text).group(1)
     zoo, config = yaml.safe_load(zoo_text), yaml.safe_load(config_text)
     (arch_id, spec), = zoo["architectures"].items()
@@ -402,3 +402,11 @@ def test_the_readme_language_model_study_runs_as_written(hosts, tmp_path):
     assert set(drawn) <= set(index["figures"]) and "zoo `comparisons`" in index["left_out"]["block_difference_heatmap"]
     assert all(f"`{name}`" in text for name in LANGUAGE_FIGURE_NAMES)  # the README names them all
     assert all((results / f"figures/randomize/{name}.png").is_file() for name in drawn)
+    assert set(resets["forward_from"]) == {"input", "model.layers.1", "model.layers.2"}  # activation reuse, on by default
+
+    removal = yaml.safe_load(removal_text)  # block removal of the same model: each decoder layer in turn
+    removal_path = tmp_path / removal_text.splitlines()[0].removeprefix("# ")
+    removal_path.write_text(removal_text)
+    run_snakemake(tmp_path, "--configfile", str(removal_path), "--cores", "2")
+    removed = pd.read_csv(tmp_path / "results" / removal["study"] / "tables/remove/resets.csv")
+    assert sorted(removed["layer"]) == ["model.layers.0", "model.layers.1"] and (removed["criticality"] > 0).all()

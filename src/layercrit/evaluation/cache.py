@@ -76,7 +76,7 @@ class HeldActivations:
 
     model: torch.nn.Module
     key: tuple
-    activations: CleanActivations
+    activations: Any  # CleanActivations, or a language model's CleanHiddenStates
 
 
 class DeviceCache:
@@ -170,6 +170,19 @@ class EvaluationCache:
         """The clean activations ``device`` holds now, if any."""
         held = self.device(device).activations
         return held.activations if held else None
+
+    def held(self, device: str, model: torch.nn.Module, key: tuple, build: Callable[[], Any]) -> Any:
+        """The clean activations ``device`` holds for ``model`` under ``key`` (the files and
+        settings they derive from), built by ``build`` where it holds other ones, which are freed
+        first. Call under the lease of ``device``."""
+        cached = self.device(device)
+        held = cached.activations
+        if held is not None and held.model is model and held.key == key:
+            return held.activations
+        cached.activations = None
+        activations = build()
+        cached.activations = HeldActivations(model, key, activations)
+        return activations
 
     def clean_activations(
         self,

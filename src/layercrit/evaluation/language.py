@@ -10,11 +10,19 @@ top-5 hits), which gives its accuracy and perplexity and against which each rese
 the clean outputs it recomputed. A job thus holds one batch's clean and reset logits at a time
 (2 x batch x L x V x 4 bytes) and runs two forward passes per batch.
 
-Activation reuse is not built for language models yet: every pass runs in full.
+With ``activation_cache_mb`` above 0 both passes of a reset job start from the clean hidden
+states at the input of the reset layer's decoder layer (``layercrit.evaluation.hidden_states``:
+d_model x 4 bytes per token and decoder layer, the deepest kept first within the budget), bit
+for bit the full pass.
+
+Mode ``remove`` (block removal: ShortGPT's layer removal) makes the block, a decoder layer or
+its attention or MLP, return its input (``layercrit.models.blocks.remove_block``); its passes
+start at the block's decoder layer too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -25,13 +33,15 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.evaluation.baseline_checks import BASELINE_INPUTS, StaleBaselineError, check_baseline_summary, recompute_command, verify_baseline_inputs
-from layercrit.evaluation.cache import DEFAULT_CACHE, EvaluationCache
+from layercrit.evaluation.cache import DEFAULT_CACHE, EvaluationCache, file_key
 from layercrit.evaluation.devices import DevicePool, shared_pool
-from layercrit.evaluation.forward import EvalSettings, device_description, evaluating, use_cpu_threads
+from layercrit.evaluation.forward import EvalSettings, device_description, evaluating, free_memory, use_cpu_threads
+from layercrit.evaluation.hidden_states import CleanHiddenStates
 from layercrit.evaluation.jobs import ResetInputs
 from layercrit.evaluation.metrics import NextTokenAccumulator, next_token_accuracy, next_token_record, perplexity
 from layercrit.evaluation.reset import replacement_source, reset_layer
 from layercrit.io import atomic_path, file_sha256, provenance, read_json, read_safetensors, write_json
+from layercrit.models.blocks import remove_block
 from layercrit.study import Architecture
 from layercrit.text_windows import read_token_windows
 
@@ -52,6 +62,29 @@ def next_token_logits(model: torch.nn.Module, batch: torch.Tensor, settings: Eva
     """The model's next-token logits (float32, B x L x V) on one batch of windows."""
     with evaluating(settings, device):
         return model(batch).float()
+
+
+def clean_hidden_states(
+    model_id: str, model: torch.nn.Module, files: ResetInputs, tokens: torch.Tensor, baseline_logprob: torch.Tensor,
+    settings: EvalSettings, device: str, cache: EvaluationCache,
+) -> CleanHiddenStates:
+    """The clean model's hidden states between decoder layers on every batch, within the budget
+    (``activation_cache_mb``, at most half of what is free on the device), recorded once per
+    model, files and settings, and held by the device for the next job. Under the device lease."""
+
+    def build() -> CleanHiddenStates:
+        budget = min(settings.activation_cache_mb * 2**20, free_memory(device) // 2)
+        states = CleanHiddenStates(model, budget)
+        states.record(window_batches(tokens, settings, device), settings, device, baseline_logprob)
+        log.info(
+            "%s on %s: hidden-state budget %.0f MiB (activation_cache_mb %d), %d of %d boundaries of %s kept (%.0f MiB)",
+            model_id, device, budget / 2**20, settings.activation_cache_mb, len(states.kept), len(states.layers),
+            states.stack_name or "(no decoder layer list)", states.nbytes / 2**20,
+        )  # fmt: skip
+        return states
+
+    key = (*(file_key(f) for f in (files.checkpoint, files.eval, files.logits)), settings)
+    return cache.held(device, model, key, build)
 
 
 def clean_record(model: torch.nn.Module, tokens: torch.Tensor, settings: EvalSettings, device: str) -> dict[str, torch.Tensor]:
@@ -157,12 +190,15 @@ def evaluate_lm_reset(
         lease_wait_s = time.perf_counter() - waiting
         use_cpu_threads(settings, device)
         model, _ = cache.model(arch, files.checkpoint, device)
+        reuse = clean_hidden_states(model_id, model, files, tokens, record["target_logprob"], settings, device, cache) if settings.activation_cache_mb > 0 else None
+        start = reuse.start_for(layer) if reuse is not None else None
         offset = 0
-        for batch in window_batches(tokens, settings, device):
+        for i, batch in enumerate(window_batches(tokens, settings, device)):
             t0 = time.perf_counter()
-            clean = next_token_logits(model, batch, settings, device)
-            with reset_layer(model, layer, mode, source):
-                reset = next_token_logits(model, batch, settings, device)
+            with reuse.resumed(start, i) if start is not None else contextlib.nullcontext():
+                clean = next_token_logits(model, batch, settings, device)
+                with remove_block(model, layer) if mode == "remove" else reset_layer(model, layer, mode, source):
+                    reset = next_token_logits(model, batch, settings, device)
             forward_s += time.perf_counter() - t0
             recorded = record["target_logprob"][offset : offset + len(batch)]
             worst = max(worst, float((next_token_record(clean, batch)["target_logprob"].cpu() - recorded).abs().max()))
@@ -190,7 +226,7 @@ def evaluate_lm_reset(
             precision=settings.precision,
             batch_size=settings.batch_size,
             forward_s=forward_s,
-            forward_from="input",
+            forward_from=reuse.boundary_name(start) if reuse is not None else "input",
             tokens_per_s=2 * n_tokens / forward_s if forward_s > 0 else math.nan,  # clean and reset passes
             lease_wait_s=lease_wait_s,
             wall_s=time.perf_counter() - started,

@@ -205,7 +205,8 @@ def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOA
     header = LayerListHeader(architecture_identity(arch), facts)
     write_layer_table(layers, out, header)
     if "blocks" in spec:  # reset mode remove's list (layercrit.study.blocks)
-        write_block_table(enumerate_blocks(model, example_images(arch, facts)), zoo_path.parent / spec["blocks"], header)
+        example = example_tokens(facts) if facts.get("tokens") else example_images(arch, facts)
+        write_block_table(enumerate_blocks(model, example), zoo_path.parent / spec["blocks"], header)
     return out, len(layers)
 
 
@@ -214,6 +215,13 @@ def example_images(arch: Architecture, facts: dict[str, Any]) -> torch.Tensor:
     blocks' shapes with: a block list records them at that size."""
     side = facts.get("input_size") or [224, 224]
     return torch.randn(2, int(arch.kwargs.get("in_chans", 3)), *side, generator=torch.Generator().manual_seed(0))
+
+
+def example_tokens(facts: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Two windows of 8 token ids (fewer where the model takes fewer positions), as keyword input
+    of a causal LM, to find its blocks' shapes with: a block list records them per position."""
+    length = min(8, facts.get("max_positions") or 8)
+    return {"input_ids": torch.randint(0, facts["vocab_size"], (2, length), generator=torch.Generator().manual_seed(0))}
 
 
 def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tuple[Architecture, dict, dict | None]:

@@ -68,7 +68,7 @@ def check_text_file(data: dict[str, Any]) -> None:
 
 def check_language_models(config: dict[str, Any], architectures: dict[str, Architecture]) -> None:
     """Text goes with causal language models only, and images with no language model; a window
-    must fit each model's positions; block removal is not built for language models."""
+    must fit each model's positions."""
     text = is_text(config)
     wrong = [a.id for a in architectures.values() if is_language_model(a) != text]
     if wrong and text:
@@ -81,11 +81,6 @@ def check_language_models(config: dict[str, Any], architectures: dict[str, Archi
         raise ConfigError(
             f"architectures {wrong} are causal language models, evaluated on text: set data.kind: text with data.path "
             f"(README, 'Language models'), or leave them out of this {config['data']['kind']!r} study (models: ...)"
-        )
-    if text and config.get("reset", {}).get("mode") == "remove":
-        raise ConfigError(
-            "reset.mode: 'remove' (block removal) is not built for language models yet (issue 34); use 'randomize' "
-            "or 'zero', or remove blocks of image models"
         )
     tokens = config.get("data", {}).get("window_tokens", 128)
     for arch in architectures.values():
