@@ -23,6 +23,7 @@ import yaml
 from conftest import REPO, run_snakemake
 from layercrit.models.zoo import load_checkpoint
 from layercrit.testing.fake_hosts import FakeHosts
+from support.hub import hosts  # noqa: F401 (a fixture)
 
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, num_labels=10)
 PROCESSOR = {
@@ -60,17 +61,6 @@ def serve_repo(hosts: FakeHosts, repo: str, model: torch.nn.Module, folder: Path
     commits = {hosts.add_hf_file(repo, f.name, f.read_bytes(), revision=revision) for f in sorted(folder.iterdir())}
     (commit,) = commits
     return commit
-
-
-@pytest.fixture
-def hosts(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    server = FakeHosts()
-    monkeypatch.setenv("HF_ENDPOINT", server.base)
-    monkeypatch.setenv("LAYERCRIT_DOWNLOAD_RETRIES", "0")
-    yield server
-    server.close()
 
 
 def write_zoo(path: Path, revision: str, repo: str = "owner/tiny-vit", **kwargs) -> Path:
