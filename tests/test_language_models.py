@@ -27,7 +27,7 @@ from conftest import REPO, run_snakemake
 from layercrit.study import LANGUAGE_FIGURE_NAMES
 from layercrit.study.workflow import load_workflow_study
 from layercrit.testing.fake_hosts import FakeHosts
-from support.hub import hosts  # noqa: F401 (a fixture)
+from support.hub import hosts, layer_command  # noqa: F401 (hosts: a fixture)
 
 WORDS = "the a cat dog bird sees eats runs over under big small red blue green house tree river and then".split()
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
@@ -90,16 +90,6 @@ def serve_lm(hosts: FakeHosts, repo: str, model, tokenizer, folder: Path, revisi
         (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS, "tokenizer_class": "PreTrainedTokenizerFast"}))
     (commit,) = {hosts.add_hf_file(repo, f.name, f.read_bytes(), revision=revision) for f in sorted(folder.iterdir())}
     return commit
-
-
-def layer_command(zoo: Path, arch: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "layercrit.zoo", "layers", str(zoo), arch, "--downloads", str(cwd / "downloads")],
-        cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
-    )  # fmt: skip
-    if check and proc.returncode:
-        raise AssertionError(proc.stderr[-4000:])
-    return proc
 
 
 def arch_entry(repo: str, revision: str, layers: str) -> dict:

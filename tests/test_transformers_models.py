@@ -23,7 +23,7 @@ import yaml
 from conftest import REPO, run_snakemake
 from layercrit.models.zoo import load_checkpoint
 from layercrit.testing.fake_hosts import FakeHosts
-from support.hub import hosts  # noqa: F401 (a fixture)
+from support.hub import hosts, layer_command  # noqa: F401 (hosts: a fixture)
 
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, num_labels=10)
 PROCESSOR = {
@@ -72,16 +72,6 @@ def write_zoo(path: Path, revision: str, repo: str = "owner/tiny-vit", **kwargs)
     }  # fmt: skip
     path.write_text(yaml.safe_dump(zoo, sort_keys=False))
     return path
-
-
-def layer_command(zoo: Path, arch: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "layercrit.zoo", "layers", str(zoo), arch, "--downloads", str(cwd / "downloads")],
-        cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
-    )  # fmt: skip
-    if check and proc.returncode:
-        raise AssertionError(proc.stderr[-4000:])
-    return proc
 
 
 def zoo_architecture(zoo: Path):

@@ -164,6 +164,28 @@ def reset_result(
     }
 
 
+def job_source(
+    mode: str, fresh_arch: Architecture, seed: int, seed_scheme: str, files: ResetInputs, cache: EvaluationCache
+) -> Mapping[str, torch.Tensor] | None:
+    """What a reset job takes the layer's new values from (``replacement_source``): the fresh
+    ``fresh_arch`` that ``seed`` stands for, or the model's initial weights, through ``cache``."""
+    return replacement_source(
+        mode,
+        fresh_state=lambda: cache.fresh_state(fresh_arch, seed, seed_scheme),
+        initial_state=(lambda: cache.init_state(files.init)) if files.init is not None else None,
+    )
+
+
+def verified_inputs(files: ResetInputs, cache: EvaluationCache) -> tuple[dict[str, Any], dict[str, tuple[str | Path, str]]]:
+    """A reset job's baseline summary and its input files with their sha256 ({name: (path,
+    sha256)}), checked to be the files that baseline evaluated (checkpoint, data, clean outputs)."""
+    baseline = read_json(files.baseline)
+    paths = dict(zip(BASELINE_INPUTS, (files.checkpoint, files.eval, files.logits)))
+    verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
+    verify_baseline_inputs(baseline, files.baseline, verified)
+    return baseline, verified
+
+
 def evaluate_reset(
     *,
     model_id: str,
@@ -195,15 +217,8 @@ def evaluate_reset(
             "the fresh models may not be the authors' trials (the per-trial replication shows it)",
             ", ".join(f"{p} {have} (checked: {want})" for p, (have, want) in differ.items()),
         )
-    source = replacement_source(
-        mode,
-        fresh_state=lambda: cache.fresh_state(fresh_arch or arch, seed, seed_scheme),
-        initial_state=(lambda: cache.init_state(files.init)) if files.init is not None else None,
-    )
-    baseline = read_json(files.baseline)
-    paths = dict(zip(BASELINE_INPUTS, (files.checkpoint, files.eval, files.logits)))
-    verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
-    verify_baseline_inputs(baseline, files.baseline, verified)
+    source = job_source(mode, fresh_arch or arch, seed, seed_scheme, files, cache)
+    baseline, verified = verified_inputs(files, cache)
     waiting = time.perf_counter()
     with (devices or shared_pool(settings.device)).lease() as device:
         lease_wait_s = time.perf_counter() - waiting
@@ -223,7 +238,7 @@ def evaluate_reset(
         # block's submodules, so the hook that removes it would not run in them.
         if settings.activation_cache_mb > 0 and mode != "remove":
             activations = cache.clean_activations(
-                tuple(paths.values()), model, data, normalization, settings, device, clean, model_id
+                tuple(path for path, _ in verified.values()), model, data, normalization, settings, device, clean, model_id
             )
             forward.activations, forward.start = activations, activations.start_for(layer)
         change = measure_reset(model, layer, mode, source, clean, data.labels, forward)

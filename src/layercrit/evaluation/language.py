@@ -32,15 +32,15 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from layercrit.evaluation.baseline_checks import BASELINE_INPUTS, StaleBaselineError, check_baseline_summary, recompute_command, verify_baseline_inputs
+from layercrit.evaluation.baseline_checks import StaleBaselineError, check_baseline_summary, recompute_command
 from layercrit.evaluation.cache import DEFAULT_CACHE, EvaluationCache, file_key
 from layercrit.evaluation.devices import DevicePool, shared_pool
 from layercrit.evaluation.forward import EvalSettings, device_description, evaluating, free_memory, use_cpu_threads
 from layercrit.evaluation.hidden_states import CleanHiddenStates
-from layercrit.evaluation.jobs import ResetInputs
+from layercrit.evaluation.jobs import ResetInputs, job_source, verified_inputs
 from layercrit.evaluation.metrics import NextTokenAccumulator, next_token_accuracy, next_token_record, perplexity
-from layercrit.evaluation.reset import replacement_source, reset_layer
-from layercrit.io import atomic_path, file_sha256, provenance, read_json, read_safetensors, write_json
+from layercrit.evaluation.reset import reset_layer
+from layercrit.io import atomic_path, file_sha256, provenance, read_safetensors, write_json
 from layercrit.models.blocks import remove_block
 from layercrit.study import Architecture
 from layercrit.text_windows import read_token_windows
@@ -172,15 +172,8 @@ def evaluate_lm_reset(
     next-token logits, compared position by position (``NextTokenAccumulator``); the clean ones
     checked against the baseline's record. Writes the JSON result to ``out`` and returns it."""
     started = time.perf_counter()
-    source = replacement_source(
-        mode,
-        fresh_state=lambda: cache.fresh_state(fresh_arch or arch, seed, seed_scheme),
-        initial_state=(lambda: cache.init_state(files.init)) if files.init is not None else None,
-    )
-    baseline = read_json(files.baseline)
-    paths = dict(zip(BASELINE_INPUTS, (files.checkpoint, files.eval, files.logits)))
-    verified = {name: (path, cache.sha256(path)) for name, path in paths.items()}
-    verify_baseline_inputs(baseline, files.baseline, verified)
+    source = job_source(mode, fresh_arch or arch, seed, seed_scheme, files, cache)
+    baseline, verified = verified_inputs(files, cache)
     record = read_safetensors(files.logits, names=RECORD_TENSORS)[0]
     check_baseline_summary(baseline, files.baseline, next_token_accuracy(record), record["target_logprob"].numel())
     tokens, _ = read_token_windows(files.eval)
