@@ -62,8 +62,13 @@ def allowed(node: dict[str, Any]) -> str:
     if "pattern" in node:
         parts.append(f"matching `{node['pattern']}`")
     if "oneOf" in node:
-        parts.append(" or ".join(allowed(alt) for alt in node["oneOf"]))
+        parts.append(" or ".join(allowed(alt) or _keys(alt) for alt in node["oneOf"]))
     return ", ".join(p for p in parts if p)
+
+
+def _keys(alternative: dict[str, Any]) -> str:
+    """An alternative that only names keys (``oneOf: [{required: [timm]}, ...]``), in words."""
+    return "with " + " and ".join(f"`{key}`" for key in alternative.get("required", [])) if alternative.get("required") else ""
 
 
 def _ref(node: dict[str, Any]) -> str | None:
