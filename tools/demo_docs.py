@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +53,15 @@ BLOCKS = {  # README block name -> what renders it
 
 
 
-def run_demo(workdir: Path, study: str, env: dict[str, str] | None = None) -> float:
-    """Run the demo study from scratch in ``workdir`` (into workdir/results/<study>); return its
-    wall time in seconds."""
+def run_demo(workdir: Path, study: str, env: dict[str, str] | None = None, config: Path = ROOT / "config" / "demo.yaml",
+             zoo: Path = ROOT / "config" / "zoo" / "demo.yaml") -> float:
+    """Run a demo study (the vision demo's unless ``config`` and ``zoo`` say another) from scratch
+    in ``workdir`` (into workdir/results/<study>); return its wall time in seconds."""
     shutil.rmtree(workdir / "results" / study, ignore_errors=True)
     cores = os.cpu_count() or 1
     command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-    command += ["--cores", str(cores), "--configfile", str(ROOT / "config" / "demo.yaml")]
-    command += ["--config", f"study={study}", f"zoo={ROOT / 'config' / 'zoo' / 'demo.yaml'}"]
+    command += ["--cores", str(cores), "--configfile", str(config)]
+    command += ["--config", f"study={study}", f"zoo={zoo}"]
     print("+", " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
@@ -99,14 +101,15 @@ def eval_images_sha256(study_results: Path) -> str:
     return file_sha256(study_results / "data" / "eval.safetensors")
 
 
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}: begin (tools/demo_docs.py render) -->", f"<!-- {name}: end -->"
+def _markers(name: str, tool: str = "tools/demo_docs.py") -> tuple[str, str]:
+    return f"<!-- {name}: begin ({tool} render) -->", f"<!-- {name}: end -->"
 
 
-def replace_blocks(text: str) -> str:
-    """``text`` with every block of BLOCKS rendered anew between its markers."""
-    for name, make in BLOCKS.items():
-        begin, end = _markers(name)
+def replace_blocks(text: str, blocks: dict[str, Callable[[], str]] | None = None, tool: str = "tools/demo_docs.py") -> str:
+    """``text`` with every block of ``blocks`` (the demo's BLOCKS unless given, rendered by
+    ``tool``) rendered anew between its markers."""
+    for name, make in (BLOCKS if blocks is None else blocks).items():
+        begin, end = _markers(name, tool)
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no {name} block ({begin} … {end})")
@@ -115,8 +118,8 @@ def replace_blocks(text: str) -> str:
     return text
 
 
-def current_block(text: str, name: str) -> str:
-    begin, end = _markers(name)
+def current_block(text: str, name: str, tool: str = "tools/demo_docs.py") -> str:
+    begin, end = _markers(name, tool)
     match = re.search(re.escape(begin) + r"\n(.*?)\n" + re.escape(end), text, re.S)
     if not match:
         raise SystemExit(f"README.md has no {name} block ({begin} … {end})")

@@ -1,0 +1,156 @@
+"""The offline language-model demo: its README numbers and figures, made from a run and checked.
+
+    python -m tools.lm_demo run            # run the LM demo on a clean results/lm_demo (timed), then `render`
+    python -m tools.lm_demo render         # copy its tables and figures into docs/lm_demo/, rewrite the README block
+    python -m tools.lm_demo check-readme   # the README block is what docs/lm_demo/ says (a test runs this)
+
+What is committed is the run's tables (docs/lm_demo/models.csv, summary.csv), a record of where
+and with what it ran (docs/lm_demo/run.json: CPU, cores, versions, wall time, tokens per second
+of the reset jobs) and its four language-model figures. The README's LM demo block is rendered
+from those files, never typed; a test keeps it equal to them, and tests/test_lm_demo.py compares a
+fresh run's tables with them within tools.demo_compare's TOLERANCE, on whatever CPU it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from layercrit.io import machine
+from tools import demo_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "lm_demo.yaml"
+ZOO = ROOT / "config" / "zoo" / "lm_demo.yaml"
+DOCS = ROOT / "docs" / "lm_demo"
+FIGURES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity", "block_difference_heatmap")
+BLOCK = "lm-demo-numbers"
+TOOL = "tools/lm_demo.py"
+
+
+def run_demo(workdir: Path, study: str) -> float:
+    """Run the LM demo from scratch in ``workdir`` (into workdir/results/<study>); its wall time in s."""
+    return demo_docs.run_demo(workdir, study, config=CONFIG, zoo=ZOO)
+
+
+def render(results: Path, wall_s: float | None) -> None:
+    """Copy a finished LM demo run's tables and figures into docs/lm_demo/, record the run, and
+    rewrite the README block."""
+    tables = results / "tables" / "randomize"
+    figures = results / "figures" / "randomize"
+    provenance = json.loads((tables / "provenance.json").read_text())
+    resets = pd.read_csv(tables / "resets.csv")
+    record = {
+        **machine(),
+        "versions": provenance["versions"],
+        "created": provenance["created"],
+        "reset_jobs": int(len(resets)),
+        **({"wall_s": round(wall_s, 1)} if wall_s is not None else {}),
+        **reset_job_speed(results),
+    }
+    DOCS.mkdir(parents=True, exist_ok=True)
+    with_clean_perplexity(tables).to_csv(DOCS / "models.csv", index=False)
+    shutil.copyfile(tables / "summary.csv", DOCS / "summary.csv")
+    for name in FIGURES:
+        shutil.copyfile(figures / f"{name}.png", DOCS / f"{name}.png")
+    (DOCS / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    readme = demo_docs.README
+    readme.write_text(demo_docs.replace_blocks(readme.read_text(), {BLOCK: readme_block}, TOOL))
+    print(f"wrote {DOCS.relative_to(ROOT)}/ and the README's {BLOCK} block", flush=True)
+
+
+def reset_job_speed(results: Path) -> dict[str, float]:
+    """Median wall time and tokens per second (both passes, clean and reset) of the run's reset jobs."""
+    jobs = [json.loads(p.read_text()) for p in (results / "resets").rglob("seed*.json")]
+    return {
+        "reset_job_wall_s_median": round(float(np.median([j["wall_s"] for j in jobs])), 4),
+        "tokens_per_s_median": round(float(np.median([j["tokens_per_s"] for j in jobs]))),
+    }
+
+
+def readme_block() -> str:
+    """The README's LM demo table and findings, from the committed docs/lm_demo/ alone."""
+    models = pd.read_csv(DOCS / "models.csv")
+    summary = pd.read_csv(DOCS / "summary.csv")
+    run = json.loads((DOCS / "run.json").read_text())
+    zoo = yaml.safe_load(ZOO.read_text())
+    perplexity = dict(zip(models["model"], models["clean_perplexity"]))  # written by render
+    rows = [
+        "| model | method | clean perplexity | next-token top-1 | mean criticality ± std over layers | most critical layers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in models.itertuples(index=False):
+        top = most_critical(summary, m.model, 3)
+        rows.append(
+            f"| {m.display_name} | {m.method} | {perplexity[m.model]:.2f} | {m.top1:.1f} % | "
+            f"{m.mean_criticality:.1f} ± {m.std_criticality:.1f} % | {top} |"
+        )
+    minutes, seconds = divmod(round(run.get("wall_s", 0)), 60)
+    versions = run["versions"]
+    source = (
+        f"*From the run in `docs/lm_demo/` (`python -m tools.lm_demo run`): {run['cpu']} ({run['cpu_capability']}), "
+        f"{run['cores']} cores, {minutes} min {seconds:02d} s for the whole study ({run['reset_jobs']} reset jobs; "
+        f"median {run['reset_job_wall_s_median']:.3f} s and {run['tokens_per_s_median']:,} tokens/s per reset job, "
+        f"clean and reset pass counted); torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+        f"Python {versions.get('python')}. Next-token top-1 and perplexity of the clean model on the held-out text; "
+        "criticality = 100 × (1 − mean cosine of the next-token distributions), mean over the reset seeds, then "
+        f"over the model's {int(models['n_layers'].max())} layers.*"
+    )
+    findings = [comparison_finding(summary, models, pair) for pair in zoo.get("comparisons", [])]
+    return "\n".join(rows) + "\n\n" + source + "\n\n" + "\n".join(f"- {f}" for f in findings)
+
+
+def most_critical(summary: pd.DataFrame, model: str, n: int) -> str:
+    rows = summary[summary["model"] == model].nlargest(n, "criticality_mean")
+    return ", ".join(f"`{r.layer}` {r.criticality_mean:.1f} %" for r in rows.itertuples(index=False))
+
+
+def comparison_finding(summary: pd.DataFrame, models: pd.DataFrame, pair: dict[str, str]) -> str:
+    """One of the zoo's comparisons in words: mean criticality of both, and the layers whose
+    criticality changed most (over seeds' means), with the sign."""
+    by_model = models.set_index("model")
+    model, reference = pair["model"], pair["reference"]
+    a = summary[summary["model"] == model].set_index("layer")["criticality_mean"]
+    b = summary[summary["model"] == reference].set_index("layer")["criticality_mean"]
+    diff = (a - b).dropna()
+    up = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in diff.nlargest(3).items() if d > 0) or "none"
+    down = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in diff.nsmallest(3).items() if d < 0) or "none"
+    return (
+        f"{by_model.loc[model, 'display_name']} against {by_model.loc[reference, 'display_name']}: mean criticality "
+        f"{by_model.loc[model, 'mean_criticality']:.1f} % vs {by_model.loc[reference, 'mean_criticality']:.1f} %; "
+        f"most raised: {up}; most lowered: {down} (points)."
+    )
+
+
+def with_clean_perplexity(tables: Path) -> pd.DataFrame:
+    """models.csv of a run with each model's clean perplexity (the median over its reset jobs, as
+    the criticality-vs-perplexity figure takes it) as a column, for the docs."""
+    models = pd.read_csv(tables / "models.csv")
+    resets = pd.read_csv(tables / "resets.csv")
+    clean = resets.groupby("model")["clean_perplexity"].median()
+    return models.assign(clean_perplexity=models["model"].map(clean))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["run", "render", "check-readme"])
+    args = parser.parse_args()
+    results = ROOT / "results" / "lm_demo"
+    if args.action == "run":
+        render(results, run_demo(ROOT, "lm_demo"))
+    elif args.action == "render":
+        render(results, None)
+    else:
+        if demo_docs.current_block(demo_docs.README.read_text(), BLOCK, TOOL) != readme_block():
+            sys.exit(f"README.md's {BLOCK} block is not what docs/lm_demo/ says: run `python -m tools.lm_demo render`")
+
+
+if __name__ == "__main__":
+    main()
