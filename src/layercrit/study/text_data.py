@@ -1,5 +1,6 @@
 """Text as evaluation data (``data.kind: text``), checked at parse time without reading the
-text: the file exists and is of a kind the data job reads, it is not certainly too short for
+text: the file exists and is of a kind the data job reads (or the folder is a dataset saved by
+``datasets``: ``layercrit.study.saved_datasets``), it is not certainly too short for
 the windows asked for, and the zoo's architectures are causal language models that take windows
 that long. Which models share a token file: those whose tokenizer files are the same (the
 sha256 their layer lists record), whatever their repository or revision.
