@@ -11,11 +11,11 @@ a chat template, as the real ones do. The text is a WikiText-like DatasetDict sa
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,22 @@ def test_config_llm_plans_its_jobs_in_a_dry_run_as_the_readme_says(hosts, tmp_pa
     assert jobs["plot_language_figure"] == 4  # comparisons given: the difference heatmap too
     # the README's counts are this dry run's
     assert f"{resets:,} reset jobs in all" in SECTION and f"{jobs['total']:,} jobs in all" in SECTION
+
+
+def test_missing_layer_lists_are_said_at_once_with_the_command_that_writes_just_those(tmp_path):
+    from layercrit.study import ConfigError
+    from layercrit.study.architectures import check_layer_lists_exist
+
+    zoo = yaml.safe_load((REPO / "config/zoo/llm.yaml").read_text())
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "architectures").mkdir()
+    for arch_id in ("pythia_160m_step1000", "smollm2_135m", "qwen2_5_0_5b", "qwen2_5_0_5b_instruct"):
+        (tmp_path / "architectures" / f"{arch_id}.tsv").write_text("name\ttype\tshape\n")
+    with pytest.raises(ConfigError) as e:
+        check_layer_lists_exist(zoo, tmp_path / "zoo", "my/zoo.yaml")
+    missing = ["pythia_160m_step8000", "pythia_160m_step36000", "pythia_160m_step143000", "smollm2_135m_instruct"]
+    assert str(e.value).endswith(f"Write these layer lists with one command: python -m layercrit.zoo layers my/zoo.yaml {' '.join(missing)}")
+    assert [a for a in zoo["architectures"] if f"architectures.{a}.layers" in str(e.value)] == missing
+    for arch_id in missing:
+        (tmp_path / "architectures" / f"{arch_id}.tsv").write_text("name\ttype\tshape\n")
+    check_layer_lists_exist(zoo, tmp_path / "zoo", "my/zoo.yaml")  # all there: nothing to say

@@ -115,7 +115,7 @@ def check_layer_lists_exist(zoo: dict[str, Any], zoo_dir: Path, zoo_path: str | 
     every = len(missing) == len(zoo["architectures"])
     command = f"python -m layercrit.zoo layers {zoo_file}" + ("" if every else " " + " ".join(missing))
     listed = "; ".join(f"architectures.{arch_id}.layers: {str(path)!r} does not exist" for arch_id, path in missing.items())
-    raise ConfigError(f"{listed}. Write {'every' if every else 'these'} layer list with one command: {command}")
+    raise ConfigError(f"{listed}. Write {'every layer list' if every else 'these layer lists'} with one command: {command}")
 
 
 def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
