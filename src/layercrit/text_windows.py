@@ -1,7 +1,8 @@
 """The evaluation text of language models as token windows: one file per distinct tokenizer.
 
 The documents of the text (``data.path``: a .txt file whose documents are separated by blank
-lines, or a .jsonl file of ``{"text": ...}`` objects) are put in one seeded order
+lines, a .jsonl file of ``{"text": ...}`` objects, or a folder saved by ``datasets``, a row of
+its ``text`` column each) are put in one seeded order
 (``document_order``), the same for every tokenizer. Each tokenizer cuts them into tokens, one
 document after the other, each followed by its end-of-text token where its
 ``tokenizer_config.json`` names one, and the first N x L tokens make N windows of L tokens. So
@@ -33,9 +34,28 @@ class TextTooShort(ValueError):
     """The text gives fewer tokens than the windows need."""
 
 
-def read_documents(path: str | Path) -> list[str]:
-    """The documents of a .txt (separated by blank lines) or .jsonl (field ``text``) file."""
+def read_dataset_rows(path: Path, column: str = "text", split: str | None = None) -> list[str]:
+    """The rows of ``column`` of a folder saved by ``datasets`` (``split`` of a DatasetDict), one
+    document each: the unit of most datasets (one article or web page a row). WikiText's rows
+    are its lines (a paragraph or a heading each, with empty rows between sections), so its
+    documents are paragraphs and headings; empty rows are left out, as blank lines in a .txt."""
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(path))
+    if isinstance(dataset, DatasetDict):
+        dataset = dataset[split]
+    return [row for row in dataset[column] if row and row.strip()]
+
+
+def read_documents(path: str | Path, column: str = "text", split: str | None = None) -> list[str]:
+    """The documents of a .txt (separated by blank lines) or .jsonl (field ``column``) file, or
+    the rows of a folder saved by ``datasets`` (``read_dataset_rows``)."""
     path = Path(path)
+    if path.is_dir():
+        documents = read_dataset_rows(path, column, split)
+        if not documents:
+            raise ValueError(f"{path}: no documents in it (every row of column {column!r} is empty)")
+        return documents
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         documents = []
@@ -46,9 +66,9 @@ def read_documents(path: str | Path) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: line {number} is not JSON ({e}); a .jsonl file holds one JSON object per line") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f'{path}: line {number} has no string field "text"; each line is an object {{"text": "<document>"}}')
-            documents.append(record["text"])
+            if not isinstance(record, dict) or not isinstance(record.get(column), str):
+                raise ValueError(f'{path}: line {number} has no string field "{column}"; each line is an object {{"{column}": "<document>"}}')
+            documents.append(record[column])
     else:
         blocks = [block.strip() for block in text.replace("\r\n", "\n").split("\n\n")]
         documents = [block for block in blocks if block]
@@ -115,7 +135,7 @@ def write_token_windows(out: str | Path, data: dict[str, Any], tokenizer: dict[s
     """Write the token windows of ``data`` (config ``data``, kind text) for ``tokenizer`` to
     ``out`` (tensor ``tokens``, N x L int64, with what made it in the header); returns that record."""
     tok, tok_config = fetch_tokenizer(tokenizer, cache_dir)
-    documents = read_documents(Path(data["path"]).expanduser())
+    documents = read_documents(Path(data["path"]).expanduser(), data.get("column", "text"), data.get("split"))
     order = document_order(len(documents), data["seed"])
     where = f"data.path {data['path']!r} with the tokenizer of {tokenizer['repo']} ({tokenizer['revision']})"
     tokens, used = token_windows(tok, tok_config, documents, order, data["windows"], data["window_tokens"], where)
@@ -123,6 +143,9 @@ def write_token_windows(out: str | Path, data: dict[str, Any], tokenizer: dict[s
     record = {
         "kind": "text",
         "path": str(data["path"]),
+        "column": data.get("column", "text"),
+        "split": data.get("split"),
+        "dataset_fingerprint": data.get("dataset_fingerprint"),  # a saved dataset's, from the token job's params
         "seed": data["seed"],
         "windows": data["windows"],
         "window_tokens": data["window_tokens"],

@@ -268,13 +268,13 @@ def _main() -> None:
         "layers", help="write the layer list (TSV) of an architecture of a zoo file, and its block list where the entry names one"
     )
     p.add_argument("zoo", type=Path, help="zoo YAML, e.g. config/zoo/demo.yaml")
-    p.add_argument("architecture", nargs="+", help="architecture id(s) in that zoo")
+    p.add_argument("architecture", nargs="*", help="architecture id(s) in that zoo (default: every one)")
     p.add_argument(
         "--downloads", type=Path, default=DEFAULT_DOWNLOADS,
         help="download cache for a transformers architecture's config (the config's `downloads`; default %(default)s)",
     )  # fmt: skip
     args = parser.parse_args()
-    for arch_id in args.architecture:
+    for arch_id in args.architecture or list(load_zoo(args.zoo)["architectures"]):
         out, n = write_layers(args.zoo, arch_id, args.downloads)
         print(f"wrote {n} layers of {arch_id} to {out}" + (" and its block list" if _names_blocks(args.zoo, arch_id) else ""))
 

@@ -104,6 +104,20 @@ def _zoo_part(recorded: dict[str, Any], expected: dict[str, Any]) -> dict[str, A
     return {**recorded, "extra": {k: v for k, v in extra.items() if k in expected.get("extra", {})}}
 
 
+def check_layer_lists_exist(zoo: dict[str, Any], zoo_dir: Path, zoo_path: str | None = None) -> None:
+    """Every architecture's layer list must exist: the ones missing, all in one message, with the
+    one command that writes them (a fresh clone of a zoo of hub models has none, as they are
+    written from the repositories)."""
+    missing = {arch_id: zoo_dir / spec["layers"] for arch_id, spec in zoo["architectures"].items() if not (zoo_dir / spec["layers"]).is_file()}
+    if not missing:
+        return
+    zoo_file = zoo_path or str(zoo_dir / "<zoo>.yaml")
+    every = len(missing) == len(zoo["architectures"])
+    command = f"python -m layercrit.zoo layers {zoo_file}" + ("" if every else " " + " ".join(missing))
+    listed = "; ".join(f"architectures.{arch_id}.layers: {str(path)!r} does not exist" for arch_id, path in missing.items())
+    raise ConfigError(f"{listed}. Write {'every layer list' if every else 'these layer lists'} with one command: {command}")
+
+
 def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str, Any]) -> Architecture:
     """The architecture of a zoo entry with its layer list, which must have been written for it."""
     layer_file = zoo_dir / spec["layers"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layercrit.study.architectures import Architecture, _layer_list, architecture_from_spec
+from layercrit.study.architectures import Architecture, _layer_list, architecture_from_spec, check_layer_lists_exist
 from layercrit.study.blocks import architecture_blocks, selected_blocks
 from layercrit.study.data_source import check_class_count, check_data_source, check_input_size, input_pipelines
 from layercrit.study.errors import ConfigError
@@ -242,6 +242,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     see: references between entries, files that must exist, modes a model cannot support.
     """
     zoo_dir = Path(zoo_dir)
+    check_layer_lists_exist(zoo, zoo_dir, config.get("zoo"))
     architectures = {arch_id: _layer_list(zoo_dir, arch_id, spec, zoo) for arch_id, spec in zoo["architectures"].items()}
 
     categories = list(zoo["categories"])

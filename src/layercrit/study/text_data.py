@@ -1,5 +1,6 @@
 """Text as evaluation data (``data.kind: text``), checked at parse time without reading the
-text: the file exists and is of a kind the data job reads, it is not certainly too short for
+text: the file exists and is of a kind the data job reads (or the folder is a dataset saved by
+``datasets``: ``layercrit.study.saved_datasets``), it is not certainly too short for
 the windows asked for, and the zoo's architectures are causal language models that take windows
 that long. Which models share a token file: those whose tokenizer files are the same (the
 sha256 their layer lists record), whatever their repository or revision.
@@ -20,6 +21,7 @@ from typing import Any
 
 from layercrit.study.architectures import Architecture
 from layercrit.study.errors import ConfigError
+from layercrit.study.saved_datasets import check_saved_dataset, is_saved_dataset
 
 TEXT = "text"
 CAUSAL_LM = "causal-lm"  # layercrit.models.transformers_models.CAUSAL_LM (that module imports torch)
@@ -35,14 +37,20 @@ def is_language_model(arch: Architecture) -> bool:
 
 def check_text_file(data: dict[str, Any]) -> None:
     """The text file must exist, be .txt or .jsonl (a JSONL file's first line an object with a
-    string ``text``), and hold at least N x L bytes (see the module's docstring)."""
+    string ``text``, or ``data.column``), and hold at least N x L bytes (see the module's
+    docstring); a folder must be a dataset saved by ``datasets`` (``saved_datasets``)."""
     path = Path(data["path"]).expanduser()
+    if is_saved_dataset(path):
+        check_saved_dataset(data)
+        return
     if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(
-            f"data.path: {str(path)!r} {what}; set it to a .txt file (documents separated by blank lines) or a .jsonl "
-            'file (one {"text": ...} object per line)'
+            f"data.path: {str(path)!r} does not exist; set it to a .txt file (documents separated by blank lines), a .jsonl "
+            'file (one {"text": ...} object per line) or a folder saved by the datasets library (save_to_disk)'
         )
+    if "split" in data:
+        raise ConfigError(f"data.split: {data['split']!r}, but data.path {str(path)!r} is a file, with no splits; leave data.split out")
+    column = data.get("column", "text")
     if path.suffix == ".jsonl":
         with path.open(encoding="utf-8", errors="replace") as lines:
             first = next((line for line in lines if line.strip()), "")
@@ -50,11 +58,11 @@ def check_text_file(data: dict[str, Any]) -> None:
             record = json.loads(first)
         except json.JSONDecodeError as e:
             raise ConfigError(f"data.path: {str(path)!r}: its first line is not JSON ({e}); a .jsonl file holds one JSON object per line") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        if not isinstance(record, dict) or not isinstance(record.get(column), str):
             found = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise ConfigError(
-                f"data.path: {str(path)!r}: its first line has no string field 'text' (it has {found}); each line of a "
-                'text .jsonl file is an object {"text": "<document>"}'
+                f"data.path: {str(path)!r}: its first line has no string field {column!r} (it has {found}); each line of a "
+                f'text .jsonl file is an object {{"{column}": "<document>"}} (data.column names the field)'
             )
     needed = data.get("windows", 64) * data.get("window_tokens", 128)
     size = path.stat().st_size

@@ -7,6 +7,7 @@ from snakemake.logging import logger
 
 from layercrit.study import jobs as study_jobs
 from layercrit.study.image_folders import listing_param
+from layercrit.study.saved_datasets import is_saved_dataset, saved_dataset
 from layercrit.study.text_data import tokenizers
 
 # The study's input pipelines by name: with data.pipeline per_model, one evaluation-data file each.
@@ -61,9 +62,18 @@ TOKENIZERS = tokenizers(STUDY.architectures) if config["data"]["kind"] == "text"
 
 def text_data_params():
     """The text settings as the token job's params, with the text file's size and modification
-    time: a text replaced or edited makes the token files (and every evaluation) again.
+    time (a saved dataset's: its Arrow files' total size, their latest modification and
+    datasets' fingerprint): a text replaced or edited makes the token files (and every
+    evaluation) again.
     """
     path = Path(config["data"]["path"]).expanduser()
+    if is_saved_dataset(path):
+        found = saved_dataset(path, config["data"].get("split"))
+        return config["data"] | {
+            "text_bytes": found.data_bytes,
+            "text_mtime_ns": max(f.stat().st_mtime_ns for f in found.data_files),
+            "dataset_fingerprint": found.fingerprint,
+        }
     stat = path.stat()
     return config["data"] | {
         "text_bytes": stat.st_size,
