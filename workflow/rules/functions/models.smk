@@ -41,7 +41,8 @@ def language_training_text(wildcards):
 
 def language_training_start(wildcards):
     """The checkpoint a language model's training starts from: that of the model its recipe's
-    init_from names (trained or downloaded first), or none for a fresh initialization."""
+    init_from names (trained or downloaded first), or none for a fresh initialization.
+    """
     parent = init_from(STUDY.models[wildcards.model])
     return [f"{RESULTS}/models/{parent}.safetensors"] if parent else []
 
