@@ -87,6 +87,7 @@ def test_language_models_train_on_a_text_fine_tune_from_another_and_are_evaluate
     assert history[base_id]["heldout_loss"] < history[base_id]["heldout_loss_before"]
     assert history[tuned_id]["heldout_loss"] < history[tuned_id]["heldout_loss_before"]
     assert history[base_id]["tokens_per_s"] > 0 and history[base_id]["recipe"]["text"] == {"path": "data/train_a.txt"}
+    assert history[base_id]["text_sha256"] == hashlib.sha256((tmp_path / "data/train_a.txt").read_bytes()).hexdigest()
     print({m: (h["steps_per_s"], h["tokens_per_s"]) for m, h in history.items()})
     weights = {m: load_file(results / f"models/{m}.safetensors") for m in history}
     tuned_init = load_file(results / f"models/{tuned_id}.init.safetensors")

@@ -12,6 +12,7 @@ order of the first k steps does not depend on how many follow.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -163,6 +164,7 @@ def train_zoo_language_model(
     meta = {"model": model["id"], "architecture": arch.id, "seed": seed, "recipe": recipe.to_dict()}
     save_checkpoint(init_out, init_state, None, {**meta, "weights": "initialization"})
     save_checkpoint(checkpoint_out, {k: v.detach().clone() for k, v in net.state_dict().items()}, None, {**meta, "weights": "trained"})
-    history = {**meta, **history, "text": str(text), **provenance(threads=threads)}
+    text_record = {"text": str(text), "text_sha256": hashlib.sha256(Path(text).read_bytes()).hexdigest()}
+    history = {**meta, **history, **text_record, **provenance(threads=threads)}
     write_json(history_out, history)
     return history
