@@ -10,6 +10,7 @@ hold fields that half its users must leave unset. A zoo recipe with ``text`` is 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,6 @@ class LanguageRecipe:
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based): linear warm-up, then constant or cosine.
         It depends on ``steps`` only under cosine, so a constant run's first k steps are a run of k."""
-        import math
-
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         if self.schedule == "constant":
