@@ -165,4 +165,5 @@ def test_a_bad_init_from_or_recipe_stops_at_parse_time_with_what_to_do(hosts, tm
     assert "allowed: ['constant', 'cosine']" in problem(trained_entry("m", "a.txt", seed=1, schedule="step"))
     image_recipe = base | {"source": {"kind": "train", "recipe": {"epochs": 2}}}
     assert "architecture 'lm' is a causal language model, which trains on a text" in problem(image_recipe)
+    assert "warmup_steps: 12, but the training has 12 steps" in problem(trained_entry("m", "a.txt", seed=1, warmup_steps=12))
     assert "takes at most 128 positions" in problem(trained_entry("m", "a.txt", seed=1, window_tokens=256))

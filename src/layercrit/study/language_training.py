@@ -16,6 +16,13 @@ from layercrit.study.errors import ConfigError
 from layercrit.study.text_data import is_language_model
 from layercrit.study.zoo import Model
 
+# The defaults of a language recipe's unset keys (layercrit.models.training.LanguageRecipe takes
+# them from here, so that the parse-time checks and the training agree).
+LANGUAGE_RECIPE_DEFAULTS: dict[str, Any] = {
+    "steps": 200, "batch_size": 8, "window_tokens": 64, "heldout_windows": 8, "lr": 1e-3, "optimizer": "adamw",
+    "weight_decay": 0.01, "warmup_steps": 0, "schedule": "constant", "label_smoothing": 0.0, "grad_clip": 1.0, "log_every": 10,
+}  # fmt: skip
+
 
 def is_language_recipe(recipe: Any) -> bool:
     """Whether a zoo recipe trains a causal language model: it names a text (the schema's test)."""
@@ -64,8 +71,12 @@ def check_language_training(
                 f"{where}.text.path: {text['path']!r} does not exist (relative to the working directory); give a .txt "
                 'file (documents separated by blank lines) or a .jsonl file (one {"text": ...} per line)'
             )
+        recipe = LANGUAGE_RECIPE_DEFAULTS | recipe
+        steps, warmup = recipe["steps"], recipe["warmup_steps"]
+        if warmup >= steps:
+            raise ConfigError(f"{where}.warmup_steps: {warmup}, but the training has {steps} steps; warm up over fewer steps than it has")
         limit = arch.input.get("max_positions")
-        tokens = recipe.get("window_tokens", 64)  # layercrit.models.training.LanguageRecipe's default
+        tokens = recipe["window_tokens"]
         if limit and tokens > limit:
             raise ConfigError(f"{where}.window_tokens: {tokens}, but architecture {arch.id!r} takes at most {limit} positions; set it to at most {limit}")
         _check_init_from(model, zoo_models, models if model.id in trained else None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from layercrit.study import load_schema, schema_problems
+from layercrit.study.language_training import LANGUAGE_RECIPE_DEFAULTS as _DEFAULTS
 from layercrit.study.language_training import is_language_recipe
 
 LANGUAGE_RECIPE_SCHEMA = load_schema("zoo")["$defs"]["language_recipe"]
@@ -31,18 +32,18 @@ class LanguageRecipe:
     starts from (else a fresh initialization under the source's seed)."""
 
     text: dict[str, Any]
-    steps: int = 200
-    batch_size: int = 8
-    window_tokens: int = 64
-    heldout_windows: int = 8
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    schedule: str = "constant"  # "constant" | "cosine" (to 0 at the last step), after the warm-up
-    label_smoothing: float = 0.0
-    grad_clip: float = 1.0
-    log_every: int = 10
+    steps: int = _DEFAULTS["steps"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    window_tokens: int = _DEFAULTS["window_tokens"]
+    heldout_windows: int = _DEFAULTS["heldout_windows"]
+    lr: float = _DEFAULTS["lr"]
+    optimizer: str = _DEFAULTS["optimizer"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    warmup_steps: int = _DEFAULTS["warmup_steps"]
+    schedule: str = _DEFAULTS["schedule"]  # "constant" | "cosine" (towards 0 after the last step), after the warm-up
+    label_smoothing: float = _DEFAULTS["label_smoothing"]
+    grad_clip: float = _DEFAULTS["grad_clip"]
+    log_every: int = _DEFAULTS["log_every"]
     init_from: str | None = None
 
     def __post_init__(self) -> None:
