@@ -38,6 +38,7 @@ from layercrit.study import (
     reset_result_path,
     workflow_file,
 )
+from layercrit.study.language_training import trains_language_model
 
 put_on_subprocess_path(_SRC)
 
@@ -72,6 +73,12 @@ MODEL_IDS = list(STUDY.models)
 # recorded, unless training.retrain).
 TRAINED_MODELS = list(STUDY.trained_models)
 DOWNLOADED_MODELS = [m for m in MODEL_IDS if m not in TRAINED_MODELS]
+# Of those trained here, the causal language models train on a text (rule train_language_model),
+# the image classifiers on the generated training images (rule train_model).
+TRAINED_LANGUAGE_MODELS = [
+    m for m in TRAINED_MODELS if trains_language_model(STUDY.models[m])
+]
+TRAINED_IMAGE_MODELS = [m for m in TRAINED_MODELS if m not in TRAINED_LANGUAGE_MODELS]
 
 
 wildcard_constraints:

@@ -16,7 +16,7 @@ rule train_model:
     log:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
-        model="|".join(map(re.escape, TRAINED_MODELS)) or "^$",
+        model="|".join(map(re.escape, TRAINED_IMAGE_MODELS)) or "^$",
     priority: job_priority(training_priority)
     conda:
         "../../envs/layercrit.yaml"
@@ -26,6 +26,33 @@ rule train_model:
         architecture=lambda wc: architecture_spec(wc.model),
     script:
         "../scripts/train_model.py"
+
+
+# A causal language model of the zoo trained on a text (its recipe's), from a fresh
+# initialization or from the checkpoint of the model its recipe's init_from names.
+rule train_language_model:
+    input:
+        text=language_training_text,
+        start=language_training_start,
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}.safetensors",
+        init=f"{RESULTS}/models/{{model}}.init.safetensors",
+        history=f"{RESULTS}/models/{{model}}.training.json",
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TRAINED_LANGUAGE_MODELS)) or "^$",
+    priority: job_priority(training_priority)
+    conda:
+        "../../envs/layercrit.yaml"
+    threads: config["training"]["threads"]
+    params:
+        model=lambda wc: training_entry(wc.model),
+        architecture=lambda wc: architecture_spec(wc.model),
+        tokenizer=lambda wc: model_tokenizer(wc.model),
+        cache=config["downloads"],
+    script:
+        "../scripts/train_language_model.py"
 
 
 rule download_model:

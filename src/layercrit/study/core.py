@@ -22,6 +22,7 @@ from layercrit.study.pipelines import PER_MODEL, STUDY, InputPipeline
 from layercrit.study.results import FIGURE_NAMES, LANGUAGE_FIGURE_NAMES
 from layercrit.study.selection import selected_layers
 from layercrit.study.text_data import check_language_models, check_logits_memory, is_text, token_file, tokenizer_names
+from layercrit.study.language_training import check_language_training, trains_language_model
 from layercrit.study.zoo import Model, model_normalization, trains_here
 
 
@@ -277,6 +278,7 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
             ),
         )
 
+    zoo_models = dict(models)
     wanted = config.get("models")
     if wanted:
         unknown = [m for m in wanted if m not in models]
@@ -293,9 +295,11 @@ def build_study(config: dict[str, Any], zoo: dict[str, Any], zoo_dir: str | Path
     check_data_source(config)
     retrain = config.get("training", {}).get("retrain", False)
     trained = tuple(m.id for m in models.values() if trains_here(m.source, retrain))
-    if trained and config.get("data", {}).get("kind", "synthetic") != "synthetic":
+    check_language_training(zoo_models, models, architectures, trained)
+    trained_on_images = [m for m in trained if not trains_language_model(models[m])]
+    if trained_on_images and config.get("data", {}).get("kind", "synthetic") != "synthetic":
         raise ConfigError(
-            f"models {list(trained)} train here (zoo source kind train), which needs the generated training images "
+            f"models {trained_on_images} train here (zoo source kind train), which needs the generated training images "
             f"of data.kind synthetic, but this study's data is {config['data']['kind']!r}: give them as recorded or "
             "own checkpoints (source kind url, …), or set training.retrain: false where the zoo records checkpoints"
         )

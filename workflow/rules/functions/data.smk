@@ -79,3 +79,12 @@ def text_data_params():
         "text_bytes": stat.st_size,
         "text_mtime_ns": stat.st_mtime_ns,
     }
+
+
+def text_file(source):
+    """The text file of a text source ({path: ...}, relative to the working directory)."""
+    if "path" not in source:
+        raise WorkflowError(
+            f"text {source}: only a text file ({{path: ...}}) can be read here, not generated text"
+        )
+    return source["path"]

@@ -2,6 +2,8 @@
 # training and download jobs, and the download job's body.
 from layercrit.weights.specs import local_source_files, local_source_param
 from layercrit.study import jobs as study_jobs
+from layercrit.study.language_training import init_from
+from layercrit.study.text_data import tokenizers
 
 
 def checkpoint_entry(model_id):
@@ -30,6 +32,26 @@ def local_model_files(wildcards):
 def training_entry(model_id):
     """A trained model's zoo entry as its training job's params (layercrit.study.jobs.training_entry)."""
     return study_jobs.training_entry(STUDY, model_id)
+
+
+def language_training_text(wildcards):
+    """The text file a language model trains on: its recipe's text (text_file, ../functions/data.smk)."""
+    return text_file(STUDY.models[wildcards.model].source["recipe"]["text"])
+
+
+def language_training_start(wildcards):
+    """The checkpoint a language model's training starts from: that of the model its recipe's
+    init_from names (trained or downloaded first), or none for a fresh initialization.
+    """
+    parent = init_from(STUDY.models[wildcards.model])
+    return [f"{RESULTS}/models/{parent}.safetensors"] if parent else []
+
+
+def model_tokenizer(model_id):
+    """Where a language model's tokenizer is fetched from, with its files' sha256 (its layer list's)."""
+    arch = STUDY.architectures[STUDY.models[model_id].architecture]
+    (tokenizer,) = tokenizers({arch.id: arch}).values()
+    return tokenizer
 
 
 def training_priority(wildcards):

@@ -12,6 +12,8 @@ Everything here is deterministic given ``seed``: shuffling and augmentation draw
 
 from layercrit.models.training.adversarial import pgd_attack
 from layercrit.models.training.augment import COLOR_JITTER, CROP_PADDING, CUTOUT_FRACTION, MIXUP_ALPHA
+from layercrit.models.training.language import train_causal_lm, train_zoo_language_model
+from layercrit.models.training.language_recipe import LANGUAGE_RECIPE_SCHEMA, LanguageRecipe, is_language_recipe
 from layercrit.models.training.loop import evaluate_accuracy, train_classifier, train_zoo_model
 from layercrit.models.training.recipe import (
     ADVERSARIAL_FIELDS,
@@ -29,4 +31,5 @@ __all__ = [
     "ADVERSARIAL_FIELDS", "ADVERSARIAL_NORMS", "ADVERSARIAL_SCHEMA", "AUGMENTATIONS", "COLOR_JITTER", "CROP_PADDING",
     "CUTOUT_FRACTION", "MIXUP_ALPHA", "RECIPE_SCHEMA", "SCHEDULES", "TrainingRecipe", "evaluate_accuracy", "pgd_attack",
     "recipe_of", "train_classifier", "train_zoo_model",
+    "LANGUAGE_RECIPE_SCHEMA", "LanguageRecipe", "is_language_recipe", "train_causal_lm", "train_zoo_language_model",
 ]  # fmt: skip

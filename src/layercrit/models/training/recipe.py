@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from layercrit.models.training.language_recipe import LanguageRecipe, is_language_recipe
 from layercrit.study import load_schema, schema_problems
 
 # The zoo schema says what a recipe may hold; these lists are read from it.
 _ZOO_SCHEMA = load_schema("zoo")
-RECIPE_SCHEMA = _ZOO_SCHEMA["$defs"]["train_source"]["properties"]["recipe"]
+RECIPE_SCHEMA = _ZOO_SCHEMA["$defs"]["image_recipe"]
 SCHEDULES = tuple(RECIPE_SCHEMA["properties"]["schedule"]["enum"])
 AUGMENTATIONS = tuple(RECIPE_SCHEMA["properties"]["augment"]["items"]["enum"])
 ADVERSARIAL_SCHEMA = _ZOO_SCHEMA["properties"]["models"]["items"]["properties"]["adversarial"]
@@ -96,11 +97,14 @@ class TrainingRecipe:
 
 def recipe_of(
     source: Mapping[str, Any], adversarial: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
-) -> TrainingRecipe:
+) -> TrainingRecipe | LanguageRecipe:
     """The recipe of a zoo model trained here: its source's ``recipe``, trained adversarially with
     the budget of its ``adversarial`` entry (the zoo states a model's budget once, for the
-    figures and the training alike), then ``overrides``."""
+    figures and the training alike), then ``overrides``. A recipe with a ``text`` trains a
+    causal language model (``LanguageRecipe``)."""
     cfg = dict(source["recipe"])
+    if is_language_recipe(cfg):
+        return LanguageRecipe.from_config({**cfg, **(overrides or {})})
     if adversarial:
         cfg.update(adversarial_norm=adversarial["norm"], adversarial_epsilon=adversarial["epsilon"])
     cfg.update(overrides or {})
