@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +40,135 @@ MANIFEST = SHIPPED / "manifest.json"
 STORED_DTYPE = "float16"
 
 
-def training_study() -> Any:
-    """The demo study as config/demo_training.yaml retrains it (every `train` model trained here)."""
-    import yaml
-    from snakemake.utils import update_config
+@dataclass(frozen=True)
+class ShippedZoo:
+    """A zoo whose models were trained once by the workflow and shipped: its zoo file, the configs
+    that retrain it (merged as Snakemake merges several --configfile), where the checkpoints are
+    shipped, and the retraining study's results."""
 
-    from layercrit.study import load_study
+    zoo: Path
+    configs: tuple[Path, ...]
+    shipped: Path
+    results: Path
 
-    config: dict[str, Any] = {}
-    for path in CONFIGS:  # merged as Snakemake merges several --configfile
-        update_config(config, yaml.safe_load(path.read_text()))
-    config["zoo"] = str(ZOO)
-    return load_study(config)
+    @property
+    def manifest(self) -> Path:
+        return self.shipped / "manifest.json"
+
+    def training_study(self) -> Any:
+        """The study as its training configs retrain it (every `train` model trained here)."""
+        import yaml
+        from snakemake.utils import update_config
+
+        from layercrit.study import load_study
+
+        config: dict[str, Any] = {}
+        for path in self.configs:
+            update_config(config, yaml.safe_load(path.read_text()))
+        config["zoo"] = str(self.zoo)
+        return load_study(config)
+
+    def shipped_path(self, model_id: str) -> Path:
+        return self.shipped / f"{model_id}.safetensors"
+
+    def train(self, cores: int, extra_targets: tuple[str, ...] = ()) -> None:
+        """Retrain every `train` model of the zoo with the workflow (then ``extra_targets``)."""
+        study = self.training_study()
+        targets = [str(self.results / "models" / f"{m}.safetensors") for m in study.trained_models]
+        command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores), "--configfile"]
+        command += [str(c) for c in self.configs]
+        for batch in (targets, [str(self.results / t) for t in extra_targets]):
+            if batch:
+                print("+", " ".join(command + batch), flush=True)
+                subprocess.run(command + batch, check=True, cwd=ROOT)
+
+    def ship(self, evaluate: Callable[[Any, str, Any, dict], dict[str, Any]],
+             summarize: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Round the retrained checkpoints to float16, write them and their training histories to
+        the shipped folder, the manifest (``evaluate(study, model_id, checkpoint, float16 state)``: what the
+        rounding changed) and the zoo's hashes; ``summarize(history)`` goes into each header."""
+        import torch
+
+        from layercrit.io import file_sha256, machine, provenance, read_json, write_json
+        from layercrit.models.zoo import load_checkpoint, save_checkpoint
+
+        study = self.training_study()
+        here = {**machine(), "host": provenance()["host"]}
+        self.shipped.mkdir(parents=True, exist_ok=True)
+        manifest: dict[str, Any] = {"stored_dtype": STORED_DTYPE, "models": {}}
+        zoo_text = self.zoo.read_text()
+        for model_id in study.trained_models:
+            trained = self.results / "models" / f"{model_id}.safetensors"
+            history = read_json(self.results / "models" / f"{model_id}.training.json")
+            expected = trained_from(study, model_id)
+            if history.get("recipe") != expected["recipe"] or history.get("seed") != expected["seed"]:
+                sys.exit(f"{trained} was trained from {history.get('recipe')} (seed {history.get('seed')}), not from the zoo's "
+                         f"{expected['recipe']} (seed {expected['seed']}): retrain it")
+            checkpoint = load_checkpoint(trained)
+            floats = {k: v for k, v in checkpoint.state_dict.items() if v.is_floating_point()}
+            too_large = [k for k, v in floats.items() if v.abs().max() > torch.finfo(torch.float16).max]
+            if too_large:
+                sys.exit(f"{trained}: {too_large} exceed float16's range; ship float32 instead")
+            stored = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+            rounding = max(float((stored[k].float() - v).abs().max()) for k, v in floats.items())
+            same_machine = history.get("host") == here["host"]
+            metadata = {
+                **checkpoint.metadata,
+                **expected,
+                "trained_sha256": file_sha256(trained),
+                "stored_dtype": STORED_DTYPE,
+                "training": {
+                    **summarize(history),
+                    "created": history.get("created"),
+                    "versions": history.get("versions"),
+                    "machine": here if same_machine else {"host": history.get("host")},
+                },
+            }
+            out = self.shipped_path(model_id)
+            save_checkpoint(out, stored, checkpoint.normalization, metadata)
+            shutil.copyfile(self.results / "models" / f"{model_id}.training.json", self.shipped / f"{model_id}.training.json")
+            sha256 = file_sha256(out)
+            effect = evaluate(study, model_id, checkpoint, stored)
+            manifest["models"][model_id] = {
+                "file": out.name,
+                "sha256": sha256,
+                "trained_sha256": metadata["trained_sha256"],
+                "max_abs_rounding_error": rounding,
+                **effect,
+                "size_bytes": out.stat().st_size,
+            }
+            zoo_text = record_hash(zoo_text, model_id, sha256, self.zoo)
+            print(f"{model_id}: {out.relative_to(ROOT)} {sha256[:12]}…, {effect}, largest rounding {rounding:.2g}", flush=True)
+        write_json(self.manifest, provenance(**manifest))
+        self.zoo.write_text(zoo_text)
+        print(f"wrote {self.shipped.relative_to(ROOT)}/ and the checkpoints' sha256 in {self.zoo.relative_to(ROOT)}", flush=True)
+
+    def check(self) -> list[str]:
+        """Problems with the shipped zoo ([] if none): every `train` model of the zoo records a
+        checkpoint in the shipped folder whose sha256 is the recorded one and whose header says it
+        was trained from the zoo's current recipe, seed and architecture."""
+        from layercrit.io import file_sha256
+        from layercrit.weights.checkpoint_files import recorded_metadata
+
+        study = self.training_study()
+        problems = []
+        for model_id in study.trained_models:
+            source = study.models[model_id].source
+            if "checkpoint" not in source:
+                problems.append(f"{model_id}: the zoo records no checkpoint")
+                continue
+            path = ROOT / source["checkpoint"]["url"]  # as the workflow finds it from any directory
+            if path.resolve() != self.shipped_path(model_id).resolve() or not path.is_file():
+                problems.append(f"{model_id}: recorded checkpoint {path} is not the shipped {self.shipped_path(model_id)}")
+                continue
+            if file_sha256(path) != source["checkpoint"]["sha256"]:
+                problems.append(f"{model_id}: {path.name} does not have the sha256 the zoo records")
+            recorded = recorded_metadata(path) or {}
+            expected = trained_from(study, model_id)
+            for key, value in expected.items():
+                if recorded.get(key) != value:
+                    problems.append(f"{model_id}: trained from {key} {recorded.get(key)!r}, the zoo now says {value!r}")
+        return problems
 
 
 def trained_from(study: Any, model_id: str) -> dict[str, Any]:
@@ -68,121 +187,49 @@ def trained_from(study: Any, model_id: str) -> dict[str, Any]:
     }
 
 
-def shipped_path(model_id: str) -> Path:
-    return SHIPPED / f"{model_id}.safetensors"
-
-
-def ship(results: Path) -> None:
-    """Round the retrained checkpoints under ``results`` (results/demo_training) to float16, write
-    them and their training histories to resources/demo_zoo/, the manifest, and the zoo's hashes."""
-    import torch
-
-    from layercrit.data import load_image_set
-    from layercrit.io import file_sha256, machine, provenance, read_json, write_json
-    from layercrit.models.training import evaluate_accuracy
-    from layercrit.models.zoo import Checkpoint, load_checkpoint, load_model, save_checkpoint
-
-    study = training_study()
-    eval_set = load_image_set(results / "data" / "eval.safetensors")
-    here = {**machine(), "host": provenance()["host"]}
-    SHIPPED.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"stored_dtype": STORED_DTYPE, "models": {}}
-    zoo_text = ZOO.read_text()
-    for model_id in study.trained_models:
-        trained = results / "models" / f"{model_id}.safetensors"
-        history = read_json(results / "models" / f"{model_id}.training.json")
-        expected = trained_from(study, model_id)
-        if history.get("recipe") != expected["recipe"] or history.get("seed") != expected["seed"]:
-            sys.exit(f"{trained} was trained from {history.get('recipe')} (seed {history.get('seed')}), not from the zoo's "
-                     f"{expected['recipe']} (seed {expected['seed']}): retrain with `python -m tools.demo_zoo train`")
-        checkpoint = load_checkpoint(trained)
-        floats = {k: v for k, v in checkpoint.state_dict.items() if v.is_floating_point()}
-        too_large = [k for k, v in floats.items() if v.abs().max() > torch.finfo(torch.float16).max]
-        if too_large:
-            sys.exit(f"{trained}: {too_large} exceed float16's range; ship float32 instead")
-        stored = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
-        rounding = max(float((stored[k].float() - v).abs().max()) for k, v in floats.items())
-
-        arch = study.architectures[study.models[model_id].architecture]
-        norm = checkpoint.normalization
-        mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
-        top1 = {
-            name: evaluate_accuracy(load_model(arch, Checkpoint(sd, norm, {})), eval_set, mean=mean, std=std)
-            for name, sd in (("float32", checkpoint.state_dict), ("float16", stored))
-        }
-        same_machine = history.get("host") == here["host"]
-        metadata = {
-            **checkpoint.metadata,
-            **expected,
-            "trained_sha256": file_sha256(trained),
-            "stored_dtype": STORED_DTYPE,
-            "training": {
-                "epochs": history["epoch"][-1],
-                "n_train": history["n_train"],
-                "final_train_accuracy": history["train_accuracy"][-1],
-                "total_seconds": round(history["total_seconds"], 1),
-                "created": history.get("created"),
-                "versions": history.get("versions"),
-                "machine": here if same_machine else {"host": history.get("host")},
-            },
-        }
-        out = shipped_path(model_id)
-        save_checkpoint(out, stored, norm, metadata)
-        shutil.copyfile(results / "models" / f"{model_id}.training.json", SHIPPED / f"{model_id}.training.json")
-        sha256 = file_sha256(out)
-        manifest["models"][model_id] = {
-            "file": out.name,
-            "sha256": sha256,
-            "trained_sha256": metadata["trained_sha256"],
-            "max_abs_rounding_error": rounding,
-            "top1_float32": top1["float32"],
-            "top1_float16": top1["float16"],
-            "size_bytes": out.stat().st_size,
-        }
-        zoo_text = record_hash(zoo_text, model_id, sha256)
-        print(f"{model_id}: {out.relative_to(ROOT)} {sha256[:12]}…, top-1 {top1['float32']:.1f} % (float32) -> "
-              f"{top1['float16']:.1f} % (float16), largest rounding {rounding:.2g}", flush=True)
-    write_json(MANIFEST, provenance(**manifest))
-    ZOO.write_text(zoo_text)
-    print(f"wrote {SHIPPED.relative_to(ROOT)}/ and the checkpoints' sha256 in {ZOO.relative_to(ROOT)}", flush=True)
-
-
-def record_hash(zoo_text: str, model_id: str, sha256: str) -> str:
+def record_hash(zoo_text: str, model_id: str, sha256: str, zoo: Path) -> str:
     """The zoo's text with the recorded checkpoint of ``model_id`` given ``sha256``."""
     # quoted: YAML would read a digest of digits only (and one "e") as a number
     pattern = re.compile(r'(checkpoint: \{url: [^,}]*/' + re.escape(model_id) + r'\.safetensors, sha256: )"[0-9a-f]{64}"')
     text, count = pattern.subn(lambda m: f'{m.group(1)}"{sha256}"', zoo_text)
     if count != 1:
-        sys.exit(f'{ZOO}: expected one `checkpoint: {{url: …/{model_id}.safetensors, sha256: "…"}}` line, found {count}')
+        sys.exit(f'{zoo}: expected one `checkpoint: {{url: …/{model_id}.safetensors, sha256: "…"}}` line, found {count}')
     return text
 
 
-def check() -> list[str]:
-    """Problems with the shipped zoo ([] if none): every `train` model of the demo zoo records a
-    checkpoint in resources/demo_zoo/ whose sha256 is the recorded one and whose header says it
-    was trained from the zoo's current recipe, seed and architecture."""
-    from layercrit.weights.checkpoint_files import recorded_metadata
-    from layercrit.io import file_sha256
+def demo_zoo() -> ShippedZoo:
+    """The vision demo's zoo (ZOO read when called, so a test can point it at another file)."""
+    return ShippedZoo(ZOO, CONFIGS, SHIPPED, ROOT / "results" / "demo_training")
 
-    study = training_study()
-    problems = []
-    for model_id in study.trained_models:
-        source = study.models[model_id].source
-        if "checkpoint" not in source:
-            problems.append(f"{model_id}: the zoo records no checkpoint")
-            continue
-        path = ROOT / source["checkpoint"]["url"]  # as the workflow finds it from any directory
-        if path.resolve() != shipped_path(model_id).resolve() or not path.is_file():
-            problems.append(f"{model_id}: recorded checkpoint {path} is not the shipped {shipped_path(model_id)}")
-            continue
-        if file_sha256(path) != source["checkpoint"]["sha256"]:
-            problems.append(f"{model_id}: {path.name} does not have the sha256 the zoo records")
-        recorded = recorded_metadata(path) or {}
-        expected = trained_from(study, model_id)
-        for key, value in expected.items():
-            if recorded.get(key) != value:
-                problems.append(f"{model_id}: trained from {key} {recorded.get(key)!r}, the zoo now says {value!r}")
-    return problems
+
+def top1_effect(study: Any, model_id: str, checkpoint: Any, float16: dict) -> dict[str, float]:
+    """Clean top-1 of the float32 and the float16 weights on the demo's evaluation images."""
+    from layercrit.data import load_image_set
+    from layercrit.models.training import evaluate_accuracy
+    from layercrit.models.zoo import Checkpoint, load_model
+
+    eval_set = load_image_set(demo_zoo().results / "data" / "eval.safetensors")
+    arch = study.architectures[study.models[model_id].architecture]
+    norm = checkpoint.normalization
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+    return {
+        f"top1_{name}": evaluate_accuracy(load_model(arch, Checkpoint(sd, norm, {})), eval_set, mean=mean, std=std)
+        for name, sd in (("float32", checkpoint.state_dict), ("float16", float16))
+    }
+
+
+def epochs_summary(history: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "epochs": history["epoch"][-1],
+        "n_train": history["n_train"],
+        "final_train_accuracy": history["train_accuracy"][-1],
+        "total_seconds": round(history["total_seconds"], 1),
+    }
+
+
+def check() -> list[str]:
+    """Problems with the shipped vision demo zoo ([] if none); see ``ShippedZoo.check``."""
+    return demo_zoo().check()
 
 
 def main() -> None:
@@ -190,19 +237,12 @@ def main() -> None:
     parser.add_argument("action", choices=["train", "ship", "check"])
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    results = ROOT / "results" / "demo_training"
+    zoo = demo_zoo()
     if args.action == "train":
-        study = training_study()
-        targets = [str(results / "models" / f"{m}.safetensors") for m in study.trained_models]
-        command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(args.cores), "--configfile"]
-        command += [str(c) for c in CONFIGS] + targets
-        print("+", " ".join(command), flush=True)
-        subprocess.run(command, check=True, cwd=ROOT)
-        # the evaluation images too (measuring what rounding changes)
-        subprocess.run(command[: -len(targets)] + [str(results / "data" / "eval.safetensors")], check=True, cwd=ROOT)
+        zoo.train(args.cores, extra_targets=("data/eval.safetensors",))  # the evaluation images too (what rounding changes)
     if args.action in ("train", "ship"):
-        ship(results)
-    problems = check()
+        zoo.ship(top1_effect, epochs_summary)
+    problems = zoo.check()
     if problems:
         sys.exit("the shipped demo zoo does not match config/zoo/demo.yaml:\n  " + "\n  ".join(problems))
     print("the shipped demo zoo matches config/zoo/demo.yaml", flush=True)
