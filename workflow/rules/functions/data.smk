@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from snakemake.logging import logger
 
+from layercrit import synthetic_text
 from layercrit.study import jobs as study_jobs
 from layercrit.study.image_folders import listing_param
 from layercrit.study.text_data import tokenizers
@@ -56,13 +57,30 @@ def pipeline_params(wildcards):
 
 
 # The study's distinct tokenizers (data.kind text): one token file each, by the digest of its files.
-TOKENIZERS = tokenizers(STUDY.architectures) if config["data"]["kind"] == "text" else {}
+TOKENIZERS = (
+    tokenizers(STUDY.architectures, Path(config["zoo"]).parent)
+    if config["data"]["kind"] == "text"
+    else {}
+)
+# The tasks of generated text (layercrit.synthetic_text; torch-free).
+SYNTHETIC_TEXT_TASKS = synthetic_text.TASKS
+
+
+def text_file(source):
+    """The file of a text source: ``{path: ...}`` (that file) or ``{synthetic: {task, seed,
+    documents}}`` (the output of rule synthetic_text, which generates it)."""
+    if "path" in source:
+        return str(Path(source["path"]).expanduser())
+    text = source["synthetic"]
+    return f"{RESULTS}/data/text/synthetic-{text['task']}-seed{text['seed']}-n{text['documents']}.txt"
 
 
 def text_data_params():
     """The text settings as the token job's params, with the text file's size and modification
     time: a text replaced or edited makes the token files (and every evaluation) again.
-    """
+    Generated text is what its settings say (its job makes it again if they change)."""
+    if "path" not in config["data"]:
+        return config["data"]
     path = Path(config["data"]["path"]).expanduser()
     stat = path.stat()
     return config["data"] | {
