@@ -193,7 +193,7 @@ def test_a_local_lm_is_evaluated_on_generated_text_and_its_files_are_checked(tmp
 
     config = synthetic_config(zoo)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "2")
+    run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "results/lm/tables/randomize/resets.csv")
 
     results = tmp_path / "results/lm"
     text = results / "data/text/synthetic-stories-seed7-n200.txt"
