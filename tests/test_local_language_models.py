@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,13 +137,13 @@ def local_zoo(tmp_path: Path) -> Path:
     return tmp_path / "zoo.yaml"
 
 
-def synthetic_config(zoo: Path, **reset) -> dict:
+def synthetic_config(zoo: Path) -> dict:
     return {
         "study": "lm", "zoo": str(zoo), "device": "cpu", "batch_size": 4, "activation_cache_mb": 0,
         "data": {"kind": "text", "synthetic": {"task": "stories", "seed": 7, "documents": 200}, "seed": 0,
                  "windows": WINDOWS, "window_tokens": WINDOW_TOKENS},
         "reset": {"mode": "randomize", "seeds": [1], "layers": {"types": ["Linear", "Embedding", "LlamaRMSNorm"], "include": [
-            "model.embed_tokens", "model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]}, **reset},
+            "model.embed_tokens", "model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]}},
     }  # fmt: skip
 
 
@@ -168,12 +171,16 @@ def test_a_local_directory_is_refused_with_a_revision_or_without_its_files(tmp_p
     assert proc.returncode and "is a causal language model but has no tokenizer.json" in proc.stderr
 
 
+README_EXAMPLE = re.search(r"#### A model in a local directory, on generated text\n(.*?)\n(?=#### |### |## )", (REPO / "README.md").read_text(), re.S)
+
+
 @pytest.mark.slow
-def test_a_local_lm_is_evaluated_on_generated_text_and_its_files_are_checked(tmp_path, monkeypatch):
-    """The layer list of a local directory records the config and the files' sha256, not where
-    the directory is; a study on generated stories runs end to end (the text job, the token job
-    with the directory's tokenizer, baseline, resets); its numbers are a plain transformers
-    computation's; a tokenizer edited afterwards stops planning, naming the file and the command."""
+def test_the_readme_local_lm_study_on_generated_text_runs_as_written_and_checks_its_files(tmp_path, monkeypatch):
+    """The README's zoo, layer command and study as written, with a tiny Llama saved at the
+    README's directory: the layer list records the config and the files' sha256, not where the
+    directory is; the study runs (text job, token job with the directory's tokenizer, baseline,
+    resets, tables); its numbers are a plain transformers computation's; a tokenizer edited
+    afterwards stops planning, naming the file and the command that writes the list again."""
     import pandas as pd
     from tokenizers import Tokenizer
 
@@ -181,43 +188,59 @@ def test_a_local_lm_is_evaluated_on_generated_text_and_its_files_are_checked(tmp
     from layercrit.text_windows import document_order, read_documents, read_token_windows
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    zoo = local_zoo(tmp_path)
-    directory = tmp_path / "models/tiny_lm"
-    layer_command(zoo, "tiny_lm", tmp_path)
-    layer_list = (tmp_path / "tiny_lm.tsv").read_text()
-    assert str(tmp_path) not in layer_list  # another clone uses it as is
-    header = read_layer_list_header(tmp_path / "tiny_lm.tsv").architecture
-    assert header["name"] == "./models/tiny_lm" and "revision" not in header["extra"] and "commit" not in header["extra"]
+    text = README_EXAMPLE.group(1)
+    zoo_text, config_text = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    command = re.search(r"```bash\n(python -m layercrit\.zoo layers [^\n]*)\n```", text).group(1)
+    zoo, config = yaml.safe_load(zoo_text), yaml.safe_load(config_text)
+    (arch_id, spec), = zoo["architectures"].items()
+    directory = tmp_path / zoo["models"][0]["source"]["url"].removesuffix("/model.safetensors")
+    local_lm(directory)
+    zoo_path, config_path = (tmp_path / block.splitlines()[0].removeprefix("# ") for block in (zoo_text, config_text))
+    zoo_path.parent.mkdir(parents=True)
+    (tmp_path / "config/architectures").mkdir()
+    zoo_path.write_text(zoo_text)
+    config_path.write_text(config_text)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the environment, activated
+    proc = subprocess.run(command.split(), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    layer_list = zoo_path.parent / spec["layers"]
+    assert str(tmp_path) not in layer_list.read_text()  # another clone uses it as is
+    header = read_layer_list_header(layer_list).architecture
+    assert header["name"] == spec["transformers"] and "revision" not in header["extra"] and "commit" not in header["extra"]
     assert header["extra"]["task"] == "causal-lm" and header["extra"]["config"]["vocab_size"] == 2 + len(synthetic_text.vocabulary())
     assert header["extra"]["tokenizer"] == {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in ("tokenizer.json", "tokenizer_config.json")}
 
-    config = synthetic_config(zoo)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "results/lm/tables/randomize/resets.csv")
+    results = tmp_path / "results" / config["study"]
+    run_snakemake(tmp_path, "--configfile", str(config_path), "--cores", "2", str(results.relative_to(tmp_path) / "tables/randomize/resets.csv"))
 
-    results = tmp_path / "results/lm"
-    text = results / "data/text/synthetic-stories-seed7-n200.txt"
-    assert read_documents(text) == synthetic_text.documents("stories", 7, 200)
+    synthetic = config["data"]["synthetic"]
+    generated = results / f"data/text/synthetic-{synthetic['task']}-seed{synthetic['seed']}-n{synthetic['documents']}.txt"
+    assert read_documents(generated) == synthetic_text.documents(synthetic["task"], synthetic["seed"], synthetic["documents"])
     (token_file,) = (results / "data").glob("tokens-*.safetensors")
     tokens, record = read_token_windows(token_file)
-    assert tokens.shape == (WINDOWS, WINDOW_TOKENS) and record["synthetic"] == config["data"]["synthetic"]
-    documents = read_documents(text)  # the windows are the documents' words in the seeded order, each ended by <eos>
-    words = [word for index in document_order(len(documents), 0) for word in documents[index].split() + ["<eos>"]]
+    windows, window_tokens = config["data"]["windows"], config["data"]["window_tokens"]
+    assert tokens.shape == (windows, window_tokens) and record["synthetic"] == synthetic
+    documents = read_documents(generated)  # the windows are the documents' words in the seeded order, each ended by <eos>
+    words = [word for index in document_order(len(documents), config["data"]["seed"]) for word in documents[index].split() + ["<eos>"]]
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    assert [tokenizer.id_to_token(i) for i in tokens.flatten().tolist()] == words[: WINDOWS * WINDOW_TOKENS]
+    assert [tokenizer.id_to_token(i) for i in tokens.flatten().tolist()] == words[: windows * window_tokens]
 
     resets = pd.read_csv(results / "tables/randomize/resets.csv")
     assert sorted(resets["layer"]) == sorted(config["reset"]["layers"]["include"]) and (resets["criticality"] > 0).all()
-    baseline = json.loads((results / "baselines/tiny.json").read_text())
+    assert (resets["n_images"] == windows * (window_tokens - 1)).all()
+    baseline = json.loads((results / f"baselines/{zoo['models'][0]['id']}.json").read_text())
+    (seed,) = config["reset"]["seeds"]
     for _, row in resets.iterrows():
-        expected, clean_ppl = plain_transformers_criticality(directory, tokens, row["layer"], 1)
+        expected, clean_ppl = plain_transformers_criticality(directory, tokens, row["layer"], seed)
         assert row["criticality"] == pytest.approx(expected, rel=1e-4, abs=1e-8), row["layer"]
     assert baseline["perplexity"] == pytest.approx(clean_ppl, rel=1e-5)
 
     tokenizer_json = directory / "tokenizer.json"
     tokenizer_json.write_text(tokenizer_json.read_text().replace('"<unk>"', '"<unknown>"'))
-    problem = planning_problem(config)
-    assert "architectures.tiny_lm: tokenizer.json (changed) in" in problem and str(directory) in problem
-    assert "Write the layer list again with: python -m layercrit.zoo layers" in problem and "tiny_lm" in problem
-    layer_command(zoo, "tiny_lm", tmp_path)  # written again: planning goes on, with another token file
-    assert load_workflow_study(config, [], REPO).study.eval_data("tiny") != f"data/{token_file.name}"
+    monkeypatch.chdir(tmp_path)  # where snakemake runs: the model's source path is relative to it
+    with pytest.raises(ConfigError) as e:
+        load_workflow_study(config, [], REPO, tmp_path)
+    assert f"architectures.{arch_id}: tokenizer.json (changed) in {directory} since its layer list" in str(e.value)
+    assert f"Write the layer list again with: python -m layercrit.zoo layers {zoo_path.parent / '<zoo>.yaml'} {arch_id}" in str(e.value)
+    assert subprocess.run(command.split(), cwd=tmp_path, capture_output=True, env=env, timeout=300).returncode == 0
+    assert load_workflow_study(config, [], REPO, tmp_path).study.eval_data(zoo["models"][0]["id"]) != f"data/{token_file.name}"
