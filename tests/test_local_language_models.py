@@ -41,6 +41,22 @@ def test_generated_text_is_deterministic_and_its_tasks_are_known():
         synthetic_text.documents("poems", 0, 1)
 
 
+def test_text_data_takes_exactly_one_of_a_path_and_generated_text():
+    from layercrit.study.schemas import load_schema, schema_problems
+
+    def problems(data: dict) -> list[str]:
+        return schema_problems({"study": "s", "zoo": "zoo.yaml", "reset": {"seeds": [0]}, "data": data}, load_schema("config"), "config")
+
+    synthetic = {"task": "stories", "seed": 7, "documents": 2000}
+    assert problems({"kind": "text", "synthetic": synthetic}) == [] == problems({"kind": "text", "path": "corpus.txt"})
+    for data in ({"kind": "text"}, {"kind": "text", "path": "corpus.txt", "synthetic": synthetic}):
+        (problem,) = problems(data)
+        assert problem.startswith("config key 'data':") and "exactly one of path (a .txt or .jsonl file) and synthetic" in problem
+    assert problems({"kind": "text", "synthetic": {**synthetic, "task": "poems"}}) == [
+        "config key 'data.synthetic.task': 'poems' is not allowed; allowed: ['stories', 'qa']"
+    ]
+
+
 def test_the_tokenizer_covers_every_word_of_both_tasks_and_is_written_the_same_each_time(tmp_path):
     from tokenizers import Tokenizer
 
