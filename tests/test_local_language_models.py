@@ -75,18 +75,30 @@ def test_the_tokenizer_covers_every_word_of_both_tasks_and_is_written_the_same_e
             assert unk not in encoded.ids and encoded.tokens == doc.split(), doc
 
 
+def test_the_token_job_reads_a_local_tokenizer_only_with_the_recorded_sha256(tmp_path):
+    """Parse time checks the files too; this is for a file changed while a run is under way."""
+    from layercrit.text_windows import TokenizerChanged, fetch_tokenizer
+
+    synthetic_text.write_tokenizer(tmp_path)
+    files = {f: hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() for f in ("tokenizer.json", "tokenizer_config.json")}
+    tokenizer, config = fetch_tokenizer({"directory": str(tmp_path), "files": files}, tmp_path / "unused-cache")
+    assert config["eos_token"] == "<eos>" and tokenizer.encode("tom has a red ball .").tokens == "tom has a red ball .".split()
+    (tmp_path / "tokenizer_config.json").write_text('{"eos_token": "."}')
+    with pytest.raises(TokenizerChanged, match=r"tokenizer_config.json: sha256 \w+, but the layer list of its architecture recorded"):
+        fetch_tokenizer({"directory": str(tmp_path), "files": files}, tmp_path / "unused-cache")
+
+
 def test_the_qa_answers_are_right_by_the_facts_of_their_document():
     asked = {"colour": 0, "who": 0}
     for doc in synthetic_text.documents("qa", 5, 200):
-        stated, questions = doc.split(" question : ", 1)[0] + " ", QUESTION.findall(doc)
-        facts = [(m[0], m[1], m[2]) for m in re.findall(r"(\w+) (?:also )?has a (\w+) (\w+) \.", stated)]
+        stated, questions = doc.split(" question : ", 1)[0], QUESTION.findall(doc)
         owners = {}  # a pronoun's sentence ("he also has") belongs to the person before it
         for sentence in stated.strip().split(" . "):
             words = sentence.rstrip(" .").split()
             person = owners.get("last") if words[0] in ("he", "she") else words[0]
             owners["last"] = person
             owners[words[-1]] = (person, words[-2])  # thing: (person, colour)
-        assert facts and questions
+        assert questions and len(questions) == doc.count("question :")
         for thing, person, colour, colour_thing, answer in questions:
             if thing:
                 assert owners[thing] == (person, answer), doc
