@@ -8,7 +8,9 @@ cache (``layercrit.downloads``: sha256, retries, ``HF_ENDPOINT``, the offline ru
 the layer list what builds the model (``hub_extra``: the config with the overrides applied, the
 commit the revision resolved to and the config file's sha256) and what the image processor says
 of the input (``processor_input_facts``). Jobs then build the model from that record alone: no
-network, no Hub cache.
+network, no Hub cache. A local directory instead of a repository (``transformers: ./dir``,
+``layercrit.study.transformers_directory``) is recorded the same way (``config_extra``), without
+revision and commit.
 
 The model is built with ``AutoModelForImageClassification.from_config`` in float32 on the device
 the caller chose: transformers' own initializer (``_init_weights``) draws from torch's global RNG,

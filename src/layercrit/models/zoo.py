@@ -177,7 +177,8 @@ def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
 def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOADS) -> tuple[Path, int]:
     """Write the layer list of architecture ``arch_id`` of the zoo at ``zoo_path`` (its TSV, with
     the header the parse-time checks compare with the zoo); returns the file and its layer count.
-    A transformers architecture's config is fetched into the download cache ``downloads``."""
+    A transformers architecture's config is fetched into the download cache ``downloads``, or
+    read from its local directory (``layercrit.study.transformers_directory``)."""
     zoo = load_zoo(zoo_path)
     specs = zoo.get("architectures", {})
     if arch_id not in specs:
