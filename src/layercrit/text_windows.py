@@ -118,31 +118,64 @@ def token_windows(
     return torch.tensor(ids[:needed], dtype=torch.int64).view(windows, window_tokens), used
 
 
+class TokenizerChanged(ValueError):
+    """A local directory's tokenizer file is not the one the layer list recorded."""
+
+
+def local_tokenizer_files(tokenizer: dict[str, Any]) -> dict[str, Path]:
+    """The files of a tokenizer of a local directory (``directory``, files' sha256), verified:
+    a file changed since the layer list was written stops here (parse time checks it too, but
+    a run may be under way when it changes)."""
+    from layercrit.study.transformers_directory import file_sha256
+
+    paths = {file: Path(tokenizer["directory"]) / file for file in tokenizer["files"]}
+    for file, sha256 in tokenizer["files"].items():
+        found = file_sha256(paths[file]) if paths[file].is_file() else "none (the file is missing)"
+        if found != sha256:
+            raise TokenizerChanged(
+                f"{paths[file]}: sha256 {found}, but the layer list of its architecture recorded {sha256}: the tokenizer "
+                "changed since the list was written. Write it again with: python -m layercrit.zoo layers <zoo.yaml> <architecture>"
+            )
+    return paths
+
+
+def tokenizer_source(tokenizer: dict[str, Any]) -> str:
+    """Where a study's tokenizer comes from, for records: its repository, or its local directory."""
+    return tokenizer["repo"] if "repo" in tokenizer else tokenizer["directory"]
+
+
 def fetch_tokenizer(tokenizer: dict[str, Any], cache_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """The tokenizer (``tokenizers.Tokenizer``) and tokenizer config of a study's tokenizer
-    (``layercrit.study.text_data.tokenizers``: repo, revision, files' sha256), verified."""
+    (``layercrit.study.text_data.tokenizers``: repo and revision, or a local directory, and the
+    files' sha256), verified."""
     from tokenizers import Tokenizer
 
-    paths = {}
-    for file, sha256 in tokenizer["files"].items():
+    paths = local_tokenizer_files(tokenizer) if "directory" in tokenizer else {}
+    for file, sha256 in tokenizer["files"].items() if "repo" in tokenizer else ():
         remote = hub_remote(tokenizer["repo"], file, tokenizer["revision"], Path(cache_dir), sha256=sha256)
         paths[file], _ = fetch_file([remote], model_id=tokenizer["repo"], cache_dir=Path(cache_dir), progress=False)
     config = json.loads(Path(paths[TOKENIZER_CONFIG_FILE]).read_text()) if TOKENIZER_CONFIG_FILE in paths else {}
     return Tokenizer.from_file(str(paths[TOKENIZER_FILE])), config
 
 
-def write_token_windows(out: str | Path, data: dict[str, Any], tokenizer: dict[str, Any], cache_dir: str | Path) -> dict[str, Any]:
+def write_token_windows(
+    out: str | Path, data: dict[str, Any], tokenizer: dict[str, Any], cache_dir: str | Path, text: str | Path | None = None
+) -> dict[str, Any]:
     """Write the token windows of ``data`` (config ``data``, kind text) for ``tokenizer`` to
-    ``out`` (tensor ``tokens``, N x L int64, with what made it in the header); returns that record."""
+    ``out`` (tensor ``tokens``, N x L int64, with what made it in the header); returns that record.
+    ``text`` is the text file (default ``data.path``; generated text's is made by a job)."""
     tok, tok_config = fetch_tokenizer(tokenizer, cache_dir)
-    documents = read_documents(Path(data["path"]).expanduser(), data.get("column", "text"), data.get("split"))
+    text = Path(text if text is not None else data["path"]).expanduser()
+    documents = read_documents(text, data.get("column", "text"), data.get("split"))
     order = document_order(len(documents), data["seed"])
-    where = f"data.path {data['path']!r} with the tokenizer of {tokenizer['repo']} ({tokenizer['revision']})"
-    tokens, used = token_windows(tok, tok_config, documents, order, data["windows"], data["window_tokens"], where)
+    source = f"data.path {data['path']!r}" if "path" in data else f"the generated text {text}"
+    made_by = f"{tokenizer['repo']} ({tokenizer['revision']})" if "repo" in tokenizer else tokenizer_source(tokenizer)
+    tokens, used = token_windows(tok, tok_config, documents, order, data["windows"], data["window_tokens"], f"{source} with the tokenizer of {made_by}")
     vocab = tok.get_vocab_size(with_added_tokens=True)
     record = {
         "kind": "text",
-        "path": str(data["path"]),
+        "path": str(text) if "path" not in data else str(data["path"]),
+        **({"synthetic": data["synthetic"]} if "synthetic" in data else {}),
         "column": data.get("column", "text"),
         "split": data.get("split"),
         "dataset_fingerprint": data.get("dataset_fingerprint"),  # a saved dataset's, from the token job's params

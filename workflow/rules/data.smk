@@ -63,6 +63,8 @@ elif config["data"]["kind"] == "text":
 
     # One token file per distinct tokenizer of the zoo's language models (layercrit.text_windows).
     rule text_tokens:
+        input:
+            text=text_file(config["data"]),
         output:
             tokens=f"{RESULTS}/data/tokens-{{tokenizer}}.safetensors",
         log:
@@ -93,3 +95,26 @@ elif config["data"]["kind"] == "synthetic":
             images=lambda wc: synthetic_split(wc.split),
         script:
             "../scripts/make_synthetic_data.py"
+
+
+# Generated text (layercrit.synthetic_text), in every study: the evaluation text of data.synthetic
+# and the training text of language models (text_file names the file of a text source).
+rule synthetic_text:
+    output:
+        f"{RESULTS}/data/text/synthetic-{{task}}-seed{{seed}}-n{{documents}}.txt",
+    log:
+        f"{RESULTS}/logs/data/text/synthetic-{{task}}-seed{{seed}}-n{{documents}}.log",
+    wildcard_constraints:
+        task="|".join(SYNTHETIC_TEXT_TASKS),
+        seed=r"\d+",
+        documents=r"[1-9]\d*",
+    conda:
+        "../../envs/layercrit.yaml"
+    params:
+        text=lambda wc: {
+            "task": wc.task,
+            "seed": int(wc.seed),
+            "documents": int(wc.documents),
+        },
+    script:
+        "../scripts/make_synthetic_text.py"

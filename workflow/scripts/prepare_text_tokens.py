@@ -5,7 +5,7 @@ from layercrit.text_windows import write_token_windows
 
 
 def main(sm) -> None:
-    record = write_token_windows(sm.output.tokens, sm.params.data, sm.params.tokenizer, sm.params.cache)
+    record = write_token_windows(sm.output.tokens, sm.params.data, sm.params.tokenizer, sm.params.cache, sm.input.text)
     print({k: v for k, v in record.items() if k != "tokenizer"}, flush=True)
 
 

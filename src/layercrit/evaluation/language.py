@@ -43,7 +43,7 @@ from layercrit.evaluation.reset import reset_layer
 from layercrit.io import atomic_path, file_sha256, provenance, read_safetensors, write_json
 from layercrit.models.blocks import remove_block
 from layercrit.study import Architecture
-from layercrit.text_windows import read_token_windows
+from layercrit.text_windows import read_token_windows, tokenizer_source
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def evaluate_lm_baseline(
         "checkpoint_sha256": cache.sha256(weights),
         "eval_data_sha256": cache.sha256(eval_data),
         "eval_pipeline": None,
-        "tokenizer": windows["tokenizer"]["repo"],
+        "tokenizer": tokenizer_source(windows["tokenizer"]),
         **provenance(device=device_description(device), precision=settings.precision, batch_size=settings.batch_size, wall_s=time.perf_counter() - started),
     }
     log.info("baseline of %s: next-token top-1 %.2f, perplexity %.3f on %d positions (%.1f s)", model_id, summary["top1"], summary["perplexity"], summary["n_images"], summary["wall_s"])

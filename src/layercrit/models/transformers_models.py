@@ -8,7 +8,9 @@ cache (``layercrit.downloads``: sha256, retries, ``HF_ENDPOINT``, the offline ru
 the layer list what builds the model (``hub_extra``: the config with the overrides applied, the
 commit the revision resolved to and the config file's sha256) and what the image processor says
 of the input (``processor_input_facts``). Jobs then build the model from that record alone: no
-network, no Hub cache.
+network, no Hub cache. A local directory instead of a repository (``transformers: ./dir``,
+``layercrit.study.transformers_directory``) is recorded the same way (``config_extra``), without
+revision and commit.
 
 The model is built with ``AutoModelForImageClassification.from_config`` in float32 on the device
 the caller chose: transformers' own initializer (``_init_weights``) draws from torch's global RNG,
@@ -218,17 +220,21 @@ def fetch_hub_json(arch: Architecture, file: str, cache_dir: Path, settings: Dow
 
 def hub_extra(arch: Architecture, config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     """What builds ``arch`` besides its hub id and kwargs (``Architecture.extra``, recorded in the
-    layer list): its revision and the commit it resolved to, the config file's sha256, and the
-    config with the zoo's kwargs applied, less what does not build the model."""
+    layer list): its revision and the commit it resolved to, and ``config_extra``."""
+    return {"revision": arch.extra["revision"], "commit": record.get("hf_commit")} | config_extra(arch, config, record["sha256"])
+
+
+def config_extra(arch: Architecture, config: dict[str, Any], config_sha256: str) -> dict[str, Any]:
+    """What a config file says that builds ``arch`` (all that a local directory's layer list
+    records of it): the file's sha256, the config with the zoo's kwargs applied, less what does
+    not build the model, and the task where it is a causal LM."""
     built = {k: v for k, v in config.items() if k not in _NOT_BUILDING}
     if "id2label" in config and "num_labels" not in built:
         built["num_labels"] = len(config["id2label"])
     built |= arch.kwargs
     task = config_task(config)
     return {
-        "revision": arch.extra["revision"],
-        "commit": record.get("hf_commit"),
-        "config_sha256": record["sha256"],
+        "config_sha256": config_sha256,
         "config": dict(sorted(built.items())),
         **({"task": task} if task == CAUSAL_LM else {}),
     }

@@ -31,6 +31,7 @@ from layercrit.study import (
     write_layer_table,
 )
 from layercrit.study.blocks import write_block_table
+from layercrit.study.transformers_directory import is_local_directory
 
 
 # The config's default download cache (``downloads``), relative to the working directory.
@@ -176,7 +177,8 @@ def load_model(arch: Architecture, checkpoint: Checkpoint) -> torch.nn.Module:
 def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOADS) -> tuple[Path, int]:
     """Write the layer list of architecture ``arch_id`` of the zoo at ``zoo_path`` (its TSV, with
     the header the parse-time checks compare with the zoo); returns the file and its layer count.
-    A transformers architecture's config is fetched into the download cache ``downloads``."""
+    A transformers architecture's config is fetched into the download cache ``downloads``, or
+    read from its local directory (``layercrit.study.transformers_directory``)."""
     zoo = load_zoo(zoo_path)
     specs = zoo.get("architectures", {})
     if arch_id not in specs:
@@ -184,7 +186,9 @@ def write_layers(zoo_path: Path, arch_id: str, downloads: Path = DEFAULT_DOWNLOA
     spec = specs[arch_id]
     arch = architecture_from_spec(arch_id, spec, (), zoo_dir=zoo_path.parent)
     processor = None
-    if arch.library == "transformers":
+    if arch.library == "transformers" and is_local_directory(arch.name):
+        arch, config, processor = _directory_architecture(zoo_path, arch)
+    elif arch.library == "transformers":
         arch, config, processor = _hub_architecture(zoo_path, arch, downloads)
     problem = unknown_architecture_message(arch)
     if problem:
@@ -259,6 +263,36 @@ def _hub_architecture(zoo_path: Path, arch: Architecture, downloads: Path) -> tu
         except DownloadError as e:
             raise SystemExit(f"{where}: its tokenizer: {e}") from None
     return arch, config, processor and processor[0]
+
+
+def _directory_architecture(zoo_path: Path, arch: Architecture) -> tuple[Architecture, dict, dict | None]:
+    """A transformers architecture of a local directory (``layercrit.study.transformers_directory``)
+    with what its files say (``extra``: as a Hub repository's, without revision and commit), its
+    config, and its image processor's config (None where the directory has none)."""
+    from dataclasses import replace
+
+    from layercrit.models.transformers_models import CONFIG_FILE, PROCESSOR_FILE, config_extra
+    from layercrit.study.transformers_directory import TOKENIZER_FILES, directory_of, file_sha256, tokenizer_sha256s
+
+    directory = directory_of(arch.name, zoo_path.parent)
+    where = f"{zoo_path}: architectures.{arch.id} (directory {directory})"
+    if not (directory / CONFIG_FILE).is_file():
+        raise SystemExit(
+            f"{where}: no {CONFIG_FILE} there; the directory holds what save_pretrained of a transformers config "
+            "(and tokenizer) writes. Check the path: it is relative to the zoo file"
+        )
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    processor = json.loads((directory / PROCESSOR_FILE).read_text()) if (directory / PROCESSOR_FILE).is_file() else None
+    arch = replace(arch, extra=config_extra(arch, config, file_sha256(directory / CONFIG_FILE)))
+    if arch.extra.get("task") == "causal-lm":  # it reads text its own tokenizer makes
+        if not (directory / TOKENIZER_FILES[0]).is_file():
+            raise SystemExit(
+                f"{where}: the directory is a causal language model but has no {TOKENIZER_FILES[0]}: its evaluation text is "
+                "cut into tokens by its own tokenizer. Save the tokenizer there (save_pretrained writes tokenizer.json and "
+                "tokenizer_config.json)"
+            )
+        arch.extra["tokenizer"] = tokenizer_sha256s(directory)
+    return arch, config, processor
 
 
 def _main() -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 FORCE_OPTIONS = {"--forcerun": True, "-R": True, "--forceall": False, "-F": False, "--force": False, "-f": False}
 PREPARE_RULES = (
-    "synthetic_data", "imagenet_subset", "image_folder", "pipeline_images", "text_tokens", "train_model", "download_model", "baseline",
+    "synthetic_data", "imagenet_subset", "image_folder", "pipeline_images", "synthetic_text", "text_tokens", "train_model",
+    "download_model", "baseline",
 )
 PREPARE_OUTPUTS = ("data", "models", "baselines")  # results/<study>/<these>/...
 SHARD_RULES, SHARD_OUTPUTS = ("reset",), ("resets",)

@@ -3,9 +3,10 @@ Python code (the libraries in ``ARCHITECTURE_LIBRARIES``), its keyword arguments
 list, as the zoo's ``architectures`` give them. Torch-free: the layer list is read from
 its file (layercrit.study.layers), and checked to have been written for this entry.
 
-A transformers entry names a Hub repository and revision; what builds the model (its config)
-is what the layer-list command fetched from there and recorded in the list's header, so its
-``extra`` comes from that header, for a header written for the entry's revision.
+A transformers entry names a Hub repository and revision, or a local directory
+(``layercrit.study.transformers_directory``); what builds the model (its config) is what the
+layer-list command read from there and recorded in the list's header, so its ``extra`` comes from
+that header, for a header written for the entry's revision (a directory's files: their sha256).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from layercrit.study.errors import ConfigError
 from layercrit.study.layers import Layer, layer_rows_sha256, read_layer_list_header, read_layer_table
 from layercrit.study.python_code import locate_factory_code
+from layercrit.study.transformers_directory import check_directory_files, is_local_directory
 
 
 # timm builds classifiers with this many outputs unless told otherwise (kwargs num_classes).
@@ -74,7 +76,8 @@ def architecture_from_spec(
     another node, imports the factory from there) and ``code_sha256``, the digest of its code.
     """
     library = next(lib for lib in ARCHITECTURE_LIBRARIES if lib in spec)  # the schema requires one
-    extra: dict[str, Any] = {"revision": spec.get("revision", "main")} if library == "transformers" else {}
+    hub = library == "transformers" and not is_local_directory(spec[library])
+    extra: dict[str, Any] = {"revision": spec.get("revision", "main")} if hub else {}
     if library == "python":
         path = str((Path(zoo_dir) / spec["path"]).resolve()) if spec.get("path") is not None else None
         try:
@@ -97,11 +100,13 @@ def architecture_identity(arch: Architecture) -> dict[str, Any]:
 
 
 def _zoo_part(recorded: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
-    """A header's architecture with only the ``extra`` keys that the zoo entry gives."""
+    """A header's architecture with only the ``extra`` keys that the zoo entry gives (a local
+    directory's entry gives none)."""
     extra = recorded.get("extra")
     if not isinstance(extra, dict):
         return recorded
-    return {**recorded, "extra": {k: v for k, v in extra.items() if k in expected.get("extra", {})}}
+    given = {k: v for k, v in extra.items() if k in expected.get("extra", {})}
+    return {k: v for k, v in recorded.items() if k != "extra"} | ({"extra": given} if given else {})
 
 
 def check_layer_lists_exist(zoo: dict[str, Any], zoo_dir: Path, zoo_path: str | None = None) -> None:
@@ -152,6 +157,8 @@ def _layer_list(zoo_dir: Path, arch_id: str, spec: dict[str, Any], zoo: dict[str
             f"layer as the model has it; choose the layers to reset with reset.layers (types, include, exclude) in "
             f"the config. Write it again with: {redo}"
         )
+    if arch.library == "transformers" and is_local_directory(arch.name):
+        check_directory_files(arch_id, arch.name, arch.extra, zoo_dir, redo)
     return arch
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from layercrit.study.architectures import Architecture
 from layercrit.study.errors import ConfigError
+from layercrit.study.schemas import load_schema, schema_problems
 from layercrit.study.text_data import is_language_model
 from layercrit.study.zoo import Model
 
@@ -22,6 +23,9 @@ LANGUAGE_RECIPE_DEFAULTS: dict[str, Any] = {
     "steps": 200, "batch_size": 8, "window_tokens": 64, "heldout_windows": 8, "lr": 1e-3, "optimizer": "adamw",
     "weight_decay": 0.01, "warmup_steps": 0, "schedule": "constant", "label_smoothing": 0.0, "grad_clip": 1.0, "log_every": 10,
 }  # fmt: skip
+
+
+SYNTHETIC_TEXT_SCHEMA = load_schema("config")["$defs"]["text_data"]["properties"]["synthetic"]
 
 
 def is_language_recipe(recipe: Any) -> bool:
@@ -66,6 +70,10 @@ def check_language_training(
             continue
         recipe = model.source["recipe"]
         text = recipe["text"]
+        if "synthetic" in text:  # one validator of generated text: the config schema's (data.synthetic)
+            problems = schema_problems(text["synthetic"], SYNTHETIC_TEXT_SCHEMA, f"{where}.text.synthetic")
+            if problems:
+                raise ConfigError("\n".join(problems))
         if model.id in trained and "path" in text and not Path(text["path"]).expanduser().is_file():
             raise ConfigError(
                 f"{where}.text.path: {text['path']!r} does not exist (relative to the working directory); give a .txt "

@@ -22,6 +22,7 @@ from typing import Any
 from layercrit.study.architectures import Architecture
 from layercrit.study.errors import ConfigError
 from layercrit.study.saved_datasets import check_saved_dataset, is_saved_dataset
+from layercrit.study.transformers_directory import directory_of, is_local_directory
 
 TEXT = "text"
 CAUSAL_LM = "causal-lm"  # layercrit.models.transformers_models.CAUSAL_LM (that module imports torch)
@@ -36,9 +37,12 @@ def is_language_model(arch: Architecture) -> bool:
 
 
 def check_text_file(data: dict[str, Any]) -> None:
-    """The text file must exist, be .txt or .jsonl (a JSONL file's first line an object with a
-    string ``text``, or ``data.column``), and hold at least N x L bytes (see the module's
-    docstring); a folder must be a dataset saved by ``datasets`` (``saved_datasets``)."""
+    """The text (``path``) must exist: a .txt or .jsonl file (a JSONL file's first line an object
+    with a string ``text``, or ``data.column``) that holds at least N x L bytes (see the module's
+    docstring), or a folder saved by ``datasets`` (``saved_datasets``). Generated text
+    (``synthetic``) is made by a job: its length in tokens is checked by the token job."""
+    if "path" not in data:
+        return
     path = Path(data["path"]).expanduser()
     if is_saved_dataset(path):
         check_saved_dataset(data)
@@ -140,13 +144,19 @@ def token_file(arch: Architecture) -> str:
     return f"data/tokens-{tokenizer_key(arch)}.safetensors"
 
 
-def tokenizers(architectures: dict[str, Architecture]) -> dict[str, dict[str, Any]]:
-    """The study's distinct tokenizers by ``tokenizer_key``: where the data job fetches each
-    (the first architecture's repository and revision that has it) and its files' sha256."""
+def tokenizers(architectures: dict[str, Architecture], zoo_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """The study's distinct tokenizers by ``tokenizer_key``: where the data job takes each from
+    (the first architecture's repository and revision that has it, or its local directory,
+    absolute, found from ``zoo_dir``) and its files' sha256."""
     found: dict[str, dict[str, Any]] = {}
     for arch in architectures.values():
-        if is_language_model(arch):
-            found.setdefault(tokenizer_key(arch), {"repo": arch.name, "revision": arch.extra["revision"], "files": dict(arch.extra["tokenizer"])})
+        if not is_language_model(arch):
+            continue
+        files = dict(arch.extra["tokenizer"])
+        if is_local_directory(arch.name):
+            found.setdefault(tokenizer_key(arch), {"directory": str(directory_of(arch.name, zoo_dir)), "files": files})
+        else:
+            found.setdefault(tokenizer_key(arch), {"repo": arch.name, "revision": arch.extra["revision"], "files": files})
     return found
 
 
@@ -156,5 +166,5 @@ def tokenizer_names(architectures: dict[str, Architecture]) -> dict[str, str]:
     that architectures with equal files get one name."""
     keys = {arch_id: tokenizer_key(arch) for arch_id, arch in architectures.items() if is_language_model(arch)}
     first = {key: architectures[arch_id] for arch_id, key in reversed(keys.items())}
-    named = {key: arch.name + ("" if arch.extra["revision"] == "main" else f"@{arch.extra['revision']}") for key, arch in first.items()}
+    named = {key: arch.name + ("" if arch.extra.get("revision", "main") == "main" else f"@{arch.extra['revision']}") for key, arch in first.items()}
     return {arch_id: named[key] for arch_id, key in keys.items()}

@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from snakemake.logging import logger
 
+from layercrit import synthetic_text
 from layercrit.study import jobs as study_jobs
 from layercrit.study.image_folders import listing_param
 from layercrit.study.saved_datasets import is_saved_dataset, saved_dataset
@@ -57,15 +58,33 @@ def pipeline_params(wildcards):
 
 
 # The study's distinct tokenizers (data.kind text): one token file each, by the digest of its files.
-TOKENIZERS = tokenizers(STUDY.architectures) if config["data"]["kind"] == "text" else {}
+TOKENIZERS = (
+    tokenizers(STUDY.architectures, Path(config["zoo"]).parent)
+    if config["data"]["kind"] == "text"
+    else {}
+)
+# The tasks of generated text (layercrit.synthetic_text; torch-free).
+SYNTHETIC_TEXT_TASKS = synthetic_text.TASKS
+
+
+def text_file(source):
+    """The file of a text source: ``{path: ...}`` (that file) or ``{synthetic: {task, seed,
+    documents}}`` (the output of rule synthetic_text, which generates it)."""
+    if "path" in source:
+        return str(Path(source["path"]).expanduser())
+    text = source["synthetic"]
+    return f"{RESULTS}/data/text/synthetic-{text['task']}-seed{text['seed']}-n{text['documents']}.txt"
 
 
 def text_data_params():
     """The text settings as the token job's params, with the text file's size and modification
     time (a saved dataset's: its Arrow files' total size, their latest modification and
     datasets' fingerprint): a text replaced or edited makes the token files (and every
-    evaluation) again.
+    evaluation) again. Generated text is what its settings say (its job makes it again if they
+    change).
     """
+    if "path" not in config["data"]:
+        return config["data"]
     path = Path(config["data"]["path"]).expanduser()
     if is_saved_dataset(path):
         found = saved_dataset(path, config["data"].get("split"))
@@ -79,12 +98,3 @@ def text_data_params():
         "text_bytes": stat.st_size,
         "text_mtime_ns": stat.st_mtime_ns,
     }
-
-
-def text_file(source):
-    """The text file of a text source ({path: ...}, relative to the working directory)."""
-    if "path" not in source:
-        raise WorkflowError(
-            f"text {source}: only a text file ({{path: ...}}) can be read here, not generated text"
-        )
-    return source["path"]
