@@ -14,7 +14,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 LOCK := requirements/lock.txt
 UV := uv==0.13.9
 
-.PHONY: install demo test test-all lint format clean-demo gpu-check lock docs demo-check config-docs demo-zoo
+.PHONY: install demo lm-demo test test-all lint format clean-demo gpu-check lock docs demo-check config-docs demo-zoo
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,12 @@ lint: install
 
 format: install
 	$(VENV)/bin/snakefmt Snakefile workflow/rules
+
+# The offline language-model demo (README, "The offline language-model demo"): tiny Llamas trained
+# by the workflow on generated text, fetched from resources/lm_demo_zoo/.
+lm-demo: install
+	$(SNAKEMAKE) --cores $(CORES) --configfile config/lm_demo.yaml
+	@echo "Figures: results/lm_demo/figures/randomize/  Tables: results/lm_demo/tables/randomize/"
 
 clean-demo:
 	rm -rf results/demo

@@ -74,13 +74,14 @@ class ShippedZoo:
     def train(self, cores: int, extra_targets: tuple[str, ...] = ()) -> None:
         """Retrain every `train` model of the zoo with the workflow (then ``extra_targets``)."""
         study = self.training_study()
-        targets = [str(self.results / "models" / f"{m}.safetensors") for m in study.trained_models]
-        command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores), "--configfile"]
-        command += [str(c) for c in self.configs]
-        for batch in (targets, [str(self.results / t) for t in extra_targets]):
+        results = self.results.relative_to(ROOT)  # as the rules write them (an absolute path matches no rule)
+        targets = [str(results / "models" / f"{m}.safetensors") for m in study.trained_models]
+        command = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores)]
+        configs = ["--configfile", *map(str, self.configs)]  # last: --configfile takes every path after it
+        for batch in (targets, [str(results / t) for t in extra_targets]):
             if batch:
-                print("+", " ".join(command + batch), flush=True)
-                subprocess.run(command + batch, check=True, cwd=ROOT)
+                print("+", " ".join(command + batch + configs), flush=True)
+                subprocess.run(command + batch + configs, check=True, cwd=ROOT)
 
     def ship(self, evaluate: Callable[[Any, str, Any, dict], dict[str, Any]],
              summarize: Callable[[dict[str, Any]], dict[str, Any]]) -> None:

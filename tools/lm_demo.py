@@ -1,8 +1,17 @@
-"""The offline language-model demo: its README numbers and figures, made from a run and checked.
+"""The offline language-model demo: its architecture, its shipped zoo, its README numbers and figures.
 
+    python -m tools.lm_demo architecture   # write resources/lm_demo/tiny_llama/ (config + tokenizer) and its layer list
+    python -m tools.lm_demo train          # retrain the zoo (config/lm_demo_training.yaml), then `ship`
+    python -m tools.lm_demo ship           # float16 checkpoints to resources/lm_demo_zoo/, their sha256 into the zoo
+    python -m tools.lm_demo check          # the shipped files are what the zoo records, trained from its recipes (a test runs this)
     python -m tools.lm_demo run            # run the LM demo on a clean results/lm_demo (timed), then `render`
     python -m tools.lm_demo render         # copy its tables and figures into docs/lm_demo/, rewrite the README block
     python -m tools.lm_demo check-readme   # the README block is what docs/lm_demo/ says (a test runs this)
+
+The architecture is a tiny Llama (transformers' LlamaForCausalLM) over the word-level vocabulary of
+``layercrit.synthetic_text``; its models are trained by the workflow's ``train_language_model``
+rule on generated text and shipped like the vision demo's zoo (tools.demo_zoo.ShippedZoo:
+float16, sha256 in the zoo, the training history beside each checkpoint).
 
 What is committed is the run's tables (docs/lm_demo/models.csv, summary.csv), a record of where
 and with what it ran (docs/lm_demo/run.json: CPU, cores, versions, wall time, tokens per second
@@ -15,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,14 +36,56 @@ import yaml
 
 from layercrit.io import machine
 from tools import demo_docs
+from tools.demo_zoo import ShippedZoo
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "lm_demo.yaml"
+TRAINING_CONFIG = ROOT / "config" / "lm_demo_training.yaml"
 ZOO = ROOT / "config" / "zoo" / "lm_demo.yaml"
+ARCHITECTURE = ROOT / "resources" / "lm_demo" / "tiny_llama"
+SHIPPED = ROOT / "resources" / "lm_demo_zoo"
+# The tiny Llama: 4 decoder layers of width 64 (4 heads), an MLP of 128, its own output head (not
+# tied to the embedding, so that the two are separate layers), windows of up to 64 tokens.
+LLAMA = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "max_position_embeddings": 64, "tie_word_embeddings": False,
+}  # fmt: skip
 DOCS = ROOT / "docs" / "lm_demo"
 FIGURES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity", "block_difference_heatmap")
 BLOCK = "lm-demo-numbers"
 TOOL = "tools/lm_demo.py"
+
+
+def write_architecture() -> None:
+    """The architecture directory (config.json, the tokenizer) and its layer and block lists."""
+    import subprocess
+
+    from transformers import LlamaConfig
+
+    from layercrit.synthetic_text import EOS_TOKEN, SPECIAL_TOKENS, vocabulary, write_tokenizer
+
+    ARCHITECTURE.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(ARCHITECTURE)
+    eos = SPECIAL_TOKENS.index(EOS_TOKEN)
+    config = LlamaConfig(vocab_size=len(SPECIAL_TOKENS) + len(vocabulary()), bos_token_id=eos, eos_token_id=eos, **LLAMA)
+    config.architectures = ["LlamaForCausalLM"]
+    config.save_pretrained(str(ARCHITECTURE))
+    subprocess.run([sys.executable, "-m", "layercrit.zoo", "layers", str(ZOO)], check=True, cwd=ROOT)
+
+
+def shipped_zoo() -> ShippedZoo:
+    return ShippedZoo(ZOO, (CONFIG, TRAINING_CONFIG), SHIPPED, ROOT / "results" / "lm_demo_training")
+
+
+def heldout_effect(study: Any, model_id: str, checkpoint: Any, float16: dict) -> dict[str, float]:
+    """Held-out loss of the float32 weights (from the training history) beside nothing else: the
+    rounding's effect on the demo's numbers is the README run itself, made from the float16 files."""
+    history = json.loads((shipped_zoo().results / "models" / f"{model_id}.training.json").read_text())
+    return {"heldout_loss_float32": history["heldout_loss"]}
+
+
+def steps_summary(history: dict[str, Any]) -> dict[str, Any]:
+    return {key: history[key] for key in ("steps", "heldout_loss_before", "heldout_loss", "wall_s", "tokens_per_s")}
 
 
 def run_demo(workdir: Path, study: str) -> float:
@@ -140,16 +193,28 @@ def with_clean_perplexity(tables: Path) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["run", "render", "check-readme"])
+    parser.add_argument("action", choices=["architecture", "train", "ship", "check", "run", "render", "check-readme"])
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     results = ROOT / "results" / "lm_demo"
-    if args.action == "run":
+    zoo = shipped_zoo()
+    if args.action == "architecture":
+        write_architecture()
+    elif args.action in ("train", "ship", "check"):
+        if args.action == "train":
+            zoo.train(args.cores)
+        if args.action in ("train", "ship"):
+            zoo.ship(heldout_effect, steps_summary)
+        problems = zoo.check()
+        if problems:
+            sys.exit(f"the shipped LM demo zoo does not match {ZOO.relative_to(ROOT)}:\n  " + "\n  ".join(problems))
+        print(f"the shipped LM demo zoo matches {ZOO.relative_to(ROOT)}", flush=True)
+    elif args.action == "run":
         render(results, run_demo(ROOT, "lm_demo"))
     elif args.action == "render":
         render(results, None)
-    else:
-        if demo_docs.current_block(demo_docs.README.read_text(), BLOCK, TOOL) != readme_block():
-            sys.exit(f"README.md's {BLOCK} block is not what docs/lm_demo/ says: run `python -m tools.lm_demo render`")
+    elif demo_docs.current_block(demo_docs.README.read_text(), BLOCK, TOOL) != readme_block():
+        sys.exit(f"README.md's {BLOCK} block is not what docs/lm_demo/ says: run `python -m tools.lm_demo render`")
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-_PACKAGES = ("layercrit", "torch", "torchvision", "timm", "numpy", "snakemake")
+_PACKAGES = ("layercrit", "torch", "torchvision", "timm", "transformers", "tokenizers", "datasets", "numpy", "snakemake")
 
 
 @functools.lru_cache(maxsize=1)

@@ -160,11 +160,18 @@ def tokenizers(architectures: dict[str, Architecture], zoo_dir: str | Path = "."
     return found
 
 
+def _tokenizer_name(arch: Architecture) -> str:
+    """A repository (with its revision unless main), or a local directory's own name."""
+    if is_local_directory(arch.name):
+        return f"{Path(arch.name).name} (local directory)"
+    return arch.name + ("" if arch.extra.get("revision", "main") == "main" else f"@{arch.extra['revision']}")
+
+
 def tokenizer_names(architectures: dict[str, Architecture]) -> dict[str, str]:
     """Each language model architecture's tokenizer as a reader knows it: the repository (and
-    revision, unless main) of the first of ``architectures`` that has those tokenizer files, so
+    revision, unless main; a local directory's name) of the first of ``architectures`` that has those tokenizer files, so
     that architectures with equal files get one name."""
     keys = {arch_id: tokenizer_key(arch) for arch_id, arch in architectures.items() if is_language_model(arch)}
     first = {key: architectures[arch_id] for arch_id, key in reversed(keys.items())}
-    named = {key: arch.name + ("" if arch.extra.get("revision", "main") == "main" else f"@{arch.extra['revision']}") for key, arch in first.items()}
+    named = {key: _tokenizer_name(arch) for key, arch in first.items()}
     return {arch_id: named[key] for arch_id, key in keys.items()}

@@ -27,7 +27,7 @@ from layercrit.models.training.language_recipe import LanguageRecipe
 from layercrit.models.training.recipe import recipe_of
 from layercrit.models.zoo import build_architecture, load_checkpoint, load_model, save_checkpoint
 from layercrit.study import Architecture
-from layercrit.text_windows import document_order, end_of_text_id, fetch_tokenizer, read_documents, token_windows
+from layercrit.text_windows import document_order, end_of_text_id, fetch_tokenizer, read_documents, token_windows, tokenizer_source
 
 log = logging.getLogger("layercrit.training.language")
 
@@ -151,7 +151,7 @@ def train_zoo_language_model(
     if (recipe.init_from is None) != (init_checkpoint is None):
         raise ValueError(f"model {model['id']!r}: init_from {recipe.init_from!r} needs its checkpoint, and only it (got {init_checkpoint})")
     tok, tok_config = fetch_tokenizer(dict(tokenizer), cache_dir)
-    where = f"model {model['id']!r}: text {str(text)!r} with the tokenizer of {tokenizer['repo']}"
+    where = f"model {model['id']!r}: text {str(text)!r} with the tokenizer of {tokenizer_source(dict(tokenizer))}"
     train, heldout = training_windows(tok, tok_config, read_documents(text), recipe, seed, where)
 
     net = load_model(arch, load_checkpoint(init_checkpoint)) if init_checkpoint else build_architecture(arch, seed=seed)
