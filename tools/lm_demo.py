@@ -13,11 +13,12 @@ The architecture is a tiny Llama (transformers' LlamaForCausalLM) over the word-
 rule on generated text and shipped like the vision demo's zoo (tools.demo_zoo.ShippedZoo:
 float16, sha256 in the zoo, the training history beside each checkpoint).
 
-What is committed is the run's tables (docs/lm_demo/models.csv, summary.csv), a record of where
-and with what it ran (docs/lm_demo/run.json: CPU, cores, versions, wall time, tokens per second
-of the reset jobs) and its four language-model figures. The README's LM demo block is rendered
-from those files, never typed; a test keeps it equal to them, and tests/test_lm_demo.py compares a
-fresh run's tables with them within tools.demo_compare's TOLERANCE, on whatever CPU it runs.
+What is committed is the run's tables (docs/lm_demo/models.csv, summary.csv, and resets.csv with
+each reset job's numbers), a record of where and with what it ran (docs/lm_demo/run.json: CPU,
+cores, versions, wall time, tokens per second of the reset jobs) and its four language-model
+figures. The README's LM demo block is rendered from those files, never typed; tests/test_lm_demo.py
+keeps it equal to them and holds a fresh run of seed 0 to the committed jobs' numbers (TOLERANCE),
+on whatever CPU it runs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ LLAMA = {
 }  # fmt: skip
 DOCS = ROOT / "docs" / "lm_demo"
 FIGURES = ("block_sublayer_heatmap", "block_profile", "criticality_vs_perplexity", "block_difference_heatmap")
+# Per reset job, what tests/test_lm_demo.py compares a fresh run with (docs/lm_demo/resets.csv).
+RESET_COLUMNS = ["model", "layer", "seed", "criticality", "kl", "top1_agreement", "top1", "perplexity", "clean_top1", "clean_perplexity"]
+# How far a fresh run's reset job may be from the committed one's, on any CPU: the checkpoints are
+# the shipped ones, so only the evaluation's floating-point arithmetic differs (as for the vision
+# demo, tools/demo_compare.py); criticality and accuracies in points, perplexities relative.
+TOLERANCE = {"criticality": 0.1, "top1_agreement": 0.002, "top1": 0.2, "clean_top1": 0.2, "kl": 1e-3,
+             "perplexity": 1e-3, "clean_perplexity": 1e-4}  # fmt: skip
 BLOCK = "lm-demo-numbers"
 TOOL = "tools/lm_demo.py"
 
@@ -110,6 +118,7 @@ def render(results: Path, wall_s: float | None) -> None:
     }
     DOCS.mkdir(parents=True, exist_ok=True)
     with_clean_perplexity(tables).to_csv(DOCS / "models.csv", index=False)
+    resets[RESET_COLUMNS].to_csv(DOCS / "resets.csv", index=False)  # each job's numbers: what a fresh run is held to
     shutil.copyfile(tables / "summary.csv", DOCS / "summary.csv")
     for name in FIGURES:
         shutil.copyfile(figures / f"{name}.png", DOCS / f"{name}.png")
@@ -180,6 +189,20 @@ def comparison_finding(summary: pd.DataFrame, models: pd.DataFrame, pair: dict[s
         f"{by_model.loc[model, 'mean_criticality']:.1f} % vs {by_model.loc[reference, 'mean_criticality']:.1f} %; "
         f"most raised: {up}; most lowered: {down} (points)."
     )
+
+
+def reset_differences(fresh: pd.DataFrame, committed: pd.DataFrame) -> list[str]:
+    """Where a fresh run's reset jobs (resets.csv) differ from the committed ones beyond
+    TOLERANCE, on the jobs the fresh run made ([] if none; a job the committed run lacks is one)."""
+    key = ["model", "layer", "seed"]
+    joined = fresh.merge(committed, on=key, how="left", suffixes=("", "_committed"), indicator=True)
+    problems = [f"{tuple(r)}: not in the committed run" for r in joined.loc[joined["_merge"] != "both", key].itertuples(index=False)]
+    for column, bound in TOLERANCE.items():
+        a, b = joined[column].to_numpy(float), joined[f"{column}_committed"].to_numpy(float)
+        diff = np.abs(a - b) / (np.abs(b) if column.endswith("perplexity") else 1.0)
+        for row in np.flatnonzero(~(diff <= bound)):
+            problems.append(f"{tuple(joined.loc[row, key])}: {column} {a[row]:.6g}, committed {b[row]:.6g} (bound {bound})")
+    return problems
 
 
 def with_clean_perplexity(tables: Path) -> pd.DataFrame:
