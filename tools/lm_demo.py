@@ -108,6 +108,9 @@ def render(results: Path, wall_s: float | None) -> None:
     figures = results / "figures" / "randomize"
     provenance = json.loads((tables / "provenance.json").read_text())
     resets = pd.read_csv(tables / "resets.csv")
+    old = DOCS / "run.json"
+    if wall_s is None and old.exists() and json.loads(old.read_text()).get("created") == provenance["created"]:
+        wall_s = json.loads(old.read_text()).get("wall_s")  # re-rendering the committed run keeps its record
     record = {
         **machine(),
         "versions": provenance["versions"],
@@ -182,12 +185,15 @@ def comparison_finding(summary: pd.DataFrame, models: pd.DataFrame, pair: dict[s
     a = summary[summary["model"] == model].set_index("layer")["criticality_mean"]
     b = summary[summary["model"] == reference].set_index("layer")["criticality_mean"]
     diff = (a - b).dropna()
-    up = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in diff.nlargest(3).items() if d > 0) or "none"
-    down = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in diff.nsmallest(3).items() if d < 0) or "none"
+    raised, lowered = diff.nlargest(3)[lambda d: d > 0], diff.nsmallest(3)[lambda d: d < 0]
+    up = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in raised.items()) or "none"
+    down = ", ".join(f"`{layer}` {d:+.1f}" for layer, d in lowered.items()) or "none"
+    named = summary[summary["model"].isin([model, reference]) & summary["layer"].isin([*raised.index, *lowered.index])]
+    spread = f"; over the 3 reset seeds these layers' criticality varies by at most {named['criticality_std'].max():.1f} (std)" if len(named) else ""
     return (
         f"{by_model.loc[model, 'display_name']} against {by_model.loc[reference, 'display_name']}: mean criticality "
         f"{by_model.loc[model, 'mean_criticality']:.1f} % vs {by_model.loc[reference, 'mean_criticality']:.1f} %; "
-        f"most raised: {up}; most lowered: {down} (points)."
+        f"most raised: {up}; most lowered: {down} (points{spread})."
     )
 
 
