@@ -50,7 +50,9 @@ def language_training_start(wildcards):
 def model_tokenizer(model_id):
     """Where a language model's tokenizer is fetched from, with its files' sha256 (its layer list's)."""
     arch = STUDY.architectures[STUDY.models[model_id].architecture]
-    (tokenizer,) = tokenizers({arch.id: arch}, Path(config["zoo"]).parent).values()  # a local directory is relative to the zoo
+    (tokenizer,) = tokenizers(
+        {arch.id: arch}, Path(config["zoo"]).parent
+    ).values()  # a local directory is relative to the zoo
     return tokenizer
 
 
