@@ -215,8 +215,10 @@ def test_the_batch_size_changes_criticality_only_by_rounding(tmp_path, demo_arch
         setup_dir.mkdir()
         setup = _setup_with(setup_dir, demo_arch, EvalSettings(device="cpu", batch_size=batch_size))
         criticality[batch_size] = [run_reset(setup, layer=layer)["criticality"] for layer in ("conv1", "layer2.0.conv2", "fc")]
+    # float32 rounding of per-batch sums: relative 1e-7 of values near 100 (which kernel path a
+    # batch takes, and so its last bits, can also depend on the process's earlier allocations)
     gaps = [abs(a - b) for a, b in zip(criticality[7], criticality[40])]
-    assert max(gaps) < 1e-6, gaps
+    assert max(gaps) < 1e-4, gaps
     assert min(criticality[40]) > 0.01  # the resets change the outputs: the comparison is not of zeros
 
 

@@ -738,7 +738,10 @@ def test_layer_labels_of_every_committed_architecture_are_distinct_and_short(tab
     layers = read_layer_table(table)
     labels = [figures.layer_label(layer.name, layer.type, layer.kernel) for layer in layers]
     assert len(set(labels)) == len(labels), [x for x in labels if labels.count(x) > 1]
-    assert max(map(len, labels)) <= 24  # the column labels' height is set by the longest
+    # the column labels' height is set by the longest; a language model's are transformers' own
+    # module names ("[3] post_attention_layernorm (RMS)"), for which the heatmap makes room
+    language_model = any(layer.type.endswith("RMSNorm") or layer.type == "Embedding" for layer in layers)
+    assert max(map(len, labels)) <= (40 if language_model else 24)
     assert all(("(" in x) == bool(figures.norm_kind(layer.type)) for x, layer in zip(labels, layers))
 
 
