@@ -45,7 +45,7 @@ class Shape:
     vocab: int
     gated_mlp: bool  # Llama and Qwen2: gate, up and down projections; GPT-NeoX: two
     layers_per_block: int  # the layers of a decoder layer in the layer list (Linear and norms)
-    layers_outside: int  # embeddings, final norm, output head (listed also where tied to the embeddings)
+    layers_outside: int  # embeddings, final norm, output head (none of its own where tied to the embeddings)
 
     @property
     def layers(self) -> int:
@@ -62,10 +62,10 @@ class Shape:
 PYTHIA_160M = Shape(12, 768, 3072, 12, 12, 50304, False, 6, 3)
 SHAPES = {  # by repository
     "EleutherAI/pythia-160m": PYTHIA_160M,
-    "HuggingFaceTB/SmolLM2-135M": Shape(30, 576, 1536, 9, 3, 49152, True, 9, 3),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": Shape(30, 576, 1536, 9, 3, 49152, True, 9, 3),
-    "Qwen/Qwen2.5-0.5B": Shape(24, 896, 4864, 14, 2, 151936, True, 9, 3),
-    "Qwen/Qwen2.5-0.5B-Instruct": Shape(24, 896, 4864, 14, 2, 151936, True, 9, 3),
+    "HuggingFaceTB/SmolLM2-135M": Shape(30, 576, 1536, 9, 3, 49152, True, 9, 2),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": Shape(30, 576, 1536, 9, 3, 49152, True, 9, 2),
+    "Qwen/Qwen2.5-0.5B": Shape(24, 896, 4864, 14, 2, 151936, True, 9, 2),
+    "Qwen/Qwen2.5-0.5B-Instruct": Shape(24, 896, 4864, 14, 2, 151936, True, 9, 2),
 }
 
 

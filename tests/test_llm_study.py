@@ -40,7 +40,7 @@ FAMILIES = {
 }
 # layers of a decoder layer that reset.layers.types selects, and those outside the decoder layers
 PER_BLOCK = {"gpt_neox": 6, "llama": 9, "qwen2": 9}  # 2 norms + 4 Linear (GPT-NeoX) or 7 (Llama, Qwen2)
-OUTSIDE = 3  # embeddings, final norm and output head (listed also where it is tied to the embeddings)
+OUTSIDE = {False: 3, True: 2}  # embeddings, final norm and output head; a head tied to the embeddings is not a layer of its own
 
 
 def stand_in_model(model_type: str, layers: int, tied: bool, vocab: int) -> torch.nn.Module:
@@ -106,12 +106,13 @@ def test_config_llm_plans_its_jobs_in_a_dry_run_as_the_readme_says(hosts, tmp_pa
     seeds = len(config["reset"]["seeds"])
     per_model = {}
     for model in zoo["models"]:
-        model_type, blocks, _ = FAMILIES[model["source"]["repo"]]
+        model_type, blocks, tied = FAMILIES[model["source"]["repo"]]
         layer_list = pd.read_csv(tmp_path / "config/architectures" / f"{model['architecture']}.tsv", sep="\t", comment="#")
         per_model[model["id"]] = len(layer_list)
-        assert len(layer_list) == PER_BLOCK[model_type] * blocks + OUTSIDE, model["id"]
+        assert len(layer_list) == PER_BLOCK[model_type] * blocks + OUTSIDE[tied], model["id"]
+        assert ("lm_head" in set(layer_list["name"])) != tied, model["id"]
     resets = seeds * sum(per_model.values())
-    assert jobs["reset"] == resets == 3 * (4 * 75 + 2 * 273 + 2 * 219)
+    assert jobs["reset"] == resets == 3 * (4 * 75 + 2 * 272 + 2 * 218)
     assert jobs["download_model"] == jobs["baseline"] == len(zoo["models"])
     assert jobs["text_tokens"] == 5  # Pythia's steps share one tokenizer; an instruct model's config differs from its base's
     assert jobs["plot_language_figure"] == 4  # comparisons given: the difference heatmap too

@@ -56,11 +56,17 @@ def enumerate_layers(model: torch.nn.Module) -> list[Layer]:
     """Every module with parameters of its own, in module (definition) order, with the shape of
     its weight (or first parameter): convolutions, linear layers, normalization layers (BatchNorm,
     LayerNorm, timm's norms), layer scales. The model's own top-level parameters (a ViT's class
-    token and position embedding) belong to no named module and are not layers."""
+    token and position embedding) belong to no named module and are not layers. A module whose
+    parameters are all another's, tied to them (a language model's output head that is its input
+    embedding), is not a layer of its own: resetting that other module resets it too, and a row of
+    its own would repeat that measurement under another name."""
     layers = []
+    owned: set[int] = set()  # the parameters of the modules before, by identity
     for name, module in model.named_modules():
         params = dict(module.named_parameters(recurse=False))
-        if name and params:
+        tied = bool(params) and all(id(p) in owned for p in params.values())
+        owned.update(id(p) for p in params.values())
+        if name and params and not tied:
             weight = params.get("weight", next(iter(params.values())))
             layers.append(Layer(name, type(module).__name__, tuple(weight.shape), len(layers)))
     return layers
