@@ -274,3 +274,9 @@ def test_the_zoos_comparisons_are_checked_at_parse_time_and_kept_where_the_study
     ):  # fmt: skip
         with pytest.raises(ConfigError, match=re.escape(message)):
             study(comparisons)
+
+
+def test_a_cell_that_rounds_to_zero_reads_0_not_minus_0():
+    from layercrit.figures.language.heatmap import cell_text
+
+    assert [cell_text(v) for v in (-0.04, 0.04, -0.06, 12.3, -12.6, 9.96)] == ["0.0", "0.0", "-0.1", "12", "-13", "10"]

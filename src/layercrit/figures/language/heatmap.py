@@ -35,6 +35,13 @@ class BlockPanel:
     outside: pd.Series
 
 
+def cell_text(value: float) -> str:
+    """A cell's number: whole from 10 on, one decimal below; a difference that rounds to zero reads
+    0.0, not -0.0."""
+    text = f"{value:.0f}" if abs(value) >= 9.95 else f"{value:.1f}"
+    return text.removeprefix("-") if float(text) == 0 else text
+
+
 def _cells(ax: Axes, values: np.ndarray, cmap: Colormap, norm: Normalize, dark: float) -> mpl.image.AxesImage:
     """``values`` as cells with their numbers, white where the colour is darker than ``dark``
     (the part of the colour map, 0–1 from its middle out for a diverging one, that is dark)."""
@@ -44,7 +51,7 @@ def _cells(ax: Axes, values: np.ndarray, cmap: Colormap, norm: Normalize, dark: 
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 shade = abs(float(norm(v)) - 0.5) * 2 if diverging else float(norm(v))
-                ax.text(j, i, f"{v:.0f}" if abs(v) >= 9.95 else f"{v:.1f}", ha="center", va="center", fontsize=5.5,
+                ax.text(j, i, cell_text(v), ha="center", va="center", fontsize=5.5,
                         color="white" if shade > dark else "black")  # fmt: skip
     ax.tick_params(length=0)
     for spine in ax.spines.values():
