@@ -94,22 +94,32 @@ def end_of_text_id(tokenizer: Any, tokenizer_config: dict[str, Any]) -> int | No
     return tokenizer.token_to_id(eos) if isinstance(eos, str) else None
 
 
+def document_tokens(
+    tokenizer: Any, tokenizer_config: dict[str, Any], documents: list[str], order: list[int], needed: int | None = None
+) -> tuple[list[int], int]:
+    """The token ids of ``documents`` in ``order``, each followed by the end-of-text token, up to
+    the first document that brings them to ``needed`` (every document if None), and how many
+    documents that took."""
+    eos = end_of_text_id(tokenizer, tokenizer_config)
+    ids: list[int] = []
+    used = 0
+    for index in order:
+        if needed is not None and len(ids) >= needed:
+            break
+        ids.extend(tokenizer.encode(documents[index], add_special_tokens=False).ids)
+        if eos is not None:
+            ids.append(eos)
+        used += 1
+    return ids, used
+
+
 def token_windows(
     tokenizer: Any, tokenizer_config: dict[str, Any], documents: list[str], order: list[int], windows: int, window_tokens: int, where: str
 ) -> tuple[torch.Tensor, int]:
     """``windows`` x ``window_tokens`` token ids (int64) of ``documents`` in ``order``, and how
     many documents they reach into; ``TextTooShort`` if the text gives fewer tokens."""
     needed = windows * window_tokens
-    eos = end_of_text_id(tokenizer, tokenizer_config)
-    ids: list[int] = []
-    used = 0
-    for index in order:
-        if len(ids) >= needed:
-            break
-        ids.extend(tokenizer.encode(documents[index], add_special_tokens=False).ids)
-        if eos is not None:
-            ids.append(eos)
-        used += 1
+    ids, used = document_tokens(tokenizer, tokenizer_config, documents, order, needed)
     if len(ids) < needed:
         raise TextTooShort(
             f"{where}: the text gives {len(ids)} tokens ({len(documents)} documents), fewer than data.windows x "
@@ -126,7 +136,7 @@ def local_tokenizer_files(tokenizer: dict[str, Any]) -> dict[str, Path]:
     """The files of a tokenizer of a local directory (``directory``, files' sha256), verified:
     a file changed since the layer list was written stops here (parse time checks it too, but
     a run may be under way when it changes)."""
-    from layercrit.study.transformers_directory import file_sha256
+    from layercrit.io import file_sha256
 
     paths = {file: Path(tokenizer["directory"]) / file for file in tokenizer["files"]}
     for file, sha256 in tokenizer["files"].items():

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from layercrit.evaluation.concurrency import global_rng, module_calls
-from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, read_safetensors
+from layercrit.io import CHECKPOINT_HEADER, DamagedFileError, atomic_path, file_sha256, read_safetensors
 from layercrit.models.blocks import enumerate_blocks
 from layercrit.models.builders import create_model, prepare_model, unknown_architecture_message
 from layercrit.study import (
@@ -278,7 +278,7 @@ def _directory_architecture(zoo_path: Path, arch: Architecture) -> tuple[Archite
     from dataclasses import replace
 
     from layercrit.models.transformers_models import CONFIG_FILE, PROCESSOR_FILE, config_extra
-    from layercrit.study.transformers_directory import TOKENIZER_FILES, directory_of, file_sha256, tokenizer_sha256s
+    from layercrit.study.transformers_directory import TOKENIZER_FILES, directory_of, tokenizer_sha256s
 
     directory = directory_of(arch.name, zoo_path.parent)
     where = f"{zoo_path}: architectures.{arch.id} (directory {directory})"

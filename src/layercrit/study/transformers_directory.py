@@ -14,10 +14,10 @@ one's own does (``layercrit.study.python_code``).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from layercrit.io import file_sha256
 from layercrit.study.errors import ConfigError
 
 CONFIG_FILE = "config.json"
@@ -32,10 +32,6 @@ def is_local_directory(name: str) -> bool:
 def directory_of(name: str, zoo_dir: str | Path) -> Path:
     """The absolute directory of a local transformers architecture (relative to the zoo's)."""
     return (Path(zoo_dir) / name).resolve()
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tokenizer_sha256s(directory: Path) -> dict[str, str]:

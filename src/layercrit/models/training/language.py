@@ -12,7 +12,6 @@ order of the first k steps does not depend on how many follow.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,12 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layercrit.io import provenance, write_json
+from layercrit.io import file_sha256, provenance, write_json
 from layercrit.models.training.language_recipe import LanguageRecipe
 from layercrit.models.training.recipe import recipe_of
 from layercrit.models.zoo import build_architecture, load_checkpoint, load_model, save_checkpoint
 from layercrit.study import Architecture
-from layercrit.text_windows import document_order, end_of_text_id, fetch_tokenizer, read_documents, token_windows, tokenizer_source
+from layercrit.text_windows import document_order, document_tokens, fetch_tokenizer, read_documents, tokenizer_source
 
 log = logging.getLogger("layercrit.training.language")
 
@@ -38,16 +37,15 @@ def training_windows(
     """The (training, held-out) windows of ``documents``: every whole window of the text in the
     seeded document order, the last ``recipe.heldout_windows`` held out; ``ValueError`` if the
     text leaves no window to train on."""
-    eos = end_of_text_id(tokenizer, tokenizer_config)
-    total = sum(len(tokenizer.encode(d, add_special_tokens=False).ids) + (eos is not None) for d in documents)
-    n_windows = total // recipe.window_tokens
+    ids, _ = document_tokens(tokenizer, tokenizer_config, documents, document_order(len(documents), seed))  # the whole text, once
+    n_windows = len(ids) // recipe.window_tokens
     if n_windows <= recipe.heldout_windows:
         raise ValueError(
-            f"{where}: the text gives {total} tokens, {n_windows} windows of window_tokens {recipe.window_tokens}, "
+            f"{where}: the text gives {len(ids)} tokens, {n_windows} windows of window_tokens {recipe.window_tokens}, "
             f"which leaves none to train on beside heldout_windows {recipe.heldout_windows}; give a longer text, "
             "or fewer held-out windows or shorter ones"
         )
-    windows, _ = token_windows(tokenizer, tokenizer_config, documents, document_order(len(documents), seed), n_windows, recipe.window_tokens, where)
+    windows = torch.tensor(ids[: n_windows * recipe.window_tokens], dtype=torch.int64).view(n_windows, recipe.window_tokens)
     return windows[: -recipe.heldout_windows], windows[-recipe.heldout_windows :]
 
 
@@ -164,7 +162,7 @@ def train_zoo_language_model(
     meta = {"model": model["id"], "architecture": arch.id, "seed": seed, "recipe": recipe.to_dict()}
     save_checkpoint(init_out, init_state, None, {**meta, "weights": "initialization"})
     save_checkpoint(checkpoint_out, {k: v.detach().clone() for k, v in net.state_dict().items()}, None, {**meta, "weights": "trained"})
-    text_record = {"text": str(text), "text_sha256": hashlib.sha256(Path(text).read_bytes()).hexdigest()}
+    text_record = {"text": str(text), "text_sha256": file_sha256(text)}
     history = {**meta, **history, **text_record, **provenance(threads=threads)}
     write_json(history_out, history)
     return history
